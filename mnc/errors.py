@@ -1,0 +1,109 @@
+"""Diagnostics: located, caret-annotated messages and the exceptions that carry them.
+
+Exit codes are part of the CLI contract: 2 for bad input (`InputError`), 3 for a
+failed numerical check (`VerificationError`), 1 for anything else (a bug).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Spec texts by path, so a diagnostic raised long after parsing (during lowering,
+# shape inference or a pass) can still print the source line it points at.
+_SOURCES: dict[str, str] = {}
+
+
+def register_source(path: str, text: str) -> None:
+    _SOURCES[path] = text
+
+
+@dataclass(frozen=True)
+class Loc:
+    """A position in a spec file: 1-based line and column, optional end column."""
+
+    path: str
+    line: int
+    col: int
+    end_col: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}:{self.col}"
+
+    def as_dict(self) -> dict:
+        return {"file": self.path, "line": self.line, "column": self.col}
+
+
+@dataclass
+class Diagnostic:
+    message: str
+    loc: Loc | None = None
+    severity: str = "error"
+    notes: list[tuple[str, Loc | None]] = field(default_factory=list)
+
+    def render(self) -> str:
+        lines = [_headline(self.severity, self.message, self.loc)]
+        lines += _excerpt(self.loc)
+        for text, loc in self.notes:
+            lines.append(_headline("note", text, loc))
+            lines += _excerpt(loc)
+        return "\n".join(lines)
+
+
+def _headline(severity: str, message: str, loc: Loc | None) -> str:
+    return f"{loc}: {severity}: {message}" if loc else f"mnc: {severity}: {message}"
+
+
+def _excerpt(loc: Loc | None) -> list[str]:
+    if loc is None or loc.path not in _SOURCES:
+        return []
+    source_lines = _SOURCES[loc.path].splitlines()
+    if not 1 <= loc.line <= len(source_lines):
+        return []
+    text = source_lines[loc.line - 1].expandtabs(1)
+    width = max(1, (loc.end_col or loc.col + 1) - loc.col)
+    return [f"  {text}", "  " + " " * (loc.col - 1) + "^" + "~" * (width - 1)]
+
+
+class MncError(Exception):
+    """Base of the errors the CLI reports without a traceback."""
+
+    exit_code = 1
+
+    def __init__(self, diagnostics: list[Diagnostic] | Diagnostic | str, loc: Loc | None = None):
+        if isinstance(diagnostics, str):
+            diagnostics = Diagnostic(diagnostics, loc)
+        if isinstance(diagnostics, Diagnostic):
+            diagnostics = [diagnostics]
+        self.diagnostics = diagnostics
+        super().__init__("\n".join(d.render() for d in diagnostics))
+
+    def render(self) -> str:
+        text = "\n".join(d.render() for d in self.diagnostics)
+        if len(self.diagnostics) > 1:
+            text += f"\n{len(self.diagnostics)} errors"
+        return text
+
+
+class InputError(MncError):
+    """Bad input: a spec, an argument, weights or data. Exit code 2."""
+
+    exit_code = 2
+
+
+class VerificationError(MncError):
+    """An artifact does not compute what the spec means. Exit code 3."""
+
+    exit_code = 3
+
+
+class Collector:
+    """Gathers diagnostics so one run can report every independent error in a spec."""
+
+    def __init__(self) -> None:
+        self.diagnostics: list[Diagnostic] = []
+
+    def error(self, message: str, loc: Loc | None = None, notes=()) -> None:
+        self.diagnostics.append(Diagnostic(message, loc, notes=list(notes)))
+
+    def raise_if_any(self) -> None:
+        if self.diagnostics:
+            raise InputError(self.diagnostics)

@@ -1,0 +1,79 @@
+"""The spec front end: parse text, check names and values, lower to IR with α and ρ."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from mnc.errors import Collector, InputError, Loc
+from mnc.ir.graph import Graph
+from mnc.spec.lower import lower
+from mnc.spec.parser import parse_file, parse_text
+from mnc.spec.settings import Config, Settings, check_settings, resolve
+from mnc.spec.table import CLASSES_SYMBOL, LayerRow, check_tables
+
+__all__ = ["CheckedSpec", "Config", "load_spec", "load_spec_text", "build_graph"]
+
+
+@dataclass(frozen=True)
+class CheckedSpec:
+    path: str
+    text: str
+    sha256: str
+    settings: Settings
+    rows: list[LayerRow]
+
+    def config(self, alpha: float | None = None, rho: float | None = None, resolution: int | None = None) -> Config:
+        return resolve(self.settings, alpha, rho, resolution)
+
+
+def load_spec(path) -> CheckedSpec:
+    return _check(parse_file(path))
+
+
+def load_spec_text(text: str, path: str = "<spec>") -> CheckedSpec:
+    return _check(parse_text(text, path))
+
+
+def _check(ast) -> CheckedSpec:
+    problems = Collector()
+    settings = check_settings(ast.settings, problems, ast.path)
+    rows = check_tables(ast.tables, problems)
+    problems.raise_if_any()
+    spec = CheckedSpec(ast.path, ast.text, hashlib.sha256(ast.text.encode()).hexdigest(), settings, rows)
+    _check_documented_sizes(spec)
+    return spec
+
+
+def build_graph(spec: CheckedSpec, config: Config) -> Graph:
+    graph = lower(spec.rows, config)
+    graph.meta.update(spec=spec.path, spec_sha256=spec.sha256, alpha=config.alpha, resolution=config.resolution)
+    return graph
+
+
+def _check_documented_sizes(spec: CheckedSpec) -> None:
+    """The `input` column states each row's input size at α = 1 and the base resolution, as the
+    papers print it. Lower at that configuration and compare, so a wrong stride or width in
+    the table is caught where it is written."""
+    if not any(row.documented_input for row in spec.rows):
+        return
+    nominal = resolve(spec.settings, alpha=1.0, resolution=spec.settings.base_resolution)
+    graph = lower(spec.rows, nominal)
+    problems = Collector()
+    classes = spec.settings.classes
+    for row in spec.rows:
+        if row.documented_input is None:
+            continue
+        actual = graph.node(graph.meta["stage_inputs"][row.index])["shape"]
+        actual_hwc = (actual[1], actual[2], actual[0]) if len(actual) == 3 else (1, 1, actual[0])
+        written = tuple(classes if d == CLASSES_SYMBOL else d for d in row.documented_input)
+        if written != actual_hwc:
+            problems.error(
+                f"the input column says {_hwc(written)} but the rows above produce {_hwc(actual_hwc)} "
+                f"at α = 1 and resolution {nominal.resolution}",
+                row.cell_locs["input"],
+            )
+    problems.raise_if_any()
+
+
+def _hwc(shape) -> str:
+    return " × ".join(map(str, shape))

@@ -1,0 +1,80 @@
+"""The syntax tree of a spec: what was written, where, before any meaning is given to it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mnc.errors import Loc
+
+
+@dataclass(frozen=True)
+class Value:
+    """A setting value: a number, a bare name, a string, or a call `f(a, k=v)`."""
+
+    kind: str  # "number" | "name" | "string" | "call"
+    value: object  # float/int, str, or the callee name for calls
+    loc: Loc
+    args: tuple["Argument", ...] = ()
+
+    def describe(self) -> str:
+        if self.kind == "call":
+            inner = ", ".join((f"{a.key}=" if a.key else "") + a.value.describe() for a in self.args)
+            return f"{self.value}({inner})"
+        return str(self.value)
+
+
+@dataclass(frozen=True)
+class Argument:
+    key: str | None
+    value: Value
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    values: tuple[Value, ...]
+    loc: Loc  # the key
+
+
+@dataclass(frozen=True)
+class Atom:
+    """One token of a table cell: kind is the grammar terminal (DIMS, UNUMBER, NAME, DASH, COMMA)."""
+
+    kind: str
+    text: str
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Cell:
+    atoms: tuple[Atom, ...]
+    loc: Loc  # the cell's first atom, or the position after its opening bar when empty
+
+    @property
+    def text(self) -> str:
+        return " ".join(a.text for a in self.atoms)
+
+    @property
+    def is_empty(self) -> bool:
+        """Empty or `-`: the table's way of saying "not applicable"."""
+        return not self.atoms or (len(self.atoms) == 1 and self.atoms[0].kind == "DASH")
+
+
+@dataclass(frozen=True)
+class Row:
+    cells: tuple[Cell, ...]
+    loc: Loc
+
+
+@dataclass
+class Table:
+    header: Row
+    rows: list[Row] = field(default_factory=list)
+
+
+@dataclass
+class Spec:
+    path: str
+    text: str
+    settings: list[Setting]
+    tables: list[Table]

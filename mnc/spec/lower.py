@@ -1,0 +1,116 @@
+"""Lowering: checked table rows + (α, resolution) → IR graph.
+
+Shapes are inferred node by node as the graph is built (through the op registry),
+because explicit TF-'SAME' padding depends on the size of each layer's input.
+"""
+from __future__ import annotations
+
+import math
+
+from mnc.errors import InputError, Loc
+from mnc.ir.graph import Graph
+from mnc.ir.ops import OPS, ShapeError
+from mnc.spec.blocks import BLOCKS
+from mnc.spec.settings import Config
+from mnc.spec.table import CLASSES_SYMBOL, LayerRow
+
+BN_EPS = 1e-5
+
+
+def lower(rows: list[LayerRow], config: Config) -> Graph:
+    s = config.settings
+    graph = Graph(s.name)
+    e = Emitter(graph, config)
+    first = rows[0].loc if rows else Loc("<spec>", 1, 1)
+    e.current = graph.add("input", "input", attrs={"shape": [s.input_channels, config.resolution, config.resolution]},
+                          src=s.locs.get("input_channels", first))
+    e._infer(e.current)
+    stage_inputs = {}
+    for row in rows:
+        stage_inputs[row.index] = e.current
+        for j in range(row.repeats):
+            e.begin(row, j)
+            BLOCKS[row.block].emit(e, row, row.values.get("s", 1) if j == 0 else 1)
+    graph.outputs = [e.current]
+    graph.meta["stage_inputs"] = stage_inputs  # the tensor entering each table row
+    return graph
+
+
+def pads_for(padding: str, size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """(before, after) padding of one spatial axis."""
+    if padding == "symmetric":
+        return (kernel - 1) // 2, (kernel - 1) // 2
+    out = math.ceil(size / stride)  # TF 'SAME': the extra pixel, if any, goes after
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class Emitter:
+    """What a block sees while it emits: the current tensor, its shape, and helpers that
+    name nodes `stage{row}.block{j}.{layer}` and attach the row's source position."""
+
+    def __init__(self, graph: Graph, config: Config):
+        self.graph, self.config = graph, config
+        self.current: str = ""
+        self.row: LayerRow | None = None
+        self.prefix = ""
+
+    def begin(self, row: LayerRow, repeat: int) -> None:
+        self.row, self.prefix = row, f"stage{row.index}.block{repeat}"
+
+    @property
+    def shape(self) -> tuple:
+        return self.graph.node(self.current)["shape"]
+
+    @property
+    def channels(self) -> int:
+        return self.shape[0]
+
+    def width(self, row: LayerRow) -> int:
+        """The row's `c` after width scaling, as its modifiers and the spec's rounding say."""
+        c = row.values["c"]
+        if c == CLASSES_SYMBOL:
+            return self.config.settings.classes
+        alpha = self.config.alpha
+        if "fixed" in row.modifiers:
+            return c
+        if "no_shrink" in row.modifiers:
+            alpha = max(1.0, alpha)
+        return self.config.settings.width_rounding(c, alpha)
+
+    def op(self, layer: str, op: str, inputs: list[str] | None = None, attrs: dict | None = None) -> str:
+        name = self.graph.add(f"{self.prefix}.{layer}", op, inputs or [self.current], attrs=attrs, src=self.row.loc)
+        self._infer(name)
+        self.current = name
+        return name
+
+    def conv(self, layer: str, out: int, kernel: int, stride: int, *, groups: int = 1,
+             act: str | None = "default", bn: bool = True) -> str:
+        _, h, w = self.shape
+        if h < stride or w < stride:
+            raise InputError(
+                f"the feature map collapses: a stride-{stride} layer receives a {h}×{w} map; "
+                f"resolution {self.config.resolution} is too small for this network", self.row.cell_locs.get("s", self.row.loc))
+        pad_h, pad_w = pads_for(self.config.settings.padding, h, kernel, stride), \
+            pads_for(self.config.settings.padding, w, kernel, stride)
+        self.op(layer, "conv", attrs={
+            "out_channels": out, "kernel": [kernel, kernel], "stride": [stride, stride],
+            "pads": [pad_h[0], pad_w[0], pad_h[1], pad_w[1]], "groups": groups, "bias": not bn, "fused_act": None,
+        })
+        if bn:
+            self.op(f"{layer}.bn", "batchnorm", attrs={"eps": BN_EPS})
+        act = self.config.settings.activation if act == "default" else act
+        if act is not None:
+            self.op(f"{layer}.act", "act", attrs={"fn": act})
+        return self.current
+
+    def fc(self, layer: str, out: int) -> str:
+        return self.op(layer, "fc", attrs={"out_features": out, "bias": True, "fused_act": None})
+
+    def _infer(self, name: str) -> None:
+        data = self.graph.node(name)
+        in_shapes = [self.graph.node(p)["shape"] for p in self.graph.inputs_of(name)]
+        try:
+            data["shape"] = tuple(OPS[data["op"]].infer(data["attrs"], in_shapes))
+        except ShapeError as exc:
+            raise InputError(f"{exc} (in layer '{name}')", data["src"]) from None

@@ -1,0 +1,178 @@
+"""Spec text → syntax tree (mnc.spec.ast), with a source position on everything."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import lark
+
+from mnc.errors import Collector, InputError, Loc, register_source
+from mnc.spec.ast import Argument, Atom, Cell, Row, Setting, Spec, Table, Value
+
+# Human names for the grammar's terminals, used in "expected ..." messages.
+_TERMINAL_NAMES = {
+    "NAME": "a name",
+    "EQUAL": "'='",
+    "SIGNED_NUMBER": "a number",
+    "UNUMBER": "a number",
+    "ESCAPED_STRING": "a string",
+    "DIMS": "a size such as 3x3 or 112² × 32",
+    "DASH": "'-'",
+    "COMMA": "','",
+    "VBAR": "'|'",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "RULE": "a table rule such as |---|---|",
+    "_NL": "end of line",
+    "$END": "end of file",
+}
+
+
+def _grammar_path() -> Path:
+    packaged = Path(__file__).resolve().parent.parent / "grammar" / "mnet.lark"
+    if packaged.exists():  # installed wheel: the build copies grammar/ into the package
+        return packaged
+    return Path(__file__).resolve().parents[2] / "grammar" / "mnet.lark"  # source checkout
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> lark.Lark:
+    return lark.Lark(_grammar_path().read_text(encoding="utf-8"), parser="lalr", propagate_positions=True, maybe_placeholders=False)
+
+
+def parse_file(path: str | Path) -> Spec:
+    path = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read spec '{path}': {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise InputError("spec is not valid UTF-8 text", Loc(path, line, 1)) from None
+    return parse_text(text, path)
+
+
+def parse_text(text: str, path: str = "<spec>") -> Spec:
+    register_source(path, text)
+    try:
+        tree = _parser().parse(text if text.endswith("\n") else text + "\n")
+    except lark.exceptions.UnexpectedInput as exc:
+        raise InputError(_syntax_message(exc), _error_loc(exc, path, text)) from None
+    return _build(tree, path, text)
+
+
+def _error_loc(exc: lark.exceptions.UnexpectedInput, path: str, text: str) -> Loc:
+    line, col = getattr(exc, "line", -1), getattr(exc, "column", -1)
+    if line is None or line < 1:  # end of input
+        lines = text.splitlines() or [""]
+        line, col = len(lines), len(lines[-1]) + 1
+    return Loc(path, line, col)
+
+
+def _syntax_message(exc: lark.exceptions.UnexpectedInput) -> str:
+    if isinstance(exc, lark.exceptions.UnexpectedCharacters):
+        return f"unexpected character {exc.char!r}"
+    if isinstance(exc, lark.exceptions.UnexpectedToken):
+        token = exc.token
+        got = "end of line" if token.type == "_NL" else "end of file" if token.type == "$END" else repr(str(token))
+        expected = sorted({_TERMINAL_NAMES.get(t, repr(t)) for t in exc.expected})
+        hint = ""
+        if "EQUAL" in exc.expected:
+            hint = " (settings are written `key = value`)"
+        return f"unexpected {got}; expected {_join_or(expected)}{hint}"
+    return "syntax error"
+
+
+def _join_or(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
+
+
+# ---- tree → AST ---------------------------------------------------------------
+
+
+def _loc(path: str, meta_or_token, width: int | None = None) -> Loc:
+    line, col = meta_or_token.line, meta_or_token.column
+    end = getattr(meta_or_token, "end_column", None)
+    if width is not None:
+        end = col + width
+    return Loc(path, line, col, end if end and getattr(meta_or_token, "end_line", line) == line else None)
+
+
+def _value(node, path: str) -> Value:
+    if isinstance(node, lark.Tree):
+        kind = node.data
+        if kind == "call":
+            callee, *args = node.children
+            return Value("call", str(callee), _loc(path, callee), tuple(_argument(a, path) for a in args))
+        token = node.children[0]
+        if kind == "number":
+            text = str(token)
+            number = int(text) if text.lstrip("+-").isdigit() else float(text)
+            return Value("number", number, _loc(path, token))
+        if kind == "string":
+            return Value("string", bytes(str(token)[1:-1], "utf-8").decode("unicode_escape"), _loc(path, token))
+        return Value("name", str(token), _loc(path, token))
+    raise AssertionError(f"unexpected value node {node!r}")
+
+
+def _argument(node: lark.Tree, path: str) -> Argument:
+    if len(node.children) == 2:
+        key, value = node.children
+        return Argument(str(key), _value(value, path), _loc(path, key))
+    value = _value(node.children[0], path)
+    return Argument(None, value, value.loc)
+
+
+def _row(node: lark.Tree, path: str) -> Row:
+    cells = []
+    for cell in node.children:
+        atoms = tuple(Atom(t.type, str(t), _loc(path, t)) for t in cell.children)
+        if atoms:
+            loc = atoms[0].loc
+            if len(atoms) > 1:
+                loc = Loc(path, loc.line, loc.col, atoms[-1].loc.end_col)
+        else:
+            # An empty cell has no tokens; point just inside the previous bar.
+            loc = Loc(path, node.meta.line, _empty_cell_column(node, cells))
+        cells.append(Cell(atoms, loc))
+    return Row(tuple(cells), _loc(path, node.meta))
+
+
+def _empty_cell_column(row: lark.Tree, cells_so_far: list[Cell]) -> int:
+    if not cells_so_far:
+        return row.meta.column + 1
+    last = cells_so_far[-1].loc
+    return (last.end_col or last.col + 1) + 1
+
+
+def _build(tree: lark.Tree, path: str, text: str) -> Spec:
+    settings: list[Setting] = []
+    tables: list[Table] = []
+    problems = Collector()
+    current: Table | None = None
+    statements = tree.children
+    for i, stmt in enumerate(statements):
+        if stmt.data == "setting":
+            key, *values = stmt.children
+            settings.append(Setting(str(key), tuple(_value(v, path) for v in values), _loc(path, key)))
+            current = None  # a table is a run of rows; a setting ends it
+        elif stmt.data == "rule":
+            if i == 0 or statements[i - 1].data != "row":
+                problems.error("table rule without a header row above it", _loc(path, stmt.meta))
+        else:
+            row = _row(stmt, path)
+            if i + 1 < len(statements) and statements[i + 1].data == "rule":  # Markdown: header, then rule
+                current = Table(row)
+                tables.append(current)
+            elif current is None:
+                problems.error(
+                    "table row outside a table; a table starts with a header row naming its columns, "
+                    "followed by a rule line such as |---|---|",
+                    row.loc,
+                )
+            else:
+                current.rows.append(row)
+    problems.raise_if_any()
+    return Spec(path, text, settings, tables)
