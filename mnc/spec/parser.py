@@ -19,7 +19,7 @@ _TERMINAL_NAMES = {
     "DIMS": "a size such as 3x3 or 112² × 32",
     "DASH": "'-'",
     "COMMA": "','",
-    "VBAR": "'|'",
+    "BAR": "'|'",
     "LPAR": "'('",
     "RPAR": "')'",
     "RULE": "a table rule such as |---|---|",
@@ -127,24 +127,19 @@ def _argument(node: lark.Tree, path: str) -> Argument:
 
 def _row(node: lark.Tree, path: str) -> Row:
     cells = []
-    for cell in node.children:
-        atoms = tuple(Atom(t.type, str(t), _loc(path, t)) for t in cell.children)
+    bar = None
+    for child in node.children:
+        if isinstance(child, lark.Token):  # a BAR: an empty cell is reported just after it
+            bar = child
+            continue
+        atoms = tuple(Atom(t.type, str(t), _loc(path, t)) for t in child.children)
         if atoms:
-            loc = atoms[0].loc
-            if len(atoms) > 1:
-                loc = Loc(path, loc.line, loc.col, atoms[-1].loc.end_col)
+            first, last = atoms[0].loc, atoms[-1].loc
+            loc = Loc(path, first.line, first.col, last.end_col) if len(atoms) > 1 else first
         else:
-            # An empty cell has no tokens; point just inside the previous bar.
-            loc = Loc(path, node.meta.line, _empty_cell_column(node, cells))
+            loc = Loc(path, bar.line, bar.column + 1)
         cells.append(Cell(atoms, loc))
     return Row(tuple(cells), _loc(path, node.meta))
-
-
-def _empty_cell_column(row: lark.Tree, cells_so_far: list[Cell]) -> int:
-    if not cells_so_far:
-        return row.meta.column + 1
-    last = cells_so_far[-1].loc
-    return (last.end_col or last.col + 1) + 1
 
 
 def _build(tree: lark.Tree, path: str, text: str) -> Spec:

@@ -82,10 +82,13 @@ class Config:
 def check_settings(settings: list[Setting], problems: Collector, path: str) -> Settings | None:
     seen: dict[str, Setting] = {}
     values: dict[str, object] = {}
+    suggested: set[str] = set()  # a misspelt key already reported need not be reported missing too
     for s in settings:
         spec = FIELDS.get(s.key)
         if spec is None:
-            problems.error(f"unknown setting '{s.key}'" + did_you_mean(s.key, FIELDS), s.loc)
+            hint = did_you_mean(s.key, FIELDS)
+            problems.error(f"unknown setting '{s.key}'" + hint, s.loc)
+            suggested.update(k for k in FIELDS if hint and f"'{k}'" in hint)
             continue
         if s.key in seen:
             problems.error(f"'{s.key}' is set twice", s.loc, notes=[("first set here", seen[s.key].loc)])
@@ -98,7 +101,7 @@ def check_settings(settings: list[Setting], problems: Collector, path: str) -> S
         problems.error("set either 'rho' or 'resolution', not both", seen["resolution"].loc,
                        notes=[("'rho' is set here", seen["rho"].loc)])
     for key, spec in FIELDS.items():
-        if spec.required and key not in seen:
+        if spec.required and key not in seen and key not in suggested:
             problems.error(f"missing required setting '{key}' ({spec.doc})", Loc(path, 1, 1))
     locs = {k: s.values[0].loc for k, s in seen.items()}
     _check_ranges(values, locs, problems)

@@ -18,6 +18,12 @@ COLUMNS = {
     "s": "stride of the first block",
 }
 CLASSES_SYMBOL = "k"
+# What people call the columns in prose, for suggestions.
+COLUMN_SYNONYMS = {
+    "stride": "s", "strides": "s", "channels": "c", "out": "c", "outputs": "c", "width": "c",
+    "expansion": "t", "expand": "t", "repeat": "n", "repeats": "n", "op": "operator", "type": "operator",
+    "layer": "operator", "block": "operator", "size": "input",
+}
 
 
 @dataclass(frozen=True)
@@ -44,7 +50,7 @@ def check_tables(tables: list[Table], problems: Collector) -> list[LayerRow]:
                 problems.error(
                     f"row has {len(row.cells)} cells but the table header has {len(columns)} columns "
                     f"({', '.join(columns)})",
-                    row.cells[min(len(row.cells), len(columns)) - 1].loc if row.cells else row.loc,
+                    row.cells[len(columns)].loc if len(row.cells) > len(columns) else row.cells[-1].loc,
                     notes=[("header is here", table.header.loc)],
                 )
                 continue
@@ -66,7 +72,7 @@ def _check_header(header: Row, problems: Collector) -> list[str] | None:
             problems.error(f"a header cell must name a column ({one_of(COLUMNS)})", cell.loc)
             ok = False
         elif name not in COLUMNS:
-            problems.error(f"unknown column '{name}'" + did_you_mean(name, COLUMNS)
+            problems.error(f"unknown column '{name}'" + did_you_mean(name, COLUMNS, COLUMN_SYNONYMS)
                            + f"; columns are {one_of(COLUMNS)}", cell.loc)
             ok = False
         elif name in columns:

@@ -1,0 +1,5 @@
+import sys
+
+from mnc.cli import main
+
+sys.exit(main())

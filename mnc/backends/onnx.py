@@ -1,0 +1,149 @@
+"""IR → ONNX. Reads the IR only; each IR op maps to the ONNX operators that compute it."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from mnc.ir.graph import Graph
+
+OPSET = 17
+IR_VERSION = 8  # the ONNX IR version of opset 17; loadable by every ONNX Runtime since 1.11
+INPUT_NAME = "input"
+SUFFIX = ".onnx"
+
+
+def output_name(graph: Graph) -> str:
+    return "probabilities" if graph.node(graph.outputs[0])["op"] == "softmax" else "logits"
+
+
+def emit(graph: Graph, metadata: dict[str, str], description: str = "") -> bytes:
+    model = build_model(graph, metadata, description)
+    onnx.checker.check_model(model, full_check=True)
+    return model.SerializeToString(deterministic=True)
+
+
+def build_model(graph: Graph, metadata: dict[str, str], description: str = "") -> onnx.ModelProto:
+    (input_node,) = graph.inputs
+    (output_node,) = graph.outputs
+    names = {input_node: INPUT_NAME, output_node: output_name(graph)}
+    e = _Emitter(names)
+    for name in graph.topo():
+        data = graph.node(name)
+        if data["op"] != "input":
+            _LOWER[data["op"]](e, name, data, [e.name(p) for p in graph.inputs_of(name)])
+    batch = "batch"
+    inputs = [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [batch, *graph.node(input_node)["shape"]])]
+    outputs = [helper.make_tensor_value_info(names[output_node], TensorProto.FLOAT,
+                                             [batch, *graph.node(output_node)["shape"]])]
+    onnx_graph = helper.make_graph(e.nodes, graph.name, inputs, outputs, initializer=e.initializers)
+    model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="mnc", producer_version=metadata.get("mnc.version", ""),
+                              doc_string=description)
+    model.ir_version = IR_VERSION
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=str(value))
+    return model
+
+
+class _Emitter:
+    def __init__(self, names: dict[str, str]):
+        self.names = names
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._constants: set[str] = set()
+
+    def name(self, ir_name: str) -> str:
+        return self.names.get(ir_name, ir_name)
+
+    def param(self, ir_name: str, key: str, array: np.ndarray) -> str:
+        tensor_name = f"{ir_name}.{key}"
+        self.initializers.append(numpy_helper.from_array(np.asarray(array, dtype=np.float32), tensor_name))
+        return tensor_name
+
+    def constant(self, name: str, value: float) -> str:
+        if name not in self._constants:
+            self._constants.add(name)
+            self.initializers.append(numpy_helper.from_array(np.asarray(value, dtype=np.float32), name))
+        return name
+
+    def node(self, op_type: str, inputs: list[str], output: str, node_name: str, **attrs) -> str:
+        self.nodes.append(helper.make_node(op_type, inputs, [output], name=node_name, **attrs))
+        return output
+
+    def activation(self, fn: str | None, x: str, output: str, node_name: str) -> str:
+        if fn is None or fn == "identity":
+            return self.node("Identity", [x], output, node_name) if x != output else x
+        if fn == "relu":
+            return self.node("Relu", [x], output, node_name)
+        if fn == "relu6":
+            # Clip with its bounds as inputs (opset ≥ 11): the form ONNX Runtime fuses into Conv.
+            return self.node("Clip", [x, self.constant("relu6.min", 0.0), self.constant("relu6.max", 6.0)],
+                             output, node_name)
+        raise NotImplementedError(f"ONNX lowering of activation '{fn}'")
+
+
+def _with_fused_act(e: _Emitter, name: str, data: dict, op_type: str, inputs: list[str], **attrs) -> None:
+    fn = data["attrs"].get("fused_act")
+    out = e.name(name)
+    if fn is None:
+        e.node(op_type, inputs, out, name, **attrs)
+    else:
+        e.node(op_type, inputs, f"{name}.preact", name, **attrs)
+        e.activation(fn, f"{name}.preact", out, f"{name}.act")
+
+
+def _conv(e: _Emitter, name: str, data: dict, xs: list[str]) -> None:
+    a, p = data["attrs"], data["params"]
+    inputs = [xs[0], e.param(name, "weight", p["weight"])]
+    if a["bias"]:
+        inputs.append(e.param(name, "bias", p["bias"]))
+    _with_fused_act(e, name, data, "Conv", inputs, kernel_shape=a["kernel"], strides=a["stride"], pads=a["pads"],
+                    group=a["groups"], dilations=[1, 1])
+
+
+def _batchnorm(e: _Emitter, name: str, data: dict, xs: list[str]) -> None:
+    p = data["params"]
+    inputs = [xs[0]] + [e.param(name, k, p[k]) for k in ("gamma", "beta", "mean", "var")]
+    e.node("BatchNormalization", inputs, e.name(name), name, epsilon=float(data["attrs"]["eps"]))
+
+
+def _act(e: _Emitter, name: str, data: dict, xs: list[str]) -> None:
+    e.activation(data["attrs"]["fn"], xs[0], e.name(name), name)
+
+
+def _add(e: _Emitter, name: str, data: dict, xs: list[str]) -> None:
+    e.node("Add" if len(xs) == 2 else "Sum", xs, e.name(name), name)
+
+
+def _fc(e: _Emitter, name: str, data: dict, xs: list[str]) -> None:
+    p = data["params"]
+    inputs = [xs[0], e.param(name, "weight", p["weight"])]
+    if data["attrs"]["bias"]:
+        inputs.append(e.param(name, "bias", p["bias"]))
+    _with_fused_act(e, name, data, "Gemm", inputs, transB=1)
+
+
+_LOWER = {
+    "conv": _conv,
+    "batchnorm": _batchnorm,
+    "act": _act,
+    "add": _add,
+    "global_avgpool": lambda e, n, d, xs: e.node("GlobalAveragePool", xs, e.name(n), n),
+    "flatten": lambda e, n, d, xs: e.node("Flatten", xs, e.name(n), n, axis=1),
+    "fc": _fc,
+    "softmax": lambda e, n, d, xs: e.node("Softmax", xs, e.name(n), n, axis=1),
+}
+
+
+def read_metadata(artifact: bytes, path: str) -> dict[str, str]:
+    """The metadata_props of a saved model; a file that is not an ONNX model is bad input."""
+    from mnc.errors import InputError
+
+    try:
+        model = onnx.load_from_string(artifact)
+    except Exception as exc:  # protobuf raises several types for corrupt input
+        raise InputError(f"'{path}' is not a readable ONNX model ({type(exc).__name__})") from None
+    if not model.graph.node:
+        raise InputError(f"'{path}' is not a readable ONNX model (it has no graph)")
+    return {p.key: p.value for p in model.metadata_props}

@@ -1,0 +1,128 @@
+"""The `mnc` command: parses arguments, calls the library, formats results and exit codes.
+
+Exit codes: 0 success; 2 bad input (spec, arguments, weights, data); 3 verification failed;
+1 an internal error (a bug: the traceback is printed so it can be reported).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from mnc import __version__
+from mnc.backends import TARGETS
+from mnc.errors import MncError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse's own errors: usage, then `mnc: error:`, exit 2
+        self.print_usage(sys.stderr)
+        self.exit(2, f"mnc: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+
+
+def _add_shape_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--alpha", type=_number, help="width multiplier α (default: the spec's)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--rho", type=_number, help="resolution multiplier ρ: resolution = round(base·ρ)")
+    group.add_argument("--resolution", type=_positive_int, help="input resolution in pixels")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="mnc", description="Compile MobileNet-style network specs into verified mobile models.")
+    parser.add_argument("--version", action="version", version=f"mnc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("compile", help="build, verify and write a model")
+    p.add_argument("spec", help="network spec (.mnet)")
+    _add_shape_options(p)
+    p.add_argument("--target", required=True, choices=sorted(TARGETS), help="artifact format")
+    p.add_argument("-o", "--output-dir", default="build", help="where to write (default: build)")
+    p.add_argument("--seed", type=_positive_int, default=0, help="seed of the initial weights (default: 0)")
+
+    p = sub.add_parser("summary", help="per-layer shapes, parameters and MACs")
+    p.add_argument("spec", help="network spec (.mnet)")
+    _add_shape_options(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser("verify", help="re-check an existing artifact against its spec")
+    p.add_argument("artifact", help="model file written by mnc compile")
+    p.add_argument("--spec", help="network spec (default: the spec text recorded in the artifact)")
+    _add_shape_options(p)
+    p.add_argument("--seed", type=_positive_int, help="weights seed (default: recorded in the artifact)")
+    p.add_argument("--json", action="store_true", help="print the verification result as JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except MncError as exc:
+        print(exc.render(), file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _compile(args) -> int:
+    from mnc.compiler import compile_spec
+
+    result = compile_spec(args.spec, target=args.target, alpha=args.alpha, rho=args.rho,
+                          resolution=args.resolution, seed=args.seed, out_dir=args.output_dir)
+    r = result.report
+    m = r["verification"]["metrics"]
+    print(f"wrote {result.artifact} ({r['artifact']['size_bytes']:,} bytes; "
+          f"{r['params']:,} params, {r['macs'] / 1e6:.1f} M MACs)")
+    print(f"verified: max abs error {m['max_abs_err']:.3g}, max rel error {m['max_rel_err']:.3g}, "
+          f"cosine {m['cosine']:.7f} against {r['verification']['reference']}")
+    print(f"report: {result.report_path}")
+    return 0
+
+
+def _summary(args) -> int:
+    from mnc.spec import build_graph, load_spec
+    from mnc.summary import format_table, summary_dict
+
+    spec = load_spec(args.spec)
+    config = spec.config(args.alpha, args.rho, args.resolution)
+    summary = summary_dict(spec, config, build_graph(spec, config))
+    print(json.dumps(summary, indent=2) if args.json else format_table(summary))
+    return 0
+
+
+def _verify(args) -> int:
+    from mnc.compiler import verify_file
+
+    result = verify_file(args.artifact, spec_path=args.spec, alpha=args.alpha, rho=args.rho,
+                         resolution=args.resolution, seed=args.seed)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        m = result["metrics"]
+        print(f"{args.artifact}: pass (α={result['alpha']:g}, resolution {result['resolution']}, seed {result['seed']}): "
+              f"max abs error {m['max_abs_err']:.3g}, max rel error {m['max_rel_err']:.3g}, cosine {m['cosine']:.7f}")
+        if not result["spec"]["matches_artifact"]:
+            print(f"note: {result['spec']['path']} differs from the spec the artifact was built from")
+    return 0
+
+
+_COMMANDS = {"compile": _compile, "summary": _summary, "verify": _verify}
+
+
+def main_exit() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

@@ -1,0 +1,215 @@
+"""The library API behind the CLI: build a spec into a weighted IR graph, emit an artifact,
+verify it numerically, write it with its report. Each step reads only what the one before made."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+from mnc import __version__
+from mnc.backends import TARGETS
+from mnc.errors import InputError, VerificationError
+from mnc.io import write_atomic
+from mnc.ir.cost import graph_cost
+from mnc.ir.graph import Graph
+from mnc.ir.interpreter import run
+from mnc.spec import CheckedSpec, Config, build_graph, load_spec, load_spec_text
+from mnc.timing import Timings
+from mnc.verify.executors import EXECUTORS
+from mnc.verify.inputs import STREAM_VERIFICATION, sample_images
+from mnc.verify.metrics import FP32, compare
+from mnc.weights.init import init_weights
+
+REFERENCE = "mnc numpy interpreter (float64) on the unoptimised IR"
+VERIFY_BATCH = 2
+
+
+@dataclass
+class Built:
+    spec: CheckedSpec
+    config: Config
+    graph: Graph
+    seed: int
+    timings: Timings = field(default_factory=Timings)
+
+
+def build(spec: CheckedSpec | str | Path, *, alpha=None, rho=None, resolution=None, seed: int = 0,
+          timings: Timings | None = None) -> Built:
+    """Spec → IR graph with α/ρ applied, shapes inferred and seeded weights."""
+    timings = timings or Timings()
+    if not isinstance(spec, CheckedSpec):
+        with timings.stage("parse"):
+            spec = load_spec(spec)
+    config = spec.config(alpha, rho, resolution)
+    with timings.stage("lower"):
+        graph = build_graph(spec, config)
+        graph.validate()
+    with timings.stage("weights"):
+        init_weights(graph, spec.settings, seed)
+        graph.validate(require_params=True)
+    return Built(spec, config, graph, seed, timings)
+
+
+def artifact_name(spec_path: str, config: Config, target: str) -> str:
+    return f"{Path(spec_path).stem}_{config.alpha}_{config.resolution}{TARGETS[target].SUFFIX}"
+
+
+def metadata(built: Built, passes: list[str]) -> dict[str, str]:
+    """What an artifact records so that `mnc verify` can rebuild its reference."""
+    return {
+        "mnc.version": __version__,
+        "mnc.spec_name": built.spec.settings.name,
+        "mnc.spec_sha256": built.spec.sha256,
+        "mnc.spec_text": built.spec.text,
+        "mnc.alpha": repr(built.config.alpha),
+        "mnc.resolution": str(built.config.resolution),
+        "mnc.seed": str(built.seed),
+        "mnc.passes": ",".join(passes),
+    }
+
+
+def verify(artifact: bytes, built: Built, target: str) -> dict:
+    """Run the artifact on seeded inputs and compare with the reference. Returns the report's
+    'verification' section; its 'verdict' says whether the artifact passed."""
+    label, execute = EXECUTORS[target]
+    graph = built.graph
+    images = sample_images(built.spec.settings, built.config.resolution, VERIFY_BATCH, built.seed, STREAM_VERIFICATION)
+    with built.timings.stage("reference"):
+        (reference,) = run(graph, {graph.inputs[0]: images}).values()
+    with built.timings.stage("execute"):
+        try:
+            (actual,) = execute(artifact, {"input": images})
+        except Exception as exc:  # the runtime rejected the artifact: a failed check, not a crash
+            return _verdict(label, None, f"{type(exc).__name__}: {exc}")
+    if actual.shape != reference.shape:
+        return _verdict(label, None, f"output shape {actual.shape} differs from the reference's {reference.shape}")
+    return _verdict(label, compare(actual, reference))
+
+
+def _verdict(executor: str, comparison, failure: str | None = None) -> dict:
+    passed = comparison is not None and comparison.passes(FP32)
+    result = {
+        "reference": REFERENCE,
+        "executor": executor,
+        "inputs": f"{VERIFY_BATCH} seeded image-like samples (verification stream)",
+        "metrics": comparison.as_dict() if comparison else None,
+        "tolerance": FP32.as_dict(),
+        "verdict": "pass" if passed else "fail",
+    }
+    if failure:
+        result["error"] = failure
+    return result
+
+
+@dataclass
+class CompileResult:
+    artifact: Path
+    report_path: Path
+    report: dict
+
+
+def compile_spec(spec_path: str | Path, *, target: str = "onnx", alpha=None, rho=None, resolution=None,
+                 seed: int = 0, out_dir: str | Path = "build") -> CompileResult:
+    if target not in TARGETS:
+        raise InputError(f"unknown target '{target}'; targets are {', '.join(TARGETS)}")
+    timings = Timings()
+    built = build(spec_path, alpha=alpha, rho=rho, resolution=resolution, seed=seed, timings=timings)
+    backend = TARGETS[target]
+    passes: list[str] = []
+    with timings.stage("emit"):
+        artifact = backend.emit(built.graph, metadata(built, passes), built.spec.settings.description)
+    verification = verify(artifact, built, target)
+    out = Path(out_dir) / artifact_name(str(spec_path), built.config, target)
+    report = _report(built, target, passes, out, artifact, verification)
+    if verification["verdict"] != "pass":
+        raise VerificationError(_failure_message(out.name, verification))
+    with timings.stage("write"):
+        write_atomic(out, artifact)
+    report["timings_s"] = timings.as_dict()
+    report_path = out.with_suffix(".report.json")
+    write_atomic(report_path, (json.dumps(report, indent=2) + "\n").encode())
+    return CompileResult(out, report_path, report)
+
+
+def _report(built: Built, target: str, passes: list[str], out: Path, artifact: bytes, verification: dict) -> dict:
+    cost = graph_cost(built.graph)
+    s, config = built.spec.settings, built.config
+    graph = built.graph
+    return {
+        "mnc_version": __version__,
+        "spec": {"path": str(built.spec.path), "name": s.name, "sha256": built.spec.sha256},
+        "alpha": config.alpha,
+        "resolution": config.resolution,
+        "rho": round(config.rho, 6),
+        "classes": s.classes,
+        "seed": built.seed,
+        "target": target,
+        "passes": passes,
+        "macs": cost.macs,
+        "params": cost.params,
+        "artifact": {
+            "path": str(out),
+            "size_bytes": len(artifact),
+            "sha256": hashlib.sha256(artifact).hexdigest(),
+            "input": {"name": "input", "shape": ["batch", *graph.node(graph.inputs[0])["shape"]]},
+            "output": {"name": TARGETS[target].output_name(graph), "shape": ["batch", *graph.node(graph.outputs[0])["shape"]]},
+        },
+        "verification": verification,
+    }
+
+
+def _failure_message(what: str, verification: dict) -> str:
+    m = verification["metrics"]
+    if m is None:
+        detail = verification.get("error", "no output")
+    else:
+        t = verification["tolerance"]
+        detail = (f"max relative error {m['max_rel_err']:.3g} (tolerance {t['max_rel_err']:g}), "
+                  f"cosine {m['cosine']:.6f} (minimum {t['min_cosine']:g})")
+    return f"verification of {what} failed against the reference ({verification['reference']}): {detail}"
+
+
+# ---- verifying an existing artifact --------------------------------------------------------
+
+
+def verify_file(artifact_path: str | Path, *, spec_path: str | Path | None = None, alpha=None, rho=None,
+                resolution=None, seed: int | None = None) -> dict:
+    """Re-check an artifact against the reference rebuilt from its spec. Settings the caller
+    does not give come from the artifact's own metadata. Returns the verification section,
+    with the settings used; raises VerificationError if it fails."""
+    path = Path(artifact_path)
+    target = next((t for t, b in TARGETS.items() if path.name.endswith(b.SUFFIX)), None)
+    if target is None:
+        raise InputError(f"'{path}': unknown artifact type; expected one of " + ", ".join(b.SUFFIX for b in TARGETS.values()))
+    try:
+        artifact = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read artifact '{path}': {exc.strerror or exc}") from None
+    meta = TARGETS[target].read_metadata(artifact, str(path))
+    if spec_path is not None:
+        spec = load_spec(spec_path)
+    elif "mnc.spec_text" in meta:
+        spec = load_spec_text(meta["mnc.spec_text"], f"{path}#spec")
+    else:
+        raise InputError(f"'{path}' carries no spec (it was not built by mnc); give one with --spec")
+    if resolution is None and rho is None and "mnc.resolution" in meta:
+        resolution = int(meta["mnc.resolution"])
+    if alpha is None and "mnc.alpha" in meta:
+        alpha = float(meta["mnc.alpha"])
+    if seed is None:
+        seed = int(meta.get("mnc.seed", 0))
+    built = build(spec, alpha=alpha, rho=rho, resolution=resolution, seed=seed)
+    result = verify(artifact, built, target)
+    result.update({
+        "artifact": str(path),
+        "spec": {"path": str(spec.path), "sha256": spec.sha256,
+                 "matches_artifact": meta.get("mnc.spec_sha256") == spec.sha256},
+        "alpha": built.config.alpha, "resolution": built.config.resolution, "seed": seed,
+    })
+    if result["verdict"] != "pass":
+        raise VerificationError(_failure_message(str(path), result))
+    return result
+
+

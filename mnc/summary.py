@@ -1,0 +1,83 @@
+"""`mnc summary`: the per-layer table of shapes, parameters and MACs, and totals."""
+from __future__ import annotations
+
+from mnc.ir.cost import node_cost
+from mnc.ir.graph import Graph
+from mnc.spec import CheckedSpec, Config
+
+
+def layers(graph: Graph) -> list[dict]:
+    rows = []
+    for name in graph.topo():
+        data = graph.node(name)
+        if data["op"] == "input":
+            continue
+        (producer, *_) = graph.inputs_of(name)
+        cost = node_cost(graph, name)
+        attrs = data["attrs"]
+        row = {
+            "name": name,
+            "op": _op_label(data),
+            "kernel": attrs["kernel"][0] if "kernel" in attrs else None,
+            "stride": attrs["stride"][0] if "stride" in attrs else None,
+            "input_shape": list(graph.node(producer)["shape"]),
+            "output_shape": list(data["shape"]),
+            "params": cost.params,
+            "macs": cost.macs,
+            "line": data["src"].line if data["src"] else None,
+        }
+        rows.append(row)
+    return rows
+
+
+def _op_label(data: dict) -> str:
+    attrs = data["attrs"]
+    if data["op"] == "conv" and attrs["groups"] > 1:
+        return "conv_dw" if attrs["groups"] == attrs["out_channels"] else f"conv_g{attrs['groups']}"
+    if data["op"] == "act":
+        return attrs["fn"]
+    return data["op"]
+
+
+def summary_dict(spec: CheckedSpec, config: Config, graph: Graph) -> dict:
+    rows = layers(graph)
+    return {
+        "name": spec.settings.name,
+        "spec": spec.path,
+        "alpha": config.alpha,
+        "resolution": config.resolution,
+        "rho": round(config.rho, 6),
+        "classes": spec.settings.classes,
+        "macs": sum(r["macs"] for r in rows),
+        "params": sum(r["params"] for r in rows),
+        "layers": rows,
+    }
+
+
+def _shape(shape: list[int]) -> str:
+    if len(shape) == 3:  # printed H×W×C, as the papers do
+        c, h, w = shape
+        return f"{h}×{w}×{c}"
+    return "×".join(map(str, shape))
+
+
+def format_table(summary: dict) -> str:
+    header = ("layer", "op", "k/s", "input", "output", "params", "MACs")
+    body = []
+    for r in summary["layers"]:
+        ks = f"{r['kernel']}x{r['kernel']}/{r['stride']}" if r["kernel"] else ""
+        body.append((r["name"], r["op"], ks, _shape(r["input_shape"]), _shape(r["output_shape"]),
+                     f"{r['params']:,}" if r["params"] else "", f"{r['macs']:,}" if r["macs"] else ""))
+    widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(header)]
+    right = {5, 6}
+
+    def line(cells) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    total = (f"{summary['name']}  α={summary['alpha']:g}  resolution={summary['resolution']}  "
+             f"classes={summary['classes']}")
+    out = [line(header), rule, *map(line, body), rule,
+           f"{total}\ntotal: {summary['params']:,} params ({summary['params'] / 1e6:.2f} M), "
+           f"{summary['macs']:,} MACs ({summary['macs'] / 1e6:.1f} M)"]
+    return "\n".join(out)

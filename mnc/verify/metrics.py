@@ -1,0 +1,52 @@
+"""Comparison of an artifact's outputs with the reference's."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Float artifacts are compared element-wise. max_rel_err is the largest absolute error
+    relative to the largest reference magnitude (the output's scale), which, unlike a
+    per-element ratio, does not explode on outputs near zero."""
+
+    max_rel_err: float = 1e-4
+    min_cosine: float = 0.9999
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+FP32 = Tolerance()
+
+
+@dataclass(frozen=True)
+class Comparison:
+    max_abs_err: float
+    max_rel_err: float
+    cosine: float
+    top1_agreement: float | None
+    reference_scale: float
+
+    def passes(self, tol: Tolerance) -> bool:
+        return self.max_rel_err <= tol.max_rel_err and self.cosine >= tol.min_cosine
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare(actual: np.ndarray, reference: np.ndarray) -> Comparison:
+    if actual.shape != reference.shape:
+        raise ValueError(f"output shape {actual.shape} differs from the reference's {reference.shape}")
+    a = np.asarray(actual, dtype=np.float64)
+    r = np.asarray(reference, dtype=np.float64)
+    if not np.all(np.isfinite(a)):
+        return Comparison(float("inf"), float("inf"), 0.0, 0.0 if a.ndim == 2 else None, float(np.abs(r).max()))
+    abs_err = float(np.abs(a - r).max())
+    scale = float(np.abs(r).max())
+    denom = float(np.linalg.norm(a) * np.linalg.norm(r))
+    cosine = float(np.dot(a.ravel(), r.ravel()) / denom) if denom > 0 else float(abs_err == 0)
+    top1 = float(np.mean(a.argmax(axis=1) == r.argmax(axis=1))) if a.ndim == 2 else None
+    return Comparison(abs_err, abs_err / scale if scale > 0 else abs_err, cosine, top1, scale)

@@ -1,0 +1,73 @@
+"""Deterministic weights from a seed, with realistic activations.
+
+Random weights alone make a degenerate network (activations explode or vanish with
+depth, and softmax saturates), and checking a degenerate network proves little. So
+convolutions get He-normal weights, and every batch norm takes its running statistics
+from the activations it actually sees on a seeded calibration batch: each normalised
+output then has the mean and spread its (random) shift and scale give it, at every
+depth. The classifier is scaled so its logits have unit spread on that batch.
+"""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+from mnc.ir.graph import Graph
+from mnc.ir.interpreter import run
+from mnc.ir.ops import OPS
+from mnc.verify.inputs import STREAM_CALIBRATION, sample_images
+
+CALIBRATION_BATCH = 4
+
+
+def init_weights(graph: Graph, settings, seed: int) -> Graph:
+    (input_name,) = graph.inputs
+    resolution = graph.node(input_name)["shape"][1]
+    images = sample_images(settings, resolution, CALIBRATION_BATCH, seed, STREAM_CALIBRATION)
+
+    def before(name: str, data: dict, xs: list[np.ndarray]) -> None:
+        op = OPS[data["op"]]
+        shapes = op.param_shapes(data["attrs"], [tuple(x.shape[1:]) for x in xs])
+        if not shapes:
+            return
+        # One stream per node, keyed by its name: a node's weights do not change when
+        # layers elsewhere in the spec are added or removed.
+        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
+        params = _INITIALISERS[data["op"]](rng, shapes, xs[0])
+        data["params"] = {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
+
+    run(graph, {input_name: images}, before=before)
+    return graph
+
+
+def _conv(rng, shapes, x):
+    weight = shapes["weight"]
+    fan_in = int(np.prod(weight[1:]))
+    params = {"weight": rng.standard_normal(weight) * np.sqrt(2.0 / fan_in)}
+    if "bias" in shapes:
+        params["bias"] = rng.normal(0.0, 0.1, shapes["bias"])
+    return params
+
+
+def _fc(rng, shapes, x):
+    weight = rng.standard_normal(shapes["weight"])
+    logits = x.reshape(x.shape[0], -1) @ weight.T
+    params = {"weight": weight / max(float(logits.std()), 1e-12)}
+    if "bias" in shapes:
+        params["bias"] = rng.normal(0.0, 0.1, shapes["bias"])
+    return params
+
+
+def _batchnorm(rng, shapes, x):
+    axes = (0,) + tuple(range(2, x.ndim))
+    (channels,) = shapes["gamma"]
+    return {
+        "gamma": rng.uniform(0.5, 1.5, channels),
+        "beta": rng.normal(0.0, 0.25, channels),
+        "mean": x.mean(axis=axes),
+        "var": x.var(axis=axes),
+    }
+
+
+_INITIALISERS = {"conv": _conv, "fc": _fc, "batchnorm": _batchnorm}

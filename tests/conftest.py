@@ -1,0 +1,45 @@
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from mnc.errors import MncError
+from mnc.spec import load_spec_text
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = ROOT / "specs"
+
+# A small valid spec that the error tests mutate one line at a time.
+TINY = textwrap.dedent("""\
+    name = tiny
+    input_channels = 3
+    base_resolution = 32
+    classes = 10
+    activation = relu6
+    width_rounding = make_divisible(divisor=8)
+    padding = same
+
+    | operator       | t | c  | n | s |
+    |----------------|---|----|---|---|
+    | conv2d 3x3     | - | 16 | 1 | 2 |
+    | bottleneck     | 6 | 24 | 2 | 2 |
+    | avgpool global |   |    |   |   |
+    | fc             |   | k  |   |   |
+    """)
+
+
+def replace_line(text: str, line: int, new: str) -> str:
+    lines = text.splitlines()
+    lines[line - 1] = new
+    return "\n".join(lines) + "\n"
+
+
+def spec_errors(text: str, path: str = "test.mnet") -> list:
+    with pytest.raises(MncError) as info:
+        load_spec_text(text, path)
+    return info.value.diagnostics
+
+
+@pytest.fixture
+def tiny_text() -> str:
+    return TINY
