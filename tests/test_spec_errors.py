@@ -22,7 +22,7 @@ CASES = [
     (8, "mean = 0.5, 0.5", 8, 8, "'mean' has 2 values but the input has 3 channels"),
     (8, "std = 0.5, 0, 0.5", 8, 7, "'std' values must be > 0; value 2 is 0.0"),
     (8, "frobnicate = 3", 8, 1, "unknown setting 'frobnicate'"),
-    (9, "| operator       | t | c  | n | strides |", 9, 33, "unknown column 'strides'; columns are"),
+    (9, "| operator       | t | c  | n | zzz |", 9, 33, "unknown column 'zzz'; columns are 'c', 'input'"),
     (9, "| operator       | t | c  | n | stride |", 9, 33, "unknown column 'stride'; did you mean 's'?"),
     (9, "| operator       | t | c  | n | c |", 9, 33, "column 'c' appears twice"),
     (11, "| conv2d 3x3     | - | 16 | 1 |", 11, 29, "row has 4 cells but the table header has 5 columns"),
