@@ -77,9 +77,12 @@ def _syntax_message(exc: lark.exceptions.UnexpectedInput) -> str:
     if isinstance(exc, lark.exceptions.UnexpectedToken):
         token = exc.token
         got = "end of line" if token.type == "_NL" else "end of file" if token.type == "$END" else repr(str(token))
-        expected = sorted({_TERMINAL_NAMES.get(t, repr(t)) for t in exc.expected})
+        # `accepts` is what the parser would really take here; `expected` can include tokens
+        # of merged LALR states that make no sense to the reader.
+        accepted = getattr(exc, "accepts", None) or exc.expected
+        expected = sorted({_TERMINAL_NAMES.get(t, repr(t)) for t in accepted})
         hint = ""
-        if "EQUAL" in exc.expected:
+        if "EQUAL" in accepted:
             hint = " (settings are written `key = value`)"
         return f"unexpected {got}; expected {_join_or(expected)}{hint}"
     return "syntax error"
@@ -162,6 +165,8 @@ def _build(tree: lark.Tree, path: str, text: str) -> Spec:
                 current = Table(row)
                 tables.append(current)
             elif current is None:
+                if i > 0 and statements[i - 1].data == "row":
+                    continue  # reported once, at the first row of the run
                 problems.error(
                     "table row outside a table; a table starts with a header row naming its columns, "
                     "followed by a rule line such as |---|---|",
