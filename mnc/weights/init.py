@@ -37,7 +37,8 @@ def init_weights(graph: Graph, settings, seed: int) -> Graph:
         params = _INITIALISERS[data["op"]](rng, shapes, xs[0])
         data["params"] = {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
 
-    run(graph, {input_name: images}, before=before)
+    # float32 is plenty for statistics (they are accumulated in float64) and twice as fast.
+    run(graph, {input_name: images}, before=before, dtype=np.float32)
     return graph
 
 
@@ -52,7 +53,7 @@ def _conv(rng, shapes, x):
 
 def _fc(rng, shapes, x):
     weight = rng.standard_normal(shapes["weight"])
-    logits = x.reshape(x.shape[0], -1) @ weight.T
+    logits = x.reshape(x.shape[0], -1).astype(np.float64) @ weight.T
     params = {"weight": weight / max(float(logits.std()), 1e-12)}
     if "bias" in shapes:
         params["bias"] = rng.normal(0.0, 0.1, shapes["bias"])
@@ -65,8 +66,8 @@ def _batchnorm(rng, shapes, x):
     return {
         "gamma": rng.uniform(0.5, 1.5, channels),
         "beta": rng.normal(0.0, 0.25, channels),
-        "mean": x.mean(axis=axes),
-        "var": x.var(axis=axes),
+        "mean": x.mean(axis=axes, dtype=np.float64),
+        "var": x.var(axis=axes, dtype=np.float64),
     }
 
 
