@@ -52,6 +52,16 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", required=True, choices=sorted(TARGETS), help="artifact format")
     p.add_argument("-o", "--output-dir", default="build", help="where to write (default: build)")
     p.add_argument("--seed", type=_positive_int, default=0, help="seed of the initial weights (default: 0)")
+    p.add_argument("--passes", default="default", metavar="PIPELINE",
+                   help="optimisation: 'default' (fold_bn, fuse_act, cleanup), 'none', or a comma list of passes")
+
+    p = sub.add_parser("ir", help="print the IR, before or after optimisation passes")
+    p.add_argument("spec", help="network spec (.mnet)")
+    _add_shape_options(p)
+    p.add_argument("--passes", default="default", metavar="PIPELINE", help="pipeline to run (default: default)")
+    p.add_argument("--after", metavar="PASS", help="stop after this pass ('none': the IR as lowered); "
+                                                   "default: after the whole pipeline")
+    p.add_argument("--seed", type=_positive_int, default=0, help="seed of the initial weights (default: 0)")
 
     p = sub.add_parser("summary", help="per-layer shapes, parameters and MACs")
     p.add_argument("spec", help="network spec (.mnet)")
@@ -82,7 +92,7 @@ def _compile(args) -> int:
     from mnc.compiler import compile_spec
 
     result = compile_spec(args.spec, target=args.target, alpha=args.alpha, rho=args.rho,
-                          resolution=args.resolution, seed=args.seed, out_dir=args.output_dir)
+                          resolution=args.resolution, seed=args.seed, out_dir=args.output_dir, passes=args.passes)
     r = result.report
     m = r["verification"]["metrics"]
     print(f"wrote {result.artifact} ({r['artifact']['size_bytes']:,} bytes; "
@@ -90,6 +100,23 @@ def _compile(args) -> int:
     print(f"verified: max abs error {m['max_abs_err']:.3g}, max rel error {m['max_rel_err']:.3g}, "
           f"cosine {m['cosine']:.7f} against {r['verification']['reference']}")
     print(f"report: {result.report_path}")
+    return 0
+
+
+def _ir(args) -> int:
+    from mnc.compiler import build
+    from mnc.errors import InputError
+    from mnc.ir.printer import format_graph
+    from mnc.passes.manager import resolve_pipeline, run_pipeline
+
+    pipeline = resolve_pipeline(args.passes)
+    if args.after not in (None, "none") and args.after not in pipeline:
+        raise InputError(f"--after {args.after}: not a pass of the pipeline ({', '.join(pipeline) or 'empty'})")
+    built = build(args.spec, alpha=args.alpha, rho=args.rho, resolution=args.resolution, seed=args.seed)
+    graph = built.graph
+    if args.after != "none":
+        graph, _ = run_pipeline(graph, pipeline, stop_after=args.after)
+    print(format_graph(graph))
     return 0
 
 
@@ -120,7 +147,7 @@ def _verify(args) -> int:
     return 0
 
 
-_COMMANDS = {"compile": _compile, "summary": _summary, "verify": _verify}
+_COMMANDS = {"compile": _compile, "ir": _ir, "summary": _summary, "verify": _verify}
 
 
 def main_exit() -> None:

@@ -14,15 +14,15 @@ from mnc.errors import InputError, VerificationError
 from mnc.io import write_atomic
 from mnc.ir.cost import graph_cost
 from mnc.ir.graph import Graph
-from mnc.ir.interpreter import run
+from mnc.passes.manager import resolve_pipeline, run_pipeline
 from mnc.spec import CheckedSpec, Config, build_graph, load_spec, load_spec_text
 from mnc.timing import Timings
+from mnc.verify import reference
 from mnc.verify.executors import EXECUTORS
 from mnc.verify.inputs import STREAM_VERIFICATION, sample_images
 from mnc.verify.metrics import FP32, compare
 from mnc.weights.init import init_weights
 
-REFERENCE = "mnc numpy interpreter (float64) on the unoptimised IR"
 VERIFY_BATCH = 2
 
 
@@ -71,35 +71,38 @@ def metadata(built: Built, passes: list[str]) -> dict[str, str]:
 
 
 def verify(artifact: bytes, built: Built, target: str) -> dict:
-    """Run the artifact on seeded inputs and compare with the reference. Returns the report's
-    'verification' section; its 'verdict' says whether the artifact passed."""
+    """Run the artifact on seeded inputs and compare with the reference (built.graph, the
+    unoptimised IR). Returns the report's 'verification' section; its 'verdict' says whether
+    the artifact passed. The reference is itself compared with the float64 interpreter, and
+    a disagreement there fails the check too."""
     label, execute = EXECUTORS[target]
-    graph = built.graph
     images = sample_images(built.spec.settings, built.config.resolution, VERIFY_BATCH, built.seed, STREAM_VERIFICATION)
     with built.timings.stage("reference"):
-        (reference,) = run(graph, {graph.inputs[0]: images}).values()
+        expected, interpreted = reference.reference_outputs(built.graph, images)
+    reference_check = compare(expected, interpreted)
+    result = {
+        "reference": reference.DESCRIPTION,
+        "reference_check": {"against": reference.CHECK_DESCRIPTION, "metrics": reference_check.as_dict(),
+                            "verdict": "pass" if reference_check.passes(FP32) else "fail"},
+        "executor": label,
+        "inputs": f"{VERIFY_BATCH} seeded image-like samples (verification stream)",
+        "metrics": None,
+        "tolerance": FP32.as_dict(),
+        "verdict": "fail",
+    }
     with built.timings.stage("execute"):
         try:
             (actual,) = execute(artifact, {"input": images})
         except Exception as exc:  # the runtime rejected the artifact: a failed check, not a crash
-            return _verdict(label, None, f"{type(exc).__name__}: {exc}")
-    if actual.shape != reference.shape:
-        return _verdict(label, None, f"output shape {actual.shape} differs from the reference's {reference.shape}")
-    return _verdict(label, compare(actual, reference))
-
-
-def _verdict(executor: str, comparison, failure: str | None = None) -> dict:
-    passed = comparison is not None and comparison.passes(FP32)
-    result = {
-        "reference": REFERENCE,
-        "executor": executor,
-        "inputs": f"{VERIFY_BATCH} seeded image-like samples (verification stream)",
-        "metrics": comparison.as_dict() if comparison else None,
-        "tolerance": FP32.as_dict(),
-        "verdict": "pass" if passed else "fail",
-    }
-    if failure:
-        result["error"] = failure
+            result["error"] = f"{type(exc).__name__}: {exc}"
+            return result
+    if actual.shape != expected.shape:
+        result["error"] = f"output shape {actual.shape} differs from the reference's {expected.shape}"
+        return result
+    comparison = compare(actual, expected)
+    result["metrics"] = comparison.as_dict()
+    if comparison.passes(FP32) and reference_check.passes(FP32):
+        result["verdict"] = "pass"
     return result
 
 
@@ -111,18 +114,20 @@ class CompileResult:
 
 
 def compile_spec(spec_path: str | Path, *, target: str = "onnx", alpha=None, rho=None, resolution=None,
-                 seed: int = 0, out_dir: str | Path = "build") -> CompileResult:
+                 seed: int = 0, out_dir: str | Path = "build", passes: str = "default") -> CompileResult:
     if target not in TARGETS:
         raise InputError(f"unknown target '{target}'; targets are {', '.join(TARGETS)}")
+    pipeline = resolve_pipeline(passes)
     timings = Timings()
     built = build(spec_path, alpha=alpha, rho=rho, resolution=resolution, seed=seed, timings=timings)
     backend = TARGETS[target]
-    passes: list[str] = []
+    with timings.stage("passes"):
+        optimised, pass_records = run_pipeline(built.graph, pipeline)
     with timings.stage("emit"):
-        artifact = backend.emit(built.graph, metadata(built, passes), built.spec.settings.description)
+        artifact = backend.emit(optimised, metadata(built, pipeline), built.spec.settings.description)
     verification = verify(artifact, built, target)
     out = Path(out_dir) / artifact_name(str(spec_path), built.config, target)
-    report = _report(built, target, passes, out, artifact, verification)
+    report = _report(built, target, pass_records, out, artifact, verification)
     if verification["verdict"] != "pass":
         raise VerificationError(_failure_message(out.name, verification))
     with timings.stage("write"):
@@ -133,7 +138,7 @@ def compile_spec(spec_path: str | Path, *, target: str = "onnx", alpha=None, rho
     return CompileResult(out, report_path, report)
 
 
-def _report(built: Built, target: str, passes: list[str], out: Path, artifact: bytes, verification: dict) -> dict:
+def _report(built: Built, target: str, passes: list[dict], out: Path, artifact: bytes, verification: dict) -> dict:
     cost = graph_cost(built.graph)
     s, config = built.spec.settings, built.config
     graph = built.graph
@@ -162,6 +167,11 @@ def _report(built: Built, target: str, passes: list[str], out: Path, artifact: b
 
 def _failure_message(what: str, verification: dict) -> str:
     m = verification["metrics"]
+    check = verification["reference_check"]
+    if check["verdict"] != "pass":
+        c = check["metrics"]
+        return (f"verification of {what} failed: the reference ({verification['reference']}) disagrees with "
+                f"{check['against']}: max relative error {c['max_rel_err']:.3g}, cosine {c['cosine']:.6f}")
     if m is None:
         detail = verification.get("error", "no output")
     else:

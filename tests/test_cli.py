@@ -38,8 +38,10 @@ def test_compile_writes_artifact_and_report(tmp_path, capsys):
     assert report["classes"] == 1000 and report["macs"] > 0 and report["params"] > 0
     v = report["verification"]
     assert v["verdict"] == "pass" and v["metrics"]["max_rel_err"] <= v["tolerance"]["max_rel_err"]
-    assert "interpreter" in v["reference"] and "ONNX Runtime" in v["executor"]
-    assert {"parse", "lower", "weights", "emit", "reference", "execute", "write"} <= set(report["timings_s"])
+    assert "ONNX Runtime" in v["reference"] and "ONNX Runtime" in v["executor"]
+    assert v["reference_check"]["verdict"] == "pass" and "interpreter" in v["reference_check"]["against"]
+    assert [p["name"] for p in report["passes"]] == ["fold_bn", "fuse_act", "cleanup"]
+    assert {"parse", "lower", "weights", "passes", "emit", "reference", "execute", "write"} <= set(report["timings_s"])
     assert "wrote " in capsys.readouterr().out
 
 
@@ -160,6 +162,38 @@ def test_verify_rejects_unreadable_artifacts(tmp_path, capsys):
     assert main(["verify", str(tmp_path / "missing.onnx")]) == 2
     assert main(["verify", str(tmp_path / "model.bin")]) == 2
     assert "unknown artifact type" in capsys.readouterr().err
+
+
+def test_passes_none_emits_the_unoptimised_graph(tmp_path):
+    assert _compile(tmp_path, "--alpha", "0.25", "--resolution", "64", "--passes", "none") == 0
+    model = onnx.load(str(tmp_path / "v1_0.25_64.onnx"))
+    assert "BatchNormalization" in {n.op_type for n in model.graph.node}
+    assert json.loads((tmp_path / "v1_0.25_64.report.json").read_text())["passes"] == []
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--passes", "fuse_act,fold_bn"], "'fold_bn' must run before 'fuse_act'"),
+    (["--passes", "fold"], "unknown pass 'fold'"),
+])
+def test_bad_pipelines_exit_2(tmp_path, capsys, argv, message):
+    assert _compile(tmp_path, *argv) == 2
+    assert message in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+def test_ir_after_a_pass(capsys):
+    base = ["ir", str(SPECS / "v2.mnet"), "--alpha", "0.35", "--resolution", "64"]
+    assert main(base + ["--after", "none"]) == 0
+    lowered = capsys.readouterr().out
+    assert "stage1.block0.dw.bn = batchnorm(stage1.block0.dw) eps=1e-05 -> 16×32×32" in lowered
+    assert main(base + ["--after", "fold_bn"]) == 0
+    folded = capsys.readouterr().out
+    assert "batchnorm" not in folded and "fn=relu6" in folded
+    assert "stage1.block0.dw = conv(stage0.block0.conv.act) out_channels=16 kernel=3 stride=1 pads=[1,1,1,1] " \
+           "groups=16 bias -> 16×32×32  {weight[16, 1, 3, 3] bias[16]}  # line 28" in folded
+    assert main(base) == 0
+    assert "fused_act=relu6" in capsys.readouterr().out
+    assert _run(base + ["--after", "quantize"]) == 2
+    assert "--after quantize: not a pass of the pipeline (fold_bn, fuse_act, cleanup)" in capsys.readouterr().err
 
 
 def test_summary_json(capsys):

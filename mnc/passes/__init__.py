@@ -1,0 +1,1 @@
+"""Optimisation passes. Importing mnc.passes.manager registers them all."""

@@ -1,0 +1,30 @@
+"""Fuse an activation into the conv/fc that produces its input, as the `fused_act` attribute.
+
+Each backend lowers the attribute the way its runtime wants it (ONNX: Conv then Clip/Relu,
+which ONNX Runtime fuses at load; TFLite: the fused activation field; MIL: conv then relu6)."""
+from __future__ import annotations
+
+from mnc.ir.graph import Graph
+from mnc.passes.base import FOLDABLE_INTO, Pass, register, sole_user
+from mnc.passes.rewrite import absorb
+
+FUSABLE = ("relu", "relu6")
+
+
+def fuse_act(graph: Graph) -> bool:
+    changed = False
+    for name in graph.topo():
+        if name not in graph or graph.node(name)["op"] != "act" or graph.node(name)["attrs"]["fn"] not in FUSABLE:
+            continue
+        (producer,) = graph.inputs_of(name)
+        pdata = graph.node(producer)
+        if pdata["op"] not in FOLDABLE_INTO or sole_user(graph, producer) != name or pdata["attrs"].get("fused_act"):
+            continue
+        pdata["attrs"]["fused_act"] = graph.node(name)["attrs"]["fn"]
+        absorb(graph, producer, name)
+        changed = True
+    return changed
+
+
+register(Pass("fuse_act", "fuse ReLU/ReLU6 into the preceding conv/fc", fuse_act,
+              after=("fold_bn",), ensures=("activations_fused",)))

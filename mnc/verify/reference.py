@@ -1,0 +1,27 @@
+"""The reference an artifact is checked against: the fp32, unoptimised graph, run by ONNX Runtime
+with its own graph optimisations off; itself checked against mnc's float64 numpy interpreter."""
+from __future__ import annotations
+
+import numpy as np
+
+from mnc.ir.graph import Graph
+from mnc.ir.interpreter import run
+
+DESCRIPTION = "unoptimised fp32 IR exported to ONNX, run by ONNX Runtime with graph optimisations disabled"
+CHECK_DESCRIPTION = "mnc numpy interpreter (float64) on the unoptimised IR"
+
+
+def reference_outputs(graph: Graph, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ONNX Runtime reference, float64 interpreter result) for the unoptimised graph."""
+    import onnxruntime as ort
+
+    from mnc.backends import onnx as onnx_backend
+
+    model = onnx_backend.emit(graph, {})
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    (reference,) = session.run(None, {onnx_backend.INPUT_NAME: images})
+    (interpreted,) = run(graph, {graph.inputs[0]: images}).values()
+    return reference, interpreted
