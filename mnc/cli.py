@@ -39,6 +39,16 @@ def _add_shape_options(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--rho", type=_number, help="resolution multiplier ρ: resolution = round(base·ρ)")
     group.add_argument("--resolution", type=_positive_int, help="input resolution in pixels")
+    p.add_argument("--classes", type=_positive_int, help="number of classes (default: the weights' classifier, "
+                                                         "else the spec's)")
+
+
+def _add_weights_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", metavar="FILE", help="trained weights: .safetensors, .npz, or .pt/.pth "
+                                                     "(needs torch; loaded with weights_only=True)")
+    p.add_argument("--weights-layout", metavar="LAYOUT",
+                   help="how tensor names map to layers: mnc, torchvision_mobilenet_v2 (default: detected)")
+    p.add_argument("--seed", type=_positive_int, help="seed of the initial weights when no --weights (default: 0)")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -51,7 +61,8 @@ def make_parser() -> argparse.ArgumentParser:
     _add_shape_options(p)
     p.add_argument("--target", required=True, choices=sorted(TARGETS), help="artifact format")
     p.add_argument("-o", "--output-dir", default="build", help="where to write (default: build)")
-    p.add_argument("--seed", type=_positive_int, default=0, help="seed of the initial weights (default: 0)")
+    _add_weights_options(p)
+    p.add_argument("--save-weights", metavar="FILE", help="also write the network's weights (mnc layout, .safetensors)")
     p.add_argument("--passes", default="default", metavar="PIPELINE",
                    help="optimisation: 'default' (fold_bn, fuse_act, cleanup), 'none', or a comma list of passes")
 
@@ -61,7 +72,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--passes", default="default", metavar="PIPELINE", help="pipeline to run (default: default)")
     p.add_argument("--after", metavar="PASS", help="stop after this pass ('none': the IR as lowered); "
                                                    "default: after the whole pipeline")
-    p.add_argument("--seed", type=_positive_int, default=0, help="seed of the initial weights (default: 0)")
+    _add_weights_options(p)
 
     p = sub.add_parser("summary", help="per-layer shapes, parameters and MACs")
     p.add_argument("spec", help="network spec (.mnet)")
@@ -72,7 +83,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("artifact", help="model file written by mnc compile")
     p.add_argument("--spec", help="network spec (default: the spec text recorded in the artifact)")
     _add_shape_options(p)
-    p.add_argument("--seed", type=_positive_int, help="weights seed (default: recorded in the artifact)")
+    _add_weights_options(p)
     p.add_argument("--json", action="store_true", help="print the verification result as JSON")
     return parser
 
@@ -91,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
 def _compile(args) -> int:
     from mnc.compiler import compile_spec
 
-    result = compile_spec(args.spec, target=args.target, alpha=args.alpha, rho=args.rho,
-                          resolution=args.resolution, seed=args.seed, out_dir=args.output_dir, passes=args.passes)
+    result = compile_spec(args.spec, target=args.target, alpha=args.alpha, rho=args.rho, resolution=args.resolution,
+                          classes=args.classes, seed=args.seed or 0, weights=args.weights,
+                          weights_layout=args.weights_layout, save_weights=args.save_weights,
+                          out_dir=args.output_dir, passes=args.passes)
     r = result.report
     m = r["verification"]["metrics"]
     print(f"wrote {result.artifact} ({r['artifact']['size_bytes']:,} bytes; "
@@ -112,7 +125,8 @@ def _ir(args) -> int:
     pipeline = resolve_pipeline(args.passes)
     if args.after not in (None, "none") and args.after not in pipeline:
         raise InputError(f"--after {args.after}: not a pass of the pipeline ({', '.join(pipeline) or 'empty'})")
-    built = build(args.spec, alpha=args.alpha, rho=args.rho, resolution=args.resolution, seed=args.seed)
+    built = build(args.spec, alpha=args.alpha, rho=args.rho, resolution=args.resolution, classes=args.classes,
+                  seed=args.seed or 0, weights=args.weights, weights_layout=args.weights_layout)
     graph = built.graph
     if args.after != "none":
         graph, _ = run_pipeline(graph, pipeline, stop_after=args.after)
@@ -125,7 +139,7 @@ def _summary(args) -> int:
     from mnc.summary import format_table, summary_dict
 
     spec = load_spec(args.spec)
-    config = spec.config(args.alpha, args.rho, args.resolution)
+    config = spec.config(args.alpha, args.rho, args.resolution, args.classes)
     summary = summary_dict(spec, config, build_graph(spec, config))
     print(json.dumps(summary, indent=2) if args.json else format_table(summary))
     return 0
@@ -135,7 +149,8 @@ def _verify(args) -> int:
     from mnc.compiler import verify_file
 
     result = verify_file(args.artifact, spec_path=args.spec, alpha=args.alpha, rho=args.rho,
-                         resolution=args.resolution, seed=args.seed)
+                         resolution=args.resolution, classes=args.classes, seed=args.seed,
+                         weights=args.weights, weights_layout=args.weights_layout)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

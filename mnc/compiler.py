@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mnc import __version__
 from mnc.backends import TARGETS
-from mnc.errors import InputError, VerificationError
+from mnc.errors import InputError, Loc, VerificationError
 from mnc.io import write_atomic
 from mnc.ir.cost import graph_cost
 from mnc.ir.graph import Graph
@@ -21,7 +21,14 @@ from mnc.verify import reference
 from mnc.verify.executors import EXECUTORS
 from mnc.verify.inputs import STREAM_VERIFICATION, sample_images
 from mnc.verify.metrics import FP32, compare
+from mnc.weights.files import WeightsFile, read_weights
 from mnc.weights.init import init_weights
+from mnc.weights.layouts import Layout, choose_layout
+from mnc.weights.load import WeightsMismatch, expected_shapes, load_weights
+from mnc.weights.save import weights_bytes
+
+# Width multipliers tried when a checkpoint does not fit, to tell the user which one it does fit.
+COMMON_ALPHAS = (0.25, 0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 
 VERIFY_BATCH = 2
 
@@ -32,24 +39,61 @@ class Built:
     config: Config
     graph: Graph
     seed: int
+    weights: dict  # where the parameters came from, for the report and the artifact's metadata
     timings: Timings = field(default_factory=Timings)
 
 
-def build(spec: CheckedSpec | str | Path, *, alpha=None, rho=None, resolution=None, seed: int = 0,
+def build(spec: CheckedSpec | str | Path, *, alpha=None, rho=None, resolution=None, classes=None, seed: int = 0,
+          weights: str | Path | None = None, weights_layout: str | None = None,
           timings: Timings | None = None) -> Built:
-    """Spec → IR graph with α/ρ applied, shapes inferred and seeded weights."""
+    """Spec → IR graph with α/ρ applied, shapes inferred, and weights: loaded from a checkpoint
+    (whose classifier gives the class count unless `classes` is given) or initialised from `seed`."""
     timings = timings or Timings()
     if not isinstance(spec, CheckedSpec):
         with timings.stage("parse"):
             spec = load_spec(spec)
-    config = spec.config(alpha, rho, resolution)
+    checkpoint = layout = None
+    if weights is not None:
+        with timings.stage("read_weights"):
+            checkpoint = read_weights(weights)
+            layout = choose_layout(set(checkpoint.tensors), weights_layout, Loc.file(checkpoint.path))
+        if classes is None:
+            classes = layout.classes(checkpoint.tensors)
+    config = spec.config(alpha, rho, resolution, classes)
     with timings.stage("lower"):
         graph = build_graph(spec, config)
         graph.validate()
     with timings.stage("weights"):
-        init_weights(graph, spec.settings, seed)
+        if checkpoint is not None:
+            try:
+                load_weights(graph, checkpoint, layout)
+            except WeightsMismatch as exc:
+                _add_fit_hint(exc, spec, config, checkpoint, layout)
+                raise
+            source = {"file": checkpoint.path, "sha256": checkpoint.sha256, "layout": layout.name}
+        else:
+            init_weights(graph, spec.settings, seed)
+            source = {"seed": seed, "init": "He-normal convolutions, batch norm calibrated on seeded images"}
         graph.validate(require_params=True)
-    return Built(spec, config, graph, seed, timings)
+    return Built(spec, config, graph, seed, source, timings)
+
+
+def _add_fit_hint(exc: WeightsMismatch, spec: CheckedSpec, config: Config, checkpoint: WeightsFile,
+                  layout: Layout) -> None:
+    """If the checkpoint fits another common α exactly, say so: the usual cause of a mismatch."""
+    for alpha in COMMON_ALPHAS:
+        if alpha == config.alpha:
+            continue
+        try:
+            other = build_graph(spec, spec.config(alpha, resolution=config.resolution, classes=config.classes))
+            shapes = expected_shapes(other, layout)
+        except InputError:
+            continue
+        if all(k in checkpoint.tensors and tuple(checkpoint.tensors[k].shape) == s for k, s in shapes.items()):
+            exc.diagnostics[0].notes.append(
+                (f"these weights fit α = {alpha:g}, and this compile uses α = {config.alpha:g}; "
+                 f"pass --alpha {alpha:g}", None))
+            return
 
 
 def artifact_name(spec_path: str, config: Config, target: str) -> str:
@@ -65,8 +109,11 @@ def metadata(built: Built, passes: list[str]) -> dict[str, str]:
         "mnc.spec_text": built.spec.text,
         "mnc.alpha": repr(built.config.alpha),
         "mnc.resolution": str(built.config.resolution),
+        "mnc.classes": str(built.config.classes),
         "mnc.seed": str(built.seed),
         "mnc.passes": ",".join(passes),
+        **({"mnc.weights_sha256": built.weights["sha256"], "mnc.weights_layout": built.weights["layout"]}
+           if "sha256" in built.weights else {}),
     }
 
 
@@ -114,12 +161,14 @@ class CompileResult:
 
 
 def compile_spec(spec_path: str | Path, *, target: str = "onnx", alpha=None, rho=None, resolution=None,
-                 seed: int = 0, out_dir: str | Path = "build", passes: str = "default") -> CompileResult:
+                 classes=None, seed: int = 0, weights=None, weights_layout=None, save_weights=None,
+                 out_dir: str | Path = "build", passes: str = "default") -> CompileResult:
     if target not in TARGETS:
         raise InputError(f"unknown target '{target}'; targets are {', '.join(TARGETS)}")
     pipeline = resolve_pipeline(passes)
     timings = Timings()
-    built = build(spec_path, alpha=alpha, rho=rho, resolution=resolution, seed=seed, timings=timings)
+    built = build(spec_path, alpha=alpha, rho=rho, resolution=resolution, classes=classes, seed=seed,
+                  weights=weights, weights_layout=weights_layout, timings=timings)
     backend = TARGETS[target]
     with timings.stage("passes"):
         optimised, pass_records = run_pipeline(built.graph, pipeline)
@@ -132,6 +181,10 @@ def compile_spec(spec_path: str | Path, *, target: str = "onnx", alpha=None, rho
         raise VerificationError(_failure_message(out.name, verification))
     with timings.stage("write"):
         write_atomic(out, artifact)
+        if save_weights is not None:
+            meta = {k: v for k, v in metadata(built, pipeline).items() if k != "mnc.spec_text"}
+            write_atomic(Path(save_weights), weights_bytes(built.graph, meta))
+            report["weights"]["saved_to"] = str(save_weights)
     report["timings_s"] = timings.as_dict()
     report_path = out.with_suffix(".report.json")
     write_atomic(report_path, (json.dumps(report, indent=2) + "\n").encode())
@@ -148,9 +201,10 @@ def _report(built: Built, target: str, passes: list[dict], out: Path, artifact: 
         "alpha": config.alpha,
         "resolution": config.resolution,
         "rho": round(config.rho, 6),
-        "classes": s.classes,
+        "classes": config.classes,
         "seed": built.seed,
         "target": target,
+        "weights": dict(built.weights),
         "passes": passes,
         "macs": cost.macs,
         "params": cost.params,
@@ -185,7 +239,8 @@ def _failure_message(what: str, verification: dict) -> str:
 
 
 def verify_file(artifact_path: str | Path, *, spec_path: str | Path | None = None, alpha=None, rho=None,
-                resolution=None, seed: int | None = None) -> dict:
+                resolution=None, classes=None, seed: int | None = None, weights=None,
+                weights_layout=None) -> dict:
     """Re-check an artifact against the reference rebuilt from its spec. Settings the caller
     does not give come from the artifact's own metadata. Returns the verification section,
     with the settings used; raises VerificationError if it fails."""
@@ -208,15 +263,22 @@ def verify_file(artifact_path: str | Path, *, spec_path: str | Path | None = Non
         resolution = int(meta["mnc.resolution"])
     if alpha is None and "mnc.alpha" in meta:
         alpha = float(meta["mnc.alpha"])
+    if classes is None and "mnc.classes" in meta:
+        classes = int(meta["mnc.classes"])
     if seed is None:
         seed = int(meta.get("mnc.seed", 0))
-    built = build(spec, alpha=alpha, rho=rho, resolution=resolution, seed=seed)
+    if weights is None and "mnc.weights_sha256" in meta:
+        raise InputError(f"'{path}' was built from a weights file (sha256 {meta['mnc.weights_sha256'][:16]}…, "
+                         f"layout {meta.get('mnc.weights_layout')}); give the same file with --weights")
+    built = build(spec, alpha=alpha, rho=rho, resolution=resolution, classes=classes, seed=seed,
+                  weights=weights, weights_layout=weights_layout)
     result = verify(artifact, built, target)
     result.update({
         "artifact": str(path),
         "spec": {"path": str(spec.path), "sha256": spec.sha256,
                  "matches_artifact": meta.get("mnc.spec_sha256") == spec.sha256},
-        "alpha": built.config.alpha, "resolution": built.config.resolution, "seed": seed,
+        "alpha": built.config.alpha, "resolution": built.config.resolution, "classes": built.config.classes,
+        "seed": seed, "weights": built.weights,
     })
     if result["verdict"] != "pass":
         raise VerificationError(_failure_message(str(path), result))

@@ -26,7 +26,12 @@ class Loc:
     end_col: int | None = None
 
     def __str__(self) -> str:
-        return f"{self.path}:{self.line}:{self.col}"
+        return f"{self.path}:{self.line}:{self.col}" if self.line else self.path
+
+    @staticmethod
+    def file(path: str) -> "Loc":
+        """A whole file, for inputs without lines (weights, data)."""
+        return Loc(str(path), 0, 0)
 
     def as_dict(self) -> dict:
         return {"file": self.path, "line": self.line, "column": self.col}

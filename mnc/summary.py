@@ -47,7 +47,7 @@ def summary_dict(spec: CheckedSpec, config: Config, graph: Graph) -> dict:
         "alpha": config.alpha,
         "resolution": config.resolution,
         "rho": round(config.rho, 6),
-        "classes": spec.settings.classes,
+        "classes": config.classes,
         "macs": sum(r["macs"] for r in rows),
         "params": sum(r["params"] for r in rows),
         "layers": rows,

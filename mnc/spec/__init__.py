@@ -22,8 +22,9 @@ class CheckedSpec:
     settings: Settings
     rows: list[LayerRow]
 
-    def config(self, alpha: float | None = None, rho: float | None = None, resolution: int | None = None) -> Config:
-        return resolve(self.settings, alpha, rho, resolution)
+    def config(self, alpha: float | None = None, rho: float | None = None, resolution: int | None = None,
+               classes: int | None = None) -> Config:
+        return resolve(self.settings, alpha, rho, resolution, classes)
 
 
 def load_spec(path) -> CheckedSpec:

@@ -70,7 +70,7 @@ class Emitter:
         """The row's `c` after width scaling, as its modifiers and the spec's rounding say."""
         c = row.values["c"]
         if c == CLASSES_SYMBOL:
-            return self.config.settings.classes
+            return self.config.classes
         alpha = self.config.alpha
         if "fixed" in row.modifiers:
             return c

@@ -73,6 +73,7 @@ class Config:
     settings: Settings
     alpha: float
     resolution: int
+    classes: int
 
     @property
     def rho(self) -> float:
@@ -221,8 +222,10 @@ def resolution_problem(resolution: int, prefix: str = "resolution ") -> str | No
 
 
 def resolve(settings: Settings, alpha: float | None = None, rho: float | None = None,
-            resolution: int | None = None) -> Config:
+            resolution: int | None = None, classes: int | None = None) -> Config:
     """Apply command-line overrides. An override that cannot work is an error naming the option."""
+    if classes is not None and classes < 1:
+        raise InputError(f"--classes {classes}: the number of classes must be at least 1")
     if rho is not None and resolution is not None:
         raise InputError("give either --rho or --resolution, not both")
     if alpha is not None and (message := alpha_problem(alpha)):
@@ -237,4 +240,5 @@ def resolve(settings: Settings, alpha: float | None = None, rho: float | None = 
         else:
             rho = rho if rho is not None else (settings.rho if settings.rho is not None else 1.0)
             resolution = round(settings.base_resolution * rho)
-    return Config(settings, float(alpha if alpha is not None else settings.alpha), int(resolution))
+    return Config(settings, float(alpha if alpha is not None else settings.alpha), int(resolution),
+                  classes if classes is not None else settings.classes)

@@ -1,0 +1,98 @@
+"""Reading weight files into numpy: safetensors (preferred), npz, and PyTorch state dicts
+(only through torch.load(weights_only=True), so a checkpoint can never run code here)."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mnc.errors import InputError, Loc
+
+FLOAT_KINDS = ("f",)
+
+
+@dataclass
+class WeightsFile:
+    path: str
+    tensors: dict[str, np.ndarray]
+    metadata: dict[str, str]
+    sha256: str
+
+
+def read_weights(path: str | Path) -> WeightsFile:
+    path = str(path)
+    loc = Loc.file(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read weights '{path}': {exc.strerror or exc}") from None
+    suffix = Path(path).suffix.lower()
+    if suffix == ".safetensors":
+        tensors, metadata = _safetensors(raw, loc)
+    elif suffix == ".npz":
+        tensors, metadata = _npz(path, loc), {}
+    elif suffix in (".pt", ".pth"):
+        tensors, metadata = _torch(path, loc), {}
+    else:
+        raise InputError(f"unknown weights format '{suffix or path}'; use .safetensors, .npz, or .pt/.pth "
+                         "(PyTorch state dicts need torch installed)", loc)
+    if not tensors:
+        raise InputError("the weights file holds no tensors", loc)
+    return WeightsFile(path, tensors, metadata, hashlib.sha256(raw).hexdigest())
+
+
+def _safetensors(raw: bytes, loc: Loc):
+    from safetensors import SafetensorError
+    from safetensors.numpy import load
+
+    try:
+        tensors = load(raw)
+    except (SafetensorError, ValueError, TypeError) as exc:
+        raise InputError(f"not a readable safetensors file: {exc}", loc) from None
+    return tensors, _safetensors_metadata(raw)
+
+
+def _safetensors_metadata(raw: bytes) -> dict[str, str]:
+    import json
+    import struct
+
+    (size,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8:8 + size]).get("__metadata__", {}) or {}
+
+
+def _npz(path: str, loc: Loc) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:  # no pickles: data only
+            return {k: archive[k] for k in archive.files}
+    except (OSError, ValueError) as exc:
+        raise InputError(f"not a readable .npz archive: {exc}", loc) from None
+
+
+def _torch(path: str, loc: Loc) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError:
+        raise InputError(
+            "reading a PyTorch checkpoint needs torch (pip install torch); or convert it once to safetensors, "
+            "which needs no torch here: python -c \"import torch; from safetensors.torch import save_file; "
+            f"save_file(torch.load('{path}', weights_only=True), 'model.safetensors')\"", loc) from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # refuses pickled code
+    except Exception as exc:  # torch raises many types for unsafe or corrupt files
+        raise InputError(f"cannot load PyTorch checkpoint safely (weights_only=True): {exc}", loc) from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise InputError("the checkpoint is not a state dict (a mapping of names to tensors)", loc)
+    return {k: v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "detach")}
+
+
+def as_float32(name: str, array: np.ndarray, loc: Loc) -> np.ndarray:
+    if array.dtype.kind not in FLOAT_KINDS:
+        raise InputError(f"tensor '{name}' has dtype {array.dtype}; weights must be floating point", loc)
+    if not np.all(np.isfinite(array)):
+        bad = int(np.size(array) - np.count_nonzero(np.isfinite(array)))
+        raise InputError(f"tensor '{name}' has {bad} NaN or infinite value(s)", loc)
+    return np.ascontiguousarray(array, dtype=np.float32)

@@ -1,0 +1,136 @@
+"""Weight layouts: how the tensor names of a checkpoint map onto IR nodes and parameters.
+
+A layout walks the IR's own structure (its blocks and their layers, in order) and says which
+tensor name feeds each parameter. Shapes are then checked against the op registry.
+"""
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+from mnc.errors import InputError
+from mnc.ir.graph import Graph
+from mnc.ir.ops import OPS
+
+
+@dataclass(frozen=True)
+class Slot:
+    key: str  # tensor name in the file
+    node: str  # IR node
+    param: str  # IR parameter
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    description: str
+    detect: Callable[[set[str]], bool]
+    slots: Callable[[Graph], list[Slot]]
+    classes: Callable[[dict], int | None]
+    ignored: Callable[[str], bool] = lambda key: False
+
+
+def _param_nodes(graph: Graph) -> list[str]:
+    return [n for n in graph.topo() if OPS[graph.node(n)["op"]].param_shapes(
+        graph.node(n)["attrs"], [graph.node(p)["shape"] for p in graph.inputs_of(n)])]
+
+
+def _param_names(graph: Graph, node: str) -> list[str]:
+    data = graph.node(node)
+    return list(OPS[data["op"]].param_shapes(data["attrs"], [graph.node(p)["shape"] for p in graph.inputs_of(node)]))
+
+
+# ---- mnc: IR node names, as `--save-weights` writes them ---------------------------------------
+
+
+def _mnc_slots(graph: Graph) -> list[Slot]:
+    return [Slot(f"{n}.{p}", n, p) for n in _param_nodes(graph) for p in _param_names(graph, n)]
+
+
+def _mnc_classes(tensors: dict) -> int | None:
+    fcs = [k for k in tensors if k.endswith(".fc.weight")]
+    return int(tensors[fcs[-1]].shape[0]) if len(fcs) == 1 else None
+
+
+MNC = Layout(
+    "mnc", "mnc's own names: '<IR node>.<param>' (what --save-weights writes)",
+    detect=lambda keys: any(re.match(r"stage\d+\.block\d+\.", k) for k in keys),
+    slots=_mnc_slots, classes=_mnc_classes,
+)
+
+
+# ---- torchvision MobileNetV2 -------------------------------------------------------------------
+# features.0 = stem Conv2dNormActivation (.0 conv, .1 bn); features.1…17 = InvertedResidual
+# (.conv.k.0 / .conv.k.1 for each conv+bn+act, then .conv.m linear projection and .conv.m+1 bn);
+# features.18 = last 1×1 Conv2dNormActivation; classifier.1 = Linear (classifier.0 is Dropout).
+
+BN_NAMES = {"gamma": "weight", "beta": "bias", "mean": "running_mean", "var": "running_var"}
+
+
+def _blocks(graph: Graph) -> "OrderedDict[str, list[str]]":
+    """Parameter-bearing nodes grouped by block (`stageS.blockJ`), in graph order."""
+    grouped: OrderedDict[str, list[str]] = OrderedDict()
+    for n in _param_nodes(graph):
+        grouped.setdefault(".".join(n.split(".")[:2]), []).append(n)
+    return grouped
+
+
+def _tv_v2_slots(graph: Graph) -> list[Slot]:
+    slots: list[Slot] = []
+    feature = 0
+    for block, nodes in _blocks(graph).items():
+        convs = [n for n in nodes if graph.node(n)["op"] == "conv"]
+        fcs = [n for n in nodes if graph.node(n)["op"] == "fc"]
+        if fcs and not convs and len(fcs) == 1:
+            slots += [Slot(f"classifier.1.{p}", fcs[0], p) for p in _param_names(graph, fcs[0])]
+            continue
+        if len(convs) == 1:
+            prefixes = [f"features.{feature}.0"]
+            bn_prefixes = [f"features.{feature}.1"]
+        elif len(convs) in (2, 3):
+            k = len(convs) - 1
+            prefixes = [f"features.{feature}.conv.{i}.0" for i in range(k)] + [f"features.{feature}.conv.{k}"]
+            bn_prefixes = [f"features.{feature}.conv.{i}.1" for i in range(k)] + [f"features.{feature}.conv.{k + 1}"]
+        else:
+            node = graph.node(nodes[0])
+            raise InputError(f"the torchvision MobileNetV2 layout cannot map block '{block}' "
+                             f"({len(convs)} convolutions, {len(fcs)} fully connected)", node["src"])
+        for conv, prefix, bn_prefix in zip(convs, prefixes, bn_prefixes):
+            slots += [Slot(f"{prefix}.{p}", conv, p) for p in _param_names(graph, conv)]
+            bn = f"{conv}.bn"
+            if bn in graph:
+                slots += [Slot(f"{bn_prefix}.{BN_NAMES[p]}", bn, p) for p in _param_names(graph, bn)]
+        feature += 1
+    return slots
+
+
+TORCHVISION_MOBILENET_V2 = Layout(
+    "torchvision_mobilenet_v2", "torchvision.models.mobilenet_v2 state dict",
+    detect=lambda keys: "features.0.0.weight" in keys and "classifier.1.weight" in keys
+    and any(re.fullmatch(r"features\.\d+\.conv\.\d+\.0\.weight", k) for k in keys),
+    slots=_tv_v2_slots,
+    classes=lambda tensors: int(tensors["classifier.1.weight"].shape[0]) if "classifier.1.weight" in tensors else None,
+    ignored=lambda key: key.endswith(".num_batches_tracked"),
+)
+
+LAYOUTS = {layout.name: layout for layout in (MNC, TORCHVISION_MOBILENET_V2)}
+
+
+def choose_layout(keys: set[str], name: str | None, loc) -> Layout:
+    if name is not None:
+        if name not in LAYOUTS:
+            from mnc.spec.suggest import did_you_mean
+            raise InputError(f"--weights-layout: unknown layout '{name}'" + did_you_mean(name, LAYOUTS)
+                             + f"; layouts are {', '.join(LAYOUTS)}")
+        return LAYOUTS[name]
+    matches = [layout for layout in LAYOUTS.values() if layout.detect(keys)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        sample = ", ".join(sorted(keys)[:3])
+        raise InputError(f"cannot tell the layout of these weights (tensors such as {sample}); "
+                         f"choose one with --weights-layout ({', '.join(LAYOUTS)})", loc)
+    raise InputError(f"these weights fit several layouts ({', '.join(m.name for m in matches)}); "
+                     "choose one with --weights-layout", loc)
