@@ -11,6 +11,7 @@ import sys
 
 from mnc import __version__
 from mnc.backends import TARGETS
+from mnc.backends.coreml import DEFAULT_PRECISION, DEFAULT_TARGET, DEPLOYMENT_TARGETS, PRECISIONS
 from mnc.errors import MncError
 
 
@@ -65,6 +66,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-weights", metavar="FILE", help="also write the network's weights (mnc layout, .safetensors)")
     p.add_argument("--passes", default="default", metavar="PIPELINE",
                    help="optimisation: 'default' (fold_bn, fuse_act, cleanup), 'none', or a comma list of passes")
+    coreml = p.add_argument_group("Core ML (--target coreml)")
+    coreml.add_argument("--precision", choices=PRECISIONS,
+                        help=f"compute precision of the ML Program (default: {DEFAULT_PRECISION}, what apps ship)")
+    coreml.add_argument("--deployment-target", choices=DEPLOYMENT_TARGETS,
+                        help=f"minimum OS the model runs on (default: {DEFAULT_TARGET})")
+    coreml.add_argument("--image-input", action="store_true",
+                        help="take an image (8-bit RGB) instead of a float array; the spec's mean/std are applied exactly")
+    coreml.add_argument("--labels", metavar="FILE", help="one class label per line: makes a Core ML classifier")
 
     p = sub.add_parser("ir", help="print the IR, before or after optimisation passes")
     p.add_argument("spec", help="network spec (.mnet)")
@@ -100,18 +109,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _compile(args) -> int:
-    from mnc.compiler import compile_spec
+    from mnc.compiler import TargetOptions, compile_spec
 
+    options = TargetOptions(precision=args.precision, deployment_target=args.deployment_target,
+                            image_input=args.image_input, labels=args.labels)
     result = compile_spec(args.spec, target=args.target, alpha=args.alpha, rho=args.rho, resolution=args.resolution,
                           classes=args.classes, seed=args.seed or 0, weights=args.weights,
                           weights_layout=args.weights_layout, save_weights=args.save_weights,
-                          out_dir=args.output_dir, passes=args.passes)
+                          out_dir=args.output_dir, passes=args.passes, options=options)
     r = result.report
-    m = r["verification"]["metrics"]
+    v = r["verification"]
     print(f"wrote {result.artifact} ({r['artifact']['size_bytes']:,} bytes; "
           f"{r['params']:,} params, {r['macs'] / 1e6:.1f} M MACs)")
-    print(f"verified: max abs error {m['max_abs_err']:.3g}, max rel error {m['max_rel_err']:.3g}, "
-          f"cosine {m['cosine']:.7f} against {r['verification']['reference']}")
+    for run in v["runs"]:
+        m = run["metrics"]
+        print(f"verified with {run['executor']}: max abs error {m['max_abs_err']:.3g}, max rel error "
+              f"{m['max_rel_err']:.3g} (tolerance {v['tolerance']['max_rel_err']:g}), cosine {m['cosine']:.7f}")
+    print(f"  reference: {v['reference']}")
     print(f"report: {result.report_path}")
     return 0
 
@@ -154,9 +168,11 @@ def _verify(args) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        m = result["metrics"]
-        print(f"{args.artifact}: pass (α={result['alpha']:g}, resolution {result['resolution']}, seed {result['seed']}): "
-              f"max abs error {m['max_abs_err']:.3g}, max rel error {m['max_rel_err']:.3g}, cosine {m['cosine']:.7f}")
+        print(f"{args.artifact}: pass (α={result['alpha']:g}, resolution {result['resolution']}, seed {result['seed']})")
+        for run in result["runs"]:
+            m = run["metrics"]
+            print(f"  {run['executor']}: max abs error {m['max_abs_err']:.3g}, max rel error {m['max_rel_err']:.3g}, "
+                  f"cosine {m['cosine']:.7f}")
         if not result["spec"]["matches_artifact"]:
             print(f"note: {result['spec']['path']} differs from the spec the artifact was built from")
     return 0

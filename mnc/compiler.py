@@ -1,36 +1,37 @@
-"""The library API behind the CLI: build a spec into a weighted IR graph, emit an artifact,
-verify it numerically, write it with its report. Each step reads only what the one before made."""
+"""The library API behind the CLI: build a spec into a weighted IR graph, optimise it, emit an
+artifact, execute the saved artifact and compare it with the reference, and only then install it
+with its report. Each step reads only what the one before made."""
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 
 from mnc import __version__
 from mnc.backends import TARGETS
+from mnc.backends.coreml import DEFAULT_PRECISION, DEFAULT_TARGET, DEPLOYMENT_TARGETS, PRECISIONS, CoreMLOptions
 from mnc.errors import InputError, Loc, VerificationError
-from mnc.io import write_atomic
+from mnc.io import digest, install, staged, write_atomic
 from mnc.ir.cost import graph_cost
 from mnc.ir.graph import Graph
 from mnc.passes.manager import resolve_pipeline, run_pipeline
 from mnc.spec import CheckedSpec, Config, build_graph, load_spec, load_spec_text
 from mnc.timing import Timings
 from mnc.verify import reference
-from mnc.verify.executors import EXECUTORS
-from mnc.verify.inputs import STREAM_VERIFICATION, sample_images
-from mnc.verify.metrics import FP32, compare
+from mnc.verify.executors import EXECUTORS, NATIVE
+from mnc.verify.inputs import STREAM_VERIFICATION, normalise, sample_pixels
+from mnc.verify.metrics import FP16, FP32, compare
 from mnc.weights.files import WeightsFile, read_weights
 from mnc.weights.init import init_weights
 from mnc.weights.layouts import Layout, choose_layout
 from mnc.weights.load import WeightsMismatch, expected_shapes, load_weights
 from mnc.weights.save import weights_bytes
 
+VERIFY_BATCH = 2
 # Width multipliers tried when a checkpoint does not fit, to tell the user which one it does fit.
 COMMON_ALPHAS = (0.25, 0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
-
-VERIFY_BATCH = 2
 
 
 @dataclass
@@ -96,13 +97,71 @@ def _add_fit_hint(exc: WeightsMismatch, spec: CheckedSpec, config: Config, check
             return
 
 
+# ---- targets -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TargetOptions:
+    """What the command line says about the artifact itself (Core ML only, for now)."""
+
+    precision: str | None = None
+    deployment_target: str | None = None
+    image_input: bool = False
+    labels: str | None = None  # a file with one label per line
+
+
+def backend_options(target: str, options: TargetOptions, built: Built):
+    s = built.spec.settings
+    coreml_only = {"--precision": options.precision, "--deployment-target": options.deployment_target,
+                   "--image-input": options.image_input or None, "--labels": options.labels}
+    if target != "coreml":
+        given = [flag for flag, value in coreml_only.items() if value is not None]
+        if given:
+            raise InputError(f"{', '.join(given)}: only for --target coreml")
+    precision = options.precision or DEFAULT_PRECISION
+    deployment = options.deployment_target or DEFAULT_TARGET
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision {precision}: choose one of {', '.join(PRECISIONS)}")
+    if deployment not in DEPLOYMENT_TARGETS:
+        raise InputError(f"--deployment-target {deployment}: choose one of {', '.join(DEPLOYMENT_TARGETS)}")
+    labels = _read_labels(options.labels, built.config.classes) if options.labels else None
+    return CoreMLOptions(
+        precision=precision, deployment_target=deployment, image_input=options.image_input, labels=labels,
+        mean=tuple(s.mean), std=tuple(s.std),
+        metadata={"short_description": s.description, "author": s.author, "license": s.license,
+                  "version": s.version},
+    )
+
+
+def _read_labels(path: str, classes: int) -> tuple[str, ...]:
+    loc = Loc.file(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read labels '{path}': {getattr(exc, 'strerror', None) or exc}") from None
+    labels = [line.strip() for line in text.splitlines()]
+    while labels and not labels[-1]:
+        labels.pop()
+    for i, label in enumerate(labels):
+        if not label:
+            raise InputError(f"line {i + 1} is empty; one label per line", Loc(path, i + 1, 1))
+    if len(labels) != classes:
+        raise InputError(f"{len(labels)} labels for a network with {classes} classes", loc)
+    seen: dict[str, int] = {}
+    for i, label in enumerate(labels):
+        if label in seen:
+            raise InputError(f"label '{label}' appears twice (lines {seen[label]} and {i + 1})", Loc(path, i + 1, 1))
+        seen[label] = i + 1
+    return tuple(labels)
+
+
 def artifact_name(spec_path: str, config: Config, target: str) -> str:
     return f"{Path(spec_path).stem}_{config.alpha}_{config.resolution}{TARGETS[target].SUFFIX}"
 
 
-def metadata(built: Built, passes: list[str]) -> dict[str, str]:
+def metadata(built: Built, passes: list[str], extra: dict | None = None) -> dict[str, str]:
     """What an artifact records so that `mnc verify` can rebuild its reference."""
-    return {
+    meta = {
         "mnc.version": __version__,
         "mnc.spec_name": built.spec.settings.name,
         "mnc.spec_sha256": built.spec.sha256,
@@ -112,18 +171,27 @@ def metadata(built: Built, passes: list[str]) -> dict[str, str]:
         "mnc.classes": str(built.config.classes),
         "mnc.seed": str(built.seed),
         "mnc.passes": ",".join(passes),
-        **({"mnc.weights_sha256": built.weights["sha256"], "mnc.weights_layout": built.weights["layout"]}
-           if "sha256" in built.weights else {}),
     }
+    if "sha256" in built.weights:
+        meta.update({"mnc.weights_sha256": built.weights["sha256"], "mnc.weights_layout": built.weights["layout"]})
+    meta.update(extra or {})
+    return meta
 
 
-def verify(artifact: bytes, built: Built, target: str) -> dict:
-    """Run the artifact on seeded inputs and compare with the reference (built.graph, the
-    unoptimised IR). Returns the report's 'verification' section; its 'verdict' says whether
-    the artifact passed. The reference is itself compared with the float64 interpreter, and
-    a disagreement there fails the check too."""
-    label, execute = EXECUTORS[target]
-    images = sample_images(built.spec.settings, built.config.resolution, VERIFY_BATCH, built.seed, STREAM_VERIFICATION)
+# ---- verification ----------------------------------------------------------------------------
+
+
+def verify(artifact: Path, built: Built, target: str, *, precision: str = "fp32", image_input: bool = False) -> dict:
+    """Run the saved artifact on seeded inputs and compare with the reference (built.graph, the
+    unoptimised IR). Returns the report's 'verification' section; its 'verdict' says whether the
+    artifact passed. The reference is itself compared with the float64 interpreter, and a
+    disagreement there fails the check too."""
+    tolerance = FP16 if precision == "fp16" else FP32
+    settings = built.spec.settings
+    pixels = sample_pixels(settings.input_channels, built.config.resolution, VERIFY_BATCH, built.seed,
+                           STREAM_VERIFICATION)
+    images = normalise(settings, pixels)
+    feed = {"input": pixels if image_input else images}
     with built.timings.stage("reference"):
         expected, interpreted = reference.reference_outputs(built.graph, images)
     reference_check = compare(expected, interpreted)
@@ -131,26 +199,60 @@ def verify(artifact: bytes, built: Built, target: str) -> dict:
         "reference": reference.DESCRIPTION,
         "reference_check": {"against": reference.CHECK_DESCRIPTION, "metrics": reference_check.as_dict(),
                             "verdict": "pass" if reference_check.passes(FP32) else "fail"},
-        "executor": label,
-        "inputs": f"{VERIFY_BATCH} seeded image-like samples (verification stream)",
-        "metrics": None,
-        "tolerance": FP32.as_dict(),
+        "inputs": f"{VERIFY_BATCH} seeded image-like samples (verification stream)"
+                  + ("; the artifact is fed 8-bit pixels, the reference their normalised values" if image_input else ""),
+        "tolerance": {**tolerance.as_dict(), "precision": precision},
+        "runs": [],
         "verdict": "fail",
     }
-    with built.timings.stage("execute"):
-        try:
-            (actual,) = execute(artifact, {"input": images})
-        except Exception as exc:  # the runtime rejected the artifact: a failed check, not a crash
-            result["error"] = f"{type(exc).__name__}: {exc}"
-            return result
-    if actual.shape != expected.shape:
-        result["error"] = f"output shape {actual.shape} differs from the reference's {expected.shape}"
-        return result
-    comparison = compare(actual, expected)
-    result["metrics"] = comparison.as_dict()
-    if comparison.passes(FP32) and reference_check.passes(FP32):
-        result["verdict"] = "pass"
+    executors = [EXECUTORS[target]] + ([NATIVE[target]] if target in NATIVE else [])
+    passed = reference_check.passes(FP32)
+    for label, execute in executors:
+        run = {"executor": label, "metrics": None}
+        with built.timings.stage("execute"):
+            try:
+                (actual,) = execute(artifact, feed)
+            except Exception as exc:  # the runtime rejected the artifact: a failed check, not a crash
+                run["error"] = f"{type(exc).__name__}: {exc}"
+                actual = None
+        if actual is not None and np.shape(actual) != expected.shape:
+            run["error"] = f"output shape {np.shape(actual)} differs from the reference's {expected.shape}"
+        elif actual is not None:
+            comparison = compare(actual, expected)
+            run["metrics"] = comparison.as_dict()
+            run["verdict"] = "pass" if comparison.passes(tolerance) else "fail"
+        passed = passed and run.get("verdict") == "pass"
+        result["runs"].append(run)
+    first = result["runs"][0]
+    result["executor"], result["metrics"] = first["executor"], first["metrics"]  # the main run, at the top level
+    if "error" in first:
+        result["error"] = first["error"]
+    result["verdict"] = "pass" if passed else "fail"
     return result
+
+
+def _failure_message(what: str, verification: dict) -> str:
+    check = verification["reference_check"]
+    if check["verdict"] != "pass":
+        c = check["metrics"]
+        return (f"verification of {what} failed: the reference ({verification['reference']}) disagrees with "
+                f"{check['against']}: max relative error {c['max_rel_err']:.3g}, cosine {c['cosine']:.6f}")
+    t = verification["tolerance"]
+    for run in verification["runs"]:
+        if run.get("verdict") == "pass":
+            continue
+        if run["metrics"] is None:
+            detail = run.get("error", "no output")
+        else:
+            m = run["metrics"]
+            detail = (f"max relative error {m['max_rel_err']:.3g} (tolerance {t['max_rel_err']:g}), "
+                      f"cosine {m['cosine']:.6f} (minimum {t['min_cosine']:g})")
+        return f"verification of {what} failed against the reference ({verification['reference']}) " \
+               f"with {run['executor']}: {detail}"
+    return f"verification of {what} failed"
+
+
+# ---- compiling -------------------------------------------------------------------------------
 
 
 @dataclass
@@ -162,7 +264,8 @@ class CompileResult:
 
 def compile_spec(spec_path: str | Path, *, target: str = "onnx", alpha=None, rho=None, resolution=None,
                  classes=None, seed: int = 0, weights=None, weights_layout=None, save_weights=None,
-                 out_dir: str | Path = "build", passes: str = "default") -> CompileResult:
+                 out_dir: str | Path = "build", passes: str = "default",
+                 options: TargetOptions = TargetOptions()) -> CompileResult:
     if target not in TARGETS:
         raise InputError(f"unknown target '{target}'; targets are {', '.join(TARGETS)}")
     pipeline = resolve_pipeline(passes)
@@ -170,28 +273,38 @@ def compile_spec(spec_path: str | Path, *, target: str = "onnx", alpha=None, rho
     built = build(spec_path, alpha=alpha, rho=rho, resolution=resolution, classes=classes, seed=seed,
                   weights=weights, weights_layout=weights_layout, timings=timings)
     backend = TARGETS[target]
+    target_options = backend_options(target, options, built)
+    precision = target_options.precision if target == "coreml" else "fp32"
+    extra = {"mnc.precision": precision, "mnc.image_input": str(target_options.image_input).lower()} \
+        if target == "coreml" else {}
     with timings.stage("passes"):
         optimised, pass_records = run_pipeline(built.graph, pipeline)
-    with timings.stage("emit"):
-        artifact = backend.emit(optimised, metadata(built, pipeline), built.spec.settings.description)
-    verification = verify(artifact, built, target)
     out = Path(out_dir) / artifact_name(str(spec_path), built.config, target)
-    report = _report(built, target, pass_records, out, artifact, verification)
-    if verification["verdict"] != "pass":
-        raise VerificationError(_failure_message(out.name, verification))
-    with timings.stage("write"):
-        write_atomic(out, artifact)
-        if save_weights is not None:
-            meta = {k: v for k, v in metadata(built, pipeline).items() if k != "mnc.spec_text"}
-            write_atomic(Path(save_weights), weights_bytes(built.graph, meta))
-            report["weights"]["saved_to"] = str(save_weights)
+    with staged(out) as tmp:
+        with timings.stage("emit"):
+            backend.write(optimised, tmp, metadata(built, pipeline, extra), target_options)
+        verification = verify(tmp, built, target, precision=precision, image_input=target_options.image_input)
+        if verification["verdict"] != "pass":
+            raise VerificationError(_failure_message(out.name, verification))
+        size, sha256 = digest(tmp)
+        with timings.stage("write"):
+            install(tmp, out)
+    report = _report(built, target, pass_records, out, size, sha256, verification, optimised)
+    if target == "coreml":
+        report["coreml"] = {"precision": precision, "deployment_target": target_options.deployment_target,
+                            "image_input": target_options.image_input, "labels": len(target_options.labels or ())}
+    if save_weights is not None:
+        meta = {k: v for k, v in metadata(built, pipeline).items() if k != "mnc.spec_text"}
+        write_atomic(Path(save_weights), weights_bytes(built.graph, meta))
+        report["weights"]["saved_to"] = str(save_weights)
     report["timings_s"] = timings.as_dict()
-    report_path = out.with_suffix(".report.json")
+    report_path = out.with_name(out.name[: -len(backend.SUFFIX)] + ".report.json")
     write_atomic(report_path, (json.dumps(report, indent=2) + "\n").encode())
     return CompileResult(out, report_path, report)
 
 
-def _report(built: Built, target: str, passes: list[dict], out: Path, artifact: bytes, verification: dict) -> dict:
+def _report(built: Built, target: str, passes: list[dict], out: Path, size: int, sha256: str,
+            verification: dict, optimised: Graph) -> dict:
     cost = graph_cost(built.graph)
     s, config = built.spec.settings, built.config
     graph = built.graph
@@ -210,29 +323,14 @@ def _report(built: Built, target: str, passes: list[dict], out: Path, artifact: 
         "params": cost.params,
         "artifact": {
             "path": str(out),
-            "size_bytes": len(artifact),
-            "sha256": hashlib.sha256(artifact).hexdigest(),
+            "size_bytes": size,
+            "sha256": sha256,
             "input": {"name": "input", "shape": ["batch", *graph.node(graph.inputs[0])["shape"]]},
-            "output": {"name": TARGETS[target].output_name(graph), "shape": ["batch", *graph.node(graph.outputs[0])["shape"]]},
+            "output": {"name": TARGETS[target].output_name(optimised),
+                       "shape": ["batch", *graph.node(graph.outputs[0])["shape"]]},
         },
         "verification": verification,
     }
-
-
-def _failure_message(what: str, verification: dict) -> str:
-    m = verification["metrics"]
-    check = verification["reference_check"]
-    if check["verdict"] != "pass":
-        c = check["metrics"]
-        return (f"verification of {what} failed: the reference ({verification['reference']}) disagrees with "
-                f"{check['against']}: max relative error {c['max_rel_err']:.3g}, cosine {c['cosine']:.6f}")
-    if m is None:
-        detail = verification.get("error", "no output")
-    else:
-        t = verification["tolerance"]
-        detail = (f"max relative error {m['max_rel_err']:.3g} (tolerance {t['max_rel_err']:g}), "
-                  f"cosine {m['cosine']:.6f} (minimum {t['min_cosine']:g})")
-    return f"verification of {what} failed against the reference ({verification['reference']}): {detail}"
 
 
 # ---- verifying an existing artifact --------------------------------------------------------
@@ -248,11 +346,9 @@ def verify_file(artifact_path: str | Path, *, spec_path: str | Path | None = Non
     target = next((t for t, b in TARGETS.items() if path.name.endswith(b.SUFFIX)), None)
     if target is None:
         raise InputError(f"'{path}': unknown artifact type; expected one of " + ", ".join(b.SUFFIX for b in TARGETS.values()))
-    try:
-        artifact = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read artifact '{path}': {exc.strerror or exc}") from None
-    meta = TARGETS[target].read_metadata(artifact, str(path))
+    if not path.exists():
+        raise InputError(f"cannot read artifact '{path}': no such file or directory")
+    meta = TARGETS[target].read_metadata(path, str(path))
     if spec_path is not None:
         spec = load_spec(spec_path)
     elif "mnc.spec_text" in meta:
@@ -272,7 +368,8 @@ def verify_file(artifact_path: str | Path, *, spec_path: str | Path | None = Non
                          f"layout {meta.get('mnc.weights_layout')}); give the same file with --weights")
     built = build(spec, alpha=alpha, rho=rho, resolution=resolution, classes=classes, seed=seed,
                   weights=weights, weights_layout=weights_layout)
-    result = verify(artifact, built, target)
+    result = verify(path, built, target, precision=meta.get("mnc.precision", "fp32"),
+                    image_input=meta.get("mnc.image_input") == "true")
     result.update({
         "artifact": str(path),
         "spec": {"path": str(spec.path), "sha256": spec.sha256,
@@ -283,5 +380,3 @@ def verify_file(artifact_path: str | Path, *, spec_path: str | Path | None = Non
     if result["verdict"] != "pass":
         raise VerificationError(_failure_message(str(path), result))
     return result
-
-

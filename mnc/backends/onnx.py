@@ -23,6 +23,11 @@ def emit(graph: Graph, metadata: dict[str, str], description: str = "") -> bytes
     return model.SerializeToString(deterministic=True)
 
 
+def write(graph: Graph, path, metadata: dict[str, str], options) -> None:
+    with open(path, "wb") as f:
+        f.write(emit(graph, metadata, options.metadata.get("short_description", "")))
+
+
 def build_model(graph: Graph, metadata: dict[str, str], description: str = "") -> onnx.ModelProto:
     (input_node,) = graph.inputs
     (output_node,) = graph.outputs
@@ -136,14 +141,14 @@ _LOWER = {
 }
 
 
-def read_metadata(artifact: bytes, path: str) -> dict[str, str]:
+def read_metadata(path, shown: str) -> dict[str, str]:
     """The metadata_props of a saved model; a file that is not an ONNX model is bad input."""
     from mnc.errors import InputError
 
     try:
-        model = onnx.load_from_string(artifact)
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises several types for corrupt input
-        raise InputError(f"'{path}' is not a readable ONNX model ({type(exc).__name__})") from None
+        raise InputError(f"'{shown}' is not a readable ONNX model ({type(exc).__name__})") from None
     if not model.graph.node:
-        raise InputError(f"'{path}' is not a readable ONNX model (it has no graph)")
+        raise InputError(f"'{shown}' is not a readable ONNX model (it has no graph)")
     return {p.key: p.value for p in model.metadata_props}

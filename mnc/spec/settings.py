@@ -29,6 +29,9 @@ class Field:
 FIELDS: dict[str, Field] = {
     "name": Field("name", "the network's name", required=True),
     "description": Field("string", "one line saying what the network is", default=""),
+    "author": Field("string", "who made the network (artifact metadata)", default=""),
+    "license": Field("string", "the license of the network and its weights (artifact metadata)", default=""),
+    "version": Field("string", "the version of the network (artifact metadata)", default=""),
     "input_channels": Field("int", "channels of the input image", required=True),
     "base_resolution": Field("int", "input height and width at ρ = 1", required=True),
     "alpha": Field("float", "default width multiplier α", default=1.0),
@@ -52,6 +55,9 @@ class Settings:
 
     name: str
     description: str
+    author: str
+    license: str
+    version: str
     input_channels: int
     base_resolution: int
     alpha: float

@@ -1,0 +1,182 @@
+"""IR → Core ML ML Program (.mlpackage), built with coremltools' MIL builder.
+
+Reads the IR only. coremltools is imported lazily: it is slow to import and only this target needs it.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mnc.ir.graph import Graph
+
+SUFFIX = ".mlpackage"
+INPUT_NAME = "input"
+DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
+PRECISIONS = ("fp16", "fp32")
+DEFAULT_PRECISION = "fp16"  # what Core ML apps ship; fp32 on request
+DEFAULT_TARGET = "iOS16"
+# coremltools stamps the day of conversion into the model; mnc builds are reproducible instead.
+_UNSTABLE_METADATA = ("com.github.apple.coremltools.conversion_date",)
+
+
+@dataclass(frozen=True)
+class CoreMLOptions:
+    precision: str = DEFAULT_PRECISION
+    deployment_target: str = DEFAULT_TARGET
+    image_input: bool = False
+    labels: tuple[str, ...] | None = None
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    metadata: dict = field(default_factory=dict)  # author, license, version, short_description
+
+
+def output_name(graph: Graph) -> str:
+    return "probabilities" if graph.node(graph.outputs[0])["op"] == "softmax" else "logits"
+
+
+def coremltools():
+    """Import coremltools quietly: on Linux it logs that its prediction runtime is missing."""
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    import coremltools as ct
+
+    return ct
+
+
+def write(graph: Graph, path: Path, metadata: dict[str, str], options: CoreMLOptions) -> None:
+    ct = coremltools()
+    target = getattr(ct.target, options.deployment_target)
+    (input_node,) = graph.inputs
+    shape = (1, *graph.node(input_node)["shape"])
+    program = _program(graph, shape, target, options)
+    kwargs = {}
+    if options.image_input:
+        kwargs["inputs"] = [ct.ImageType(name=INPUT_NAME, shape=shape, scale=1 / 255.0, bias=[0.0] * shape[1],
+                                         color_layout=ct.colorlayout.RGB if shape[1] == 3 else ct.colorlayout.GRAYSCALE)]
+    if options.labels:
+        kwargs["classifier_config"] = ct.ClassifierConfig(list(options.labels))
+    precision = ct.precision.FLOAT16 if options.precision == "fp16" else ct.precision.FLOAT32
+    with contextlib.redirect_stderr(io.StringIO()):  # coremltools' progress bars
+        model = ct.convert(program, convert_to="mlprogram", minimum_deployment_target=target,
+                           compute_precision=precision, **kwargs)
+    spec = model.get_spec()
+    for key in _UNSTABLE_METADATA:
+        spec.description.metadata.userDefined.pop(key, None)
+    meta = spec.description.metadata
+    meta.shortDescription = options.metadata.get("short_description", "")
+    meta.author = options.metadata.get("author", "")
+    meta.license = options.metadata.get("license", "")
+    meta.versionString = options.metadata.get("version", "")
+    for key, value in metadata.items():
+        meta.userDefined[key] = str(value)
+    ct.utils.save_spec(spec, str(path), weights_dir=model.weights_dir)
+    # save_spec serialises map fields (the metadata) in an unstable order; rewrite it stably.
+    (Path(path) / "Data" / "com.apple.CoreML" / "model.mlmodel").write_bytes(spec.SerializeToString(deterministic=True))
+
+
+def _program(graph: Graph, shape: tuple, target, options: CoreMLOptions):
+    ct = coremltools()
+    from coremltools.converters.mil import Builder as mb
+
+    # MIL names the program input after this function's parameter: it must be INPUT_NAME.
+    @mb.program(input_specs=[mb.TensorSpec(shape=shape)], opset_version=target)
+    def program(input):  # noqa: A002
+        x = input
+        values = {}
+        for name in graph.topo():
+            data = graph.node(name)
+            xs = [values[p] for p in graph.inputs_of(name)]
+            if data["op"] == "input":
+                values[name] = _normalise(mb, x, options) if options.image_input else x
+            else:
+                op_name = output_name(graph) if name in graph.outputs else _safe(name)
+                values[name] = _LOWER[data["op"]](mb, op_name, data, xs)
+        (out,) = graph.outputs
+        return values[out]
+
+    del ct
+    return program
+
+
+def _safe(name: str) -> str:
+    return name.replace(".", "_")  # MIL names are identifiers
+
+
+def _normalise(mb, pixels, options: CoreMLOptions):
+    """Core ML scales image pixels by one number (1/255 here); the spec's per-channel mean and
+    std are applied exactly by two ops of our own."""
+    c = len(options.mean)
+    std = np.asarray(options.std, dtype=np.float32).reshape(1, c, 1, 1)
+    mean = np.asarray(options.mean, dtype=np.float32).reshape(1, c, 1, 1)
+    x = mb.mul(x=pixels, y=(1.0 / std).astype(np.float32), name="input_inv_std")
+    return mb.add(x=x, y=(-mean / std).astype(np.float32), name="input_normalised")
+
+
+def _activation(mb, fn: str | None, x, name: str):
+    if fn is None or fn == "identity":
+        return x
+    if fn == "relu":
+        return mb.relu(x=x, name=name)
+    if fn == "relu6":
+        return mb.relu6(x=x, name=name)
+    raise NotImplementedError(f"Core ML lowering of activation '{fn}'")
+
+
+def _conv(mb, name, data, xs):
+    a, p = data["attrs"], data["params"]
+    top, left, bottom, right = a["pads"]
+    y = mb.conv(x=xs[0], weight=p["weight"], bias=p.get("bias"), strides=a["stride"], pad_type="custom",
+                pad=[top, bottom, left, right], dilations=[1, 1], groups=a["groups"],
+                name=name if not a.get("fused_act") else name + "_preact")
+    return _activation(mb, a.get("fused_act"), y, name)
+
+
+def _fc(mb, name, data, xs):
+    a, p = data["attrs"], data["params"]
+    y = mb.linear(x=xs[0], weight=p["weight"], bias=p.get("bias"), name=name if not a.get("fused_act") else name + "_preact")
+    return _activation(mb, a.get("fused_act"), y, name)
+
+
+def _batchnorm(mb, name, data, xs):
+    p = data["params"]
+    return mb.batch_norm(x=xs[0], mean=p["mean"], variance=p["var"], gamma=p["gamma"], beta=p["beta"],
+                         epsilon=float(data["attrs"]["eps"]), name=name)
+
+
+def _add(mb, name, data, xs):
+    y = xs[0]
+    for i, other in enumerate(xs[1:]):
+        y = mb.add(x=y, y=other, name=name if i == len(xs) - 2 else f"{name}_{i}")
+    return y
+
+
+_LOWER = {
+    "conv": _conv,
+    "fc": _fc,
+    "batchnorm": _batchnorm,
+    "act": lambda mb, name, data, xs: _activation(mb, data["attrs"]["fn"], xs[0], name) if data["attrs"]["fn"] != "identity"
+    else mb.identity(x=xs[0], name=name),
+    "add": _add,
+    "global_avgpool": lambda mb, name, data, xs: mb.reduce_mean(x=xs[0], axes=[2, 3], keep_dims=True, name=name),
+    "flatten": lambda mb, name, data, xs: mb.reshape(x=xs[0], shape=[1, -1], name=name),
+    "softmax": lambda mb, name, data, xs: mb.softmax(x=xs[0], axis=1, name=name),
+}
+
+
+def read_metadata(path: Path, shown: str) -> dict[str, str]:
+    from mnc.errors import InputError
+
+    try:
+        spec = load_spec(path)
+    except Exception as exc:  # coremltools raises several types for a broken package
+        raise InputError(f"'{shown}' is not a readable Core ML package ({type(exc).__name__}: {exc})") from None
+    return dict(spec.description.metadata.userDefined)
+
+
+def load_spec(path: Path):
+    ct = coremltools()
+    return ct.utils.load_spec(str(path))

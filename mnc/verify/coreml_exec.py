@@ -1,0 +1,222 @@
+"""mnc's executor of saved Core ML ML Programs, for hosts without Core ML (Linux CI).
+
+It reads the written .mlpackage back (the model spec and the weight file, not mnc's IR) and runs
+the MIL operations it contains with numpy, rounding every value the program types as fp16 to
+fp16, as the program computes. An operation it does not know is an error, never skipped.
+Real Core ML may accumulate differently inside an op (the Neural Engine computes in fp16
+throughout); the fp16 tolerance allows for that.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mnc.ir import kernels
+
+
+class ExecutorError(Exception):
+    """The package cannot be executed as written: unknown op, missing value, bad attribute."""
+
+
+_DTYPES = {  # MIL proto DataType enum names → numpy
+    "FLOAT16": np.float16, "FLOAT32": np.float32, "FLOAT64": np.float64,
+    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
+    "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "BOOL": np.bool_,
+}
+
+
+class CoreMLProgram:
+    def __init__(self, package: str | Path):
+        from mnc.backends.coreml import load_spec
+
+        self.package = Path(package)
+        self.spec = load_spec(self.package)  # imports coremltools quietly, before MIL_pb2 below
+        from coremltools.proto import MIL_pb2
+
+        if not self.spec.HasField("mlProgram"):
+            raise ExecutorError("the package does not hold an ML Program")
+        function = self.spec.mlProgram.functions["main"]
+        block = function.block_specializations[function.opset]
+        self.inputs = [i.name for i in function.inputs]
+        self.operations = list(block.operations)
+        self.outputs = list(block.outputs)
+        self._dtype_name = MIL_pb2.DataType.Name
+        self._blobs: dict[str, object] = {}
+        self.constants = {}
+        for op in self.operations:
+            if op.type == "const":
+                self.constants[op.outputs[0].name] = self._value(op.attributes["val"])
+
+    # ---- values -------------------------------------------------------------------
+
+    def argument(self, argument):
+        """An op argument: a reference to a named value, or a value written inline."""
+        return self.constants[argument.name] if argument.name else self._value(argument.value)
+
+    def _value(self, value):
+        if value.type.HasField("listType"):
+            return [self._value(v) for v in value.immediateValue.list.values]
+        tensor_type = value.type.tensorType
+        dtype_name = self._dtype_name(tensor_type.dataType)
+        shape = [d.constant.size for d in tensor_type.dimensions]
+        if value.HasField("blobFileValue"):
+            return self._blob(value.blobFileValue, dtype_name).reshape(shape)
+        tensor = value.immediateValue.tensor
+        kind = tensor.WhichOneof("value")
+        if kind == "strings":
+            items = list(tensor.strings.values)
+            return items[0] if not shape and len(items) == 1 else items
+        if kind == "bytes":
+            array = np.frombuffer(tensor.bytes.values, dtype=_DTYPES[dtype_name])
+        else:
+            array = np.asarray(list(getattr(tensor, kind).values), dtype=_DTYPES.get(dtype_name, np.float32))
+        return array.reshape(shape) if shape else array.reshape(())
+
+    def _blob(self, blob, dtype_name: str) -> np.ndarray:
+        from coremltools.libmilstoragepython import _BlobStorageReader
+
+        path = blob.fileName.replace("@model_path", str(self.package / "Data" / "com.apple.CoreML"))
+        if path not in self._blobs:
+            if not Path(path).exists():
+                raise ExecutorError(f"weight file {blob.fileName} is missing from the package")
+            self._blobs[path] = _BlobStorageReader(path)
+        reader = self._blobs[path]
+        read = {"FLOAT16": reader.read_fp16_data, "FLOAT32": reader.read_float_data,
+                "INT8": reader.read_int8_data, "UINT8": reader.read_uint8_data}.get(dtype_name)
+        if read is None:
+            raise ExecutorError(f"weights of type {dtype_name} are not supported by mnc's Core ML executor")
+        data = np.asarray(read(blob.offset))
+        return data.view(np.float16) if dtype_name == "FLOAT16" and data.dtype == np.uint16 else data
+
+    # ---- execution ------------------------------------------------------------------
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, object]:
+        """Run the program on one sample; returns every named value (outputs included)."""
+        env: dict[str, object] = dict(self.constants)
+        for name in self.inputs:
+            if name not in feeds:
+                raise ExecutorError(f"no value for program input '{name}'")
+            env[name] = np.asarray(feeds[name], dtype=np.float32)
+        for op in self.operations:
+            if op.type == "const":
+                continue
+            kernel = _KERNELS.get(op.type)
+            if kernel is None:
+                raise ExecutorError(f"operation '{op.type}' ({op.outputs[0].name}) is not supported by mnc's "
+                                    "Core ML executor")
+            args = {}
+            for key, binding in op.inputs.items():
+                values = []
+                for argument in binding.arguments:
+                    if argument.name:
+                        if argument.name not in env:
+                            raise ExecutorError(f"'{op.type}' ({op.outputs[0].name}) reads '{argument.name}', "
+                                                "which nothing in the program defines")
+                        values.append(env[argument.name])
+                    else:
+                        values.append(self._value(argument.value))
+                args[key] = values[0] if len(values) == 1 else values
+            results = kernel(args)
+            results = results if isinstance(results, tuple) else (results,)
+            for out, result in zip(op.outputs, results):
+                env[out.name] = self._typed(result, out)
+        missing = [o for o in self.outputs if o not in env]
+        if missing:
+            raise ExecutorError(f"program outputs {missing} are never computed")
+        return env
+
+    def _typed(self, result, out):
+        """Round to the type the program declares for this value (fp16 emulation happens here)."""
+        if not isinstance(result, np.ndarray):
+            return result
+        tensor_type = out.type.tensorType if out.type.HasField("tensorType") else None
+        if tensor_type is None:
+            return result
+        dtype = _DTYPES.get(self._dtype_name(tensor_type.dataType))
+        return result.astype(dtype) if dtype is not None else result
+
+
+def _f(x) -> np.ndarray:
+    """Compute in float32 (fp16 inputs widened exactly); the result is rounded back by _typed."""
+    return np.asarray(x, dtype=np.float32)
+
+
+def _conv(a):
+    if str(a.get("pad_type", "custom")) != "custom":
+        raise ExecutorError(f"conv pad_type '{a['pad_type']}' is not supported by mnc's Core ML executor")
+    if "dilations" in a and any(int(d) != 1 for d in np.ravel(a["dilations"])):
+        raise ExecutorError("dilated convolutions are not supported by mnc's Core ML executor")
+    top, bottom, left, right = (int(v) for v in np.ravel(a["pad"]))
+    x = _f(a["x"])[None] if np.ndim(a["x"]) == 3 else _f(a["x"])
+    bias = _f(a["bias"]) if "bias" in a else None
+    return kernels.conv2d(x, _f(a["weight"]), bias, [int(s) for s in np.ravel(a["strides"])],
+                          (top, left, bottom, right), int(a.get("groups", 1)))
+
+
+def _batch_norm(a):
+    return kernels.batchnorm(_f(a["x"]), _f(a.get("gamma", 1.0)), _f(a.get("beta", 0.0)), _f(a["mean"]),
+                             _f(a["variance"]), float(a.get("epsilon", 1e-5)))
+
+
+def _linear(a):
+    y = _f(a["x"]) @ _f(a["weight"]).T
+    return y + _f(a["bias"]) if "bias" in a else y
+
+
+def _reduce_mean(a):
+    axes = tuple(int(v) for v in np.ravel(a["axes"]))
+    return _f(a["x"]).mean(axis=axes, keepdims=bool(a.get("keep_dims", False)))
+
+
+def _reshape(a):
+    return _f(a["x"]).reshape([int(v) for v in np.ravel(a["shape"])])
+
+
+def _cast(a):
+    dtype = {"fp16": np.float16, "fp32": np.float32, "int32": np.int32}.get(str(a["dtype"]))
+    if dtype is None:
+        raise ExecutorError(f"cast to '{a['dtype']}' is not supported by mnc's Core ML executor")
+    return np.asarray(a["x"]).astype(dtype)
+
+
+def _classify(a):
+    probabilities = np.asarray(a["probabilities"]).reshape(-1)
+    classes = a["classes"] if isinstance(a["classes"], list) else list(np.ravel(a["classes"]))
+    if len(classes) != probabilities.size:
+        raise ExecutorError(f"classify has {len(classes)} labels for {probabilities.size} scores")
+    return classes[int(np.argmax(probabilities))], dict(zip(classes, probabilities.tolist()))
+
+
+_KERNELS = {
+    "cast": _cast,
+    "conv": _conv,
+    "batch_norm": _batch_norm,
+    "linear": _linear,
+    "relu": lambda a: np.maximum(_f(a["x"]), 0),
+    "relu6": lambda a: np.clip(_f(a["x"]), 0, 6),
+    "clip": lambda a: np.clip(_f(a["x"]), _f(a["alpha"]), _f(a["beta"])),
+    "add": lambda a: _f(a["x"]) + _f(a["y"]),
+    "sub": lambda a: _f(a["x"]) - _f(a["y"]),
+    "mul": lambda a: _f(a["x"]) * _f(a["y"]),
+    "reduce_mean": _reduce_mean,
+    "reshape": _reshape,
+    "softmax": lambda a: kernels.softmax(_f(a["x"]), axis=int(a.get("axis", -1))),
+    "identity": lambda a: np.asarray(a["x"]),
+    "classify": _classify,
+}
+
+
+def run_coreml(package: Path, feeds: dict[str, np.ndarray], output: str | None = None) -> list[np.ndarray]:
+    """Run the saved package sample by sample (Core ML models take a batch of one) and stack the
+    tensor the network computes: the program output, or for classifiers the scores `classify` reads."""
+    program = CoreMLProgram(package)
+    (input_name,) = program.inputs
+    (batch,) = feeds.values()
+    classify = next((op for op in program.operations if op.type == "classify"), None)
+    target = classify.inputs["probabilities"].arguments[0].name if classify is not None else program.outputs[0]
+    results = []
+    for sample in batch:
+        env = program.run({input_name: sample[None]})
+        results.append(np.asarray(env[target], dtype=np.float32).reshape(-1))
+    return [np.stack(results)]
