@@ -46,7 +46,11 @@ class CoreMLProgram:
         self.constants = {}
         for op in self.operations:
             if op.type == "const":
-                self.constants[op.outputs[0].name] = self._value(op.attributes["val"])
+                value = self._value(op.attributes["val"])
+                # fp16 constants are held widened to float32: exact, and done once instead of per use.
+                if isinstance(value, np.ndarray) and value.dtype == np.float16:
+                    value = value.astype(np.float32)
+                self.constants[op.outputs[0].name] = value
 
     # ---- values -------------------------------------------------------------------
 
@@ -127,18 +131,21 @@ class CoreMLProgram:
         return env
 
     def _typed(self, result, out):
-        """Round to the type the program declares for this value (fp16 emulation happens here)."""
+        """Round to the type the program declares for this value (fp16 emulation happens here).
+        fp16 values are kept as float32 holding fp16-rounded numbers: the same values, widened once."""
         if not isinstance(result, np.ndarray):
             return result
         tensor_type = out.type.tensorType if out.type.HasField("tensorType") else None
         if tensor_type is None:
             return result
         dtype = _DTYPES.get(self._dtype_name(tensor_type.dataType))
-        return result.astype(dtype) if dtype is not None else result
+        if dtype == np.float16:
+            return result.astype(np.float16).astype(np.float32)
+        return result.astype(dtype, copy=False) if dtype is not None else result
 
 
 def _f(x) -> np.ndarray:
-    """Compute in float32 (fp16 inputs widened exactly); the result is rounded back by _typed."""
+    """Compute in float32 (fp16 values are held widened); the result is rounded back by _typed."""
     return np.asarray(x, dtype=np.float32)
 
 
@@ -177,7 +184,7 @@ def _cast(a):
     dtype = {"fp16": np.float16, "fp32": np.float32, "int32": np.int32}.get(str(a["dtype"]))
     if dtype is None:
         raise ExecutorError(f"cast to '{a['dtype']}' is not supported by mnc's Core ML executor")
-    return np.asarray(a["x"]).astype(dtype)
+    return np.asarray(a["x"]).astype(dtype)  # rounded here; _typed then keeps fp16 widened
 
 
 def _classify(a):

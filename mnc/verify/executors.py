@@ -15,6 +15,8 @@ def run_onnx(artifact, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     options.log_severity_level = 3
     # All graph optimisations on: verify what a user's ONNX Runtime will actually execute.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op threads spin by default, taking the core the rest of the compile needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     model = artifact if isinstance(artifact, bytes) else str(artifact)
     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     return session.run(None, feeds)

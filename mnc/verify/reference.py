@@ -21,6 +21,8 @@ def reference_outputs(graph: Graph, images: np.ndarray) -> tuple[np.ndarray, np.
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.log_severity_level = 3
+    # It runs beside the backend: idle intra-op threads must not spin on the core the backend needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     (reference,) = session.run(None, {onnx_backend.INPUT_NAME: images})
     (interpreted,) = run(graph, {graph.inputs[0]: images}).values()

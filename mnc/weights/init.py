@@ -18,13 +18,20 @@ from mnc.ir.interpreter import run
 from mnc.ir.ops import OPS
 from mnc.verify.inputs import STREAM_CALIBRATION, sample_images
 
-CALIBRATION_BATCH = 4
+# Calibration sees a fixed number of pixels (two images at 224×224) however small the images:
+# at low resolution the last layers have few positions per image, and their batch-norm
+# statistics need enough samples (at 96 pixels, 11 images give 99 positions per channel at 3×3).
+CALIBRATION_PIXELS = 2 * 224 * 224
+
+
+def calibration_batch(resolution: int) -> int:
+    return min(32, max(2, round(CALIBRATION_PIXELS / resolution**2)))
 
 
 def init_weights(graph: Graph, settings, seed: int) -> Graph:
     (input_name,) = graph.inputs
     resolution = graph.node(input_name)["shape"][1]
-    images = sample_images(settings, resolution, CALIBRATION_BATCH, seed, STREAM_CALIBRATION)
+    images = sample_images(settings, resolution, calibration_batch(resolution), seed, STREAM_CALIBRATION)
 
     def before(name: str, data: dict, xs: list[np.ndarray]) -> None:
         op = OPS[data["op"]]
