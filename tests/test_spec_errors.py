@@ -9,7 +9,7 @@ from mnc.spec import build_graph, load_spec_text
 CASES = [
     # (line to replace, new text, expected line, column, message fragment)
     (5, "activaton = relu6", 5, 1, "unknown setting 'activaton'; did you mean 'activation'?"),
-    (5, "activation = relu7", 5, 14, "'activation' must be one of 'relu', 'relu6', got 'relu7'; did you mean"),
+    (5, "activation = relu7", 5, 14, "'activation' must be one of 'hsigmoid', 'hswish', 'relu', 'relu6', got 'relu7'; did you mean"),
     (6, "width_rounding = make_divisble(8)", 6, 18, "unknown width rounding policy 'make_divisble'; did you mean 'make_divisible'?"),
     (6, "width_rounding = truncate(divisor=8)", 6, 18, "'truncate' takes one argument, min=N"),
     (6, "width_rounding = 8", 6, 18, "'width_rounding' must be a policy call"),
@@ -22,7 +22,7 @@ CASES = [
     (8, "mean = 0.5, 0.5", 8, 8, "'mean' has 2 values but the input has 3 channels"),
     (8, "std = 0.5, 0, 0.5", 8, 7, "'std' values must be > 0; value 2 is 0.0"),
     (8, "frobnicate = 3", 8, 1, "unknown setting 'frobnicate'"),
-    (9, "| operator       | t | c  | n | zzz |", 9, 33, "unknown column 'zzz'; columns are 'c', 'input'"),
+    (9, "| operator       | t | c  | n | zzz |", 9, 33, "unknown column 'zzz'; columns are 'bn', 'c', 'exp'"),
     (9, "| operator       | t | c  | n | stride |", 9, 33, "unknown column 'stride'; did you mean 's'?"),
     (9, "| operator       | t | c  | n | c |", 9, 33, "column 'c' appears twice"),
     (11, "| conv2d 3x3     | - | 16 | 1 |", 11, 29, "row has 4 cells but the table header has 5 columns"),
@@ -34,9 +34,9 @@ CASES = [
     (12, "| bottleneck 4x4 | 6 | 24 | 2 | 2 |", 12, 14, "kernel size must be odd"),
     (12, "| bottleneck 3x5 | 6 | 24 | 2 | 2 |", 12, 14, "kernel 3x5 is not square"),
     (12, "| bottleneck, no_shrnk | 6 | 24 | 2 | 2 |", 12, 15, "unknown modifier 'no_shrnk'; did you mean 'no_shrink'?"),
-    (11, "| conv2d         | - | 16 | 1 | 2 |", 11, 3, "'conv2d' needs a kernel size, e.g. 'conv2d 3x3'"),
-    (11, "| conv2d 3x3     | 6 | 16 | 1 | 2 |", 11, 20, "'conv2d' does not use column 't'"),
-    (13, "| avgpool 7x7    |   |    |   |   |", 13, 11, "'avgpool' takes no kernel size; write 'avgpool global'"),
+    (11, "| conv2d         | - | 16 | 1 | 2 |", 11, 3, "'conv2d' needs a value for 'k' (kernel size), but no kernel size is given, e.g. 'conv2d 3x3'"),
+    (11, "| conv2d 3x3     | 6 | 16 | 1 | 2 |", 11, 20, "'conv2d' has no parameter 't'; leave the cell empty or write '-'"),
+    (13, "| avgpool 7x7    |   |    |   |   |", 13, 11, "'avgpool' takes no kernel size"),
     (10, "| fc | k |", 9, 1, "table row outside a table"),  # the header lost its rule line
 ]
 
@@ -94,7 +94,7 @@ def test_rendered_error_has_path_line_col_source_and_caret():
         load_spec_text(text, "specs/bad.mnet")
     assert info.value.render().splitlines() == [
         "specs/bad.mnet:12:3: error: unknown operator 'bottlenek'; did you mean 'bottleneck'?; "
-        "operators are 'avgpool', 'bottleneck', 'conv2d', 'dwsep', 'fc', 'softmax'",
+        "operators are 'avgpool', 'bneck', 'bottleneck', 'conv2d', 'dwsep', 'fc', 'softmax'",
         "  | bottlenek      | 6 | 24 | 2 | 2 |",
         "    ^~~~~~~~~",
     ]

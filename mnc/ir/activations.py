@@ -16,9 +16,20 @@ def _identity(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _hsigmoid(x: np.ndarray) -> np.ndarray:
+    # MobileNetV3's hard sigmoid, relu6(x + 3) / 6 (not Keras's 0.2·x + 0.5).
+    return np.clip(x + 3, 0, 6) / 6
+
+
+def _hswish(x: np.ndarray) -> np.ndarray:
+    return x * _hsigmoid(x)
+
+
 ACTIVATIONS = {
     "relu": _relu,
     "relu6": _relu6,
+    "hswish": _hswish,
+    "hsigmoid": _hsigmoid,
     "identity": _identity,
 }
 

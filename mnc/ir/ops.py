@@ -128,6 +128,19 @@ def _add_infer(a: dict, ins: list[Shape]) -> Shape:
 register(OpDef("add", None, infer=_add_infer, run=lambda a, p, xs: sum(xs[1:], xs[0])))
 
 
+# ---- mul (squeeze-and-excite: a feature map times a per-channel gate) -----------------------
+
+
+def _mul_infer(a: dict, ins: list[Shape]) -> Shape:
+    x, gate = ins
+    if len(x) != len(gate) or any(g not in (1, d) for g, d in zip(gate, x)):
+        raise ShapeError(f"cannot scale a {_fmt(x)} tensor by a {_fmt(gate)} one")
+    return x
+
+
+register(OpDef("mul", 2, infer=_mul_infer, run=lambda a, p, xs: xs[0] * xs[1]))
+
+
 # ---- pooling and reshaping ------------------------------------------------------------
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from mnc.errors import Collector, InputError, Loc
 from mnc.ir.graph import Graph
+from mnc.spec.ast import BlockDef
+from mnc.spec.blocks import builtin_blocks, check_block
 from mnc.spec.lower import lower
 from mnc.spec.parser import parse_file, parse_text
 from mnc.spec.settings import Config, Settings, check_settings, resolve
@@ -21,6 +23,7 @@ class CheckedSpec:
     sha256: str
     settings: Settings
     rows: list[LayerRow]
+    blocks: dict  # name → BlockDef: the built-in blocks and the spec's own
 
     def config(self, alpha: float | None = None, rho: float | None = None, resolution: int | None = None,
                classes: int | None = None) -> Config:
@@ -38,15 +41,30 @@ def load_spec_text(text: str, path: str = "<spec>") -> CheckedSpec:
 def _check(ast) -> CheckedSpec:
     problems = Collector()
     settings = check_settings(ast.settings, problems, ast.path)
-    rows = check_tables(ast.tables, problems)
+    blocks = _blocks(ast.blocks, problems)
+    rows = check_tables(ast.tables, blocks, problems)
     problems.raise_if_any()
-    spec = CheckedSpec(ast.path, ast.text, hashlib.sha256(ast.text.encode()).hexdigest(), settings, rows)
+    spec = CheckedSpec(ast.path, ast.text, hashlib.sha256(ast.text.encode()).hexdigest(), settings, rows, blocks)
     _check_documented_sizes(spec)
     return spec
 
 
+def _blocks(definitions: list[BlockDef], problems: Collector) -> dict[str, BlockDef]:
+    blocks = dict(builtin_blocks())
+    own: dict[str, BlockDef] = {}
+    for defn in definitions:
+        check_block(defn, problems)
+        if defn.name in own:
+            problems.error(f"block '{defn.name}' is defined twice", defn.loc,
+                           notes=[("first defined here", own[defn.name].loc)])
+        elif defn.name in blocks:
+            problems.error(f"block '{defn.name}' is built in; give yours another name", defn.loc)
+        own[defn.name] = defn
+    return {**blocks, **own}
+
+
 def build_graph(spec: CheckedSpec, config: Config) -> Graph:
-    graph = lower(spec.rows, config)
+    graph = lower(spec.rows, spec.blocks, config)
     graph.meta.update(spec=spec.path, spec_sha256=spec.sha256, alpha=config.alpha, resolution=config.resolution)
     return graph
 
@@ -58,7 +76,7 @@ def _check_documented_sizes(spec: CheckedSpec) -> None:
     if not any(row.documented_input for row in spec.rows):
         return
     nominal = resolve(spec.settings, alpha=1.0, resolution=spec.settings.base_resolution)
-    graph = lower(spec.rows, nominal)
+    graph = lower(spec.rows, spec.blocks, nominal)
     problems = Collector()
     classes = spec.settings.classes
     for row in spec.rows:

@@ -78,3 +78,42 @@ class Spec:
     text: str
     settings: list[Setting]
     tables: list[Table]
+    blocks: list = field(default_factory=list)  # BlockDef
+
+
+@dataclass(frozen=True)
+class Expr:
+    """An expression in a block definition. kind: number, name, func, binop, compare, and, or, not, neg."""
+
+    kind: str
+    value: object  # the number, the name, the function name or the operator
+    args: tuple["Expr", ...]
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str | None  # channels, int, float, flag, act; None: a number
+    default: Expr | None
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One line of a block body: `[name =] primitive(args) [if condition]`."""
+
+    name: str | None
+    primitive: str
+    args: tuple[tuple[str | None, Expr], ...]
+    condition: Expr | None
+    loc: Loc  # the primitive's name
+    name_loc: Loc | None
+
+
+@dataclass(frozen=True)
+class BlockDef:
+    name: str
+    params: tuple[Param, ...]
+    layers: tuple[Layer, ...]
+    loc: Loc  # the block's name

@@ -10,14 +10,13 @@ import math
 from mnc.errors import InputError, Loc
 from mnc.ir.graph import Graph
 from mnc.ir.ops import OPS, ShapeError
-from mnc.spec.blocks import BLOCKS
+from mnc.spec.ast import BlockDef
+from mnc.spec.blocks import run_block
 from mnc.spec.settings import Config
-from mnc.spec.table import CLASSES_SYMBOL, LayerRow
-
-BN_EPS = 1e-5
+from mnc.spec.table import CLASSES_SYMBOL, LayerRow, row_arguments
 
 
-def lower(rows: list[LayerRow], config: Config) -> Graph:
+def lower(rows: list[LayerRow], blocks: dict[str, BlockDef], config: Config) -> Graph:
     s = config.settings
     graph = Graph(s.name)
     e = Emitter(graph, config)
@@ -28,9 +27,14 @@ def lower(rows: list[LayerRow], config: Config) -> Graph:
     stage_inputs = {}
     for row in rows:
         stage_inputs[row.index] = e.current
+        defn = blocks[row.block]
+        args = row_arguments(row, defn)
+        for p in defn.params:
+            if p.type == "channels":
+                args[p.name] = e.scale(args[p.name], row.width)
         for j in range(row.repeats):
             e.begin(row, j)
-            BLOCKS[row.block].emit(e, row, row.values.get("s", 1) if j == 0 else 1)
+            run_block(defn, e, {**args, "s": 1} if j and "s" in args else args, row.loc)
     graph.outputs = [e.current]
     graph.meta["stage_inputs"] = stage_inputs  # the tensor entering each table row
     return graph
@@ -66,15 +70,14 @@ class Emitter:
     def channels(self) -> int:
         return self.shape[0]
 
-    def width(self, row: LayerRow) -> int:
-        """The row's `c` after width scaling, as its modifiers and the spec's rounding say."""
-        c = row.values["c"]
+    def scale(self, c, width: str | None) -> int:
+        """A channel count after width scaling, as the row's modifier and the spec's rounding say."""
         if c == CLASSES_SYMBOL:
             return self.config.classes
         alpha = self.config.alpha
-        if "fixed" in row.modifiers:
+        if width == "fixed":
             return c
-        if "no_shrink" in row.modifiers:
+        if width == "no_shrink":
             alpha = max(1.0, alpha)
         return self.config.settings.width_rounding(c, alpha)
 
@@ -85,7 +88,7 @@ class Emitter:
         return name
 
     def conv(self, layer: str, out: int, kernel: int, stride: int, *, groups: int = 1,
-             act: str | None = "default", bn: bool = True) -> str:
+             act: str | None = None, bn: bool = True) -> str:
         _, h, w = self.shape
         if h < stride or w < stride:
             raise InputError(
@@ -98,8 +101,7 @@ class Emitter:
             "pads": [pad_h[0], pad_w[0], pad_h[1], pad_w[1]], "groups": groups, "bias": not bn, "fused_act": None,
         })
         if bn:
-            self.op(f"{layer}.bn", "batchnorm", attrs={"eps": BN_EPS})
-        act = self.config.settings.activation if act == "default" else act
+            self.op(f"{layer}.bn", "batchnorm", attrs={"eps": self.config.settings.batchnorm_eps})
         if act is not None:
             self.op(f"{layer}.act", "act", attrs={"fn": act})
         return self.current

@@ -7,7 +7,7 @@ from pathlib import Path
 import lark
 
 from mnc.errors import Collector, InputError, Loc, register_source
-from mnc.spec.ast import Argument, Atom, Cell, Row, Setting, Spec, Table, Value
+from mnc.spec.ast import Argument, Atom, BlockDef, Cell, Expr, Layer, Param, Row, Setting, Spec, Table, Value
 
 # Human names for the grammar's terminals, used in "expected ..." messages.
 _TERMINAL_NAMES = {
@@ -23,6 +23,16 @@ _TERMINAL_NAMES = {
     "LPAR": "'('",
     "RPAR": "')'",
     "RULE": "a table rule such as |---|---|",
+    "CHECK": "'✓'",
+    "HASHNAME": "a column name such as #out",
+    "COMPARE": "a comparison",
+    "ADDOP": "'+' or '-'",
+    "MULOP": "'*', '/' or '//'",
+    "COLON": "':'",
+    "MINUS": "'-'",
+    "BLOCK": "'block'",
+    "END": "'end'",
+    "IF": "'if'",
     "_NL": "end of line",
     "$END": "end of file",
 }
@@ -151,8 +161,12 @@ def _build(tree: lark.Tree, path: str, text: str) -> Spec:
     problems = Collector()
     current: Table | None = None
     statements = tree.children
+    blocks: list[BlockDef] = []
     for i, stmt in enumerate(statements):
-        if stmt.data == "setting":
+        if stmt.data == "block":
+            blocks.append(_block(stmt, path))
+            current = None
+        elif stmt.data == "setting":
             key, *values = stmt.children
             settings.append(Setting(str(key), tuple(_value(v, path) for v in values), _loc(path, key)))
             current = None  # a table is a run of rows; a setting ends it
@@ -175,4 +189,76 @@ def _build(tree: lark.Tree, path: str, text: str) -> Spec:
             else:
                 current.rows.append(row)
     problems.raise_if_any()
-    return Spec(path, text, settings, tables)
+    return Spec(path, text, settings, tables, blocks)
+
+
+# ---- block definitions --------------------------------------------------------------
+
+
+def _block(node: lark.Tree, path: str) -> BlockDef:
+    name, *rest = node.children
+    params = tuple(_param(p, path) for p in rest if isinstance(p, lark.Tree) and p.data == "param")
+    layers = tuple(_layer(layer, path) for layer in rest if isinstance(layer, lark.Tree) and layer.data == "layer")
+    return BlockDef(str(name), params, layers, _loc(path, name))
+
+
+def _param(node: lark.Tree, path: str) -> Param:
+    name, *rest = node.children
+    type_ = next((str(c) for c in rest if isinstance(c, lark.Token)), None)
+    default = next((_expr(c, path) for c in rest if isinstance(c, lark.Tree)), None)
+    return Param(str(name), type_, default, _loc(path, name))
+
+
+def _layer(node: lark.Tree, path: str) -> Layer:
+    children = list(node.children)
+    name = name_loc = None
+    if len(children) >= 2 and isinstance(children[0], lark.Token) and isinstance(children[1], lark.Token):
+        name, name_loc = str(children[0]), _loc(path, children[0])
+        children = children[1:]
+    primitive, *rest = children
+    args = tuple(_arg(a, path) for a in rest if isinstance(a, lark.Tree) and a.data == "arg")
+    conditions = [c for c in rest if not (isinstance(c, lark.Tree) and c.data == "arg")]
+    condition = _expr(conditions[0], path) if conditions else None
+    return Layer(name, str(primitive), args, condition, _loc(path, primitive), name_loc)
+
+
+def _arg(node: lark.Tree, path: str):
+    if len(node.children) == 2:
+        key, value = node.children
+        return str(key), _expr(value, path)
+    return None, _expr(node.children[0], path)
+
+
+def _expr(node, path: str) -> Expr:
+    if isinstance(node, lark.Token):  # a bare operand under an inlined rule
+        return _expr_token(node, path)
+    kind = node.data
+    if kind == "number":
+        return _expr_token(node.children[0], path, "number")
+    if kind == "name":
+        return Expr("name", str(node.children[0]), (), _loc(path, node.children[0]))
+    if kind == "func":
+        fname, *args = node.children
+        return Expr("func", str(fname), tuple(_expr(a, path) for a in args), _loc(path, fname))
+    if kind in ("not_", "neg"):
+        operand = _expr(node.children[0], path)
+        return Expr("not" if kind == "not_" else "neg", None, (operand,), _loc(path, node.meta))
+    if kind in ("or_expr", "and_expr"):
+        operands = tuple(_expr(c, path) for c in node.children)
+        return Expr("or" if kind == "or_expr" else "and", None, operands, operands[0].loc)
+    if kind in ("sum", "product", "comparison"):
+        # left-associative chain: operand (op operand)*
+        result = _expr(node.children[0], path)
+        for op, operand in zip(node.children[1::2], node.children[2::2]):
+            result = Expr("compare" if kind == "comparison" else "binop", str(op), (result, _expr(operand, path)),
+                          _loc(path, op))
+        return result
+    raise AssertionError(f"unexpected expression node {kind}")
+
+
+def _expr_token(token: lark.Token, path: str, kind: str | None = None) -> Expr:
+    text = str(token)
+    if kind == "number" or token.type == "SIGNED_NUMBER":
+        value = int(text) if text.lstrip("+-").isdigit() else float(text)
+        return Expr("number", value, (), _loc(path, token))
+    return Expr("name", text, (), _loc(path, token))

@@ -44,6 +44,8 @@ FIELDS: dict[str, Field] = {
                             required=True),
     "padding": Field("choice", "how convolutions pad: " + "; ".join(f"{k}: {v}" for k, v in PADDINGS.items()),
                      required=True, choices=tuple(PADDINGS)),
+    "batchnorm_eps": Field("float", "ε of every batch norm (PyTorch's default 1e-5; torchvision's MobileNetV3: 0.001)",
+                           default=1e-5),
     "mean": Field("floats", "per-channel mean subtracted from input pixels in [0, 1]"),
     "std": Field("floats", "per-channel standard deviation the input is divided by"),
 }
@@ -67,6 +69,7 @@ class Settings:
     activation: str
     width_rounding: WidthRounding
     padding: str
+    batchnorm_eps: float
     mean: tuple[float, ...]
     std: tuple[float, ...]
     locs: dict[str, Loc] = field(default_factory=dict, compare=False)
@@ -198,6 +201,8 @@ def _check_ranges(values: dict, locs: dict[str, Loc], problems: Collector) -> No
         message = resolution_problem(values["resolution"])
         if message:
             problems.error(message, locs["resolution"])
+    if "batchnorm_eps" in values and not values["batchnorm_eps"] > 0:
+        problems.error(f"'batchnorm_eps' must be > 0, got {values['batchnorm_eps']:g}", locs["batchnorm_eps"])
     for i, s in enumerate(values.get("std", ())):
         if s <= 0:
             problems.error(f"'std' values must be > 0; value {i + 1} is {s}", locs["std"])

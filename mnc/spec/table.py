@@ -1,28 +1,43 @@
-"""Table rows → checked LayerRows: columns, cell values, operators and their modifiers."""
+"""Table rows → checked LayerRows: columns are the parameters of the row's block."""
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
 from mnc.errors import Collector, Loc
-from mnc.spec.ast import Cell, Row, Table
-from mnc.spec.blocks import BLOCKS, REQUIRED
+from mnc.spec.ast import BlockDef, Cell, Row, Table
+from mnc.spec.blocks import ACT_WORDS, FLAG_WORDS, default_value
 from mnc.spec.suggest import did_you_mean, one_of
 
-COLUMNS = {
+# Columns that are not block parameters.
+SPECIAL_COLUMNS = {
     "input": "the row's input size as the paper prints it (224² × 3); checked at α = 1, ρ = 1",
-    "operator": "the block: " + ", ".join(BLOCKS) + ", with an optional kernel (3x3) and modifiers",
+    "operator": "the block, with an optional kernel (3x3) and modifiers",
+    "n": "how many times the block repeats; only the first takes the stride",
+}
+# What the common parameters mean, for messages.
+PARAM_DOCS = {
     "t": "expansion factor",
     "c": "output channels before width scaling, or k for the number of classes",
-    "n": "how many times the block repeats; only the first takes the stride",
     "s": "stride of the first block",
+    "k": "kernel size",
+    "exp": "expansion channels before width scaling",
+    "se": "squeeze-and-excite, ✓ or -",
+    "nl": "activation: RE, HS, relu, relu6, hswish, hsigmoid",
 }
+# The papers' column names.
+COLUMN_ALIASES = {"exp_size": "exp", "#out": "c", "out": "c"}
 CLASSES_SYMBOL = "k"
+WIDTH_MODIFIERS = {
+    "no_shrink": "keep channel counts for α < 1 and scale them for α > 1 (MobileNetV2's last 1×1 conv)",
+    "fixed": "never width-scale channel counts",
+}
+MODIFIER_ALIASES = {"nbn": ("bn", False)}  # the MobileNetV3 paper's "NBN": no batch norm
 # What people call the columns in prose, for suggestions.
 COLUMN_SYNONYMS = {
-    "stride": "s", "strides": "s", "channels": "c", "out": "c", "outputs": "c", "width": "c",
+    "stride": "s", "strides": "s", "channels": "c", "outputs": "c", "width": "c",
     "expansion": "t", "expand": "t", "repeat": "n", "repeats": "n", "op": "operator", "type": "operator",
-    "layer": "operator", "block": "operator", "size": "input",
+    "layer": "operator", "block": "operator", "size": "input", "kernel": "k",
 }
 
 
@@ -30,19 +45,24 @@ COLUMN_SYNONYMS = {
 class LayerRow:
     index: int  # position among all table rows of the spec: the "stage" in node names
     block: str
-    kernel: int | None
-    modifiers: frozenset[str]
-    values: dict  # column → value; c may be CLASSES_SYMBOL
+    values: dict  # parameter → value given by the row (channels may be CLASSES_SYMBOL)
+    width: str | None  # a width modifier: no_shrink or fixed
     repeats: int
     documented_input: tuple | None  # (H, W, C) as written in the input column; entries may be "k"
     loc: Loc  # the operator cell
     cell_locs: dict  # column → Loc
 
 
-def check_tables(tables: list[Table], problems: Collector) -> list[LayerRow]:
+def column_name(cell: Cell) -> str:
+    name = "_".join(a.text for a in cell.atoms).lower()
+    return COLUMN_ALIASES.get(name, COLUMN_ALIASES.get(name.lstrip("#"), name.lstrip("#")))
+
+
+def check_tables(tables: list[Table], blocks: dict[str, BlockDef], problems: Collector) -> list[LayerRow]:
     rows: list[LayerRow] = []
+    known_params = {p.name for b in blocks.values() for p in b.params}
     for table in tables:
-        columns = _check_header(table.header, problems)
+        columns = _check_header(table.header, known_params, problems)
         if columns is None:
             continue
         for row in table.rows:
@@ -54,7 +74,7 @@ def check_tables(tables: list[Table], problems: Collector) -> list[LayerRow]:
                     notes=[("header is here", table.header.loc)],
                 )
                 continue
-            layer = _check_row(len(rows), dict(zip(columns, row.cells)), problems)
+            layer = _check_row(len(rows), dict(zip(columns, row.cells)), blocks, problems)
             if layer is not None:
                 rows.append(layer)
     if not rows and not problems.diagnostics:
@@ -63,17 +83,18 @@ def check_tables(tables: list[Table], problems: Collector) -> list[LayerRow]:
     return rows
 
 
-def _check_header(header: Row, problems: Collector) -> list[str] | None:
+def _check_header(header: Row, known_params: set[str], problems: Collector) -> list[str] | None:
     columns: list[str] = []
     ok = True
+    allowed = set(SPECIAL_COLUMNS) | known_params
     for cell in header.cells:
-        name = "_".join(a.text for a in cell.atoms).lower()
-        if not cell.atoms or any(a.kind != "NAME" for a in cell.atoms):
-            problems.error(f"a header cell must name a column ({one_of(COLUMNS)})", cell.loc)
+        name = column_name(cell)
+        if not cell.atoms or any(a.kind not in ("NAME", "HASHNAME") for a in cell.atoms):
+            problems.error("a header cell must name a column (a block parameter, or input, operator, n)", cell.loc)
             ok = False
-        elif name not in COLUMNS:
-            problems.error(f"unknown column '{name}'" + did_you_mean(name, COLUMNS, COLUMN_SYNONYMS)
-                           + f"; columns are {one_of(COLUMNS)}", cell.loc)
+        elif name not in allowed:
+            problems.error(f"unknown column '{name}'" + did_you_mean(name, allowed, COLUMN_SYNONYMS)
+                           + f"; columns are {one_of(allowed)}", cell.loc)
             ok = False
         elif name in columns:
             problems.error(f"column '{name}' appears twice", cell.loc)
@@ -85,70 +106,86 @@ def _check_header(header: Row, problems: Collector) -> list[str] | None:
     return columns if ok else None
 
 
-def _check_row(index: int, cells: dict[str, Cell], problems: Collector) -> LayerRow | None:
+def _check_row(index: int, cells: dict[str, Cell], blocks: dict[str, BlockDef], problems: Collector):
     before = len(problems.diagnostics)
     op_cell = cells["operator"]
-    parsed = _operator(op_cell, problems)
+    parsed = _operator(op_cell, blocks, problems)
     if parsed is None:
         return None
-    block_name, kernel, kernel_loc, modifiers = parsed
-    block = BLOCKS[block_name]
-    if block.kernel is None and kernel is not None:
-        problems.error(f"'{block_name}' takes no kernel size" + (
-            "; write 'avgpool global' (pooling with a fixed window is not supported)" if block_name == "avgpool" else ""),
-            kernel_loc)
-    elif block.kernel is REQUIRED and kernel is None:
-        problems.error(f"'{block_name}' needs a kernel size, e.g. '{block_name} 3x3'", op_cell.loc)
-    kernel = kernel if kernel is not None else (block.kernel if isinstance(block.kernel, int) else None)
-    for word, loc in modifiers.items():
-        if word not in block.modifiers:
-            allowed = f"; '{block_name}' accepts {one_of(block.modifiers)}" if block.modifiers else \
-                f"; '{block_name}' takes no modifiers"
-            problems.error(f"unknown modifier '{word}'" + did_you_mean(word, block.modifiers) + allowed, loc)
-    if "no_shrink" in modifiers and "fixed" in modifiers:
-        problems.error("'no_shrink' and 'fixed' contradict each other; use one", modifiers["fixed"])
-    if block_name == "avgpool" and "global" not in modifiers:
-        problems.error("write 'avgpool global': global average pooling is the only pooling supported", op_cell.loc)
-
+    block, kernel, kernel_loc, modifiers = parsed
+    params = {p.name: p for p in block.params}
     values: dict = {}
-    for column, default in block.columns.items():
-        cell = cells.get(column)
-        if cell is None or cell.is_empty:
-            if default is REQUIRED:
-                where = cell.loc if cell is not None else op_cell.loc
-                why = f"the table has no '{column}' column" if cell is None else f"its '{column}' cell is empty"
-                problems.error(f"'{block_name}' needs a value for '{column}' ({COLUMNS[column]}), but {why}", where)
-            else:
-                values[column] = default
+    width = None
+    if kernel is not None:
+        if "k" not in params:
+            problems.error(f"'{block.name}' takes no kernel size", kernel_loc)
+        else:
+            values["k"] = kernel
+    for word, loc in modifiers.items():
+        if word in WIDTH_MODIFIERS and any(p.type == "channels" for p in block.params):
+            if width is not None:
+                problems.error(f"'{width}' and '{word}' contradict each other; use one", loc)
+            width = word
+        elif word in MODIFIER_ALIASES and MODIFIER_ALIASES[word][0] in params:
+            param, value = MODIFIER_ALIASES[word]
+            values[param] = value
+        elif word in params and params[word].type == "flag":
+            values[word] = True
+        else:
+            accepted = sorted([*(WIDTH_MODIFIERS if any(p.type == "channels" for p in block.params) else ()),
+                               *(p.name for p in block.params if p.type == "flag"),
+                               *(a for a, (param, _) in MODIFIER_ALIASES.items() if param in params)])
+            allowed = f"; '{block.name}' accepts {one_of(accepted)}" if accepted else f"; '{block.name}' takes no modifiers"
+            problems.error(f"unknown modifier '{word}'" + did_you_mean(word, accepted) + allowed, loc)
+    for column, cell in cells.items():
+        if column in SPECIAL_COLUMNS:
             continue
-        value = _cell_value(column, cell, problems)
+        if column not in params:
+            if not cell.is_empty:
+                problems.error(f"'{block.name}' has no parameter '{column}'; leave the cell empty or write '-'",
+                               cell.loc)
+            continue
+        if cell.is_empty:
+            continue
+        if column in values:
+            problems.error(f"'{column}' is given twice: in the operator cell and in its column", cell.loc)
+            continue
+        value = _cell_value(column, params[column].type, cell, problems)
         if value is not None:
             values[column] = value
-    for column, cell in cells.items():
-        if column in ("operator", "input", "n") or column in block.columns or cell.is_empty:
-            continue
-        problems.error(f"'{block_name}' does not use column '{column}'; leave the cell empty or write '-'", cell.loc)
+    for p in block.params:
+        if p.name not in values and p.default is None:
+            cell = cells.get(p.name)
+            if cell is not None and not cell.is_empty:
+                continue  # its value was wrong, and said so above
+            where = cell.loc if cell is not None else op_cell.loc
+            why = f"the table has no '{p.name}' column" if cell is None else f"its '{p.name}' cell is empty"
+            if p.name == "k" and cell is None:
+                why = f"no kernel size is given, e.g. '{block.name} 3x3'"
+            doc = PARAM_DOCS.get(p.name)
+            problems.error(f"'{block.name}' needs a value for '{p.name}'" + (f" ({doc})" if doc else "")
+                           + f", but {why}", where)
     repeats = 1
     if "n" in cells and not cells["n"].is_empty:
-        repeats = _cell_value("n", cells["n"], problems) or 1
+        repeats = _cell_value("n", "int", cells["n"], problems) or 1
     documented = None
     if "input" in cells and not cells["input"].is_empty:
         documented = _documented_shape(cells["input"], problems)
     if len(problems.diagnostics) != before:
         return None
-    return LayerRow(index, block_name, kernel, frozenset(modifiers), values, repeats, documented, op_cell.loc,
+    return LayerRow(index, block.name, values, width, repeats, documented, op_cell.loc,
                     {c: cell.loc for c, cell in cells.items()})
 
 
-def _operator(cell: Cell, problems: Collector):
+def _operator(cell: Cell, blocks: dict[str, BlockDef], problems: Collector):
     atoms = [a for a in cell.atoms if a.kind != "COMMA"]
     if not atoms or atoms[0].kind != "NAME":
-        problems.error(f"expected an operator ({one_of(BLOCKS)})", cell.loc)
+        problems.error(f"expected an operator ({one_of(blocks)})", cell.loc)
         return None
-    name = atoms[0].text.lower()
-    if name not in BLOCKS:
-        problems.error(f"unknown operator '{atoms[0].text}'" + did_you_mean(name, BLOCKS)
-                       + f"; operators are {one_of(BLOCKS)}", atoms[0].loc)
+    name = atoms[0].text
+    if name not in blocks:
+        problems.error(f"unknown operator '{name}'" + did_you_mean(name, blocks)
+                       + f"; operators are {one_of(blocks)}", atoms[0].loc)
         return None
     kernel = kernel_loc = None
     modifiers: dict = {}
@@ -167,26 +204,39 @@ def _operator(cell: Cell, problems: Collector):
             modifiers[atom.text.lower()] = atom.loc
         else:
             problems.error(f"unexpected '{atom.text}' in the operator cell", atom.loc)
-    return name, kernel, kernel_loc, modifiers
+    return blocks[name], kernel, kernel_loc, modifiers
 
 
-def _cell_value(column: str, cell: Cell, problems: Collector):
+def _cell_value(column: str, kind: str | None, cell: Cell, problems: Collector):
     atom = cell.atoms[0]
     if len(cell.atoms) > 1:
         problems.error(f"column '{column}' takes one value, got '{cell.text}'", cell.loc)
         return None
-    if column == "c" and atom.kind == "NAME" and atom.text == CLASSES_SYMBOL:
+    doc = PARAM_DOCS.get(column) or SPECIAL_COLUMNS.get(column)
+    what = f"column '{column}'" + (f" ({doc})" if doc else "")
+    if kind == "flag":
+        if atom.kind == "CHECK" or atom.text.lower() in FLAG_WORDS:
+            return True if atom.kind == "CHECK" else FLAG_WORDS[atom.text.lower()]
+        problems.error(f"{what} must be ✓, yes or no, got '{atom.text}'", atom.loc)
+        return None
+    if kind == "act":
+        word = atom.text.lower()
+        if atom.kind == "NAME" and word in ACT_WORDS:
+            return ACT_WORDS[word]
+        problems.error(f"{what} must be an activation (RE, HS, relu, relu6, hswish, hsigmoid, none), got "
+                       f"'{atom.text}'" + did_you_mean(word, ACT_WORDS), atom.loc)
+        return None
+    if kind == "channels" and atom.kind == "NAME" and atom.text == CLASSES_SYMBOL:
         return CLASSES_SYMBOL
-    if column == "t":
+    if kind in (None, "float"):
         if atom.kind == "UNUMBER" and float(atom.text) > 0:
-            return float(atom.text)
-        problems.error(f"expansion factor 't' must be a number > 0, got '{atom.text}'", atom.loc)
+            return float(atom.text) if "." in atom.text or kind == "float" else int(atom.text)
+        problems.error(f"{what} must be a number > 0, got '{atom.text}'", atom.loc)
         return None
     if atom.kind == "UNUMBER" and atom.text.isdigit() and int(atom.text) >= 1:
         return int(atom.text)
-    extra = f" or '{CLASSES_SYMBOL}' (the number of classes)" if column == "c" else ""
-    problems.error(f"column '{column}' ({COLUMNS[column]}) must be a whole number ≥ 1{extra}, got '{atom.text}'",
-                   atom.loc)
+    extra = f" or '{CLASSES_SYMBOL}' (the number of classes)" if kind == "channels" else ""
+    problems.error(f"{what} must be a whole number ≥ 1{extra}, got '{atom.text}'", atom.loc)
     return None
 
 
@@ -211,3 +261,12 @@ def _documented_shape(cell: Cell, problems: Collector):
         problems.error(f"expected height × width × channels, got '{cell.text}'", cell.loc)
         return None
     return tuple(dims)
+
+
+def row_arguments(row: LayerRow, block: BlockDef) -> dict:
+    """The row's values plus the block's defaults (evaluated), before width scaling."""
+    args = dict(row.values)
+    for p in block.params:
+        if p.name not in args:
+            args[p.name] = default_value(p, args)
+    return args
