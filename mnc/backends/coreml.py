@@ -148,6 +148,16 @@ def _activation(mb, fn: str | None, x, name: str):
         return mb.relu(x=x, name=name)
     if fn == "relu6":
         return mb.relu6(x=x, name=name)
+    if fn == "sigmoid":
+        return mb.sigmoid(x=x, name=name)
+    if fn in ("hsigmoid", "hswish"):  # relu6(x + 3)/6 = clip(x/6 + 1/2, 0, 1)
+        from coremltools.converters.mil.mil import types
+
+        scalar = np.float16 if x.dtype == types.fp16 else np.float32  # MIL wants the type of x
+        alpha, beta = scalar(1.0 / 6.0), scalar(0.5)
+        if fn == "hsigmoid":
+            return mb.sigmoid_hard(x=x, alpha=alpha, beta=beta, name=name)
+        return mb.mul(x=x, y=mb.sigmoid_hard(x=x, alpha=alpha, beta=beta, name=name + "_gate"), name=name)
     raise NotImplementedError(f"Core ML lowering of activation '{fn}'")
 
 
@@ -186,6 +196,7 @@ _LOWER = {
     "act": lambda mb, name, data, xs: _activation(mb, data["attrs"]["fn"], xs[0], name) if data["attrs"]["fn"] != "identity"
     else mb.identity(x=xs[0], name=name),
     "add": _add,
+    "mul": lambda mb, name, data, xs: mb.mul(x=xs[0], y=xs[1], name=name),
     "global_avgpool": lambda mb, name, data, xs: mb.reduce_mean(x=xs[0], axes=[2, 3], keep_dims=True, name=name),
     "flatten": lambda mb, name, data, xs: mb.reshape(x=xs[0], shape=[1, -1], name=name),
     "softmax": lambda mb, name, data, xs: mb.softmax(x=xs[0], axis=1, name=name),

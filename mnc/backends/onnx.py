@@ -85,6 +85,13 @@ class _Emitter:
             # Clip with its bounds as inputs (opset ≥ 11): the form ONNX Runtime fuses into Conv.
             return self.node("Clip", [x, self.constant("relu6.min", 0.0), self.constant("relu6.max", 6.0)],
                              output, node_name)
+        if fn == "sigmoid":
+            return self.node("Sigmoid", [x], output, node_name)
+        if fn == "hswish":
+            return self.node("HardSwish", [x], output, node_name)  # opset ≥ 14: x·relu6(x + 3)/6
+        if fn == "hsigmoid":
+            # ONNX's defaults (alpha 0.2) are Keras's; MobileNet's hard sigmoid is relu6(x + 3)/6.
+            return self.node("HardSigmoid", [x], output, node_name, alpha=1.0 / 6.0, beta=0.5)
         raise NotImplementedError(f"ONNX lowering of activation '{fn}'")
 
 
@@ -134,6 +141,7 @@ _LOWER = {
     "batchnorm": _batchnorm,
     "act": _act,
     "add": _add,
+    "mul": lambda e, n, d, xs: e.node("Mul", xs, e.name(n), n),
     "global_avgpool": lambda e, n, d, xs: e.node("GlobalAveragePool", xs, e.name(n), n),
     "flatten": lambda e, n, d, xs: e.node("Flatten", xs, e.name(n), n, axis=1),
     "fc": _fc,

@@ -16,6 +16,10 @@ def _identity(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1 + np.tanh(0.5 * x))  # = 1/(1 + e^-x), without overflow for large |x|
+
+
 def _hsigmoid(x: np.ndarray) -> np.ndarray:
     # MobileNetV3's hard sigmoid, relu6(x + 3) / 6 (not Keras's 0.2·x + 0.5).
     return np.clip(x + 3, 0, 6) / 6
@@ -30,6 +34,7 @@ ACTIVATIONS = {
     "relu6": _relu6,
     "hswish": _hswish,
     "hsigmoid": _hsigmoid,
+    "sigmoid": _sigmoid,
     "identity": _identity,
 }
 

@@ -8,7 +8,7 @@ from mnc.ir.graph import Graph
 from mnc.passes.base import FOLDABLE_INTO, Pass, register, sole_user
 from mnc.passes.rewrite import absorb
 
-FUSABLE = ("relu", "relu6")
+FUSABLE = ("relu", "relu6", "hswish", "hsigmoid", "sigmoid")
 
 
 def fuse_act(graph: Graph) -> bool:
@@ -26,5 +26,5 @@ def fuse_act(graph: Graph) -> bool:
     return changed
 
 
-register(Pass("fuse_act", "fuse ReLU/ReLU6 into the preceding conv/fc", fuse_act,
+register(Pass("fuse_act", "fuse ReLU/ReLU6/hard-swish/hard-sigmoid into the preceding conv/fc", fuse_act,
               after=("fold_bn",), ensures=("activations_fused",)))

@@ -27,11 +27,11 @@ PARAM_TYPES = {
     "int": "a whole number",
     "float": "a number",
     "flag": "yes or no (✓ in a table)",
-    "act": "an activation: relu, relu6, hswish, hsigmoid, none, default (RE and HS as in the papers)",
+    "act": "an activation: relu, relu6, hswish, hsigmoid, sigmoid, none, default (RE and HS as in the papers)",
 }
 # Activation words → IR activation names (None: no activation; "default": the spec's).
 ACT_WORDS = {"relu": "relu", "re": "relu", "relu6": "relu6", "hswish": "hswish", "hs": "hswish",
-             "hardswish": "hswish", "h_swish": "hswish", "hsigmoid": "hsigmoid", "hardsigmoid": "hsigmoid",
+             "hardswish": "hswish", "h_swish": "hswish", "hsigmoid": "hsigmoid", "hardsigmoid": "hsigmoid", "sigmoid": "sigmoid",
              "none": None, "linear": None, "identity": None, "default": "default"}
 FLAG_WORDS = {"yes": True, "true": True, "no": False, "false": False}
 FUNCTIONS = {

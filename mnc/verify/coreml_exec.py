@@ -202,6 +202,8 @@ _KERNELS = {
     "linear": _linear,
     "relu": lambda a: np.maximum(_f(a["x"]), 0),
     "relu6": lambda a: np.clip(_f(a["x"]), 0, 6),
+    "sigmoid": lambda a: 0.5 * (1 + np.tanh(0.5 * _f(a["x"]))),
+    "sigmoid_hard": lambda a: np.clip(_f(a.get("alpha", 0.2)) * _f(a["x"]) + _f(a.get("beta", 0.5)), 0, 1),
     "clip": lambda a: np.clip(_f(a["x"]), _f(a["alpha"]), _f(a["beta"])),
     "add": lambda a: _f(a["x"]) + _f(a["y"]),
     "sub": lambda a: _f(a["x"]) - _f(a["y"]),

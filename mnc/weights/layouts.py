@@ -115,7 +115,62 @@ TORCHVISION_MOBILENET_V2 = Layout(
     ignored=lambda key: key.endswith(".num_batches_tracked"),
 )
 
-LAYOUTS = {layout.name: layout for layout in (MNC, TORCHVISION_MOBILENET_V2)}
+# ---- torchvision MobileNetV3 (large and small) -------------------------------------------------
+# features.0 = stem Conv2dNormActivation; features.1… = InvertedResidual, whose `block` holds, in
+# order, Conv2dNormActivation units (.0 conv, .1 bn) for expansion and depthwise, a
+# SqueezeExcitation (fc1, fc2: 1×1 convs with bias), and the projection unit; then the last 1×1
+# Conv2dNormActivation; classifier.0 and classifier.3 are the Linear layers (1 is Hardswish, 2 Dropout).
+
+
+def _tv_v3_slots(graph: Graph) -> list[Slot]:
+    slots: list[Slot] = []
+    feature = 0
+    classifiers = iter(("classifier.0", "classifier.3"))
+    for block, nodes in _blocks(graph).items():
+        convs = [n for n in nodes if graph.node(n)["op"] == "conv"]
+        fcs = [n for n in nodes if graph.node(n)["op"] == "fc"]
+        if fcs and not convs and len(fcs) == 1:
+            prefix = next(classifiers, None)
+            if prefix is None:
+                raise InputError("the torchvision MobileNetV3 layout has two fully connected layers; this "
+                                 "network has more", graph.node(fcs[0])["src"])
+            slots += [Slot(f"{prefix}.{p}", fcs[0], p) for p in _param_names(graph, fcs[0])]
+            continue
+        if len(convs) == 1:
+            slots += _conv_bn_slots(graph, convs[0], f"features.{feature}")
+        else:
+            unit = 0
+            for conv in convs:
+                se = conv.rsplit(".", 2)
+                if len(se) == 3 and se[1] == "se" and se[2] in ("fc1", "fc2"):  # …blockJ.se.fc1
+                    slots += [Slot(f"features.{feature}.block.{unit}.{se[2]}.{p}", conv, p)
+                              for p in _param_names(graph, conv)]
+                    unit += se[2] == "fc2"
+                    continue
+                slots += _conv_bn_slots(graph, conv, f"features.{feature}.block.{unit}")
+                unit += 1
+        feature += 1
+    return slots
+
+
+def _conv_bn_slots(graph: Graph, conv: str, prefix: str) -> list[Slot]:
+    slots = [Slot(f"{prefix}.0.{p}", conv, p) for p in _param_names(graph, conv)]
+    bn = f"{conv}.bn"
+    if bn in graph:
+        slots += [Slot(f"{prefix}.1.{BN_NAMES[p]}", bn, p) for p in _param_names(graph, bn)]
+    return slots
+
+
+TORCHVISION_MOBILENET_V3 = Layout(
+    "torchvision_mobilenet_v3", "torchvision.models.mobilenet_v3_large / mobilenet_v3_small state dict",
+    detect=lambda keys: "features.0.0.weight" in keys and "classifier.3.weight" in keys
+    and any(re.fullmatch(r"features\.\d+\.block\.\d+\.0\.weight", k) for k in keys),
+    slots=_tv_v3_slots,
+    classes=lambda tensors: int(tensors["classifier.3.weight"].shape[0]) if "classifier.3.weight" in tensors else None,
+    ignored=lambda key: key.endswith(".num_batches_tracked"),
+)
+
+LAYOUTS = {layout.name: layout for layout in (MNC, TORCHVISION_MOBILENET_V2, TORCHVISION_MOBILENET_V3)}
 
 
 def choose_layout(keys: set[str], name: str | None, loc) -> Layout:
