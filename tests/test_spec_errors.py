@@ -9,7 +9,7 @@ from mnc.spec import build_graph, load_spec_text
 CASES = [
     # (line to replace, new text, expected line, column, message fragment)
     (5, "activaton = relu6", 5, 1, "unknown setting 'activaton'; did you mean 'activation'?"),
-    (5, "activation = relu7", 5, 14, "'activation' must be one of 'hsigmoid', 'hswish', 'relu', 'relu6', got 'relu7'; did you mean"),
+    (5, "activation = relu7", 5, 14, "'relu6', 'sigmoid', got 'relu7'; did you mean"),
     (6, "width_rounding = make_divisble(8)", 6, 18, "unknown width rounding policy 'make_divisble'; did you mean 'make_divisible'?"),
     (6, "width_rounding = truncate(divisor=8)", 6, 18, "'truncate' takes one argument, min=N"),
     (6, "width_rounding = 8", 6, 18, "'width_rounding' must be a policy call"),

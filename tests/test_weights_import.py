@@ -118,8 +118,8 @@ def test_npz_checkpoints_load(tmp_path):
 
 
 def test_layout_can_be_chosen_and_a_wrong_choice_is_explained():
-    assert "unknown layout 'torchvision'; did you mean 'torchvision_mobilenet_v2'?" in \
-        _errors(alpha=0.35, weights=checkpoint(0.35), weights_layout="torchvision").render()
+    assert "unknown layout 'torchvision_mobilenetv2'; did you mean 'torchvision_mobilenet_v2'?" in \
+        _errors(alpha=0.35, weights=checkpoint(0.35), weights_layout="torchvision_mobilenetv2").render()
     assert "tensor(s) the network has no place for (layout 'mnc')" in \
         _errors(alpha=0.35, weights=checkpoint(0.35), weights_layout="mnc").render()
 
