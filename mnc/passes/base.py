@@ -40,32 +40,25 @@ def sole_user(graph: Graph, name: str) -> str | None:
 FOLDABLE_INTO = ("conv", "fc")
 
 
+def absorbing_producer(graph: Graph, name: str) -> str | None:
+    """The conv/fc that can take `name` (a batch norm or activation) into itself: it produces
+    `name`'s input, has no other user, is not a graph output and has no fused activation yet."""
+    (producer,) = graph.inputs_of(name)
+    data = graph.node(producer)
+    if data["op"] in FOLDABLE_INTO and sole_user(graph, producer) == name and not data["attrs"].get("fused_act"):
+        return producer
+    return None
+
+
 def _unfolded_batchnorms(graph: Graph) -> list[str]:
-    found = []
-    for name in graph.nx:
-        data = graph.node(name)
-        if data["op"] != "batchnorm":
-            continue
-        (producer,) = graph.inputs_of(name)
-        pdata = graph.node(producer)
-        if pdata["op"] in FOLDABLE_INTO and sole_user(graph, producer) == name and not pdata["attrs"].get("fused_act"):
-            found.append(name)
-    return found
+    return [n for n in graph.nx if graph.node(n)["op"] == "batchnorm" and absorbing_producer(graph, n)]
 
 
 def _unfused_activations(graph: Graph) -> list[str]:
     from mnc.passes.fuse_act import FUSABLE
 
-    found = []
-    for name in graph.nx:
-        data = graph.node(name)
-        if data["op"] != "act" or data["attrs"]["fn"] not in FUSABLE:
-            continue
-        (producer,) = graph.inputs_of(name)
-        pdata = graph.node(producer)
-        if pdata["op"] in FOLDABLE_INTO and sole_user(graph, producer) == name and not pdata["attrs"].get("fused_act"):
-            found.append(name)
-    return found
+    return [n for n in graph.nx if graph.node(n)["op"] == "act" and graph.node(n)["attrs"]["fn"] in FUSABLE
+            and absorbing_producer(graph, n)]
 
 
 # Property → the nodes that violate it.

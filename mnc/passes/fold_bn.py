@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from mnc.ir.graph import Graph
-from mnc.passes.base import FOLDABLE_INTO, Pass, register, sole_user
+from mnc.passes.base import Pass, absorbing_producer, register
 from mnc.passes.rewrite import absorb
 
 
@@ -20,10 +20,10 @@ def fold_bn(graph: Graph) -> bool:
     for name in graph.topo():
         if name not in graph or graph.node(name)["op"] != "batchnorm":
             continue
-        (producer,) = graph.inputs_of(name)
-        pdata = graph.node(producer)
-        if pdata["op"] not in FOLDABLE_INTO or sole_user(graph, producer) != name or pdata["attrs"].get("fused_act"):
+        producer = absorbing_producer(graph, name)
+        if producer is None:
             continue
+        pdata = graph.node(producer)
         bn = {k: v.astype(np.float64) for k, v in graph.node(name)["params"].items()}
         scale = bn["gamma"] / np.sqrt(bn["var"] + graph.node(name)["attrs"]["eps"])
         weight = pdata["params"]["weight"].astype(np.float64)

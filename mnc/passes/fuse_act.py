@@ -5,7 +5,7 @@ which ONNX Runtime fuses at load; TFLite: the fused activation field; MIL: conv 
 from __future__ import annotations
 
 from mnc.ir.graph import Graph
-from mnc.passes.base import FOLDABLE_INTO, Pass, register, sole_user
+from mnc.passes.base import Pass, absorbing_producer, register
 from mnc.passes.rewrite import absorb
 
 FUSABLE = ("relu", "relu6", "hswish", "hsigmoid", "sigmoid")
@@ -16,11 +16,10 @@ def fuse_act(graph: Graph) -> bool:
     for name in graph.topo():
         if name not in graph or graph.node(name)["op"] != "act" or graph.node(name)["attrs"]["fn"] not in FUSABLE:
             continue
-        (producer,) = graph.inputs_of(name)
-        pdata = graph.node(producer)
-        if pdata["op"] not in FOLDABLE_INTO or sole_user(graph, producer) != name or pdata["attrs"].get("fused_act"):
+        producer = absorbing_producer(graph, name)
+        if producer is None:
             continue
-        pdata["attrs"]["fused_act"] = graph.node(name)["attrs"]["fn"]
+        graph.node(producer)["attrs"]["fused_act"] = graph.node(name)["attrs"]["fn"]
         absorb(graph, producer, name)
         changed = True
     return changed
