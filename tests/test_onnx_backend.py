@@ -1,7 +1,6 @@
 """The ONNX artifact: valid, deterministic, self-describing, and equal to the IR interpreter."""
 import hashlib
 
-import numpy as np
 import onnx
 import pytest
 

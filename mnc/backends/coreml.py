@@ -91,7 +91,7 @@ def write(graph: Graph, path: Path, metadata: dict[str, str], options: CoreMLOpt
 
 
 def _program(graph: Graph, shape: tuple, target, options: CoreMLOptions):
-    ct = coremltools()
+    coremltools()  # the quiet import, before the builder's
     from coremltools.converters.mil import Builder as mb
 
     # MIL names the program input after this function's parameter: it must be INPUT_NAME.
@@ -115,7 +115,6 @@ def _program(graph: Graph, shape: tuple, target, options: CoreMLOptions):
             return mb.cast(x=values[out], dtype="fp32", name=output_name(graph))
         return values[out]
 
-    del ct
     return program
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from mnc.errors import Collector, InputError, Loc
+from mnc.errors import Collector
 from mnc.ir.graph import Graph
 from mnc.spec.ast import BlockDef
 from mnc.spec.blocks import builtin_blocks, check_block

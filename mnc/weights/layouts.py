@@ -126,7 +126,7 @@ def _tv_v3_slots(graph: Graph) -> list[Slot]:
     slots: list[Slot] = []
     feature = 0
     classifiers = iter(("classifier.0", "classifier.3"))
-    for block, nodes in _blocks(graph).items():
+    for nodes in _blocks(graph).values():
         convs = [n for n in nodes if graph.node(n)["op"] == "conv"]
         fcs = [n for n in nodes if graph.node(n)["op"] == "fc"]
         if fcs and not convs and len(fcs) == 1:
