@@ -4,7 +4,10 @@ with its report. Each step reads only what the one before made."""
 from __future__ import annotations
 
 import json
-from concurrent.futures import Future, ThreadPoolExecutor
+import multiprocessing
+import platform
+import sys
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +25,7 @@ from mnc.passes.manager import resolve_pipeline, run_pipeline
 from mnc.spec import CheckedSpec, Config, build_graph, load_spec, load_spec_text
 from mnc.timing import Timings
 from mnc.verify import reference
-from mnc.verify.executors import EXECUTORS, NATIVE
+from mnc.verify.executors import EXECUTORS, NATIVE, SPLIT_SAMPLES
 from mnc.verify.inputs import STREAM_VERIFICATION, normalise, sample_pixels
 from mnc.verify.metrics import FP16, FP32, compare
 from mnc.weights.files import WeightsFile, read_weights
@@ -191,9 +194,37 @@ def verification_inputs(built: Built) -> tuple[np.ndarray, np.ndarray]:
     return pixels, normalise(settings, pixels)
 
 
-def start_reference(built: Built, pool: ThreadPoolExecutor) -> Future:
-    """Compute the reference in the background: it needs only the unoptimised graph, and its
-    work (ONNX Runtime, numpy) releases the GIL while the passes and the backend run."""
+def _can_fork() -> bool:
+    """Fork only where it is safe and pays: on Linux, in a process that has not started ONNX
+    Runtime (whose runtime state a child must not inherit) — a fresh `mnc compile`, not a
+    long-lived process that has compiled before."""
+    return platform.system() == "Linux" and "onnxruntime" not in sys.modules
+
+
+def background_pool() -> Executor:
+    """Where the reference is computed while the passes and the backend run: a forked process
+    (the second core, no GIL shared with the backend's Python work) where possible, else a thread."""
+    if _can_fork():
+        return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
+    return ThreadPoolExecutor(max_workers=1)
+
+
+def _execute(execute, artifact: Path, feed: dict) -> list[np.ndarray]:
+    """Run an executor; a single-threaded one (SPLIT_SAMPLES) takes half the samples in a forked
+    process, so both cores work."""
+    ((name, batch),) = feed.items()
+    if execute not in SPLIT_SAMPLES or len(batch) < 2 or not _can_fork():
+        return execute(artifact, feed)
+    half = len(batch) // 2
+    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork")) as pool:
+        first = pool.submit(execute, artifact, {name: batch[:half]})
+        (rest,) = execute(artifact, {name: batch[half:]})
+        (head,) = first.result()
+    return [np.concatenate([head, rest])]
+
+
+def start_reference(built: Built, pool: Executor) -> Future:
+    """Compute the reference in the background: it needs only the unoptimised graph."""
     _, images = verification_inputs(built)
     return pool.submit(reference.reference_outputs, built.graph, images)
 
@@ -229,7 +260,7 @@ def verify(artifact: Path, built: Built, target: str, *, precision: str = "fp32"
         run = {"executor": label, "metrics": None}
         with built.timings.stage("execute"):
             try:
-                (actual,) = execute(artifact, feed)
+                (actual,) = _execute(execute, artifact, feed)
             except Exception as exc:  # the runtime rejected the artifact: a failed check, not a crash
                 run["error"] = f"{type(exc).__name__}: {exc}"
                 actual = None
@@ -311,7 +342,7 @@ def compile_spec(spec_path: str | Path, *, target: str = "onnx", alpha=None, rho
     extra = {"mnc.precision": precision, "mnc.image_input": str(target_options.image_input).lower()} \
         if target == "coreml" else {}
     out = Path(out_dir) / artifact_name(str(spec_path), built.config, target)
-    with ThreadPoolExecutor(max_workers=1) as pool, staged(out) as tmp:
+    with background_pool() as pool, staged(out) as tmp:
         reference_future = start_reference(built, pool)
         with timings.stage("passes"):
             optimised, pass_records = run_pipeline(built.graph, pipeline)

@@ -234,3 +234,19 @@ def test_failed_verification_leaves_the_old_package(tmp_path, monkeypatch, capsy
                  "--seed", "9", "-o", str(out)]) == 3
     assert sorted(p.relative_to(package) for p in package.rglob("*")) == before
     assert sorted(p.name for p in out.iterdir()) == ["v2_0.35_64.mlpackage", "v2_0.35_64.report.json"]
+
+
+def test_a_fresh_process_compiles_and_verifies_a_package(tmp_path):
+    """The CLI in its own process: the path where the reference and the executor's samples run in
+    forked processes (a long-lived process that has loaded ONNX Runtime uses threads instead)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    proc = subprocess.run([sys.executable, "-m", "mnc", "compile", "specs/v3_small.mnet", "--resolution", "96",
+                           "--target", "coreml", "-o", str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "v3_small_1.0_96.report.json").read_text())
+    assert report["verification"]["verdict"] == "pass" and report["verification"]["reference_check"]["verdict"] == "pass"

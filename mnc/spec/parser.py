@@ -47,7 +47,10 @@ def _grammar_path() -> Path:
 
 @functools.lru_cache(maxsize=1)
 def _parser() -> lark.Lark:
-    return lark.Lark(_grammar_path().read_text(encoding="utf-8"), parser="lalr", propagate_positions=True, maybe_placeholders=False)
+    # cache=True: Lark keeps the built LALR tables in a temporary file, keyed by the grammar's
+    # hash, so a process start does not rebuild them.
+    return lark.Lark(_grammar_path().read_text(encoding="utf-8"), parser="lalr", propagate_positions=True,
+                     maybe_placeholders=False, cache=True)
 
 
 def parse_file(path: str | Path) -> Spec:

@@ -71,4 +71,6 @@ EXECUTORS = {
     "coreml": ("mnc Core ML executor (numpy, reads the saved package, fp16 emulated); simulated: Core ML "
                "runtime not available on this host", run_coreml_simulated),
 }
+# Single-threaded executors whose samples may run in parallel processes.
+SPLIT_SAMPLES = {run_coreml_simulated}
 NATIVE = {"coreml": ("Core ML (MLModel.predict)", run_coreml_native)} if CORE_ML_AVAILABLE else {}
