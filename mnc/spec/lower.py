@@ -9,7 +9,7 @@ import math
 
 from mnc.errors import InputError, Loc
 from mnc.ir.graph import Graph
-from mnc.ir.ops import OPS, ShapeError
+from mnc.ir.shapes import infer_node
 from mnc.spec.ast import BlockDef
 from mnc.spec.blocks import run_block
 from mnc.spec.settings import Config
@@ -23,7 +23,7 @@ def lower(rows: list[LayerRow], blocks: dict[str, BlockDef], config: Config) -> 
     first = rows[0].loc if rows else Loc("<spec>", 1, 1)
     e.current = graph.add("input", "input", attrs={"shape": [s.input_channels, config.resolution, config.resolution]},
                           src=s.locs.get("input_channels", first))
-    e._infer(e.current)
+    infer_node(graph, e.current)
     stage_inputs = {}
     for row in rows:
         stage_inputs[row.index] = e.current
@@ -83,7 +83,7 @@ class Emitter:
 
     def op(self, layer: str, op: str, inputs: list[str] | None = None, attrs: dict | None = None) -> str:
         name = self.graph.add(f"{self.prefix}.{layer}", op, inputs or [self.current], attrs=attrs, src=self.row.loc)
-        self._infer(name)
+        infer_node(self.graph, name)
         self.current = name
         return name
 
@@ -108,11 +108,3 @@ class Emitter:
 
     def fc(self, layer: str, out: int) -> str:
         return self.op(layer, "fc", attrs={"out_features": out, "bias": True, "fused_act": None})
-
-    def _infer(self, name: str) -> None:
-        data = self.graph.node(name)
-        in_shapes = [self.graph.node(p)["shape"] for p in self.graph.inputs_of(name)]
-        try:
-            data["shape"] = tuple(OPS[data["op"]].infer(data["attrs"], in_shapes))
-        except ShapeError as exc:
-            raise InputError(f"{exc} (in layer '{name}')", data["src"]) from None
