@@ -8,6 +8,12 @@ from onnx import TensorProto, helper, numpy_helper
 from mnc.ir.graph import Graph
 
 OPSET = 17
+# ONNX Runtime's int8 kernels on x86 without VNNI (AVX2: u8×s8 products summed in pairs into int16)
+# can saturate with full 8-bit weights; 7-bit weights keep every pair sum in range.
+WEIGHT_BITS = 7
+QUANTIZATION = ("QDQ: activations uint8 per-tensor affine; weights int8 per-output-channel symmetric in "
+                "[-63, 63] (7-bit, so ONNX Runtime's u8s8 kernels cannot saturate on AVX2 hosts without VNNI); "
+                "bias int32 with scale input_scale·weight_scale")
 IR_VERSION = 8  # the ONNX IR version of opset 17; loadable by every ONNX Runtime since 1.11
 INPUT_NAME = "input"
 SUFFIX = ".onnx"
@@ -35,8 +41,21 @@ def build_model(graph: Graph, metadata: dict[str, str], description: str = "") -
     e = _Emitter(names)
     for name in graph.topo():
         data = graph.node(name)
-        if data["op"] != "input":
-            _LOWER[data["op"]](e, name, data, [e.name(p) for p in graph.inputs_of(name)])
+        q = data.get("qparams")
+        if data["op"] == "input":
+            if q is not None:  # consumers read the input through its quantisation
+                e.qdq(name, INPUT_NAME, f"{name}.dq", q["output"])
+                e.names[name] = f"{name}.dq"
+            continue
+        inputs = [e.name(p) for p in graph.inputs_of(name)]
+        if q is None:
+            _LOWER[data["op"]](e, name, data, inputs)
+            continue
+        final = e.name(name)
+        e.names[name] = f"{name}.float"  # the op computes in float between Dequantize and Quantize
+        _LOWER[data["op"]](e, name, data, inputs)
+        e.names[name] = final
+        e.qdq(name, f"{name}.float", final, q["output"])
     batch = "batch"
     inputs = [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [batch, *graph.node(input_node)["shape"]])]
     outputs = [helper.make_tensor_value_info(names[output_node], TensorProto.FLOAT,
@@ -65,6 +84,31 @@ class _Emitter:
         tensor_name = f"{ir_name}.{key}"
         self.initializers.append(numpy_helper.from_array(np.asarray(array, dtype=np.float32), tensor_name))
         return tensor_name
+
+    def weight(self, ir_name: str, data: dict, key: str) -> str:
+        """A conv/fc weight or bias: a float initializer, or for a quantised node its int8/int32
+        values through a per-channel DequantizeLinear."""
+        q = (data.get("qparams") or {}).get(key)
+        if q is None:
+            return self.param(ir_name, key, data["params"][key])
+        ints = np.asarray(q["q"])
+        self.initializers += [
+            numpy_helper.from_array(ints, f"{ir_name}.{key}_q"),
+            numpy_helper.from_array(np.asarray(q["scale"], dtype=np.float32), f"{ir_name}.{key}_scale"),
+            numpy_helper.from_array(np.zeros(len(q["scale"]), dtype=ints.dtype), f"{ir_name}.{key}_zero_point"),
+        ]
+        return self.node("DequantizeLinear", [f"{ir_name}.{key}_q", f"{ir_name}.{key}_scale",
+                                              f"{ir_name}.{key}_zero_point"], f"{ir_name}.{key}", f"{ir_name}.{key}_dq",
+                         axis=0)
+
+    def qdq(self, ir_name: str, source: str, target: str, q: dict) -> None:
+        """Quantise `source` to uint8 and back into `target`: the QDQ form ONNX Runtime turns into
+        integer kernels."""
+        scale, zero_point = f"{ir_name}.out_scale", f"{ir_name}.out_zero_point"
+        self.initializers += [numpy_helper.from_array(np.asarray(q["scale"], dtype=np.float32), scale),
+                              numpy_helper.from_array(np.asarray(q["zero_point"], dtype=np.uint8), zero_point)]
+        self.node("QuantizeLinear", [source, scale, zero_point], f"{ir_name}.q", f"{ir_name}.quantize")
+        self.node("DequantizeLinear", [f"{ir_name}.q", scale, zero_point], target, f"{ir_name}.dequantize")
 
     def constant(self, name: str, value: float) -> str:
         if name not in self._constants:
@@ -106,10 +150,10 @@ def _with_fused_act(e: _Emitter, name: str, data: dict, op_type: str, inputs: li
 
 
 def _conv(e: _Emitter, name: str, data: dict, xs: list[str]) -> None:
-    a, p = data["attrs"], data["params"]
-    inputs = [xs[0], e.param(name, "weight", p["weight"])]
+    a = data["attrs"]
+    inputs = [xs[0], e.weight(name, data, "weight")]
     if a["bias"]:
-        inputs.append(e.param(name, "bias", p["bias"]))
+        inputs.append(e.weight(name, data, "bias"))
     _with_fused_act(e, name, data, "Conv", inputs, kernel_shape=a["kernel"], strides=a["stride"], pads=a["pads"],
                     group=a["groups"], dilations=[1, 1])
 
@@ -129,10 +173,9 @@ def _add(e: _Emitter, name: str, data: dict, xs: list[str]) -> None:
 
 
 def _fc(e: _Emitter, name: str, data: dict, xs: list[str]) -> None:
-    p = data["params"]
-    inputs = [xs[0], e.param(name, "weight", p["weight"])]
+    inputs = [xs[0], e.weight(name, data, "weight")]
     if data["attrs"]["bias"]:
-        inputs.append(e.param(name, "bias", p["bias"]))
+        inputs.append(e.weight(name, data, "bias"))
     _with_fused_act(e, name, data, "Gemm", inputs, transB=1)
 
 

@@ -7,15 +7,18 @@ import numpy as np
 
 from mnc.ir.graph import Graph
 from mnc.ir.ops import OPS
+from mnc.quant.scheme import fake_quantize
 
 # Called before each node runs with (name, node data, input arrays); may set the node's params.
 BeforeHook = Callable[[str, dict, list[np.ndarray]], None]
 
 
 def run(graph: Graph, feeds: dict[str, np.ndarray], *, dtype=np.float64, before: BeforeHook | None = None,
-        keep: bool = False) -> dict[str, np.ndarray]:
+        keep: bool = False, fake_quant: bool = False) -> dict[str, np.ndarray]:
     """Evaluate the graph on batched inputs. Returns the graph outputs (all values if keep=True).
-    Computes in `dtype` (float64 by default, so the result is a reference, not another fp32 run)."""
+    Computes in `dtype` (float64 by default, so the result is a reference, not another fp32 run).
+    fake_quant: for a quantised graph, use the dequantised int8 weights and int32 biases and round
+    every tensor to its uint8 grid — the reference for quantised artifacts."""
     values: dict[str, np.ndarray] = {}
     remaining = {n: graph.nx.out_degree(n) for n in graph.nx}
     wanted = set(graph.outputs)
@@ -29,10 +32,24 @@ def run(graph: Graph, feeds: dict[str, np.ndarray], *, dtype=np.float64, before:
         if before is not None:
             before(name, data, xs)
         params = {k: np.asarray(v, dtype=dtype) for k, v in data["params"].items()}
-        values[name] = np.asarray(OPS[data["op"]].run(data["attrs"], params, xs), dtype=dtype)
+        q = data.get("qparams") if fake_quant else None
+        if q is not None:
+            params.update(_dequantised(q, dtype))
+        value = np.asarray(OPS[data["op"]].run(data["attrs"], params, xs), dtype=dtype)
+        values[name] = fake_quantize(value, q["output"]).astype(dtype) if q is not None else value
         if not keep:
             for p in producers:  # free what no later node reads
                 remaining[p] -= 1
                 if remaining[p] == 0 and p not in wanted:
                     del values[p]
     return values if keep else {o: values[o] for o in graph.outputs}
+
+
+def _dequantised(q: dict, dtype) -> dict[str, np.ndarray]:
+    params = {}
+    if "weight" in q:
+        w = q["weight"]
+        params["weight"] = (w["q"].astype(dtype) * w["scale"].reshape(-1, *[1] * (w["q"].ndim - 1))).astype(dtype)
+    if "bias" in q:
+        params["bias"] = (q["bias"]["q"].astype(dtype) * q["bias"]["scale"]).astype(dtype)
+    return params

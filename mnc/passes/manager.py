@@ -8,7 +8,7 @@ from collections import Counter
 from mnc.errors import InputError, Loc, MncError
 from mnc.ir.graph import Graph, GraphError
 from mnc.ir.ops import OPS, ShapeError
-from mnc.passes import cleanup, fold_bn, fuse_act  # noqa: F401  (registers the passes)
+from mnc.passes import cleanup, fold_bn, fuse_act, quantize  # noqa: F401  (registers the passes)
 from mnc.passes.base import PASSES, PROPERTIES
 from mnc.spec.suggest import did_you_mean
 

@@ -1,0 +1,1 @@
+"""int8 post-training quantisation: calibration data, activation ranges, the scheme."""

@@ -1,0 +1,174 @@
+"""int8 post-training quantisation: the scheme, calibration data, the QDQ artifact, and accuracy on a
+network that was actually trained (tools/train_digits.py: scikit-learn's digits, held-out split)."""
+import numpy as np
+import onnx
+import pytest
+
+from conftest import ROOT, SPECS
+from mnc.backends import onnx as onnx_backend
+from mnc.cli import main
+from mnc.compiler import Quantization, compile_spec
+from mnc.errors import InputError
+from mnc.quant import scheme
+from mnc.spec import load_spec
+from mnc.verify.executors import run_onnx
+from mnc.verify.inputs import normalise
+
+DIGITS = ROOT / "tests" / "fixtures" / "digits"
+WEIGHTS = DIGITS / "mobilenet_v2_digits.safetensors"
+
+
+def _compile(tmp_path, quantization=None, **kwargs):
+    return compile_spec(SPECS / "v2.mnet", alpha=0.35, resolution=32, weights=WEIGHTS, out_dir=tmp_path,
+                        quantization=quantization, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def heldout():
+    data = np.load(DIGITS / "heldout.npz")
+    settings = load_spec(SPECS / "v2.mnet").settings
+    return normalise(settings, data["images"].astype(np.float32)), data["labels"]
+
+
+@pytest.fixture(scope="module")
+def int8_and_fp32(tmp_path_factory, heldout):
+    out = tmp_path_factory.mktemp("int8")
+    q = _compile(out / "q", Quantization(str(DIGITS / "calib"), samples=64))
+    f = _compile(out / "f")
+    return q, f
+
+
+def test_int8_keeps_the_trained_networks_accuracy(int8_and_fp32, heldout):
+    x, labels = heldout
+    q, f = int8_and_fp32
+    (yq,) = run_onnx(q.artifact, {"input": x})
+    (yf,) = run_onnx(f.artifact, {"input": x})
+    acc_q, acc_f = (yq.argmax(1) == labels).mean(), (yf.argmax(1) == labels).mean()
+    assert acc_f > 0.95  # a trained network, not a random one
+    assert acc_q >= acc_f - 0.01
+    assert (yq.argmax(1) == yf.argmax(1)).mean() >= 0.98
+
+
+def test_int8_artifact_is_qdq_with_per_channel_7_bit_weights_and_int32_bias(int8_and_fp32):
+    q, f = int8_and_fp32
+    model = onnx.load(str(q.artifact))
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    w = inits["stage2.block0.expand.weight_q"]
+    assert w.dtype == np.int8 and np.abs(w).max() <= 63 and np.abs(w).max() >= 60  # 7-bit, range used
+    assert inits["stage2.block0.expand.weight_scale"].shape == (w.shape[0],)
+    assert inits["stage2.block0.expand.bias_q"].dtype == np.int32
+    assert inits["stage2.block0.expand.out_zero_point"].dtype == np.uint8
+    types = {n.op_type for n in model.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= types
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert "7-bit" in meta["mnc.quantization"] and meta["mnc.passes"].endswith("quantize_int8")
+    v = q.report["verification"]
+    assert v["verdict"] == "pass" and v["optimised_vs_unoptimised_onnxruntime"]["fraction_over_1_lsb"] <= 0.05
+    assert v["worst_layers_sqnr_db"] and "versus_fp32" in v
+    assert q.report["quantization"]["samples"] == 64 and not q.report["quantization"]["synthetic"]
+
+
+def test_verify_rebuilds_the_quantised_reference(int8_and_fp32, capsys):
+    q, _ = int8_and_fp32
+    assert main(["verify", str(q.artifact), "--weights", str(WEIGHTS)]) == 0
+    assert "int8 against mnc's fake-quant reference" in capsys.readouterr().out
+
+
+def test_same_data_and_seed_give_the_same_ranges_and_bytes(tmp_path):
+    a = _compile(tmp_path / "a", Quantization(str(DIGITS / "calib"), samples=16, method="percentile"))
+    b = _compile(tmp_path / "b", Quantization(str(DIGITS / "calib"), samples=16, method="percentile"))
+    assert a.report["quantization"]["activation_ranges"] == b.report["quantization"]["activation_ranges"]
+    assert a.artifact.read_bytes() == b.artifact.read_bytes()
+
+
+def _has_vnni() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return True
+    return "avx512_vnni" in flags or "avx_vnni" in flags
+
+
+@pytest.mark.skipif(_has_vnni(), reason="8-bit weights saturate only on x86 hosts without VNNI")
+def test_full_8_bit_weights_saturate_here_and_verification_says_so(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(onnx_backend, "WEIGHT_BITS", 8)
+    code = main(["compile", str(SPECS / "v2.mnet"), "--alpha", "0.35", "--resolution", "32", "--weights",
+                 str(WEIGHTS), "--quantize", "int8", "--calib", str(DIGITS / "calib"), "--target", "onnx",
+                 "-o", str(tmp_path)])
+    assert code == 3 and "outputs more than 1 LSB apart" in capsys.readouterr().err
+    assert not any(tmp_path.glob("*.onnx"))
+
+
+def test_synthetic_calibration_is_explicit_and_warned_about(tmp_path, capsys):
+    code = main(["compile", str(SPECS / "v2.mnet"), "--alpha", "0.35", "--resolution", "32", "--weights",
+                 str(WEIGHTS), "--quantize", "int8", "--calib", "synthetic", "--calib-samples", "8",
+                 "--target", "onnx", "-o", str(tmp_path)])
+    assert code == 0 and "warning: calibrated with synthetic data" in capsys.readouterr().err
+
+
+def _cli(tmp_path, *extra):
+    return main(["compile", str(SPECS / "v2.mnet"), "--alpha", "0.35", "--resolution", "32", "--weights",
+                 str(WEIGHTS), "--target", "onnx", "-o", str(tmp_path / "out"), *extra])
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p.mkdir(), "no images"),
+    (lambda p: (p.mkdir(), (p / "a.png").write_bytes(b"not a png")), "cannot read image"),
+    (lambda p: np.save(p.with_suffix(".npy"), np.zeros((4, 3, 16, 16), np.float32)), "expected N×3×32×32 floats"),
+    (lambda p: np.save(p.with_suffix(".npy"), np.full((4, 3, 32, 32), np.nan, np.float32)), "NaN"),
+    (lambda p: np.savez(p.with_suffix(".npz"), a=np.zeros((1, 3, 32, 32), np.float32),
+                        b=np.zeros((1, 3, 32, 32), np.float32)), "name the inputs array 'inputs'"),
+    (lambda p: p.with_suffix(".txt").write_text("x"), "must be a folder of images, a .npy or .npz array"),
+])
+def test_bad_calibration_data_exits_2(tmp_path, capsys, make, message):
+    base = tmp_path / "calib"
+    make(base)
+    target = next(p for p in tmp_path.iterdir() if p.name.startswith("calib"))
+    assert _cli(tmp_path, "--quantize", "int8", "--calib", str(target)) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--quantize", "int8"], "--quantize int8 needs calibration data"),
+    (["--calib", "synthetic"], "--calib is for --quantize int8"),
+    (["--quantize", "int8", "--calib", "/nonexistent/dir"], "does not exist"),
+])
+def test_quantisation_arguments_exit_2(tmp_path, capsys, extra, message):
+    assert _cli(tmp_path, *extra) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_int8_is_refused_for_core_ml_for_now(tmp_path):
+    with pytest.raises(InputError, match="not available for --target coreml yet"):
+        compile_spec(SPECS / "v2.mnet", target="coreml", out_dir=tmp_path, quantization=Quantization("synthetic"))
+
+
+# ---- the scheme's arithmetic --------------------------------------------------------------------
+
+
+def test_activation_parameters_contain_zero_with_an_integer_zero_point():
+    p = scheme.activation_params(0.5, 6.0)  # a ReLU6 output never below 0.5: the range still holds 0
+    assert p.zero_point == 0 and p.scale == pytest.approx(6.0 / 255)
+    p = scheme.activation_params(-1.0, 3.0)
+    assert isinstance(p.zero_point, int) and p.zero_point == round(1.0 / (4.0 / 255))
+    assert scheme.fake_quantize(np.array([0.0]), p)[0] == 0.0  # zero is exact
+    assert scheme.activation_params(0.0, 0.0) == scheme.Affine(1.0, 0)
+
+
+def test_weights_per_channel_symmetric_and_zero_channels_safe():
+    w = np.stack([np.linspace(-2, 1, 9), np.zeros(9), np.linspace(0, 0.5, 9)]).reshape(3, 1, 3, 3)
+    q, scale = scheme.weight_params(w, bits=7)
+    assert q.dtype == np.int8 and q.min() >= -63 and q.max() <= 63
+    assert scale[0] == pytest.approx(2 / 63) and scale[1] == 1.0 and np.all(q[1] == 0)
+    np.testing.assert_allclose(q * scale.reshape(-1, 1, 1, 1), w, atol=scale.max() / 2)
+
+
+def test_bias_overflow_is_resolved_not_clipped():
+    weight = np.full((2, 4, 1, 1), 0.01)
+    q_w, w_scale = scheme.weight_params(weight, bits=8)
+    bias = np.array([1e6, 1e-3])  # at input scale 1e-6 only the first needs more than int32
+    bias_q, bias_scale, regrown, new_scale, grown = scheme.bias_params(bias, 1e-6, w_scale, weight, bits=8)
+    assert grown == [0] and new_scale[0] > w_scale[0] and new_scale[1] == w_scale[1]
+    np.testing.assert_allclose(bias_q * bias_scale, bias, rtol=1e-6)  # represented, not clipped
+    assert np.all(np.abs(bias_q.astype(np.int64)) <= scheme.INT32_MAX) and regrown is not None
