@@ -140,12 +140,14 @@ def quantize(optimised: Graph, built: Built, q: Quantization, weight_bits: int) 
 
 QUANT_VERIFY_BATCH = 16
 QUANT_MIN_COSINE = 0.99  # of the artifact against mnc's fake-quant reference
-# Optimised (integer kernels) vs unoptimised (QDQ in float) ONNX Runtime: rounding in
-# requantisation leaves ≤ 1 LSB per layer, which deeper layers can grow (measured on the trained
-# digits network: 0.6 % of outputs more than 1 LSB apart with min/max calibration, 1.9 % with
-# percentiles from 16 samples). Saturation of u8×s8 kernels (8-bit weights on this AVX2 host
-# without VNNI) shows as 81–89 %.
-QUANT_MAX_FRACTION_OVER_1_LSB = 0.05
+# ONNX Runtime's u8×s8 kernels on x86 without VNNI add two products in int16: they saturate only
+# if 255·(|w1| + |w2|) > 32767, i.e. some |w| > 64. The weights are checked against that bound
+# (a proof, not a sample). Optimised vs unoptimised runs are also compared and reported: on the
+# trained digits network at most 2 LSB apart (0–1.9 % of outputs more than 1 LSB); with 8-bit
+# weights, saturated, 81–90 % and SQNR ≤ 10.7 dB. Random-weight networks amplify the kernels'
+# ≤ 1-LSB rounding differences with depth (V2 1.0/224: 54 % of outputs, whatever the weight bits),
+# so that comparison is reported, not gated.
+SATURATION_FREE_MAX_WEIGHT = 64
 
 
 def verify_quantized(artifact: Path, built: Built, quantized: Graph, optimised_fp32: Graph) -> dict:
@@ -176,8 +178,10 @@ def verify_quantized(artifact: Path, built: Built, quantized: Graph, optimised_f
     vs_fake, vs_fp32 = _quant_metrics(optimised_run, fake[out]), _quant_metrics(optimised_run, expected)
     layers = sorted(((n, _sqnr(fp32[n], fake[n])) for n in quantized.topo() if n in fp32), key=lambda kv: kv[1])
     check = compare(expected, interpreted)
-    passed = (vs_fake["cosine"] >= QUANT_MIN_COSINE and float((lsb_off > 1).mean()) <= QUANT_MAX_FRACTION_OVER_1_LSB
-              and check.passes(FP32))
+    largest = max((int(np.abs(q["weight"]["q"].astype(np.int32)).max()) for q in
+                   (quantized.node(n).get("qparams") or {} for n in quantized.nx) if "weight" in q), default=0)
+    saturation_free = largest <= SATURATION_FREE_MAX_WEIGHT
+    passed = vs_fake["cosine"] >= QUANT_MIN_COSINE and saturation_free and check.passes(FP32)
     return {
         "reference": "mnc fake-quant interpreter of the quantised IR (gating); " + reference.DESCRIPTION + " (reported)",
         "reference_check": {"against": reference.CHECK_DESCRIPTION, "metrics": check.as_dict(),
@@ -186,11 +190,15 @@ def verify_quantized(artifact: Path, built: Built, quantized: Graph, optimised_f
         "inputs": f"{QUANT_VERIFY_BATCH} seeded image-like samples (verification stream)",
         "metrics": vs_fake,
         "versus_fp32": vs_fp32,
+        "saturation": {"largest_weight": largest, "bound": SATURATION_FREE_MAX_WEIGHT,
+                       "verdict": "pass" if saturation_free else "fail",
+                       "why": "u8×s8 pair sums stay within int16 when every |weight| ≤ 64"},
         "optimised_vs_unoptimised_onnxruntime": {"max_lsb": float(lsb_off.max()),
-                                                 "fraction_over_1_lsb": float((lsb_off > 1).mean())},
+                                                 "fraction_over_1_lsb": float((lsb_off > 1).mean()),
+                                                 "sqnr_db": round(_sqnr(plain_run, optimised_run), 2)},
         "worst_layers_sqnr_db": [{"layer": n, "sqnr_db": round(v, 2)} for n, v in layers[:5]],
         "tolerance": {"min_cosine_vs_fake_quant": QUANT_MIN_COSINE,
-                      "max_fraction_over_1_lsb": QUANT_MAX_FRACTION_OVER_1_LSB, "precision": "int8"},
+                      "max_weight_magnitude": SATURATION_FREE_MAX_WEIGHT, "precision": "int8"},
         "verdict": "pass" if passed else "fail",
     }
 
@@ -389,11 +397,12 @@ def _failure_message(what: str, verification: dict) -> str:
                 f"{check['against']}: max relative error {c['max_rel_err']:.3g}, cosine {c['cosine']:.6f}")
     t = verification["tolerance"]
     if "versus_fp32" in verification:  # an int8 artifact
-        m, sat = verification["metrics"], verification["optimised_vs_unoptimised_onnxruntime"]
+        m, sat = verification["metrics"], verification["saturation"]
+        if sat["verdict"] != "pass":
+            return (f"verification of {what} failed: a weight of magnitude {sat['largest_weight']} can saturate "
+                    f"ONNX Runtime's u8×s8 kernels on x86 hosts without VNNI (bound {sat['bound']})")
         return (f"verification of {what} failed: against mnc's fake-quant reference cosine {m['cosine']:.5f} "
-                f"(minimum {t['min_cosine_vs_fake_quant']}), SQNR {m['sqnr_db']} dB; ONNX Runtime optimised vs "
-                f"unoptimised: {100 * sat['fraction_over_1_lsb']:.2f} % of outputs more than 1 LSB apart "
-                f"(at most {100 * t['max_fraction_over_1_lsb']:g} %)")
+                f"(minimum {t['min_cosine_vs_fake_quant']}), SQNR {m['sqnr_db']} dB")
     for run in verification["runs"]:
         if run.get("verdict") == "pass":
             continue

@@ -63,7 +63,10 @@ def test_int8_artifact_is_qdq_with_per_channel_7_bit_weights_and_int32_bias(int8
     meta = {p.key: p.value for p in model.metadata_props}
     assert "7-bit" in meta["mnc.quantization"] and meta["mnc.passes"].endswith("quantize_int8")
     v = q.report["verification"]
-    assert v["verdict"] == "pass" and v["optimised_vs_unoptimised_onnxruntime"]["fraction_over_1_lsb"] <= 0.05
+    assert v["verdict"] == "pass" and v["saturation"]["largest_weight"] <= 63
+    # ONNX Runtime's integer kernels against the same model in float: at most 2 LSB apart here.
+    assert v["optimised_vs_unoptimised_onnxruntime"]["max_lsb"] <= 2
+    assert v["optimised_vs_unoptimised_onnxruntime"]["fraction_over_1_lsb"] <= 0.02
     assert v["worst_layers_sqnr_db"] and "versus_fp32" in v
     assert q.report["quantization"]["samples"] == 64 and not q.report["quantization"]["synthetic"]
 
@@ -90,12 +93,37 @@ def _has_vnni() -> bool:
 
 
 @pytest.mark.skipif(_has_vnni(), reason="8-bit weights saturate only on x86 hosts without VNNI")
-def test_full_8_bit_weights_saturate_here_and_verification_says_so(tmp_path, monkeypatch, capsys):
+def test_8_bit_weights_really_saturate_on_this_host():
+    """The reason for the bound: with 8-bit weights, integer kernels and float QDQ part ways."""
+    import onnxruntime as ort
+
+    from mnc.compiler import build, quantize
+    from mnc.passes.manager import resolve_pipeline, run_pipeline
+
+    built = build(SPECS / "v2.mnet", alpha=0.35, resolution=32, weights=WEIGHTS)
+    optimised, _ = run_pipeline(built.graph, resolve_pipeline("default"))
+    x = np.load(DIGITS / "heldout.npz")["images"][:32].astype(np.float32)
+    x = normalise(built.spec.settings, x)
+    off = {}
+    for bits in (8, 7):
+        quantized, _, _ = quantize(optimised, built, Quantization(str(DIGITS / "calib"), samples=64), bits)
+        model = onnx_backend.emit(quantized, {})
+        runs = []
+        for level in (ort.GraphOptimizationLevel.ORT_ENABLE_ALL, ort.GraphOptimizationLevel.ORT_DISABLE_ALL):
+            options = ort.SessionOptions()
+            options.graph_optimization_level = level
+            runs.append(ort.InferenceSession(model, options, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0])
+        lsb = quantized.node(quantized.outputs[0])["qparams"]["output"]["scale"]
+        off[bits] = float((np.round(np.abs(runs[0] - runs[1]) / lsb) > 1).mean())
+    assert off[8] > 0.3 and off[7] < 0.02, off
+
+
+def test_full_8_bit_weights_are_refused_as_a_saturation_risk(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(onnx_backend, "WEIGHT_BITS", 8)
     code = main(["compile", str(SPECS / "v2.mnet"), "--alpha", "0.35", "--resolution", "32", "--weights",
                  str(WEIGHTS), "--quantize", "int8", "--calib", str(DIGITS / "calib"), "--target", "onnx",
                  "-o", str(tmp_path)])
-    assert code == 3 and "outputs more than 1 LSB apart" in capsys.readouterr().err
+    assert code == 3 and "can saturate ONNX Runtime's u8×s8 kernels" in capsys.readouterr().err
     assert not any(tmp_path.glob("*.onnx"))
 
 
