@@ -66,7 +66,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-weights", metavar="FILE", help="also write the network's weights (mnc layout, .safetensors)")
     p.add_argument("--passes", default="default", metavar="PIPELINE",
                    help="optimisation: 'default' (fold_bn, fuse_act, cleanup), 'none', or a comma list of passes")
-    quant = p.add_argument_group("int8 quantisation (--target onnx)")
+    quant = p.add_argument_group("int8 quantisation")
     quant.add_argument("--quantize", choices=["int8"], help="post-training int8 quantisation")
     quant.add_argument("--calib", metavar="DATA",
                        help="calibration data: a folder of images, a .npy/.npz array of preprocessed inputs, "
@@ -124,7 +124,8 @@ def _compile(args) -> int:
                             image_input=args.image_input, labels=args.labels)
     if args.calib is not None and args.quantize is None:
         raise InputError("--calib is for --quantize int8")
-    quantization = Quantization(args.calib, args.calib_samples, args.calib_method) if args.quantize else None
+    quantization = Quantization(args.calib, args.calib_samples, args.calib_method,
+                                _progress if sys.stderr.isatty() else None) if args.quantize else None
     result = compile_spec(args.spec, target=args.target, alpha=args.alpha, rho=args.rho, resolution=args.resolution,
                           classes=args.classes, seed=args.seed or 0, weights=args.weights,
                           weights_layout=args.weights_layout, save_weights=args.save_weights,
@@ -165,6 +166,14 @@ def _ir(args) -> int:
         graph, _ = run_pipeline(graph, pipeline, stop_after=args.after)
     print(format_graph(graph))
     return 0
+
+
+def _progress(done: int, total: int) -> None:
+    """A one-line progress bar on a terminal."""
+    width = 30
+    filled = width * done // max(total, 1)
+    end = "\n" if done >= total else ""
+    print(f"\rcalibrating [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr, flush=True)
 
 
 def _summary(args) -> int:

@@ -116,6 +116,7 @@ class Quantization:
     calib: str | None = None  # a folder of images, a .npy/.npz array, or "synthetic"
     samples: int = 100
     method: str = "minmax"
+    progress: object = None  # progress(done, total) during calibration
 
 
 def quantize(optimised: Graph, built: Built, q: Quantization, weight_bits: int) -> tuple[Graph, list[dict], dict]:
@@ -128,7 +129,7 @@ def quantize(optimised: Graph, built: Built, q: Quantization, weight_bits: int) 
     with built.timings.stage("calibrate"):
         data, described = load_calibration(q.calib, built.spec.settings, built.config.resolution, q.samples,
                                            built.seed)
-        ranges = activation_ranges(optimised, data, q.method)
+        ranges = activation_ranges(optimised, data, q.method, q.progress)
     optimised.meta.update(activation_ranges=ranges, weight_bits=weight_bits)
     quantized, records = run_pipeline(optimised, ["quantize_int8"])
     info = {"scheme": "int8", "weight_bits": weight_bits, "calibration": described, "method": q.method,
@@ -150,57 +151,71 @@ QUANT_MIN_COSINE = 0.99  # of the artifact against mnc's fake-quant reference
 SATURATION_FREE_MAX_WEIGHT = 64
 
 
-def verify_quantized(artifact: Path, built: Built, quantized: Graph, optimised_fp32: Graph) -> dict:
+def verify_quantized(artifact: Path, built: Built, quantized: Graph, optimised_fp32: Graph, target: str = "onnx",
+                     activations: bool = True) -> dict:
     """An int8 artifact is compared by SQNR, cosine and top-1, never element-wise: with mnc's
-    fake-quant interpreter of the quantised IR (what the artifact must compute, gating), with the
-    fp32 reference (what quantisation costs, reported), and ONNX Runtime with all optimisations
-    against none (integer kernels against the QDQ graph in float: saturation, gating)."""
-    import onnxruntime as ort
-
+    fake-quant interpreter of the quantised IR (what the artifact must compute, gating; weights only
+    where the artifact keeps float activations), and with the fp32 reference (what quantisation
+    costs, reported). ONNX artifacts are also checked for int16 saturation (gating) and run with
+    ONNX Runtime's optimisations off, to compare its integer kernels with the QDQ graph in float."""
     settings = built.spec.settings
     pixels = sample_pixels(settings.input_channels, built.config.resolution, QUANT_VERIFY_BATCH, built.seed,
                            STREAM_VERIFICATION)
     images = normalise(settings, pixels)
     with built.timings.stage("reference"):
         expected, interpreted = reference.reference_outputs(built.graph, images)
-        fake = interpret(quantized, {quantized.inputs[0]: images}, fake_quant=True, keep=True)
+        fake = interpret(quantized, {quantized.inputs[0]: images}, fake_quant=True, keep=True,
+                         quantize_activations=activations)
         fp32 = interpret(optimised_fp32, {optimised_fp32.inputs[0]: images}, keep=True)
+    label, execute = EXECUTORS[target]
     with built.timings.stage("execute"):
-        (optimised_run,) = EXECUTORS["onnx"][1](artifact, {"input": images})
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        options.log_severity_level = 3
-        (plain_run,) = ort.InferenceSession(str(artifact), options, providers=["CPUExecutionProvider"]).run(
-            None, {"input": images})
+        (optimised_run,) = _execute(execute, artifact, {"input": images})
     out = quantized.outputs[0]
-    lsb = quantized.node(out)["qparams"]["output"]["scale"]
-    lsb_off = np.round(np.abs(optimised_run - plain_run) / lsb)
     vs_fake, vs_fp32 = _quant_metrics(optimised_run, fake[out]), _quant_metrics(optimised_run, expected)
     layers = sorted(((n, _sqnr(fp32[n], fake[n])) for n in quantized.topo() if n in fp32), key=lambda kv: kv[1])
     check = compare(expected, interpreted)
-    largest = max((int(np.abs(q["weight"]["q"].astype(np.int32)).max()) for q in
-                   (quantized.node(n).get("qparams") or {} for n in quantized.nx) if "weight" in q), default=0)
-    saturation_free = largest <= SATURATION_FREE_MAX_WEIGHT
+    extra, saturation_free = {}, True
+    if target == "onnx":
+        extra, saturation_free = _onnx_int8_checks(artifact, quantized, images, optimised_run)
     passed = vs_fake["cosine"] >= QUANT_MIN_COSINE and saturation_free and check.passes(FP32)
     return {
-        "reference": "mnc fake-quant interpreter of the quantised IR (gating); " + reference.DESCRIPTION + " (reported)",
+        "reference": ("mnc fake-quant interpreter of the quantised IR" + ("" if activations else ", int8 weights only")
+                      + " (gating); " + reference.DESCRIPTION + " (reported)"),
         "reference_check": {"against": reference.CHECK_DESCRIPTION, "metrics": check.as_dict(),
                             "verdict": "pass" if check.passes(FP32) else "fail"},
-        "executor": EXECUTORS["onnx"][0],
+        "executor": label,
         "inputs": f"{QUANT_VERIFY_BATCH} seeded image-like samples (verification stream)",
         "metrics": vs_fake,
         "versus_fp32": vs_fp32,
+        **extra,
+        "worst_layers_sqnr_db": [{"layer": n, "sqnr_db": round(v, 2)} for n, v in layers[:5]],
+        "tolerance": {"min_cosine_vs_fake_quant": QUANT_MIN_COSINE,
+                      "max_weight_magnitude": SATURATION_FREE_MAX_WEIGHT, "precision": "int8"},
+        "verdict": "pass" if passed else "fail",
+    }
+
+
+def _onnx_int8_checks(artifact: Path, quantized: Graph, images: np.ndarray, optimised_run: np.ndarray):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    (plain_run,) = ort.InferenceSession(str(artifact), options, providers=["CPUExecutionProvider"]).run(
+        None, {"input": images})
+    lsb = quantized.node(quantized.outputs[0])["qparams"]["output"]["scale"]
+    lsb_off = np.round(np.abs(optimised_run - plain_run) / lsb)
+    largest = max((int(np.abs(q["weight"]["q"].astype(np.int32)).max()) for q in
+                   (quantized.node(n).get("qparams") or {} for n in quantized.nx) if "weight" in q), default=0)
+    saturation_free = largest <= SATURATION_FREE_MAX_WEIGHT
+    return {
         "saturation": {"largest_weight": largest, "bound": SATURATION_FREE_MAX_WEIGHT,
                        "verdict": "pass" if saturation_free else "fail",
                        "why": "u8×s8 pair sums stay within int16 when every |weight| ≤ 64"},
         "optimised_vs_unoptimised_onnxruntime": {"max_lsb": float(lsb_off.max()),
                                                  "fraction_over_1_lsb": float((lsb_off > 1).mean()),
                                                  "sqnr_db": round(_sqnr(plain_run, optimised_run), 2)},
-        "worst_layers_sqnr_db": [{"layer": n, "sqnr_db": round(v, 2)} for n, v in layers[:5]],
-        "tolerance": {"min_cosine_vs_fake_quant": QUANT_MIN_COSINE,
-                      "max_weight_magnitude": SATURATION_FREE_MAX_WEIGHT, "precision": "int8"},
-        "verdict": "pass" if passed else "fail",
-    }
+    }, saturation_free
 
 
 def _sqnr(reference_values: np.ndarray, actual: np.ndarray) -> float:
@@ -397,7 +412,7 @@ def _failure_message(what: str, verification: dict) -> str:
                 f"{check['against']}: max relative error {c['max_rel_err']:.3g}, cosine {c['cosine']:.6f}")
     t = verification["tolerance"]
     if "versus_fp32" in verification:  # an int8 artifact
-        m, sat = verification["metrics"], verification["saturation"]
+        m, sat = verification["metrics"], verification.get("saturation", {"verdict": "pass"})
         if sat["verdict"] != "pass":
             return (f"verification of {what} failed: a weight of magnitude {sat['largest_weight']} can saturate "
                     f"ONNX Runtime's u8×s8 kernels on x86 hosts without VNNI (bound {sat['bound']})")
@@ -448,14 +463,21 @@ def compile_spec(spec_path: str | Path, *, target: str = "onnx", alpha=None, rho
                  options: TargetOptions = TargetOptions(), quantization: Quantization | None = None) -> CompileResult:
     if target not in TARGETS:
         raise InputError(f"unknown target '{target}'; targets are {', '.join(TARGETS)}")
-    if quantization is not None and target != "onnx":
-        raise InputError(f"--quantize int8 is not available for --target {target} yet (ONNX only)")
+
     pipeline = resolve_pipeline(passes)
     backend = TARGETS[target]
     timings = Timings()
     built = build(spec_path, alpha=alpha, rho=rho, resolution=resolution, classes=classes, seed=seed,
                   weights=weights, weights_layout=weights_layout, timings=timings)
     target_options = backend_options(target, options, built)
+    int8_activations = True
+    if quantization is not None and target == "coreml":
+        from mnc.backends import coreml
+
+        if target_options.deployment_target not in coreml.WEIGHT_INT8_TARGETS:
+            raise InputError(f"--quantize int8 for Core ML needs --deployment-target iOS16/macOS13 or later (int8 "
+                             f"weights; iOS17/macOS14 for int8 activations), not {target_options.deployment_target}")
+        int8_activations = coreml.quantizes_activations(target_options.deployment_target)
     precision = target_options.precision if target == "coreml" else "fp32"
     extra = {"mnc.precision": precision, "mnc.image_input": str(target_options.image_input).lower()} \
         if target == "coreml" else {}
@@ -470,7 +492,10 @@ def compile_spec(spec_path: str | Path, *, target: str = "onnx", alpha=None, rho
             emitted, records, quant_info = quantize(optimised, built, quantization, backend.WEIGHT_BITS)
             pass_records += records
             pipeline = [*pipeline, "quantize_int8"]
-            extra = {"mnc.quantization": backend.QUANTIZATION, "mnc.calibration": quant_info["calibration"],
+            scheme_text = backend.QUANTIZATION if target == "onnx" else \
+                backend.quantization_scheme(target_options.deployment_target)
+            quant_info["scheme"] = scheme_text
+            extra = {**extra, "mnc.quantization": scheme_text, "mnc.calibration": quant_info["calibration"],
                      # what `mnc verify` needs to rebuild the same quantised IR
                      "mnc.weight_bits": str(backend.WEIGHT_BITS),
                      "mnc.activation_ranges": json.dumps(emitted.meta["activation_ranges"], sort_keys=True)}
@@ -481,7 +506,7 @@ def compile_spec(spec_path: str | Path, *, target: str = "onnx", alpha=None, rho
                 verification = verify(tmp, built, target, precision=precision,
                                       image_input=target_options.image_input, reference_future=reference_future)
             else:
-                verification = verify_quantized(tmp, built, emitted, optimised)
+                verification = verify_quantized(tmp, built, emitted, optimised, target, int8_activations)
             if verification["verdict"] != "pass":
                 raise VerificationError(_failure_message(out.name, verification))
             size, sha256 = digest(tmp)
@@ -575,7 +600,8 @@ def verify_file(artifact_path: str | Path, *, spec_path: str | Path | None = Non
         optimised.meta.update(activation_ranges=json.loads(meta["mnc.activation_ranges"]),
                               weight_bits=int(meta.get("mnc.weight_bits", 8)))
         quantized, _ = run_pipeline(optimised, ["quantize_int8"])
-        result = verify_quantized(path, built, quantized, optimised)
+        activations = target == "onnx" or "activations (quantize" in meta.get("mnc.quantization", "")
+        result = verify_quantized(path, built, quantized, optimised, target, activations)
     else:
         result = verify(path, built, target, precision=meta.get("mnc.precision", "fp32"),
                         image_input=meta.get("mnc.image_input") == "true")

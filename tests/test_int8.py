@@ -8,7 +8,6 @@ from conftest import ROOT, SPECS
 from mnc.backends import onnx as onnx_backend
 from mnc.cli import main
 from mnc.compiler import Quantization, compile_spec
-from mnc.errors import InputError
 from mnc.quant import scheme
 from mnc.spec import load_spec
 from mnc.verify.executors import run_onnx
@@ -135,8 +134,9 @@ def test_synthetic_calibration_is_explicit_and_warned_about(tmp_path, capsys):
 
 
 def _cli(tmp_path, *extra):
+    target = [] if "--target" in extra else ["--target", "onnx"]
     return main(["compile", str(SPECS / "v2.mnet"), "--alpha", "0.35", "--resolution", "32", "--weights",
-                 str(WEIGHTS), "--target", "onnx", "-o", str(tmp_path / "out"), *extra])
+                 str(WEIGHTS), *target, "-o", str(tmp_path / "out"), *extra])
 
 
 @pytest.mark.parametrize("make,message", [
@@ -167,11 +167,6 @@ def test_quantisation_arguments_exit_2(tmp_path, capsys, extra, message):
     assert message in capsys.readouterr().err
 
 
-def test_int8_is_refused_for_core_ml_for_now(tmp_path):
-    with pytest.raises(InputError, match="not available for --target coreml yet"):
-        compile_spec(SPECS / "v2.mnet", target="coreml", out_dir=tmp_path, quantization=Quantization("synthetic"))
-
-
 # ---- the scheme's arithmetic --------------------------------------------------------------------
 
 
@@ -200,3 +195,33 @@ def test_bias_overflow_is_resolved_not_clipped():
     assert grown == [0] and new_scale[0] > w_scale[0] and new_scale[1] == w_scale[1]
     np.testing.assert_allclose(bias_q * bias_scale, bias, rtol=1e-6)  # represented, not clipped
     assert np.all(np.abs(bias_q.astype(np.int64)) <= scheme.INT32_MAX) and regrown is not None
+
+
+# ---- Core ML ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("deployment", ["iOS16", "iOS17"])
+def test_core_ml_int8_keeps_the_trained_networks_accuracy(tmp_path, heldout, deployment):
+    from mnc.compiler import TargetOptions
+    from mnc.verify.coreml_exec import CoreMLProgram
+    from mnc.verify.executors import run_coreml_simulated
+
+    x, labels = heldout
+    q = _compile(tmp_path, Quantization(str(DIGITS / "calib"), samples=64), target="coreml",
+                 options=TargetOptions(deployment_target=deployment))
+    f = _compile(tmp_path / "f")
+    (yq,) = run_coreml_simulated(q.artifact, {"input": x})
+    (yf,) = run_onnx(f.artifact, {"input": x})
+    assert (yq.argmax(1) == labels).mean() >= (yf.argmax(1) == labels).mean() - 0.01
+    assert (yq.argmax(1) == yf.argmax(1)).mean() >= 0.98
+    types = {op.type for op in CoreMLProgram(q.artifact).operations}
+    assert "constexpr_affine_dequantize" in types
+    assert ("quantize" in types) == (deployment == "iOS17")  # int8 activations from iOS17
+    assert q.report["verification"]["verdict"] == "pass"
+    assert main(["verify", str(q.artifact), "--weights", str(WEIGHTS)]) == 0
+
+
+def test_core_ml_int8_needs_ios16(tmp_path, capsys):
+    assert _cli(tmp_path, "--quantize", "int8", "--calib", "synthetic", "--target", "coreml",
+                "--deployment-target", "iOS15") == 2
+    assert "needs --deployment-target iOS16/macOS13 or later" in capsys.readouterr().err

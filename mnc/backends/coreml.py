@@ -15,6 +15,21 @@ import numpy as np
 from mnc.ir.graph import Graph
 
 SUFFIX = ".mlpackage"
+WEIGHT_BITS = 8  # Core ML's int8 kernels have no int16 pair sums to saturate
+# int8 activations (MIL quantize/dequantize) need iOS17 / macOS14; int8 weights alone, iOS16 / macOS13.
+ACTIVATION_INT8_TARGETS = ("iOS17", "iOS18", "macOS14", "macOS15")
+WEIGHT_INT8_TARGETS = ("iOS16", "macOS13", *ACTIVATION_INT8_TARGETS)
+
+
+def quantization_scheme(deployment_target: str) -> str:
+    if deployment_target in ACTIVATION_INT8_TARGETS:
+        return ("int8 weights (constexpr_affine_dequantize, per-output-channel symmetric) and int8 activations "
+                "(quantize/dequantize, uint8 per-tensor affine)")
+    return "int8 weights (constexpr_affine_dequantize, per-output-channel symmetric); activations in float"
+
+
+def quantizes_activations(deployment_target: str) -> bool:
+    return deployment_target in ACTIVATION_INT8_TARGETS
 INPUT_NAME = "input"
 DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
 PRECISIONS = ("fp16", "fp32")
@@ -106,13 +121,18 @@ def _program(graph: Graph, shape: tuple, target, options: CoreMLOptions):
                 values[name] = _normalise(mb, x, options) if options.image_input else x
                 if options.precision == "fp16":
                     values[name] = mb.cast(x=values[name], dtype="fp16", name="input_fp16")
+                values[name] = _quantised(mb, values[name], data, options, "input")
             else:
-                last = name in graph.outputs and options.precision != "fp16"
+                quantised = quantizes_activations(options.deployment_target) and data.get("qparams")
+                last = name in graph.outputs and options.precision != "fp16" and not quantised
                 op_name = output_name(graph) if last else _safe(name)
-                values[name] = _LOWER[data["op"]](mb, op_name, _typed_params(data, options.precision), xs)
+                y = _LOWER[data["op"]](mb, op_name, _typed_params(data, options.precision), xs)
+                values[name] = _quantised(mb, y, data, options, _safe(name))
         (out,) = graph.outputs
         if options.precision == "fp16":
             return mb.cast(x=values[out], dtype="fp32", name=output_name(graph))
+        if quantizes_activations(options.deployment_target) and graph.node(out).get("qparams"):
+            return mb.identity(x=values[out], name=output_name(graph))
         return values[out]
 
     return program
@@ -120,10 +140,38 @@ def _program(graph: Graph, shape: tuple, target, options: CoreMLOptions):
 
 def _typed_params(data: dict, precision: str) -> dict:
     """fp16 programs are built in fp16 directly (weights rounded to nearest), rather than left to
-    coremltools' fp16 pass: the same program, without a pass pipeline re-validating it."""
-    if precision != "fp16":
-        return data
-    return {**data, "params": {k: v.astype(np.float16) for k, v in data["params"].items()}}
+    coremltools' fp16 pass: the same program, without a pass pipeline re-validating it. A quantised
+    node's bias is its int32 value dequantised."""
+    q = data.get("qparams") or {}
+    params = dict(data["params"])
+    if "bias" in q:
+        params["bias"] = (q["bias"]["q"].astype(np.float64) * q["bias"]["scale"]).astype(np.float32)
+    if precision == "fp16":
+        params = {k: v.astype(np.float16) for k, v in params.items()}
+    return {**data, "params": params}
+
+
+def _weight(mb, name: str, data: dict):
+    """A conv/fc weight: a constant, or int8 values dequantised by Core ML when it loads the model."""
+    q = (data.get("qparams") or {}).get("weight")
+    if q is None:
+        return data["params"]["weight"]
+    dtype = data["params"]["weight"].dtype  # fp16 in fp16 programs
+    return mb.constexpr_affine_dequantize(quantized_data=np.asarray(q["q"], dtype=np.int8), zero_point=np.int8(0),
+                                          scale=np.asarray(q["scale"], dtype=dtype), axis=0, name=name + "_weight")
+
+
+def _quantised(mb, x, data: dict, options: CoreMLOptions, name: str):
+    """Round a tensor to its uint8 grid (int8 activations, iOS17+): quantize, then dequantize."""
+    q = data.get("qparams")
+    if q is None or not quantizes_activations(options.deployment_target):
+        return x
+    from coremltools.converters.mil.mil import types
+
+    scalar = np.float16 if x.dtype == types.fp16 else np.float32
+    scale, zero_point = scalar(q["output"]["scale"]), np.uint8(q["output"]["zero_point"])
+    quantized = mb.quantize(input=x, scale=scale, zero_point=zero_point, output_dtype="uint8", name=name + "_q")
+    return mb.dequantize(input=quantized, scale=scale, zero_point=zero_point, name=name + "_dq")
 
 
 def _safe(name: str) -> str:
@@ -163,7 +211,7 @@ def _activation(mb, fn: str | None, x, name: str):
 def _conv(mb, name, data, xs):
     a, p = data["attrs"], data["params"]
     top, left, bottom, right = a["pads"]
-    y = mb.conv(x=xs[0], weight=p["weight"], bias=p.get("bias"), strides=a["stride"], pad_type="custom",
+    y = mb.conv(x=xs[0], weight=_weight(mb, name, data), bias=p.get("bias"), strides=a["stride"], pad_type="custom",
                 pad=[top, bottom, left, right], dilations=[1, 1], groups=a["groups"],
                 name=name if not a.get("fused_act") else name + "_preact")
     return _activation(mb, a.get("fused_act"), y, name)
@@ -171,7 +219,7 @@ def _conv(mb, name, data, xs):
 
 def _fc(mb, name, data, xs):
     a, p = data["attrs"], data["params"]
-    y = mb.linear(x=xs[0], weight=p["weight"], bias=p.get("bias"), name=name if not a.get("fused_act") else name + "_preact")
+    y = mb.linear(x=xs[0], weight=_weight(mb, name, data), bias=p.get("bias"), name=name if not a.get("fused_act") else name + "_preact")
     return _activation(mb, a.get("fused_act"), y, name)
 
 

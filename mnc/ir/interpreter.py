@@ -14,11 +14,12 @@ BeforeHook = Callable[[str, dict, list[np.ndarray]], None]
 
 
 def run(graph: Graph, feeds: dict[str, np.ndarray], *, dtype=np.float64, before: BeforeHook | None = None,
-        keep: bool = False, fake_quant: bool = False) -> dict[str, np.ndarray]:
+        keep: bool = False, fake_quant: bool = False, quantize_activations: bool = True) -> dict[str, np.ndarray]:
     """Evaluate the graph on batched inputs. Returns the graph outputs (all values if keep=True).
     Computes in `dtype` (float64 by default, so the result is a reference, not another fp32 run).
     fake_quant: for a quantised graph, use the dequantised int8 weights and int32 biases and round
-    every tensor to its uint8 grid — the reference for quantised artifacts."""
+    every tensor to its uint8 grid — the reference for quantised artifacts (quantize_activations=False:
+    int8 weights with float activations, as Core ML's weight-only int8 computes)."""
     values: dict[str, np.ndarray] = {}
     remaining = {n: graph.nx.out_degree(n) for n in graph.nx}
     wanted = set(graph.outputs)
@@ -36,7 +37,8 @@ def run(graph: Graph, feeds: dict[str, np.ndarray], *, dtype=np.float64, before:
         if q is not None:
             params.update(_dequantised(q, dtype))
         value = np.asarray(OPS[data["op"]].run(data["attrs"], params, xs), dtype=dtype)
-        values[name] = fake_quantize(value, q["output"]).astype(dtype) if q is not None else value
+        quantize_output = q is not None and quantize_activations
+        values[name] = fake_quantize(value, q["output"]).astype(dtype) if quantize_output else value
         if not keep:
             for p in producers:  # free what no later node reads
                 remaining[p] -= 1

@@ -15,9 +15,12 @@ PERCENTILE = 99.99
 BATCH = 16
 
 
-def activation_ranges(graph: Graph, data: np.ndarray, method: str) -> dict[str, list[float]]:
+def activation_ranges(graph: Graph, data: np.ndarray, method: str, progress=None) -> dict[str, list[float]]:
+    """progress(done, total), if given, is called after each batch."""
     observed: dict[str, list[np.ndarray]] = {}
     for start in range(0, len(data), BATCH):
+        if progress is not None:
+            progress(start, len(data))
         values = run(graph, {graph.inputs[0]: data[start:start + BATCH]}, dtype=np.float32, keep=True)
         for name, value in values.items():
             if method == "minmax":
@@ -27,6 +30,8 @@ def activation_ranges(graph: Graph, data: np.ndarray, method: str) -> dict[str, 
                 if flat.size > 200_000:
                     flat = flat[np.random.default_rng([start, len(name)]).choice(flat.size, 200_000, replace=False)]
                 observed.setdefault(name, []).append(flat)
+    if progress is not None:
+        progress(len(data), len(data))
     ranges = {}
     for name, parts in observed.items():
         if method == "minmax":

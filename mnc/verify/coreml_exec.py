@@ -19,7 +19,7 @@ class ExecutorError(Exception):
     """The package cannot be executed as written: unknown op, missing value, bad attribute."""
 
 
-_DTYPES = {  # MIL proto DataType enum names → numpy
+_DTYPES = {  # MIL proto DataType enum names → numpy (values quantize writes are held as uint8/int8)
     "FLOAT16": np.float16, "FLOAT32": np.float32, "FLOAT64": np.float64,
     "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
     "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "BOOL": np.bool_,
@@ -45,6 +45,10 @@ class CoreMLProgram:
         self._blobs: dict[str, object] = {}
         self.constants = {}
         for op in self.operations:
+            if op.type == "constexpr_affine_dequantize":  # int8 weights, dequantised when loaded
+                a = {k: self._value(v) for k, v in op.attributes.items() if k != "name"}
+                self.constants[op.outputs[0].name] = _affine_dequantize(a["quantized_data"], a["scale"],
+                                                                        a["zero_point"], int(a["axis"]))
             if op.type == "const":
                 value = self._value(op.attributes["val"])
                 # fp16 constants are held widened to float32: exact, and done once instead of per use.
@@ -103,7 +107,7 @@ class CoreMLProgram:
                 raise ExecutorError(f"no value for program input '{name}'")
             env[name] = np.asarray(feeds[name], dtype=np.float32)
         for op in self.operations:
-            if op.type == "const":
+            if op.type in ("const", "constexpr_affine_dequantize"):
                 continue
             kernel = _KERNELS.get(op.type)
             if kernel is None:
@@ -187,6 +191,34 @@ def _cast(a):
     return np.asarray(a["x"]).astype(dtype)  # rounded here; _typed then keeps fp16 widened
 
 
+def _affine_dequantize(data, scale, zero_point, axis: int) -> np.ndarray:
+    shape = [1] * np.ndim(data)
+    def along(v):
+        v = np.asarray(v, dtype=np.float32)
+        if v.ndim == 0:
+            return v
+        s = list(shape)
+        s[axis] = -1
+        return v.reshape(s)
+    return ((np.asarray(data, dtype=np.float32) - along(zero_point)) * along(scale)).astype(np.float32)
+
+
+def _quantize(a):
+    dtype = {"uint8": (0, 255), "int8": (-128, 127)}.get(str(a["output_dtype"]))
+    if dtype is None:
+        raise ExecutorError(f"quantize to '{a['output_dtype']}' is not supported by mnc's Core ML executor")
+    if "axis" in a:
+        raise ExecutorError("per-axis activation quantisation is not supported by mnc's Core ML executor")
+    q = np.round(_f(a["input"]) / _f(a["scale"])) + _f(a.get("zero_point", 0))  # round half to even
+    return np.clip(q, *dtype)
+
+
+def _dequantize(a):
+    if "axis" in a:
+        raise ExecutorError("per-axis dequantisation is not supported by mnc's Core ML executor")
+    return (_f(a["input"]) - _f(a.get("zero_point", 0))) * _f(a["scale"])
+
+
 def _classify(a):
     probabilities = np.asarray(a["probabilities"]).reshape(-1)
     classes = a["classes"] if isinstance(a["classes"], list) else list(np.ravel(a["classes"]))
@@ -213,6 +245,8 @@ _KERNELS = {
     "softmax": lambda a: kernels.softmax(_f(a["x"]), axis=int(a.get("axis", -1))),
     "identity": lambda a: np.asarray(a["x"]),
     "classify": _classify,
+    "quantize": _quantize,
+    "dequantize": _dequantize,
 }
 
 
