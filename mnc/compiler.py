@@ -145,7 +145,7 @@ QUANT_MIN_COSINE = 0.99  # of the artifact against mnc's fake-quant reference
 # if 255·(|w1| + |w2|) > 32767, i.e. some |w| > 64. The weights are checked against that bound
 # (a proof, not a sample). Optimised vs unoptimised runs are also compared and reported: on the
 # trained digits network at most 2 LSB apart (0–1.9 % of outputs more than 1 LSB); with 8-bit
-# weights, saturated, 81–90 % and SQNR ≤ 10.7 dB. Random-weight networks amplify the kernels'
+# weights, saturated, 68–90 % on V2/V3 networks and SQNR ≤ 10.7 dB. Random-weight networks amplify the kernels'
 # ≤ 1-LSB rounding differences with depth (V2 1.0/224: 54 % of outputs, whatever the weight bits),
 # so that comparison is reported, not gated.
 SATURATION_FREE_MAX_WEIGHT = 64
