@@ -161,6 +161,7 @@ def test_bad_calibration_data_exits_2(tmp_path, capsys, make, message):
     (["--quantize", "int8"], "--quantize int8 needs calibration data"),
     (["--calib", "synthetic"], "--calib is for --quantize int8"),
     (["--quantize", "int8", "--calib", "/nonexistent/dir"], "does not exist"),
+    (["--quantize", "int8", "--calib", "synthetic", "--calib-samples", "0"], "--calib-samples 0: need at least one sample"),
 ])
 def test_quantisation_arguments_exit_2(tmp_path, capsys, extra, message):
     assert _cli(tmp_path, *extra) == 2

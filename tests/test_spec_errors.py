@@ -22,6 +22,7 @@ CASES = [
     (8, "mean = 0.5, 0.5", 8, 8, "'mean' has 2 values but the input has 3 channels"),
     (8, "std = 0.5, 0, 0.5", 8, 7, "'std' values must be > 0; value 2 is 0.0"),
     (8, "frobnicate = 3", 8, 1, "unknown setting 'frobnicate'"),
+    (8, "batchnorm_eps = 0", 8, 17, "'batchnorm_eps' must be > 0, got 0"),
     (9, "| operator       | t | c  | n | zzz |", 9, 33, "unknown column 'zzz'; columns are 'bn', 'c', 'exp'"),
     (9, "| operator       | t | c  | n | stride |", 9, 33, "unknown column 'stride'; did you mean 's'?"),
     (9, "| operator       | t | c  | n | c |", 9, 33, "column 'c' appears twice"),
@@ -135,6 +136,7 @@ def test_resolution_that_collapses_a_feature_map_points_at_the_stride():
     ({"rho": 0.01}, "--rho 0.01: ρ = 0.01 gives resolution round(32·0.01) = 0"),
     ({"resolution": 0}, "--resolution 0: resolution 0: the input must be at least 1×1"),
     ({"resolution": 10**5}, "is too large"),
+    ({"classes": 0}, "--classes 0: the number of classes must be at least 1"),
 ])
 def test_bad_overrides_name_the_option(kwargs, message):
     spec = load_spec_text(TINY)
