@@ -16,22 +16,28 @@ from threadpoolctl import threadpool_limits
 
 from mnc import __version__
 from mnc.backends import TARGETS
-from mnc.backends.coreml import DEFAULT_PRECISION, DEFAULT_TARGET, DEPLOYMENT_TARGETS, PRECISIONS, CoreMLOptions
+from mnc.backends.coreml import (
+    DEFAULT_PRECISION,
+    DEFAULT_TARGET,
+    DEPLOYMENT_TARGETS,
+    PRECISIONS,
+    CoreMLOptions,
+)
 from mnc.errors import InputError, Loc, VerificationError
 from mnc.io import digest, install, staged, write_atomic
 from mnc.ir.cost import graph_cost
 from mnc.ir.graph import Graph
+from mnc.ir.interpreter import run as interpret
 from mnc.passes.manager import resolve_pipeline, run_pipeline
+from mnc.quant.calibrate import METHODS as CALIBRATION_METHODS
+from mnc.quant.calibrate import activation_ranges
+from mnc.quant.data import load_calibration
 from mnc.spec import CheckedSpec, Config, build_graph, load_spec, load_spec_text
 from mnc.timing import Timings
 from mnc.verify import reference
 from mnc.verify.executors import EXECUTORS, NATIVE, SPLIT_SAMPLES
 from mnc.verify.inputs import STREAM_VERIFICATION, normalise, sample_pixels
-from mnc.verify.metrics import FP16, FP32, compare
-from mnc.ir.interpreter import run as interpret
-from mnc.quant.calibrate import METHODS as CALIBRATION_METHODS
-from mnc.quant.calibrate import activation_ranges
-from mnc.quant.data import load_calibration
+from mnc.verify.metrics import FP16, FP32, compare, sqnr
 from mnc.weights.files import WeightsFile, read_weights
 from mnc.weights.init import init_weights
 from mnc.weights.layouts import Layout, choose_layout
@@ -130,13 +136,19 @@ def quantize(optimised: Graph, built: Built, q: Quantization, weight_bits: int) 
         data, described = load_calibration(q.calib, built.spec.settings, built.config.resolution, q.samples,
                                            built.seed)
         ranges = activation_ranges(optimised, data, q.method, q.progress)
-    optimised.meta.update(activation_ranges=ranges, weight_bits=weight_bits)
-    quantized, records = run_pipeline(optimised, ["quantize_int8"])
+    quantized, records = quantize_with_ranges(optimised, ranges, weight_bits)
     info = {"scheme": "int8", "weight_bits": weight_bits, "calibration": described, "method": q.method,
             "samples": len(data), "synthetic": q.calib == "synthetic",
             "bias_overflow_resolved": quantized.meta["bias_overflow_resolved"],
             "activation_ranges": {k: [round(v, 7) for v in r] for k, r in ranges.items()}}
     return quantized, records, info
+
+
+def quantize_with_ranges(optimised: Graph, ranges: dict, weight_bits: int) -> tuple[Graph, list[dict]]:
+    """The quantize_int8 pass on a copy of the optimised graph, with these activation ranges."""
+    graph = optimised.copy()
+    graph.meta.update(activation_ranges=ranges, weight_bits=weight_bits)
+    return run_pipeline(graph, ["quantize_int8"])
 
 
 QUANT_VERIFY_BATCH = 16
@@ -158,10 +170,7 @@ def verify_quantized(artifact: Path, built: Built, quantized: Graph, optimised_f
     where the artifact keeps float activations), and with the fp32 reference (what quantisation
     costs, reported). ONNX artifacts are also checked for int16 saturation (gating) and run with
     ONNX Runtime's optimisations off, to compare its integer kernels with the QDQ graph in float."""
-    settings = built.spec.settings
-    pixels = sample_pixels(settings.input_channels, built.config.resolution, QUANT_VERIFY_BATCH, built.seed,
-                           STREAM_VERIFICATION)
-    images = normalise(settings, pixels)
+    _, images = verification_inputs(built, QUANT_VERIFY_BATCH)
     with built.timings.stage("reference"):
         expected, interpreted = reference.reference_outputs(built.graph, images)
         fake = interpret(quantized, {quantized.inputs[0]: images}, fake_quant=True, keep=True,
@@ -172,7 +181,7 @@ def verify_quantized(artifact: Path, built: Built, quantized: Graph, optimised_f
         (optimised_run,) = _execute(execute, artifact, {"input": images})
     out = quantized.outputs[0]
     vs_fake, vs_fp32 = _quant_metrics(optimised_run, fake[out]), _quant_metrics(optimised_run, expected)
-    layers = sorted(((n, _sqnr(fp32[n], fake[n])) for n in quantized.topo() if n in fp32), key=lambda kv: kv[1])
+    layers = sorted(((n, sqnr(fp32[n], fake[n])) for n in quantized.topo() if n in fp32), key=lambda kv: kv[1])
     check = compare(expected, interpreted)
     extra, saturation_free = {}, True
     if target == "onnx":
@@ -214,19 +223,13 @@ def _onnx_int8_checks(artifact: Path, quantized: Graph, images: np.ndarray, opti
                        "why": "u8×s8 pair sums stay within int16 when every |weight| ≤ 64"},
         "optimised_vs_unoptimised_onnxruntime": {"max_lsb": float(lsb_off.max()),
                                                  "fraction_over_1_lsb": float((lsb_off > 1).mean()),
-                                                 "sqnr_db": round(_sqnr(plain_run, optimised_run), 2)},
+                                                 "sqnr_db": round(sqnr(plain_run, optimised_run), 2)},
     }, saturation_free
-
-
-def _sqnr(reference_values: np.ndarray, actual: np.ndarray) -> float:
-    r = np.asarray(reference_values, dtype=np.float64)
-    noise = float(((r - actual) ** 2).sum())
-    return float("inf") if noise == 0 else 10 * float(np.log10(max(float((r ** 2).sum()), 1e-300) / noise))
 
 
 def _quant_metrics(actual: np.ndarray, expected: np.ndarray) -> dict:
     c = compare(actual, expected)
-    return {"sqnr_db": round(_sqnr(expected, actual), 2), "cosine": c.cosine, "top1_agreement": c.top1_agreement}
+    return {"sqnr_db": round(sqnr(expected, actual), 2), "cosine": c.cosine, "top1_agreement": c.top1_agreement}
 
 
 @dataclass(frozen=True)
@@ -310,11 +313,10 @@ def metadata(built: Built, passes: list[str], extra: dict | None = None) -> dict
 # ---- verification ----------------------------------------------------------------------------
 
 
-def verification_inputs(built: Built) -> tuple[np.ndarray, np.ndarray]:
+def verification_inputs(built: Built, batch: int = VERIFY_BATCH) -> tuple[np.ndarray, np.ndarray]:
     """(8-bit pixels, their normalised values): what the artifact and the reference are fed."""
     settings = built.spec.settings
-    pixels = sample_pixels(settings.input_channels, built.config.resolution, VERIFY_BATCH, built.seed,
-                           STREAM_VERIFICATION)
+    pixels = sample_pixels(settings.input_channels, built.config.resolution, batch, built.seed, STREAM_VERIFICATION)
     return pixels, normalise(settings, pixels)
 
 
@@ -498,6 +500,7 @@ def compile_spec(spec_path: str | Path, *, target: str = "onnx", alpha=None, rho
             extra = {**extra, "mnc.quantization": scheme_text, "mnc.calibration": quant_info["calibration"],
                      # what `mnc verify` needs to rebuild the same quantised IR
                      "mnc.weight_bits": str(backend.WEIGHT_BITS),
+                     "mnc.int8_activations": str(int8_activations).lower(),
                      "mnc.activation_ranges": json.dumps(emitted.meta["activation_ranges"], sort_keys=True)}
         with staged(out) as tmp:
             with timings.stage("emit"):
@@ -597,11 +600,10 @@ def verify_file(artifact_path: str | Path, *, spec_path: str | Path | None = Non
     if "mnc.activation_ranges" in meta:  # int8: rebuild the quantised IR from the recorded ranges
         passes = [p for p in meta.get("mnc.passes", "").split(",") if p and p != "quantize_int8"]
         optimised, _ = run_pipeline(built.graph, passes)
-        optimised.meta.update(activation_ranges=json.loads(meta["mnc.activation_ranges"]),
-                              weight_bits=int(meta.get("mnc.weight_bits", 8)))
-        quantized, _ = run_pipeline(optimised, ["quantize_int8"])
-        activations = target == "onnx" or "activations (quantize" in meta.get("mnc.quantization", "")
-        result = verify_quantized(path, built, quantized, optimised, target, activations)
+        quantized, _ = quantize_with_ranges(optimised, json.loads(meta["mnc.activation_ranges"]),
+                                            int(meta.get("mnc.weight_bits", 8)))
+        result = verify_quantized(path, built, quantized, optimised, target,
+                                  meta.get("mnc.int8_activations", "true") == "true")
     else:
         result = verify(path, built, target, precision=meta.get("mnc.precision", "fp32"),
                         image_input=meta.get("mnc.image_input") == "true")
