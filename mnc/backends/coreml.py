@@ -142,10 +142,11 @@ def _typed_params(data: dict, precision: str) -> dict:
     """fp16 programs are built in fp16 directly (weights rounded to nearest), rather than left to
     coremltools' fp16 pass: the same program, without a pass pipeline re-validating it. A quantised
     node's bias is its int32 value dequantised."""
-    q = data.get("qparams") or {}
+    from mnc.quant.scheme import dequantized
+
     params = dict(data["params"])
-    if "bias" in q:
-        params["bias"] = (q["bias"]["q"].astype(np.float64) * q["bias"]["scale"]).astype(np.float32)
+    if "bias" in (data.get("qparams") or {}):
+        params["bias"] = dequantized(data["qparams"])["bias"].astype(np.float32)
     if precision == "fp16":
         params = {k: v.astype(np.float16) for k, v in params.items()}
     return {**data, "params": params}

@@ -7,7 +7,7 @@ import numpy as np
 
 from mnc.ir.graph import Graph
 from mnc.ir.ops import OPS
-from mnc.quant.scheme import fake_quantize
+from mnc.quant.scheme import dequantized, fake_quantize
 
 # Called before each node runs with (name, node data, input arrays); may set the node's params.
 BeforeHook = Callable[[str, dict, list[np.ndarray]], None]
@@ -35,7 +35,7 @@ def run(graph: Graph, feeds: dict[str, np.ndarray], *, dtype=np.float64, before:
         params = {k: np.asarray(v, dtype=dtype) for k, v in data["params"].items()}
         q = data.get("qparams") if fake_quant else None
         if q is not None:
-            params.update(_dequantised(q, dtype))
+            params.update({k: v.astype(dtype) for k, v in dequantized(q).items()})
         value = np.asarray(OPS[data["op"]].run(data["attrs"], params, xs), dtype=dtype)
         quantize_output = q is not None and quantize_activations
         values[name] = fake_quantize(value, q["output"]).astype(dtype) if quantize_output else value
@@ -46,12 +46,3 @@ def run(graph: Graph, feeds: dict[str, np.ndarray], *, dtype=np.float64, before:
                     del values[p]
     return values if keep else {o: values[o] for o in graph.outputs}
 
-
-def _dequantised(q: dict, dtype) -> dict[str, np.ndarray]:
-    params = {}
-    if "weight" in q:
-        w = q["weight"]
-        params["weight"] = (w["q"].astype(dtype) * w["scale"].reshape(-1, *[1] * (w["q"].ndim - 1))).astype(dtype)
-    if "bias" in q:
-        params["bias"] = (q["bias"]["q"].astype(dtype) * q["bias"]["scale"]).astype(dtype)
-    return params

@@ -33,6 +33,17 @@ def activation_params(low: float, high: float) -> Affine:
     return Affine(scale, int(np.clip(round(-low / scale), 0, 255)))
 
 
+def dequantized(qparams: dict) -> dict[str, np.ndarray]:
+    """A quantised conv/fc's weight and bias as the numbers the int8 model computes with (float64)."""
+    params = {}
+    if "weight" in qparams:
+        w = qparams["weight"]
+        params["weight"] = w["q"].astype(np.float64) * w["scale"].reshape(-1, *[1] * (w["q"].ndim - 1))
+    if "bias" in qparams:
+        params["bias"] = qparams["bias"]["q"].astype(np.float64) * qparams["bias"]["scale"]
+    return params
+
+
 def fake_quantize(x: np.ndarray, p: Affine | dict) -> np.ndarray:
     """Quantise to uint8 and back (round half to even, as ONNX QuantizeLinear does)."""
     scale, zp = (p.scale, p.zero_point) if isinstance(p, Affine) else (p["scale"], p["zero_point"])
