@@ -58,7 +58,7 @@ def compile_v2(repeats: int) -> None:
 
 
 def summary_scaling(repeats: int) -> None:
-    from mnc.spec import build_graph, load_spec_text
+    from mnc.frontend import build_graph, load_spec_text
     from mnc.summary import summary_dict
 
     print("\nmnc summary on synthetic specs (parse, check, lower, shape inference, costs), in-process:")

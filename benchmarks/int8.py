@@ -25,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.ort_latency import PEER_SCRIPT, measure  # noqa: E402
-from mnc.compiler import Quantization, compile_spec  # noqa: E402
+from mnc.frontend import load_spec  # noqa: E402
+from mnc.pipeline import Quantization, compile_spec  # noqa: E402
 from mnc.quant.data import load_calibration  # noqa: E402
-from mnc.spec import load_spec  # noqa: E402
 
 CALIB_SAMPLES = 32
 

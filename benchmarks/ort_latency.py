@@ -28,7 +28,7 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from mnc.compiler import compile_spec  # noqa: E402
+from mnc.pipeline import compile_spec  # noqa: E402
 
 PEER_SCRIPT = ROOT.parent / "shared" / "bench" / "peer_onnx.py"
 MNC_MODELS = [("mnc v2 1.0/224", "v2.mnet", 1.0, 224), ("mnc v1 1.0/224", "v1.mnet", 1.0, 224),

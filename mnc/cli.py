@@ -1,4 +1,5 @@
 """The `mnc` command: parses arguments, calls the library, formats results and exit codes.
+It names no target: target choices and target flags come from the registry in mnc/backends.
 
 Exit codes: 0 success; 2 bad input (spec, arguments, weights, data); 3 verification failed;
 1 an internal error (a bug: the traceback is printed so it can be reported).
@@ -10,9 +11,10 @@ import json
 import sys
 
 from mnc import __version__
-from mnc.backends import TARGETS
-from mnc.backends.coreml import DEFAULT_PRECISION, DEFAULT_TARGET, DEPLOYMENT_TARGETS, PRECISIONS
+from mnc.backends import TARGETS, targets_taking
+from mnc.backends.target import FLAGS, TargetOptions
 from mnc.errors import InputError, MncError
+from mnc.quant.calibrate import METHODS as CALIBRATION_METHODS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -21,11 +23,19 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"mnc: error: {message}\n")
 
 
-def _positive_int(text: str) -> int:
+def _whole_number(text: str) -> int:
+    """Any integer: the library checks the range and says why a value does not work."""
     try:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+
+
+def _natural(text: str) -> int:
+    value = _whole_number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 0, got '{text}'")
+    return value
 
 
 def _number(text: str) -> float:
@@ -39,8 +49,8 @@ def _add_shape_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=_number, help="width multiplier α (default: the spec's)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--rho", type=_number, help="resolution multiplier ρ: resolution = round(base·ρ)")
-    group.add_argument("--resolution", type=_positive_int, help="input resolution in pixels")
-    p.add_argument("--classes", type=_positive_int, help="number of classes (default: the weights' classifier, "
+    group.add_argument("--resolution", type=_whole_number, help="input resolution in pixels")
+    p.add_argument("--classes", type=_whole_number, help="number of classes (default: the weights' classifier, "
                                                          "else the spec's)")
 
 
@@ -49,7 +59,21 @@ def _add_weights_options(p: argparse.ArgumentParser) -> None:
                                                      "(needs torch; loaded with weights_only=True)")
     p.add_argument("--weights-layout", metavar="LAYOUT",
                    help="how tensor names map to layers: mnc, torchvision_mobilenet_v2 (default: detected)")
-    p.add_argument("--seed", type=_positive_int, help="seed of the initial weights when no --weights (default: 0)")
+    p.add_argument("--seed", type=_natural, help="seed of the initial weights when no --weights (default: 0)")
+
+
+def _add_target_flags(group) -> None:
+    for flag in FLAGS.values():
+        takers = []
+        for name in targets_taking(flag.name):
+            choice = TARGETS[name].choices[flag.name]
+            values = ", ".join(v + (" (default)" if v == choice.default else "") for v in choice.values)
+            takers.append(f"{name}: {values}" if values else name)
+        text = f"{flag.help} [{'; '.join(takers)}]"
+        if flag.boolean:
+            group.add_argument(flag.option, action="store_true", help=text)
+        else:
+            group.add_argument(flag.option, metavar=flag.metavar, help=text)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -71,18 +95,11 @@ def make_parser() -> argparse.ArgumentParser:
     quant.add_argument("--calib", metavar="DATA",
                        help="calibration data: a folder of images, a .npy/.npz array of preprocessed inputs, "
                             "or 'synthetic' (no real data)")
-    quant.add_argument("--calib-samples", type=_positive_int, default=100, metavar="N",
+    quant.add_argument("--calib-samples", type=_whole_number, default=100, metavar="N",
                        help="how many calibration samples to use, chosen with --seed (default: 100)")
-    quant.add_argument("--calib-method", choices=["minmax", "percentile"], default="minmax",
-                       help="activation ranges: smallest/largest value, or the 0.01/99.99th percentiles")
-    coreml = p.add_argument_group("Core ML (--target coreml)")
-    coreml.add_argument("--precision", choices=PRECISIONS,
-                        help=f"compute precision of the ML Program (default: {DEFAULT_PRECISION}, what apps ship)")
-    coreml.add_argument("--deployment-target", choices=DEPLOYMENT_TARGETS,
-                        help=f"minimum OS the model runs on (default: {DEFAULT_TARGET})")
-    coreml.add_argument("--image-input", action="store_true",
-                        help="take an image (8-bit RGB) instead of a float array; the spec's mean/std are applied exactly")
-    coreml.add_argument("--labels", metavar="FILE", help="one class label per line: makes a Core ML classifier")
+    quant.add_argument("--calib-method", choices=list(CALIBRATION_METHODS), default="minmax",
+                       help="activation ranges: " + "; ".join(f"{k}: {v}" for k, v in CALIBRATION_METHODS.items()))
+    _add_target_flags(p.add_argument_group("target options (each taken by the targets named)"))
 
     p = sub.add_parser("ir", help="print the IR, before or after optimisation passes")
     p.add_argument("spec", help="network spec (.mnet)")
@@ -118,10 +135,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _compile(args) -> int:
-    from mnc.compiler import Quantization, TargetOptions, compile_spec
+    from mnc.pipeline import Quantization, compile_spec
 
-    options = TargetOptions(precision=args.precision, deployment_target=args.deployment_target,
-                            image_input=args.image_input, labels=args.labels)
+    options = TargetOptions(**{name: getattr(args, name) for name in FLAGS})
     if args.calib is not None and args.quantize is None:
         raise InputError("--calib is for --quantize int8")
     quantization = Quantization(args.calib, args.calib_samples, args.calib_method,
@@ -151,10 +167,9 @@ def _compile(args) -> int:
 
 
 def _ir(args) -> int:
-    from mnc.compiler import build
-    from mnc.errors import InputError
     from mnc.ir.printer import format_graph
     from mnc.passes.manager import resolve_pipeline, run_pipeline
+    from mnc.pipeline import build
 
     pipeline = resolve_pipeline(args.passes)
     if args.after not in (None, "none") and args.after not in pipeline:
@@ -177,7 +192,7 @@ def _progress(done: int, total: int) -> None:
 
 
 def _summary(args) -> int:
-    from mnc.spec import build_graph, load_spec
+    from mnc.frontend import build_graph, load_spec
     from mnc.summary import format_table, summary_dict
 
     spec = load_spec(args.spec)
@@ -188,7 +203,7 @@ def _summary(args) -> int:
 
 
 def _verify(args) -> int:
-    from mnc.compiler import verify_file
+    from mnc.pipeline import verify_file
 
     result = verify_file(args.artifact, spec_path=args.spec, alpha=args.alpha, rho=args.rho,
                          resolution=args.resolution, classes=args.classes, seed=args.seed,

@@ -5,6 +5,7 @@ failed numerical check (`VerificationError`), 1 for anything else (a bug).
 """
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 
 # Spec texts by path, so a diagnostic raised long after parsing (during lowering,
@@ -112,3 +113,16 @@ class Collector:
     def raise_if_any(self) -> None:
         if self.diagnostics:
             raise InputError(self.diagnostics)
+
+
+def did_you_mean(word: str, choices, synonyms: dict[str, str] | None = None) -> str:
+    """'; did you mean …?' for a misspelt name, or ''."""
+    word = word.lower()
+    if synonyms and synonyms.get(word) in choices:
+        return f"; did you mean '{synonyms[word]}'?"
+    close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def one_of(choices) -> str:
+    return ", ".join(f"'{c}'" for c in sorted(choices))

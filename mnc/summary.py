@@ -1,42 +1,42 @@
 """`mnc summary`: the per-layer table of shapes, parameters and MACs, and totals."""
 from __future__ import annotations
 
+from mnc.frontend import CheckedSpec, Config
 from mnc.ir.cost import node_cost
 from mnc.ir.graph import Graph
-from mnc.spec import CheckedSpec, Config
 
 
 def layers(graph: Graph) -> list[dict]:
     rows = []
     for name in graph.topo():
         data = graph.node(name)
-        if data["op"] == "input":
+        if data.op == "input":
             continue
         (producer, *_) = graph.inputs_of(name)
         cost = node_cost(graph, name)
-        attrs = data["attrs"]
+        attrs = data.attrs
         row = {
             "name": name,
             "op": _op_label(data),
             "kernel": attrs["kernel"][0] if "kernel" in attrs else None,
             "stride": attrs["stride"][0] if "stride" in attrs else None,
-            "input_shape": list(graph.node(producer)["shape"]),
-            "output_shape": list(data["shape"]),
+            "input_shape": list(graph.node(producer).shape),
+            "output_shape": list(data.shape),
             "params": cost.params,
             "macs": cost.macs,
-            "line": data["src"].line if data["src"] else None,
+            "line": data.src.line if data.src else None,
         }
         rows.append(row)
     return rows
 
 
 def _op_label(data: dict) -> str:
-    attrs = data["attrs"]
-    if data["op"] == "conv" and attrs["groups"] > 1:
+    attrs = data.attrs
+    if data.op == "conv" and attrs["groups"] > 1:
         return "conv_dw" if attrs["groups"] == attrs["out_channels"] else f"conv_g{attrs['groups']}"
-    if data["op"] == "act":
+    if data.op == "act":
         return attrs["fn"]
-    return data["op"]
+    return data.op
 
 
 def summary_dict(spec: CheckedSpec, config: Config, graph: Graph) -> dict:

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from mnc.errors import MncError
-from mnc.spec import load_spec_text
+from mnc.frontend import load_spec_text
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "specs"

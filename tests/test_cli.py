@@ -7,10 +7,11 @@ import sys
 import numpy as np
 import onnx
 import pytest
-
 from conftest import ROOT, SPECS, TINY, replace_line
+
+from mnc.backends import onnx as onnx_backend
+from mnc.backends.target import Executor
 from mnc.cli import main
-from mnc.verify import executors
 
 
 def _run(argv) -> int:
@@ -90,18 +91,18 @@ def test_missing_spec_and_unknown_target(tmp_path, capsys):
 
 
 def _perturbing_executor(scale):
-    label, real = executors.EXECUTORS["onnx"]
+    (real,) = onnx_backend.TARGET.executors()
 
     def run(artifact, feeds):
-        return [y + scale * np.abs(y).max() for y in real(artifact, feeds)]
+        return [y + scale * np.abs(y).max() for y in real.run(artifact, feeds)]
 
-    return (label, run)
+    return lambda: [Executor(real.label, run)]
 
 
 def test_failed_verification_exits_3_and_leaves_destination_untouched(tmp_path, capsys, monkeypatch):
     name = "v2_0.35_96"
     (tmp_path / f"{name}.onnx").write_bytes(b"previous artifact")
-    monkeypatch.setitem(executors.EXECUTORS, "onnx", _perturbing_executor(1e-3))
+    monkeypatch.setattr(onnx_backend.TARGET, "executors", _perturbing_executor(1e-3))
     assert _compile(tmp_path, "--alpha", "0.35", "--resolution", "96", spec="v2.mnet") == 3
     err = capsys.readouterr().err
     assert "verification of v2_0.35_96.onnx failed" in err and "max relative error 0.001" in err
@@ -113,7 +114,7 @@ def test_runtime_rejecting_the_artifact_is_a_failed_verification(tmp_path, capsy
     def broken(artifact, feeds):
         raise RuntimeError("cannot load model")
 
-    monkeypatch.setitem(executors.EXECUTORS, "onnx", ("broken runtime", broken))
+    monkeypatch.setattr(onnx_backend.TARGET, "executors", lambda: [Executor("broken runtime", broken)])
     assert _compile(tmp_path, "--alpha", "0.25", "--resolution", "64") == 3
     assert "RuntimeError: cannot load model" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())

@@ -7,14 +7,15 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import SPECS
+
+from mnc.backends import coreml as coreml_backend
 from mnc.backends.coreml import coremltools
+from mnc.backends.coreml_exec import CoreMLProgram, ExecutorError
+from mnc.backends.target import Executor
 from mnc.cli import main
-from mnc.compiler import TargetOptions, compile_spec
 from mnc.ir import kernels
-from mnc.verify import executors
-from mnc.verify.coreml_exec import CoreMLProgram, ExecutorError
+from mnc.pipeline import TargetOptions, compile_spec
 
 ct = coremltools()
 from coremltools.converters.mil import Builder as mb  # noqa: E402
@@ -228,8 +229,9 @@ def test_failed_verification_leaves_the_old_package(tmp_path, monkeypatch, capsy
     assert compile_spec(SPECS / "v2.mnet", target="coreml", alpha=0.35, resolution=64, out_dir=out).report
     package = out / "v2_0.35_64.mlpackage"
     before = sorted(p.relative_to(package) for p in package.rglob("*"))
-    label, real = executors.EXECUTORS["coreml"]
-    monkeypatch.setitem(executors.EXECUTORS, "coreml", (label, lambda a, f: [y * 1.5 for y in real(a, f)]))
+    real = coreml_backend.TARGET.executors()[0]
+    monkeypatch.setattr(coreml_backend.TARGET, "executors",
+                        lambda: [Executor(real.label, lambda a, f: [y * 1.5 for y in real.run(a, f)])])
     assert main(["compile", str(SPECS / "v2.mnet"), "--alpha", "0.35", "--resolution", "64", "--target", "coreml",
                  "--seed", "9", "-o", str(out)]) == 3
     assert sorted(p.relative_to(package) for p in package.rglob("*")) == before

@@ -15,10 +15,10 @@ Sources:
 import math
 
 import pytest
-
 from conftest import SPECS
+
+from mnc.frontend import build_graph, load_spec, load_spec_text
 from mnc.ir.cost import graph_cost, node_cost
-from mnc.spec import build_graph, load_spec, load_spec_text
 
 
 def _graph(spec, alpha=None, resolution=None):
@@ -26,11 +26,11 @@ def _graph(spec, alpha=None, resolution=None):
 
 
 def _weights(graph, ops=("conv", "fc")):
-    return sum(node_cost(graph, n).params for n in graph.nx if graph.node(n)["op"] in ops)
+    return sum(node_cost(graph, n).params for n in graph if graph.node(n).op in ops)
 
 
 def _body_macs(graph):
-    return sum(node_cost(graph, n).macs for n in graph.nx if graph.node(n)["op"] == "conv")
+    return sum(node_cost(graph, n).macs for n in graph if graph.node(n).op == "conv")
 
 
 def test_tf_slim_mobilenet_v1_body():
@@ -82,19 +82,19 @@ def test_tf_slim_mobilenet_v2_checkpoint_table(v2_1001, alpha, resolution, macs_
 
 def test_v2_last_conv_keeps_1280_below_alpha_1_and_scales_above():
     spec = load_spec(SPECS / "v2.mnet")
-    widths = {a: _graph(spec, a, 96).node("stage8.block0.conv")["attrs"]["out_channels"] for a in (0.35, 1.0, 1.4)}
+    widths = {a: _graph(spec, a, 96).node("stage8.block0.conv").attrs["out_channels"] for a in (0.35, 1.0, 1.4)}
     assert widths == {0.35: 1280, 1.0: 1280, 1.4: 1792}  # torchvision: _make_divisible(1280 * max(1.0, α), 8)
 
 
 def test_only_the_first_block_of_a_row_takes_the_stride():
     g = _graph(load_spec(SPECS / "v2.mnet"))
-    strides = [g.node(f"stage3.block{j}.dw")["attrs"]["stride"] for j in range(3)]
+    strides = [g.node(f"stage3.block{j}.dw").attrs["stride"] for j in range(3)]
     assert strides == [[2, 2], [1, 1], [1, 1]]
 
 
 def test_v2_residuals_are_derived_from_stride_and_width():
     g = _graph(load_spec(SPECS / "v2.mnet"))
-    adds = sorted(n.rsplit(".", 1)[0] for n in g.nx if g.node(n)["op"] == "add")
+    adds = sorted(n.rsplit(".", 1)[0] for n in g if g.node(n).op == "add")
     # Table 2: a residual in every repeated block after the first; none in single-block rows.
     assert adds == ["stage2.block1", "stage3.block1", "stage3.block2", "stage4.block1", "stage4.block2",
                     "stage4.block3", "stage5.block1", "stage5.block2", "stage6.block1", "stage6.block2"]

@@ -3,15 +3,15 @@ network that was actually trained (tools/train_digits.py: scikit-learn's digits,
 import numpy as np
 import onnx
 import pytest
-
 from conftest import ROOT, SPECS
+
 from mnc.backends import onnx as onnx_backend
+from mnc.backends.onnx import run_onnx
 from mnc.cli import main
-from mnc.compiler import Quantization, compile_spec
+from mnc.frontend import load_spec
+from mnc.pipeline import Quantization, compile_spec
 from mnc.quant import scheme
-from mnc.spec import load_spec
-from mnc.verify.executors import run_onnx
-from mnc.verify.inputs import normalise
+from mnc.samples import normalise
 
 DIGITS = ROOT / "tests" / "fixtures" / "digits"
 WEIGHTS = DIGITS / "mobilenet_v2_digits.safetensors"
@@ -96,8 +96,9 @@ def test_8_bit_weights_really_saturate_on_this_host():
     """The reason for the bound: with 8-bit weights, integer kernels and float QDQ part ways."""
     import onnxruntime as ort
 
-    from mnc.compiler import build, quantize
+    from mnc.backends.target import Int8Plan
     from mnc.passes.manager import resolve_pipeline, run_pipeline
+    from mnc.pipeline import build, quantize
 
     built = build(SPECS / "v2.mnet", alpha=0.35, resolution=32, weights=WEIGHTS)
     optimised, _ = run_pipeline(built.graph, resolve_pipeline("default"))
@@ -105,14 +106,15 @@ def test_8_bit_weights_really_saturate_on_this_host():
     x = normalise(built.spec.settings, x)
     off = {}
     for bits in (8, 7):
-        quantized, _, _ = quantize(optimised, built, Quantization(str(DIGITS / "calib"), samples=64), bits)
+        quantized = quantize(optimised, built, Quantization(str(DIGITS / "calib"), samples=64),
+                             Int8Plan(bits, True, "")).graph
         model = onnx_backend.emit(quantized, {})
         runs = []
         for level in (ort.GraphOptimizationLevel.ORT_ENABLE_ALL, ort.GraphOptimizationLevel.ORT_DISABLE_ALL):
             options = ort.SessionOptions()
             options.graph_optimization_level = level
             runs.append(ort.InferenceSession(model, options, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0])
-        lsb = quantized.node(quantized.outputs[0])["qparams"]["output"]["scale"]
+        lsb = quantized.node(quantized.outputs[0]).qparams.output.scale
         off[bits] = float((np.round(np.abs(runs[0] - runs[1]) / lsb) > 1).mean())
     assert off[8] > 0.3 and off[7] < 0.02, off
 
@@ -203,9 +205,9 @@ def test_bias_overflow_is_resolved_not_clipped():
 
 @pytest.mark.parametrize("deployment", ["iOS16", "iOS17"])
 def test_core_ml_int8_keeps_the_trained_networks_accuracy(tmp_path, heldout, deployment):
-    from mnc.compiler import TargetOptions
-    from mnc.verify.coreml_exec import CoreMLProgram
-    from mnc.verify.executors import run_coreml_simulated
+    from mnc.backends.coreml import run_simulated as run_coreml_simulated
+    from mnc.backends.coreml_exec import CoreMLProgram
+    from mnc.pipeline import TargetOptions
 
     x, labels = heldout
     q = _compile(tmp_path, Quantization(str(DIGITS / "calib"), samples=64), target="coreml",

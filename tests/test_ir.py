@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 
 from mnc.errors import InputError, Loc
+from mnc.frontend.emitter import pads_for
 from mnc.ir import kernels
 from mnc.ir.graph import Graph, GraphError
 from mnc.ir.interpreter import run
 from mnc.ir.shapes import infer_shapes
-from mnc.spec.lower import pads_for
 
 SRC = Loc("test.mnet", 1, 1)
 
@@ -85,11 +85,11 @@ def _tiny_graph() -> Graph:
 
 def test_shapes_and_interpreter_on_a_hand_built_graph():
     g = _tiny_graph()
-    assert [g.node(n)["shape"] for n in g.topo()] == [(3, 8, 8), (4, 4, 4), (4, 4, 4), (4, 1, 1), (4,)]
+    assert [g.node(n).shape for n in g.topo()] == [(3, 8, 8), (4, 4, 4), (4, 4, 4), (4, 1, 1), (4,)]
     g.validate()
     rng = np.random.default_rng(0)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
-    g.node("conv")["params"] = {"weight": w}
+    g.node("conv").params = {"weight": w}
     g.validate(require_params=True)
     x = rng.standard_normal((2, 3, 8, 8))
     (out,) = run(g, {"input": x}).values()
@@ -99,23 +99,23 @@ def test_shapes_and_interpreter_on_a_hand_built_graph():
 
 def test_validate_rejects_malformed_graphs():
     g = _tiny_graph()
-    g.node("act")["op"] = "gelu_fancy"
+    g.node("act").op = "gelu_fancy"
     with pytest.raises(GraphError, match="unknown op 'gelu_fancy'.*node 'act'"):
         g.validate()
 
     g = _tiny_graph()
-    g.nx.add_edge("input", "act", port=1)
+    g.connect("input", "act", port=1)
     with pytest.raises(GraphError, match="op 'act' takes 1 inputs, node has 2"):
         g.validate()
 
     g = _tiny_graph()
-    g.nx.remove_edge("act", "pool")
-    g.nx.add_edge("act", "pool", port=3)
+    g.disconnect("act", "pool")
+    g.connect("act", "pool", port=3)
     with pytest.raises(GraphError, match=r"input ports \[3\] are not 0..0"):
         g.validate()
 
     g = _tiny_graph()
-    g.nx.add_edge("flat", "conv", port=1)
+    g.connect("flat", "conv", port=1)
     with pytest.raises(GraphError, match="cycle"):
         g.validate()
 
@@ -125,12 +125,12 @@ def test_validate_rejects_malformed_graphs():
         g.validate()
 
     g = _tiny_graph()
-    g.node("pool")["src"] = None
+    g.node("pool").src = None
     with pytest.raises(GraphError, match="no source position"):
         g.validate()
 
     g = _tiny_graph()
-    g.node("conv")["params"] = {"weight": np.zeros((4, 3, 5, 5), np.float32)}
+    g.node("conv").params = {"weight": np.zeros((4, 3, 5, 5), np.float32)}
     with pytest.raises(GraphError, match=r"param 'weight' has shape \(4, 3, 5, 5\), expected \(4, 3, 3, 3\)"):
         g.validate()
 
@@ -161,6 +161,6 @@ def test_shape_errors_point_at_the_source():
 def test_copy_is_independent():
     g = _tiny_graph()
     h = g.copy()
-    h.node("conv")["attrs"]["stride"][0] = 1
-    h.nx.remove_node("flat")
-    assert g.node("conv")["attrs"]["stride"] == [2, 2] and "flat" in g
+    h.node("conv").attrs["stride"][0] = 1
+    h.remove(["flat"])
+    assert g.node("conv").attrs["stride"] == [2, 2] and "flat" in g

@@ -3,13 +3,13 @@ import hashlib
 
 import onnx
 import pytest
-
 from conftest import SPECS
+
 from mnc.backends import onnx as onnx_backend
-from mnc.compiler import build, metadata
+from mnc.backends.onnx import run_onnx
 from mnc.ir.interpreter import run
-from mnc.verify.executors import run_onnx
-from mnc.verify.inputs import sample_images
+from mnc.pipeline import build, record_of
+from mnc.samples import sample_images
 from mnc.verify.metrics import compare
 
 
@@ -19,7 +19,7 @@ def v1_small():
 
 
 def _emit(built):
-    return onnx_backend.emit(built.graph, metadata(built, []), built.spec.settings.description)
+    return onnx_backend.emit(built.graph, record_of(built, []).to_metadata(), built.spec.settings.description)
 
 
 @pytest.mark.parametrize("spec,alpha,resolution", [

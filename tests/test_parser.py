@@ -1,5 +1,5 @@
 """Golden tests of the surface syntax: what the parser makes of each construct."""
-from mnc.spec.parser import parse_text
+from mnc.frontend.parser import parse_text
 
 
 def test_settings_with_numbers_names_strings_calls_and_lists():

@@ -3,16 +3,15 @@ interpreter, and the cases where a pass must hold back."""
 import numpy as np
 import onnx
 import pytest
-
 from conftest import SPECS
-from mnc.compiler import build, compile_spec
+
 from mnc.errors import InputError, Loc
 from mnc.ir.graph import Graph
 from mnc.ir.interpreter import run
 from mnc.ir.shapes import infer_shapes
-from mnc.passes import base
 from mnc.passes.base import PASSES, Pass
 from mnc.passes.manager import PassError, resolve_pipeline, run_pipeline
+from mnc.pipeline import build, compile_spec
 
 SRC = Loc("unit.mnet", 3, 5)
 
@@ -25,13 +24,13 @@ def _conv(g, name, x, cin, out, k=3, stride=1, groups=1, bias=False, rng=None):
     params = {"weight": rng.standard_normal((out, cin // groups, k, k)).astype(np.float32)}
     if bias:
         params["bias"] = rng.standard_normal(out).astype(np.float32)
-    g.node(name)["params"] = params
+    g.node(name).params = params
     return name
 
 
 def _bn(g, name, x, c, rng):
     g.add(name, "batchnorm", [x], attrs={"eps": 1e-3}, src=SRC)
-    g.node(name)["params"] = {
+    g.node(name).params = {
         "gamma": rng.uniform(0.5, 2, c).astype(np.float32), "beta": rng.normal(0, 1, c).astype(np.float32),
         "mean": rng.normal(0, 1, c).astype(np.float32), "var": rng.uniform(0.1, 3, c).astype(np.float32)}
     return name
@@ -51,7 +50,7 @@ def _net(k=3, stride=1, groups="1", bias=False, act="relu6", seed=0):
     g.add("pool", "global_avgpool", ["conv.act"], src=SRC)
     g.add("flat", "flatten", ["pool"], src=SRC)
     g.add("fc", "fc", ["flat"], attrs={"out_features": 5, "bias": True, "fused_act": None}, src=SRC)
-    g.node("fc")["params"] = {"weight": rng.standard_normal((5, out)).astype(np.float32),
+    g.node("fc").params = {"weight": rng.standard_normal((5, out)).astype(np.float32),
                               "bias": rng.standard_normal(5).astype(np.float32)}
     _bn(g, "fc.bn", "fc", 5, rng)
     g.outputs = ["fc.bn"]
@@ -59,7 +58,7 @@ def _net(k=3, stride=1, groups="1", bias=False, act="relu6", seed=0):
 
 
 def _outputs(g, seed=1):
-    x = np.random.default_rng(seed).standard_normal((3, *g.node("input")["shape"]))
+    x = np.random.default_rng(seed).standard_normal((3, *g.node("input").shape))
     return run(g, {"input": x})[g.outputs[0]]
 
 
@@ -75,7 +74,7 @@ def test_fold_bn_then_fuse_act_preserve_outputs(k, stride, groups, bias):
     np.testing.assert_allclose(_outputs(folded), _outputs(g), rtol=1e-5, atol=1e-6)
     fused, _ = run_pipeline(folded, ["fuse_act"])
     assert fused.ops() == ["input", "conv", "global_avgpool", "flatten", "fc"]
-    assert fused.node("conv")["attrs"]["fused_act"] == "relu6"
+    assert fused.node("conv").attrs["fused_act"] == "relu6"
     np.testing.assert_allclose(_outputs(fused), _outputs(g), rtol=1e-5, atol=1e-6)
 
 
@@ -83,21 +82,21 @@ def test_graph_output_names_survive_folding():
     g = _net()
     optimised, _ = run_pipeline(g, resolve_pipeline("default"))
     assert optimised.outputs == ["fc.bn"]  # the fc took over the batch norm's name
-    assert optimised.node("fc.bn")["op"] == "fc" and "fc" not in optimised
-    assert g.outputs == ["fc.bn"] and g.node("fc.bn")["op"] == "batchnorm"  # the input graph is untouched
+    assert optimised.node("fc.bn").op == "fc" and "fc" not in optimised
+    assert g.outputs == ["fc.bn"] and g.node("fc.bn").op == "batchnorm"  # the input graph is untouched
 
 
 def test_conv_with_two_users_is_not_folded():
     g = _net()
     g.add("side", "global_avgpool", ["conv"], src=SRC)
     g.add("sum", "add", ["pool", "side"], src=SRC)
-    g.nx.remove_edge("pool", "flat")
-    g.nx.add_edge("sum", "flat", port=0)
+    g.disconnect("pool", "flat")
+    g.connect("sum", "flat", port=0)
     infer_shapes(g)
     optimised, records = run_pipeline(g, ["fold_bn", "fuse_act"])
-    assert optimised.node("conv.bn")["op"] == "batchnorm"  # conv also feeds 'side'
-    assert optimised.node("conv.act")["op"] == "act"  # the bn is not a conv
-    assert "fc.bn" in optimised.outputs and optimised.node("fc.bn")["op"] == "fc"
+    assert optimised.node("conv.bn").op == "batchnorm"  # conv also feeds 'side'
+    assert optimised.node("conv.act").op == "act"  # the bn is not a conv
+    assert "fc.bn" in optimised.outputs and optimised.node("fc.bn").op == "fc"
     np.testing.assert_allclose(_outputs(optimised), _outputs(g), rtol=1e-5, atol=1e-6)
 
 
@@ -105,14 +104,14 @@ def test_graph_output_conv_is_not_folded():
     g = _net()
     g.outputs = ["conv", "fc.bn"]
     optimised, _ = run_pipeline(g, ["fold_bn"])
-    assert optimised.node("conv.bn")["op"] == "batchnorm" and optimised.node("conv")["op"] == "conv"
+    assert optimised.node("conv.bn").op == "batchnorm" and optimised.node("conv").op == "conv"
 
 
 def test_batchnorm_after_fused_activation_is_not_folded():
     g = _net()
-    g.node("conv")["attrs"]["fused_act"] = "relu"
+    g.node("conv").attrs["fused_act"] = "relu"
     optimised, _ = run_pipeline(g, ["fold_bn"])
-    assert optimised.node("conv.bn")["op"] == "batchnorm"
+    assert optimised.node("conv.bn").op == "batchnorm"
 
 
 def test_unfusable_activation_stays():
@@ -131,7 +130,7 @@ def test_cleanup_removes_dead_nodes_and_redundant_flatten():
     g.outputs = ["flat2"]
     infer_shapes(g)
     cleaned, (record,) = run_pipeline(g, ["cleanup"])
-    assert "dead" not in cleaned and cleaned.outputs == ["flat2"] and cleaned.node("flat2")["op"] == "batchnorm"
+    assert "dead" not in cleaned and cleaned.outputs == ["flat2"] and cleaned.node("flat2").op == "batchnorm"
     assert record["removed"] == 2 and record["changed"]
     np.testing.assert_allclose(_outputs(cleaned), _outputs(g))
 
@@ -162,7 +161,7 @@ def test_fuse_without_fold_is_allowed():
 
 def test_a_broken_pass_is_named_with_the_passes_before_it_the_node_and_the_spec_line(monkeypatch):
     def breaks_shapes(graph):
-        graph.node("conv")["attrs"]["stride"] = [2, 2]
+        graph.node("conv").attrs["stride"] = [2, 2]
         return True
 
     monkeypatch.setitem(PASSES, "broken", Pass("broken", "test", breaks_shapes, after=("fold_bn",)))
@@ -185,7 +184,7 @@ def test_default_pipeline_leaves_no_batchnorm_or_activation_in_mobilenets(spec):
     optimised, _ = run_pipeline(g, resolve_pipeline("default"))
     ops = set(optimised.ops())
     assert "batchnorm" not in ops and "act" not in ops
-    assert not base.dead_nodes(optimised)
+    assert not optimised.dead_nodes()
 
 
 @pytest.mark.parametrize("spec,alpha,resolution", [

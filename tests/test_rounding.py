@@ -1,7 +1,7 @@
 """Width rounding, checked against values the reference implementations are known to produce."""
 import pytest
 
-from mnc.spec.rounding import WidthRounding, make_divisible
+from mnc.frontend.rounding import WidthRounding, make_divisible
 
 
 @pytest.mark.parametrize("v,expected", [

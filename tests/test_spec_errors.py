@@ -1,10 +1,10 @@
 """Every way a spec can be wrong gets a located message. Each case changes one line of a
 valid spec and names the line, column and message the user must see."""
 import pytest
-
 from conftest import TINY, replace_line, spec_errors
+
 from mnc.errors import InputError
-from mnc.spec import build_graph, load_spec_text
+from mnc.frontend import build_graph, load_spec_text
 
 CASES = [
     # (line to replace, new text, expected line, column, message fragment)
@@ -117,7 +117,7 @@ def test_documented_input_size_is_checked_at_alpha_1():
     # The check uses α = 1 and the base resolution whatever the compile asks for.
     good = text.replace("| 4² × 24 ", "| 8² × 24 ")
     spec = load_spec_text(good)
-    assert build_graph(spec, spec.config(alpha=0.5, resolution=64)).node("stage2.block0.pool")["shape"] == (16, 1, 1)
+    assert build_graph(spec, spec.config(alpha=0.5, resolution=64)).node("stage2.block0.pool").shape == (16, 1, 1)
 
 
 def test_resolution_that_collapses_a_feature_map_points_at_the_stride():

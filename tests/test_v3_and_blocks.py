@@ -2,17 +2,18 @@
 import numpy as np
 import onnx
 import pytest
+from conftest import ROOT, SPECS, TINY, spec_errors
 from safetensors.numpy import load_file
 
-from conftest import ROOT, SPECS, TINY, spec_errors
-from mnc.compiler import TargetOptions, build, compile_spec
+from mnc.backends.coreml import run_simulated as run_coreml_simulated
+from mnc.backends.onnx import run_onnx
 from mnc.errors import InputError
+from mnc.frontend import build_graph, load_spec, load_spec_text
 from mnc.ir.activations import ACTIVATIONS
 from mnc.ir.cost import graph_cost
 from mnc.ir.interpreter import run
 from mnc.passes.manager import resolve_pipeline, run_pipeline
-from mnc.spec import build_graph, load_spec, load_spec_text
-from mnc.verify.executors import run_coreml_simulated, run_onnx
+from mnc.pipeline import TargetOptions, build, compile_spec
 
 FIXTURES = ROOT / "tests" / "fixtures" / "torchvision"
 EXAMPLES = ROOT / "examples" / "specs"
@@ -32,19 +33,19 @@ def test_squeeze_excite_reduces_to_a_multiple_of_8_of_a_quarter_of_the_expansion
     spec = load_spec(SPECS / "v3_large.mnet")
     g = build_graph(spec, spec.config())
     # stage4: exp 72 → make_divisible(72 // 4 = 18, 8) = 24; stage12: exp 672 → 168
-    assert g.node("stage4.block0.se.fc1")["attrs"]["out_channels"] == 24
-    assert g.node("stage12.block0.se.fc1")["attrs"]["out_channels"] == 168
-    assert g.node("stage4.block0.se.fc2.act")["attrs"]["fn"] == "hsigmoid"
-    assert g.node("stage4.block0.se")["op"] == "mul" and g.node("stage4.block0.dw")["attrs"]["kernel"] == [5, 5]
-    assert g.node("stage1.block0.dw.act")["attrs"]["fn"] == "relu" and "stage1.block0.expand" not in g
-    assert g.node("stage1.block0.dw.bn")["attrs"]["eps"] == 0.001
+    assert g.node("stage4.block0.se.fc1").attrs["out_channels"] == 24
+    assert g.node("stage12.block0.se.fc1").attrs["out_channels"] == 168
+    assert g.node("stage4.block0.se.fc2.act").attrs["fn"] == "hsigmoid"
+    assert g.node("stage4.block0.se").op == "mul" and g.node("stage4.block0.dw").attrs["kernel"] == [5, 5]
+    assert g.node("stage1.block0.dw.act").attrs["fn"] == "relu" and "stage1.block0.expand" not in g
+    assert g.node("stage1.block0.dw.bn").attrs["eps"] == 0.001
 
 
 def test_hard_activations_are_mobilenets_not_keras():
     x = np.array([-4.0, -3.0, -1.0, 0.0, 1.5, 3.0, 5.0])
-    np.testing.assert_allclose(ACTIVATIONS["hsigmoid"](x), np.clip(x + 3, 0, 6) / 6)
-    np.testing.assert_allclose(ACTIVATIONS["hswish"](x), x * np.clip(x + 3, 0, 6) / 6)
-    assert ACTIVATIONS["hsigmoid"](np.array([1.0]))[0] != 0.2 * 1.0 + 0.5
+    np.testing.assert_allclose(ACTIVATIONS["hsigmoid"].function(x), np.clip(x + 3, 0, 6) / 6)
+    np.testing.assert_allclose(ACTIVATIONS["hswish"].function(x), x * np.clip(x + 3, 0, 6) / 6)
+    assert ACTIVATIONS["hsigmoid"].function(np.array([1.0]))[0] != 0.2 * 1.0 + 0.5
 
 
 def test_onnx_lowering_and_fusion_of_hard_activations(tmp_path):
@@ -100,8 +101,8 @@ end
     ours, builtin = load_spec_text(mine, "mine.mnet"), load_spec_text(TINY, "tiny.mnet")
     a = build(ours, alpha=0.75, resolution=64).graph
     b = build(builtin, alpha=0.75, resolution=64).graph
-    assert [(n, a.node(n)["op"], a.node(n)["shape"]) for n in a.topo()] == \
-        [(n, b.node(n)["op"], b.node(n)["shape"]) for n in b.topo()]
+    assert [(n, a.node(n).op, a.node(n).shape) for n in a.topo()] == \
+        [(n, b.node(n).op, b.node(n).shape) for n in b.topo()]
     assert "stage1.block1.add" in a
 
 

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import onnx
 import pytest
+from conftest import ROOT, SPECS
 from safetensors.numpy import load_file, save_file
 
-from conftest import ROOT, SPECS
+from mnc.backends.onnx import run_onnx
 from mnc.cli import main
-from mnc.compiler import build, compile_spec
 from mnc.errors import InputError
-from mnc.verify.executors import run_onnx
+from mnc.pipeline import build, compile_spec
 
 FIXTURES = ROOT / "tests" / "fixtures" / "torchvision"
 

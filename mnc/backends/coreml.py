@@ -5,31 +5,34 @@ Reads the IR only. coremltools is imported lazily: it is slow to import and only
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
-import logging
+import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from mnc.artifact import ArtifactRecord
+from mnc.backends.coreml_exec import CoreMLProgram, coremltools, load_spec, run_coreml
+from mnc.backends.target import (
+    Choice,
+    Executor,
+    Int8Plan,
+    NetworkFacts,
+    Target,
+    read_labels,
+)
+from mnc.errors import InputError
+from mnc.ir.activations import IDENTITY
 from mnc.ir.graph import Graph
+from mnc.ir.node import Node
 
-SUFFIX = ".mlpackage"
 WEIGHT_BITS = 8  # Core ML's int8 kernels have no int16 pair sums to saturate
 # int8 activations (MIL quantize/dequantize) need iOS17 / macOS14; int8 weights alone, iOS16 / macOS13.
 ACTIVATION_INT8_TARGETS = ("iOS17", "iOS18", "macOS14", "macOS15")
 WEIGHT_INT8_TARGETS = ("iOS16", "macOS13", *ACTIVATION_INT8_TARGETS)
-
-
-def quantization_scheme(deployment_target: str) -> str:
-    if deployment_target in ACTIVATION_INT8_TARGETS:
-        return ("int8 weights (constexpr_affine_dequantize, per-output-channel symmetric) and int8 activations "
-                "(quantize/dequantize, uint8 per-tensor affine)")
-    return "int8 weights (constexpr_affine_dequantize, per-output-channel symmetric); activations in float"
-
-
-def quantizes_activations(deployment_target: str) -> bool:
-    return deployment_target in ACTIVATION_INT8_TARGETS
+WEIGHTS_SCHEME = "int8 weights (constexpr_affine_dequantize, per-output-channel symmetric)"
 INPUT_NAME = "input"
 DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
 PRECISIONS = ("fp16", "fp32")
@@ -60,24 +63,20 @@ class CoreMLOptions:
     std: tuple[float, ...] = ()
     metadata: dict = field(default_factory=dict)  # author, license, version, short_description
 
+    @property
+    def int8_activations(self) -> bool:
+        return self.deployment_target in ACTIVATION_INT8_TARGETS
+
 
 def output_name(graph: Graph) -> str:
-    return "probabilities" if graph.node(graph.outputs[0])["op"] == "softmax" else "logits"
-
-
-def coremltools():
-    """Import coremltools quietly: on Linux it logs that its prediction runtime is missing."""
-    logging.getLogger("coremltools").setLevel(logging.ERROR)
-    import coremltools as ct
-
-    return ct
+    return "probabilities" if graph.node(graph.outputs[0]).op == "softmax" else "logits"
 
 
 def write(graph: Graph, path: Path, metadata: dict[str, str], options: CoreMLOptions) -> None:
     ct = coremltools()
     target = getattr(ct.target, options.deployment_target)
     (input_node,) = graph.inputs
-    shape = (1, *graph.node(input_node)["shape"])
+    shape = (1, *graph.node(input_node).shape)
     program = _program(graph, shape, target, options)
     kwargs = {}
     if options.image_input:
@@ -117,60 +116,58 @@ def _program(graph: Graph, shape: tuple, target, options: CoreMLOptions):
         for name in graph.topo():
             data = graph.node(name)
             xs = [values[p] for p in graph.inputs_of(name)]
-            if data["op"] == "input":
+            if data.op == "input":
                 values[name] = _normalise(mb, x, options) if options.image_input else x
                 if options.precision == "fp16":
                     values[name] = mb.cast(x=values[name], dtype="fp16", name="input_fp16")
                 values[name] = _quantised(mb, values[name], data, options, "input")
             else:
-                quantised = quantizes_activations(options.deployment_target) and data.get("qparams")
+                quantised = options.int8_activations and data.qparams
                 last = name in graph.outputs and options.precision != "fp16" and not quantised
                 op_name = output_name(graph) if last else _safe(name)
-                y = _LOWER[data["op"]](mb, op_name, _typed_params(data, options.precision), xs)
+                y = OPS[data.op](mb, op_name, _typed_params(data, options.precision), xs)
                 values[name] = _quantised(mb, y, data, options, _safe(name))
         (out,) = graph.outputs
         if options.precision == "fp16":
             return mb.cast(x=values[out], dtype="fp32", name=output_name(graph))
-        if quantizes_activations(options.deployment_target) and graph.node(out).get("qparams"):
+        if options.int8_activations and graph.node(out).qparams:
             return mb.identity(x=values[out], name=output_name(graph))
         return values[out]
 
     return program
 
 
-def _typed_params(data: dict, precision: str) -> dict:
+def _typed_params(data: Node, precision: str) -> Node:
     """fp16 programs are built in fp16 directly (weights rounded to nearest), rather than left to
     coremltools' fp16 pass: the same program, without a pass pipeline re-validating it. A quantised
     node's bias is its int32 value dequantised."""
-    from mnc.quant.scheme import dequantized
-
-    params = dict(data["params"])
-    if "bias" in (data.get("qparams") or {}):
-        params["bias"] = dequantized(data["qparams"])["bias"].astype(np.float32)
+    params = dict(data.params)
+    if data.qparams is not None and data.qparams.bias is not None:
+        params["bias"] = data.qparams.bias.dequantized().astype(np.float32)
     if precision == "fp16":
         params = {k: v.astype(np.float16) for k, v in params.items()}
-    return {**data, "params": params}
+    return dataclasses.replace(data, params=params)
 
 
 def _weight(mb, name: str, data: dict):
     """A conv/fc weight: a constant, or int8 values dequantised by Core ML when it loads the model."""
-    q = (data.get("qparams") or {}).get("weight")
+    q = data.qparams.weight if data.qparams is not None else None
     if q is None:
-        return data["params"]["weight"]
-    dtype = data["params"]["weight"].dtype  # fp16 in fp16 programs
-    return mb.constexpr_affine_dequantize(quantized_data=np.asarray(q["q"], dtype=np.int8), zero_point=np.int8(0),
-                                          scale=np.asarray(q["scale"], dtype=dtype), axis=0, name=name + "_weight")
+        return data.params["weight"]
+    dtype = data.params["weight"].dtype  # fp16 in fp16 programs
+    return mb.constexpr_affine_dequantize(quantized_data=np.asarray(q.q, dtype=np.int8), zero_point=np.int8(0),
+                                          scale=np.asarray(q.scale, dtype=dtype), axis=0, name=name + "_weight")
 
 
 def _quantised(mb, x, data: dict, options: CoreMLOptions, name: str):
     """Round a tensor to its uint8 grid (int8 activations, iOS17+): quantize, then dequantize."""
-    q = data.get("qparams")
-    if q is None or not quantizes_activations(options.deployment_target):
+    q = data.qparams
+    if q is None or not options.int8_activations:
         return x
     from coremltools.converters.mil.mil import types
 
     scalar = np.float16 if x.dtype == types.fp16 else np.float32
-    scale, zero_point = scalar(q["output"]["scale"]), np.uint8(q["output"]["zero_point"])
+    scale, zero_point = scalar(q.output.scale), np.uint8(q.output.zero_point)
     quantized = mb.quantize(input=x, scale=scale, zero_point=zero_point, output_dtype="uint8", name=name + "_q")
     return mb.dequantize(input=quantized, scale=scale, zero_point=zero_point, name=name + "_dq")
 
@@ -190,27 +187,28 @@ def _normalise(mb, pixels, options: CoreMLOptions):
 
 
 def _activation(mb, fn: str | None, x, name: str):
-    if fn is None or fn == "identity":
-        return x
-    if fn == "relu":
-        return mb.relu(x=x, name=name)
-    if fn == "relu6":
-        return mb.relu6(x=x, name=name)
-    if fn == "sigmoid":
-        return mb.sigmoid(x=x, name=name)
-    if fn in ("hsigmoid", "hswish"):  # relu6(x + 3)/6 = clip(x/6 + 1/2, 0, 1)
-        from coremltools.converters.mil.mil import types
+    return x if fn is None or fn == IDENTITY else ACTIVATIONS[fn](mb, x, name)
 
-        scalar = np.float16 if x.dtype == types.fp16 else np.float32  # MIL wants the type of x
-        alpha, beta = scalar(1.0 / 6.0), scalar(0.5)
-        if fn == "hsigmoid":
-            return mb.sigmoid_hard(x=x, alpha=alpha, beta=beta, name=name)
-        return mb.mul(x=x, y=mb.sigmoid_hard(x=x, alpha=alpha, beta=beta, name=name + "_gate"), name=name)
-    raise NotImplementedError(f"Core ML lowering of activation '{fn}'")
+
+def _hard_sigmoid(mb, x, name: str):  # relu6(x + 3)/6 = clip(x/6 + 1/2, 0, 1)
+    from coremltools.converters.mil.mil import types
+
+    scalar = np.float16 if x.dtype == types.fp16 else np.float32  # MIL wants the type of x
+    return mb.sigmoid_hard(x=x, alpha=scalar(1.0 / 6.0), beta=scalar(0.5), name=name)
+
+
+ACTIVATIONS = {
+    "relu": lambda mb, x, name: mb.relu(x=x, name=name),
+    "relu6": lambda mb, x, name: mb.relu6(x=x, name=name),
+    "sigmoid": lambda mb, x, name: mb.sigmoid(x=x, name=name),
+    "hsigmoid": _hard_sigmoid,
+    "hswish": lambda mb, x, name: mb.mul(x=x, y=_hard_sigmoid(mb, x, name + "_gate"), name=name),
+    "identity": lambda mb, x, name: mb.identity(x=x, name=name),
+}
 
 
 def _conv(mb, name, data, xs):
-    a, p = data["attrs"], data["params"]
+    a, p = data.attrs, data.params
     top, left, bottom, right = a["pads"]
     y = mb.conv(x=xs[0], weight=_weight(mb, name, data), bias=p.get("bias"), strides=a["stride"], pad_type="custom",
                 pad=[top, bottom, left, right], dilations=[1, 1], groups=a["groups"],
@@ -219,15 +217,15 @@ def _conv(mb, name, data, xs):
 
 
 def _fc(mb, name, data, xs):
-    a, p = data["attrs"], data["params"]
+    a, p = data.attrs, data.params
     y = mb.linear(x=xs[0], weight=_weight(mb, name, data), bias=p.get("bias"), name=name if not a.get("fused_act") else name + "_preact")
     return _activation(mb, a.get("fused_act"), y, name)
 
 
 def _batchnorm(mb, name, data, xs):
-    p = data["params"]
+    p = data.params
     return mb.batch_norm(x=xs[0], mean=p["mean"], variance=p["var"], gamma=p["gamma"], beta=p["beta"],
-                         epsilon=float(data["attrs"]["eps"]), name=name)
+                         epsilon=float(data.attrs["eps"]), name=name)
 
 
 def _add(mb, name, data, xs):
@@ -237,12 +235,11 @@ def _add(mb, name, data, xs):
     return y
 
 
-_LOWER = {
+OPS = {
     "conv": _conv,
     "fc": _fc,
     "batchnorm": _batchnorm,
-    "act": lambda mb, name, data, xs: _activation(mb, data["attrs"]["fn"], xs[0], name) if data["attrs"]["fn"] != "identity"
-    else mb.identity(x=xs[0], name=name),
+    "act": lambda mb, name, data, xs: ACTIVATIONS[data.attrs["fn"]](mb, xs[0], name),
     "add": _add,
     "mul": lambda mb, name, data, xs: mb.mul(x=xs[0], y=xs[1], name=name),
     "global_avgpool": lambda mb, name, data, xs: mb.reduce_mean(x=xs[0], axes=[2, 3], keep_dims=True, name=name),
@@ -251,16 +248,97 @@ _LOWER = {
 }
 
 
-def read_metadata(path: Path, shown: str) -> dict[str, str]:
-    from mnc.errors import InputError
-
-    try:
-        spec = load_spec(path)
-    except Exception as exc:  # coremltools raises several types for a broken package
-        raise InputError(f"'{shown}' is not a readable Core ML package ({type(exc).__name__}: {exc})") from None
-    return dict(spec.description.metadata.userDefined)
+def run_simulated(artifact, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return run_coreml(artifact, feeds)
 
 
-def load_spec(path: Path):
+def run_native(artifact, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Core ML itself (macOS only), one sample at a time."""
     ct = coremltools()
-    return ct.utils.load_spec(str(path))
+    model = ct.models.MLModel(str(artifact))
+    (name, batch), = feeds.items()
+    spec = model.get_spec()
+    image = spec.description.input[0].type.HasField("imageType")
+    classify = spec.description.predictedProbabilitiesName
+    outputs = []
+    for sample in batch:
+        if image:
+            from PIL import Image
+
+            value = Image.fromarray(np.transpose(sample, (1, 2, 0)).astype(np.uint8).squeeze())
+        else:
+            value = sample[None]
+        result = model.predict({name: value})
+        if classify:
+            scores = result[classify]
+            outputs.append(np.asarray([scores[k] for k in _labels(artifact)], dtype=np.float32))
+        else:
+            outputs.append(np.asarray(next(iter(result.values())), dtype=np.float32).reshape(-1))
+    return [np.stack(outputs)]
+
+
+def _labels(artifact) -> list:
+    """The class labels in the order of the scores, as the package's classify op holds them."""
+    program = CoreMLProgram(artifact)
+    op = next(op for op in program.operations if op.type == "classify")
+    return list(program.argument(op.inputs["classes"].arguments[0]))
+
+
+CORE_ML_AVAILABLE = platform.system() == "Darwin"
+
+
+class CoreMLTarget(Target):
+    name = "coreml"
+    suffix = ".mlpackage"
+    choices = {
+        "precision": Choice(PRECISIONS, DEFAULT_PRECISION),
+        "deployment_target": Choice(DEPLOYMENT_TARGETS, DEFAULT_TARGET),
+        "image_input": Choice(default=False),
+        "labels": Choice(),
+    }
+    ops = OPS
+    activations = ACTIVATIONS
+
+    def make_options(self, values: dict, network: NetworkFacts) -> CoreMLOptions:
+        labels = read_labels(values["labels"], network.classes) if values["labels"] else None
+        return CoreMLOptions(precision=values["precision"], deployment_target=values["deployment_target"],
+                             image_input=values["image_input"], labels=labels, mean=tuple(network.mean),
+                             std=tuple(network.std), metadata=dict(network.description))
+
+    def record_fields(self, options: CoreMLOptions) -> dict:
+        return {"precision": options.precision, "image_input": options.image_input}
+
+    def report_fields(self, options: CoreMLOptions) -> dict:
+        return {"precision": options.precision, "deployment_target": options.deployment_target,
+                "image_input": options.image_input, "labels": len(options.labels or ())}
+
+    def int8_plan(self, options: CoreMLOptions) -> Int8Plan:
+        if options.deployment_target not in WEIGHT_INT8_TARGETS:
+            raise InputError(f"--quantize int8 for Core ML needs --deployment-target iOS16/macOS13 or later (int8 "
+                             f"weights; iOS17/macOS14 for int8 activations), not {options.deployment_target}")
+        if options.int8_activations:
+            scheme = WEIGHTS_SCHEME + " and int8 activations (quantize/dequantize, uint8 per-tensor affine)"
+        else:
+            scheme = WEIGHTS_SCHEME + "; activations in float"
+        return Int8Plan(weight_bits=WEIGHT_BITS, activations=options.int8_activations, scheme=scheme)
+
+    def output_name(self, graph: Graph) -> str:
+        return output_name(graph)
+
+    def write(self, graph: Graph, path: Path, record: ArtifactRecord, options: CoreMLOptions) -> None:
+        write(graph, path, record.to_metadata(), options)
+
+    def read_metadata(self, path: Path) -> dict[str, str]:
+        try:
+            spec = load_spec(path)
+        except Exception as exc:  # coremltools raises several types for a broken package
+            raise InputError(f"'{path}' is not a readable Core ML package ({type(exc).__name__}: {exc})") from None
+        return dict(spec.description.metadata.userDefined)
+
+    def executors(self) -> list[Executor]:
+        simulated = Executor("mnc Core ML executor (numpy, reads the saved package, fp16 emulated); simulated: "
+                             "Core ML runtime not available on this host", run_simulated, split_samples=True)
+        return [simulated] + ([Executor("Core ML (MLModel.predict)", run_native)] if CORE_ML_AVAILABLE else [])
+
+
+TARGET = CoreMLTarget()

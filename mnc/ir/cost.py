@@ -15,11 +15,11 @@ class NodeCost:
 
 def node_cost(graph: Graph, name: str) -> NodeCost:
     data = graph.node(name)
-    op = OPS[data["op"]]
-    in_shapes = [graph.node(p)["shape"] for p in graph.inputs_of(name)]
-    return NodeCost(op.macs(data["attrs"], in_shapes, data["shape"]), param_count(op, data["attrs"], in_shapes))
+    op = OPS[data.op]
+    in_shapes = [graph.node(p).shape for p in graph.inputs_of(name)]
+    return NodeCost(op.macs(data.attrs, in_shapes, data.shape), param_count(op, data.attrs, in_shapes))
 
 
 def graph_cost(graph: Graph) -> NodeCost:
-    costs = [node_cost(graph, n) for n in graph.nx]
+    costs = [node_cost(graph, n) for n in graph]
     return NodeCost(sum(c.macs for c in costs), sum(c.params for c in costs))

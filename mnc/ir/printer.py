@@ -21,11 +21,11 @@ def format_graph(graph: Graph) -> str:
     for name in graph.topo():
         data = graph.node(name)
         args = ", ".join(graph.inputs_of(name))
-        attrs = " ".join(filter(None, (_attr(k, v) for k, v in data["attrs"].items())))
-        shape = "×".join(map(str, data["shape"])) if data["shape"] is not None else "?"
-        params = " ".join(f"{k}{list(v.shape)}" for k, v in data["params"].items())
-        src = f"line {data['src'].line}" if data["src"] else ""
-        text = f"{name} = {data['op']}({args})"
+        attrs = " ".join(filter(None, (_attr(k, v) for k, v in data.attrs.items())))
+        shape = "×".join(map(str, data.shape)) if data.shape is not None else "?"
+        params = " ".join(f"{k}{list(v.shape)}" for k, v in data.params.items())
+        src = f"line {data.src.line}" if data.src else ""
+        text = f"{name} = {data.op}({args})"
         if attrs:
             text += f" {attrs}"
         text += f" -> {shape}"

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from mnc.errors import InputError
-from mnc.ir.graph import Graph
+from mnc.ir.graph import Graph, GraphError
 from mnc.ir.ops import OPS, ShapeError
 
 
 def infer_shapes(graph: Graph) -> Graph:
-    """Set node["shape"] everywhere."""
+    """Set node.shape everywhere."""
     for name in graph.topo():
         infer_node(graph, name)
     return graph
@@ -16,9 +16,17 @@ def infer_shapes(graph: Graph) -> Graph:
 def infer_node(graph: Graph, name: str) -> None:
     """Set one node's shape from its inputs'. A shape rule that fails is reported at the spec
     line that produced the node: at this point it is a property of the spec and its α/resolution."""
-    data = graph.node(name)
-    in_shapes = [graph.node(p)["shape"] for p in graph.inputs_of(name)]
+    node = graph.node(name)
     try:
-        data["shape"] = tuple(OPS[data["op"]].infer(data["attrs"], in_shapes))
+        node.shape = tuple(OPS[node.op].infer(node.attrs, graph.input_shapes(name)))
     except ShapeError as exc:
-        raise InputError(f"{exc} (in layer '{name}')", data["src"]) from None
+        raise InputError(f"{exc} (in layer '{name}')", node.src) from None
+
+
+def check_shapes(graph: Graph) -> None:
+    """Raise GraphError where a node's recorded shape no longer follows from its inputs' (after a rewrite)."""
+    for name in graph.topo():
+        node = graph.node(name)
+        shape = tuple(OPS[node.op].infer(node.attrs, graph.input_shapes(name)))
+        if shape != node.shape:
+            raise GraphError(f"shape {node.shape} no longer follows from the inputs ({shape})", name, node.src)

@@ -1,15 +1,19 @@
-"""What a pass is, the pass registry, and the properties passes promise.
+"""What a pass is, the pass registry, and the graph properties passes require and promise.
 
-A pass mutates a graph in place and returns whether it changed anything. It declares
+A pass mutates a graph in place and returns whether it changed anything, or (changed, details)
+where details go into its record in the report. It declares
 - `after`: passes that, when the same pipeline has them, must run before it (checked before
   the pipeline runs);
-- `ensures`: properties of the graph it guarantees (checked after it runs).
+- `requires`: properties the graph must have when it starts (checked against the graph);
+- `ensures`: properties it guarantees (checked after it runs);
+- `options`: the options it must be given (option → what provides it, for the error message).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Callable
 
+from mnc.ir import activations
 from mnc.ir.graph import Graph
 
 
@@ -17,16 +21,20 @@ from mnc.ir.graph import Graph
 class Pass:
     name: str
     summary: str
-    run: Callable[..., bool]
+    run: Callable[..., bool | tuple[bool, dict]]
     after: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
     ensures: tuple[str, ...] = ()
-    options: dict = field(default_factory=dict)  # option → default
+    options: dict[str, str] = field(default_factory=dict)
 
 
 PASSES: dict[str, Pass] = {}
 
 
 def register(p: Pass) -> Pass:
+    for prop in (*p.requires, *p.ensures):
+        if prop not in PROPERTIES:
+            raise KeyError(f"pass '{p.name}' names an unknown property '{prop}'")
     PASSES[p.name] = p
     return p
 
@@ -44,20 +52,18 @@ def absorbing_producer(graph: Graph, name: str) -> str | None:
     """The conv/fc that can take `name` (a batch norm or activation) into itself: it produces
     `name`'s input, has no other user, is not a graph output and has no fused activation yet."""
     (producer,) = graph.inputs_of(name)
-    data = graph.node(producer)
-    if data["op"] in FOLDABLE_INTO and sole_user(graph, producer) == name and not data["attrs"].get("fused_act"):
+    node = graph.node(producer)
+    if node.op in FOLDABLE_INTO and sole_user(graph, producer) == name and not node.attrs.get("fused_act"):
         return producer
     return None
 
 
 def _unfolded_batchnorms(graph: Graph) -> list[str]:
-    return [n for n in graph.nx if graph.node(n)["op"] == "batchnorm" and absorbing_producer(graph, n)]
+    return [n for n in graph if graph.node(n).op == "batchnorm" and absorbing_producer(graph, n)]
 
 
 def _unfused_activations(graph: Graph) -> list[str]:
-    from mnc.passes.fuse_act import FUSABLE
-
-    return [n for n in graph.nx if graph.node(n)["op"] == "act" and graph.node(n)["attrs"]["fn"] in FUSABLE
+    return [n for n in graph if graph.node(n).op == "act" and graph.node(n).attrs["fn"] in activations.FUSABLE
             and absorbing_producer(graph, n)]
 
 
@@ -65,15 +71,7 @@ def _unfused_activations(graph: Graph) -> list[str]:
 PROPERTIES: dict[str, Callable[[Graph], list[str]]] = {
     "batchnorm_folded": _unfolded_batchnorms,
     "activations_fused": _unfused_activations,
-    "no_dead_nodes": lambda g: dead_nodes(g),
+    "no_dead_nodes": lambda g: g.dead_nodes(),
+    # Float rewrites would leave quantisation parameters that no longer fit the weights.
+    "unquantized": lambda g: [n for n in g if g.node(n).qparams is not None],
 }
-
-
-def dead_nodes(graph: Graph) -> list[str]:
-    """Nodes no graph output depends on (graph inputs excepted)."""
-    import networkx as nx
-
-    live = set(graph.outputs)
-    for out in graph.outputs:
-        live |= nx.ancestors(graph.nx, out)
-    return [n for n in graph.nx if n not in live and n not in graph.inputs]

@@ -1,22 +1,22 @@
 """Clean-up: remove dead nodes, identity activations and flattens of tensors already flat."""
 from __future__ import annotations
 
+from mnc.ir.activations import IDENTITY
 from mnc.ir.graph import Graph
-from mnc.passes.base import Pass, dead_nodes, register
-from mnc.passes.rewrite import bypass
+from mnc.passes.base import Pass, register
 
 
 def cleanup(graph: Graph) -> bool:
     changed = False
     for name in graph.topo():
-        data = graph.node(name)
-        identity = data["op"] == "act" and data["attrs"]["fn"] == "identity"
-        redundant_flatten = data["op"] == "flatten" and len(graph.node(graph.inputs_of(name)[0])["shape"]) == 1
+        node = graph.node(name)
+        identity = node.op == "act" and node.attrs["fn"] == IDENTITY
+        redundant_flatten = node.op == "flatten" and len(graph.input_shapes(name)[0]) == 1
         if identity or redundant_flatten:
-            bypass(graph, name)
+            graph.bypass(name)
             changed = True
-    dead = dead_nodes(graph)
-    graph.nx.remove_nodes_from(dead)
+    dead = graph.dead_nodes()
+    graph.remove(dead)
     return changed or bool(dead)
 
 

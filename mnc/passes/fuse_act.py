@@ -1,29 +1,28 @@
 """Fuse an activation into the conv/fc that produces its input, as the `fused_act` attribute.
 
-Each backend lowers the attribute the way its runtime wants it (ONNX: Conv then Clip/Relu,
-which ONNX Runtime fuses at load; TFLite: the fused activation field; MIL: conv then relu6)."""
+Which activations fuse is the registry's `fusable` (mnc/ir/activations.py). Each backend lowers
+the attribute the way its runtime wants it (ONNX: Conv then Clip/Relu, which ONNX Runtime fuses at
+load; TFLite: the fused activation field; MIL: conv then relu6)."""
 from __future__ import annotations
 
+from mnc.ir.activations import FUSABLE
 from mnc.ir.graph import Graph
 from mnc.passes.base import Pass, absorbing_producer, register
-from mnc.passes.rewrite import absorb
-
-FUSABLE = ("relu", "relu6", "hswish", "hsigmoid", "sigmoid")
 
 
 def fuse_act(graph: Graph) -> bool:
     changed = False
     for name in graph.topo():
-        if name not in graph or graph.node(name)["op"] != "act" or graph.node(name)["attrs"]["fn"] not in FUSABLE:
+        if name not in graph or graph.node(name).op != "act" or graph.node(name).attrs["fn"] not in FUSABLE:
             continue
         producer = absorbing_producer(graph, name)
         if producer is None:
             continue
-        graph.node(producer)["attrs"]["fused_act"] = graph.node(name)["attrs"]["fn"]
-        absorb(graph, producer, name)
+        graph.node(producer).attrs["fused_act"] = graph.node(name).attrs["fn"]
+        graph.absorb(producer, name)
         changed = True
     return changed
 
 
-register(Pass("fuse_act", "fuse ReLU/ReLU6/hard-swish/hard-sigmoid into the preceding conv/fc", fuse_act,
-              after=("fold_bn",), ensures=("activations_fused",)))
+register(Pass("fuse_act", "fuse " + ", ".join(FUSABLE) + " into the preceding conv/fc", fuse_act,
+              after=("fold_bn",), requires=("unquantized",), ensures=("activations_fused",)))

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import time
 import traceback
-from collections import Counter
 
-from mnc.errors import InputError, Loc, MncError
+from mnc.errors import InputError, Loc, MncError, did_you_mean
 from mnc.ir.graph import Graph, GraphError
-from mnc.ir.ops import OPS, ShapeError
+from mnc.ir.ops import ShapeError
+from mnc.ir.shapes import check_shapes
 from mnc.passes import cleanup, fold_bn, fuse_act, quantize  # noqa: F401  (registers the passes)
-from mnc.passes.base import PASSES, PROPERTIES
-from mnc.spec.suggest import did_you_mean
+from mnc.passes.base import PASSES, PROPERTIES, Pass
 
 PIPELINES: dict[str, list[str]] = {
     "none": [],
@@ -48,55 +47,65 @@ def check_order(names: list[str]) -> None:
                                  f"({PASSES[name].name} works on what {earlier} leaves)")
 
 
-def run_pipeline(graph: Graph, names: list[str], *, stop_after: str | None = None) -> tuple[Graph, list[dict]]:
-    """Run the passes on a copy of `graph`; returns the new graph and one record per pass."""
+def check_options(names: list[str], options: dict[str, dict]) -> None:
+    """Every pass of the pipeline gets the options it needs, and only passes of it get options."""
+    for name in names:
+        missing = [o for o in PASSES[name].options if o not in options.get(name, {})]
+        if missing:
+            needs = "; ".join(f"{o}: from {PASSES[name].options[o]}" for o in missing)
+            raise InputError(f"--passes: pass '{name}' cannot run on its own; it needs {needs}")
+    for name in options:
+        if name not in names:
+            raise InputError(f"options for pass '{name}', which the pipeline does not run")
+
+
+def run_pipeline(graph: Graph, names: list[str], *, options: dict[str, dict] | None = None,
+                 stop_after: str | None = None) -> tuple[Graph, list[dict]]:
+    """Run the passes on a copy of `graph`; returns the new graph and one record per pass.
+    `options` maps a pass name to the keyword arguments it runs with."""
+    options = options or {}
     check_order(names)
+    check_options(names, options)
     graph = graph.copy()
     records = []
     for i, name in enumerate(names):
         p = PASSES[name]
-        before = Counter(graph.node(n)["op"] for n in graph.nx)
-        nodes_before = set(graph.nx)
+        before, nodes_before = graph.op_counts(), set(graph)
         start = time.perf_counter()
         try:
-            changed = p.run(graph)
-            _check(graph, p)
+            _check_properties(graph, p, p.requires, "requires")
+            result = p.run(graph, **options.get(name, {}))
+            changed, details = result if isinstance(result, tuple) else (result, {})
+            graph.validate(require_params=True)
+            check_shapes(graph)
+            _check_properties(graph, p, p.ensures, "promised")
         except (GraphError, ShapeError, KeyError, ValueError) as exc:
-            raise _pass_error(name, names[:i], graph, exc) from exc
-        after = Counter(graph.node(n)["op"] for n in graph.nx)
+            raise _pass_error(name, names[:i], exc) from exc
+        after = graph.op_counts()
         records.append({
             "name": name,
             "changed": changed,
             "seconds": round(time.perf_counter() - start, 5),
             "nodes_before": sum(before.values()),
             "nodes_after": sum(after.values()),
-            "removed": len(nodes_before - set(graph.nx)),
-            "ops_before": dict(sorted(before.items())),
-            "ops_after": dict(sorted(after.items())),
+            "removed": len(nodes_before - set(graph)),
+            "ops_before": before,
+            "ops_after": after,
+            **details,
         })
         if name == stop_after:
             break
     return graph, records
 
 
-def _check(graph: Graph, p) -> None:
-    """What must hold after every pass: a valid graph, shapes that still follow from the op
-    rules, and the properties the pass promised."""
-    graph.validate(require_params=True)
-    for name in graph.topo():
-        data = graph.node(name)
-        in_shapes = [graph.node(q)["shape"] for q in graph.inputs_of(name)]
-        shape = tuple(OPS[data["op"]].infer(data["attrs"], in_shapes))
-        if shape != data["shape"]:
-            raise GraphError(f"shape {data['shape']} no longer follows from the inputs ({shape})", name, data["src"])
-    for prop in p.ensures:
+def _check_properties(graph: Graph, p: Pass, properties: tuple[str, ...], verb: str) -> None:
+    for prop in properties:
         bad = PROPERTIES[prop](graph)
         if bad:
-            data = graph.node(bad[0])
-            raise GraphError(f"promised '{prop}' but {len(bad)} node(s) violate it", bad[0], data["src"])
+            raise GraphError(f"{verb} '{prop}' but {len(bad)} node(s) violate it", bad[0], graph.node(bad[0]).src)
 
 
-def _pass_error(name: str, earlier: list[str], graph: Graph, exc: Exception) -> PassError:
+def _pass_error(name: str, earlier: list[str], exc: Exception) -> PassError:
     node = getattr(exc, "node", None)
     src: Loc | None = getattr(exc, "src", None)
     where = f" at node '{node}'" if node else ""

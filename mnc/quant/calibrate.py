@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from mnc.ir.graph import Graph
-from mnc.ir.interpreter import run
+from mnc.ir.interpreter import Interpreter
+from mnc.ir.node import Node
 
 METHODS = {
     "minmax": "the smallest and largest value seen",
@@ -13,31 +14,50 @@ METHODS = {
 }
 PERCENTILE = 99.99
 BATCH = 16
+SAMPLE_PER_BATCH = 200_000  # values kept per tensor and batch for the percentiles
+
+
+class RangeObserver(Interpreter):
+    """Runs the graph in float32 and keeps, per node, what its range needs."""
+
+    def __init__(self, graph: Graph, method: str):
+        super().__init__(graph, np.float32)
+        self.method = method
+        self.observed: dict[str, list[np.ndarray]] = {}
+        self.batch_start = 0
+
+    def run_node(self, name: str, node: Node, xs: list[np.ndarray]) -> np.ndarray:
+        value = super().run_node(name, node, xs)
+        if self.method == "minmax":
+            seen = np.array([value.min(), value.max()])
+        else:
+            seen = value.ravel()
+            if seen.size > SAMPLE_PER_BATCH:
+                rng = np.random.default_rng([self.batch_start, len(name)])
+                seen = seen[rng.choice(seen.size, SAMPLE_PER_BATCH, replace=False)]
+        self.observed.setdefault(name, []).append(seen)
+        return value
+
+    def ranges(self) -> dict[str, list[float]]:
+        ranges = {}
+        for name, parts in self.observed.items():
+            if self.method == "minmax":
+                stacked = np.stack(parts)
+                ranges[name] = [float(stacked[:, 0].min()), float(stacked[:, 1].max())]
+            else:
+                values = np.concatenate(parts)
+                ranges[name] = [float(np.percentile(values, 100 - PERCENTILE)), float(np.percentile(values, PERCENTILE))]
+        return ranges
 
 
 def activation_ranges(graph: Graph, data: np.ndarray, method: str, progress=None) -> dict[str, list[float]]:
     """progress(done, total), if given, is called after each batch."""
-    observed: dict[str, list[np.ndarray]] = {}
+    observer = RangeObserver(graph, method)
     for start in range(0, len(data), BATCH):
         if progress is not None:
             progress(start, len(data))
-        values = run(graph, {graph.inputs[0]: data[start:start + BATCH]}, dtype=np.float32, keep=True)
-        for name, value in values.items():
-            if method == "minmax":
-                observed.setdefault(name, []).append(np.array([value.min(), value.max()]))
-            else:  # keep a bounded sample per batch for the percentiles
-                flat = value.ravel()
-                if flat.size > 200_000:
-                    flat = flat[np.random.default_rng([start, len(name)]).choice(flat.size, 200_000, replace=False)]
-                observed.setdefault(name, []).append(flat)
+        observer.batch_start = start
+        observer.run({graph.inputs[0]: data[start:start + BATCH]})
     if progress is not None:
         progress(len(data), len(data))
-    ranges = {}
-    for name, parts in observed.items():
-        if method == "minmax":
-            stacked = np.stack(parts)
-            ranges[name] = [float(stacked[:, 0].min()), float(stacked[:, 1].max())]
-        else:
-            values = np.concatenate(parts)
-            ranges[name] = [float(np.percentile(values, 100 - PERCENTILE)), float(np.percentile(values, PERCENTILE))]
-    return ranges
+    return observer.ranges()

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from mnc.errors import InputError, Loc
-from mnc.verify.inputs import normalise, sample_images
+from mnc.samples import normalise, sample_images
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 STREAM_SYNTHETIC = 2

@@ -1,33 +1,16 @@
-"""Seeded, image-like inputs: what weight calibration and verification feed the network."""
+"""What verification feeds an artifact and its reference: seeded image-like samples from their
+own random stream, as 8-bit pixels and as the network's normalised input."""
 from __future__ import annotations
 
 import numpy as np
 
-# Independent random streams per purpose, so calibrating the weights and checking the
-# artifact never see the same images.
-STREAM_CALIBRATION = 0
-STREAM_VERIFICATION = 1
+from mnc.samples import STREAM_VERIFICATION, normalise, sample_pixels
+
+FLOAT_BATCH = 2
+INT8_BATCH = 16  # quantised artifacts are compared statistically: more samples
 
 
-def sample_pixels(channels: int, resolution: int, batch: int, seed: int, stream: int) -> np.ndarray:
-    """8-bit pixel values (as float32, NCHW) with image-like spatial correlation: coarse blobs
-    plus fine texture. What an image input of a Core ML model receives."""
-    rng = np.random.default_rng([seed, stream])
-    coarse_size = max(1, -(-resolution // 8))
-    coarse = rng.uniform(0, 1, (batch, channels, coarse_size, coarse_size))
-    pixels = np.repeat(np.repeat(coarse, 8, axis=2), 8, axis=3)[:, :, :resolution, :resolution]
-    pixels = np.clip(0.8 * pixels + 0.2 * rng.uniform(0, 1, (batch, channels, resolution, resolution)), 0, 1)
-    return np.round(pixels * 255).astype(np.float32)
-
-
-def normalise(settings, pixels: np.ndarray) -> np.ndarray:
-    """The spec's preprocessing: pixels/255, minus mean, divided by std, per channel."""
-    c = settings.input_channels
-    mean = np.asarray(settings.mean, dtype=np.float64).reshape(1, c, 1, 1)
-    std = np.asarray(settings.std, dtype=np.float64).reshape(1, c, 1, 1)
-    return ((pixels / 255.0 - mean) / std).astype(np.float32)
-
-
-def sample_images(settings, resolution: int, batch: int, seed: int, stream: int) -> np.ndarray:
-    """Normalised network inputs (float32, NCHW) made from sample_pixels."""
-    return normalise(settings, sample_pixels(settings.input_channels, resolution, batch, seed, stream))
+def verification_inputs(settings, resolution: int, seed: int, batch: int = FLOAT_BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """(8-bit pixels, their normalised values)."""
+    pixels = sample_pixels(settings.input_channels, resolution, batch, seed, STREAM_VERIFICATION)
+    return pixels, normalise(settings, pixels)

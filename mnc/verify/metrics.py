@@ -58,10 +58,3 @@ def compare(actual: np.ndarray, reference: np.ndarray) -> Comparison:
     cosine = float(np.dot(a.ravel(), r.ravel()) / denom) if denom > 0 else float(abs_err == 0)
     top1 = float(np.mean(a.argmax(axis=1) == r.argmax(axis=1))) if a.ndim == 2 else None
     return Comparison(abs_err, abs_err / scale if scale > 0 else abs_err, cosine, top1, scale)
-
-
-def sqnr(reference: np.ndarray, actual: np.ndarray) -> float:
-    """Signal-to-quantisation-noise ratio in dB: how quantised results are compared."""
-    r = np.asarray(reference, dtype=np.float64)
-    noise = float(((r - actual) ** 2).sum())
-    return float("inf") if noise == 0 else 10 * float(np.log10(max(float((r ** 2).sum()), 1e-300) / noise))

@@ -14,9 +14,10 @@ import zlib
 import numpy as np
 
 from mnc.ir.graph import Graph
-from mnc.ir.interpreter import run
+from mnc.ir.interpreter import Interpreter
+from mnc.ir.node import Node
 from mnc.ir.ops import OPS
-from mnc.verify.inputs import STREAM_CALIBRATION, sample_images
+from mnc.samples import STREAM_CALIBRATION, sample_images
 
 # Calibration sees a fixed number of pixels (two images at 224×224) however small the images:
 # at low resolution the last layers have few positions per image, and their batch-norm
@@ -28,24 +29,30 @@ def calibration_batch(resolution: int) -> int:
     return min(32, max(2, round(CALIBRATION_PIXELS / resolution**2)))
 
 
+class _Initialiser(Interpreter):
+    """Sets each node's parameters just before it runs, from the activations that reach it."""
+
+    def __init__(self, graph: Graph, seed: int):
+        # float32 is plenty for statistics (they are accumulated in float64) and twice as fast.
+        super().__init__(graph, np.float32)
+        self.seed = seed
+
+    def run_node(self, name: str, node: Node, xs: list[np.ndarray]) -> np.ndarray:
+        shapes = OPS[node.op].param_shapes(node.attrs, [tuple(x.shape[1:]) for x in xs])
+        if shapes:
+            # One stream per node, keyed by its name: a node's weights do not change when
+            # layers elsewhere in the spec are added or removed.
+            rng = np.random.default_rng([self.seed, zlib.crc32(name.encode())])
+            params = _INITIALISERS[node.op](rng, shapes, xs[0])
+            node.params = {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
+        return super().run_node(name, node, xs)
+
+
 def init_weights(graph: Graph, settings, seed: int) -> Graph:
     (input_name,) = graph.inputs
-    resolution = graph.node(input_name)["shape"][1]
+    resolution = graph.node(input_name).shape[1]
     images = sample_images(settings, resolution, calibration_batch(resolution), seed, STREAM_CALIBRATION)
-
-    def before(name: str, data: dict, xs: list[np.ndarray]) -> None:
-        op = OPS[data["op"]]
-        shapes = op.param_shapes(data["attrs"], [tuple(x.shape[1:]) for x in xs])
-        if not shapes:
-            return
-        # One stream per node, keyed by its name: a node's weights do not change when
-        # layers elsewhere in the spec are added or removed.
-        rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
-        params = _INITIALISERS[data["op"]](rng, shapes, xs[0])
-        data["params"] = {k: np.asarray(v, dtype=np.float32) for k, v in params.items()}
-
-    # float32 is plenty for statistics (they are accumulated in float64) and twice as fast.
-    run(graph, {input_name: images}, before=before, dtype=np.float32)
+    _Initialiser(graph, seed).run({input_name: images})
     return graph
 
 

@@ -12,7 +12,6 @@ from typing import Callable
 
 from mnc.errors import InputError
 from mnc.ir.graph import Graph
-from mnc.ir.ops import OPS
 
 
 @dataclass(frozen=True)
@@ -33,13 +32,11 @@ class Layout:
 
 
 def _param_nodes(graph: Graph) -> list[str]:
-    return [n for n in graph.topo() if OPS[graph.node(n)["op"]].param_shapes(
-        graph.node(n)["attrs"], [graph.node(p)["shape"] for p in graph.inputs_of(n)])]
+    return [n for n in graph.topo() if graph.param_shapes(n)]
 
 
 def _param_names(graph: Graph, node: str) -> list[str]:
-    data = graph.node(node)
-    return list(OPS[data["op"]].param_shapes(data["attrs"], [graph.node(p)["shape"] for p in graph.inputs_of(node)]))
+    return list(graph.param_shapes(node))
 
 
 # ---- mnc: IR node names, as `--save-weights` writes them ---------------------------------------
@@ -81,8 +78,8 @@ def _tv_v2_slots(graph: Graph) -> list[Slot]:
     slots: list[Slot] = []
     feature = 0
     for block, nodes in _blocks(graph).items():
-        convs = [n for n in nodes if graph.node(n)["op"] == "conv"]
-        fcs = [n for n in nodes if graph.node(n)["op"] == "fc"]
+        convs = [n for n in nodes if graph.node(n).op == "conv"]
+        fcs = [n for n in nodes if graph.node(n).op == "fc"]
         if fcs and not convs and len(fcs) == 1:
             slots += [Slot(f"classifier.1.{p}", fcs[0], p) for p in _param_names(graph, fcs[0])]
             continue
@@ -96,7 +93,7 @@ def _tv_v2_slots(graph: Graph) -> list[Slot]:
         else:
             node = graph.node(nodes[0])
             raise InputError(f"the torchvision MobileNetV2 layout cannot map block '{block}' "
-                             f"({len(convs)} convolutions, {len(fcs)} fully connected)", node["src"])
+                             f"({len(convs)} convolutions, {len(fcs)} fully connected)", node.src)
         for conv, prefix, bn_prefix in zip(convs, prefixes, bn_prefixes):
             slots += [Slot(f"{prefix}.{p}", conv, p) for p in _param_names(graph, conv)]
             bn = f"{conv}.bn"
@@ -127,13 +124,13 @@ def _tv_v3_slots(graph: Graph) -> list[Slot]:
     feature = 0
     classifiers = iter(("classifier.0", "classifier.3"))
     for nodes in _blocks(graph).values():
-        convs = [n for n in nodes if graph.node(n)["op"] == "conv"]
-        fcs = [n for n in nodes if graph.node(n)["op"] == "fc"]
+        convs = [n for n in nodes if graph.node(n).op == "conv"]
+        fcs = [n for n in nodes if graph.node(n).op == "fc"]
         if fcs and not convs and len(fcs) == 1:
             prefix = next(classifiers, None)
             if prefix is None:
                 raise InputError("the torchvision MobileNetV3 layout has two fully connected layers; this "
-                                 "network has more", graph.node(fcs[0])["src"])
+                                 "network has more", graph.node(fcs[0]).src)
             slots += [Slot(f"{prefix}.{p}", fcs[0], p) for p in _param_names(graph, fcs[0])]
             continue
         if len(convs) == 1:
@@ -176,7 +173,7 @@ LAYOUTS = {layout.name: layout for layout in (MNC, TORCHVISION_MOBILENET_V2, TOR
 def choose_layout(keys: set[str], name: str | None, loc) -> Layout:
     if name is not None:
         if name not in LAYOUTS:
-            from mnc.spec.suggest import did_you_mean
+            from mnc.errors import did_you_mean
             raise InputError(f"--weights-layout: unknown layout '{name}'" + did_you_mean(name, LAYOUTS)
                              + f"; layouts are {', '.join(LAYOUTS)}")
         return LAYOUTS[name]

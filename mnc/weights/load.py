@@ -5,7 +5,6 @@ from math import prod
 
 from mnc.errors import Collector, Diagnostic, InputError, Loc
 from mnc.ir.graph import Graph
-from mnc.ir.ops import OPS
 from mnc.weights.files import WeightsFile, as_float32
 from mnc.weights.layouts import Layout
 
@@ -19,9 +18,7 @@ class WeightsMismatch(InputError):
 def expected_shapes(graph: Graph, layout: Layout) -> dict[str, tuple]:
     shapes = {}
     for slot in layout.slots(graph):
-        data = graph.node(slot.node)
-        in_shapes = [graph.node(p)["shape"] for p in graph.inputs_of(slot.node)]
-        shapes[slot.key] = tuple(OPS[data["op"]].param_shapes(data["attrs"], in_shapes)[slot.param])
+        shapes[slot.key] = tuple(graph.param_shapes(slot.node)[slot.param])
     return shapes
 
 
@@ -36,22 +33,21 @@ def load_weights(graph: Graph, weights: WeightsFile, layout: Layout) -> None:
     missing, mismatched = [], []
     for slot in slots:
         data = graph.node(slot.node)
-        in_shapes = [graph.node(p)["shape"] for p in graph.inputs_of(slot.node)]
-        shape = tuple(OPS[data["op"]].param_shapes(data["attrs"], in_shapes)[slot.param])
-        what = f"layer '{slot.node}' ({data['op']} {slot.param})"
+        shape = tuple(graph.param_shapes(slot.node)[slot.param])
+        what = f"layer '{slot.node}' ({data.op} {slot.param})"
         if slot.key not in weights.tensors:
             missing.append(Diagnostic(f"{weights.path}: no tensor '{slot.key}' for {what}, shape {_fmt(shape)}",
-                                      data["src"]))
+                                      data.src))
             continue
         array = weights.tensors[slot.key]
         if tuple(array.shape) != shape:
             # A fully connected layer stored as a 1×1 convolution (or the reverse) is the same weights.
-            if prod(array.shape) == prod(shape) and array.shape[:1] == shape[:1] and data["op"] == "fc":
+            if prod(array.shape) == prod(shape) and array.shape[:1] == shape[:1] and data.op == "fc":
                 array = array.reshape(shape)
             else:
                 mismatched.append(Diagnostic(
                     f"{weights.path}: tensor '{slot.key}' has shape {_fmt(array.shape)} but {what} needs "
-                    f"{_fmt(shape)}", data["src"]))
+                    f"{_fmt(shape)}", data.src))
                 continue
         loaded.setdefault(slot.node, {})[slot.param] = as_float32(slot.key, array, file_loc)
     unexpected = sorted(k for k in weights.tensors if k not in wanted and not layout.ignored(k))
@@ -67,7 +63,7 @@ def load_weights(graph: Graph, weights: WeightsFile, layout: Layout) -> None:
     if problems.diagnostics:
         raise WeightsMismatch(problems.diagnostics)
     for node, params in loaded.items():
-        graph.node(node)["params"] = params
+        graph.node(node).params = params
 
 
 def _fmt(shape) -> str:

@@ -7,5 +7,5 @@ from mnc.ir.graph import Graph
 def weights_bytes(graph: Graph, metadata: dict[str, str]) -> bytes:
     from safetensors.numpy import save
 
-    tensors = {f"{n}.{p}": a for n in graph.topo() for p, a in sorted(graph.node(n)["params"].items())}
+    tensors = {f"{n}.{p}": a for n in graph.topo() for p, a in sorted(graph.node(n).params.items())}
     return save(tensors, metadata={"format": "mnc", **metadata})

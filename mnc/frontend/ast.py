@@ -5,6 +5,9 @@ from dataclasses import dataclass, field
 
 from mnc.errors import Loc
 
+# In a table, `k` for a channel count means the number of classes.
+CLASSES_SYMBOL = "k"
+
 
 @dataclass(frozen=True)
 class Value:
@@ -117,3 +120,15 @@ class BlockDef:
     params: tuple[Param, ...]
     layers: tuple[Layer, ...]
     loc: Loc  # the block's name
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    index: int  # position among all table rows of the spec: the "stage" in node names
+    block: str
+    values: dict  # parameter → value given by the row (channels may be CLASSES_SYMBOL)
+    width: str | None  # a width modifier: no_shrink or fixed
+    repeats: int
+    documented_input: tuple | None  # (H, W, C) as written in the input column; entries may be "k"
+    loc: Loc  # the operator cell
+    cell_locs: dict  # column → Loc

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
-from mnc.errors import Collector, Loc
-from mnc.spec.ast import BlockDef, Cell, Row, Table
-from mnc.spec.blocks import ACT_WORDS, FLAG_WORDS, default_value
-from mnc.spec.suggest import did_you_mean, one_of
+from mnc.errors import Collector, did_you_mean, one_of
+from mnc.frontend.ast import CLASSES_SYMBOL, BlockDef, Cell, LayerRow, Row, Table
+from mnc.frontend.blocks import ACT_WORDS, FLAG_WORDS, default_value
+from mnc.ir import activations
 
 # Columns that are not block parameters.
 SPECIAL_COLUMNS = {
@@ -23,11 +22,10 @@ PARAM_DOCS = {
     "k": "kernel size",
     "exp": "expansion channels before width scaling",
     "se": "squeeze-and-excite, ✓ or -",
-    "nl": "activation: RE, HS, relu, relu6, hswish, hsigmoid",
+    "nl": f"activation: {activations.describe_words()}",
 }
 # The papers' column names.
 COLUMN_ALIASES = {"exp_size": "exp", "#out": "c", "out": "c"}
-CLASSES_SYMBOL = "k"
 WIDTH_MODIFIERS = {
     "no_shrink": "keep channel counts for α < 1 and scale them for α > 1 (MobileNetV2's last 1×1 conv)",
     "fixed": "never width-scale channel counts",
@@ -39,18 +37,6 @@ COLUMN_SYNONYMS = {
     "expansion": "t", "expand": "t", "repeat": "n", "repeats": "n", "op": "operator", "type": "operator",
     "layer": "operator", "block": "operator", "size": "input", "kernel": "k",
 }
-
-
-@dataclass(frozen=True)
-class LayerRow:
-    index: int  # position among all table rows of the spec: the "stage" in node names
-    block: str
-    values: dict  # parameter → value given by the row (channels may be CLASSES_SYMBOL)
-    width: str | None  # a width modifier: no_shrink or fixed
-    repeats: int
-    documented_input: tuple | None  # (H, W, C) as written in the input column; entries may be "k"
-    loc: Loc  # the operator cell
-    cell_locs: dict  # column → Loc
 
 
 def column_name(cell: Cell) -> str:
@@ -223,7 +209,7 @@ def _cell_value(column: str, kind: str | None, cell: Cell, problems: Collector):
         word = atom.text.lower()
         if atom.kind == "NAME" and word in ACT_WORDS:
             return ACT_WORDS[word]
-        problems.error(f"{what} must be an activation (RE, HS, relu, relu6, hswish, hsigmoid, none), got "
+        problems.error(f"{what} must be an activation ({activations.describe_words()}), got "
                        f"'{atom.text}'" + did_you_mean(word, ACT_WORDS), atom.loc)
         return None
     if kind == "channels" and atom.kind == "NAME" and atom.text == CLASSES_SYMBOL:

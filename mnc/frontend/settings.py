@@ -3,11 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mnc.errors import Collector, InputError, Loc
-from mnc.ir.activations import ACTIVATIONS
-from mnc.spec.ast import Setting, Value
-from mnc.spec.rounding import POLICIES, WidthRounding
-from mnc.spec.suggest import did_you_mean, one_of
+from mnc.errors import Collector, InputError, Loc, did_you_mean, one_of
+from mnc.frontend.ast import Setting, Value
+from mnc.frontend.rounding import POLICIES, WidthRounding
+from mnc.ir import activations
 
 MAX_ALPHA = 4.0  # beyond this a "mobile" network has 16× the weights of α = 1: a typo, not a plan
 MAX_RESOLUTION = 4096
@@ -39,7 +38,7 @@ FIELDS: dict[str, Field] = {
     "resolution": Field("int", "default input resolution, instead of rho"),
     "classes": Field("int", "number of classes; the value of k in the tables", required=True),
     "activation": Field("choice", "activation of layers that do not say otherwise", required=True,
-                        choices=tuple(a for a in ACTIVATIONS if a != "identity")),
+                        choices=activations.NONLINEAR),
     "width_rounding": Field("rounding", "how c·α becomes a channel count: truncate(min=N) or make_divisible(divisor=N)",
                             required=True),
     "padding": Field("choice", "how convolutions pad: " + "; ".join(f"{k}: {v}" for k, v in PADDINGS.items()),

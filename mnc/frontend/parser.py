@@ -1,4 +1,4 @@
-"""Spec text → syntax tree (mnc.spec.ast), with a source position on everything."""
+"""Spec text → syntax tree (mnc.frontend.ast), with a source position on everything."""
 from __future__ import annotations
 
 import functools
@@ -7,7 +7,20 @@ from pathlib import Path
 import lark
 
 from mnc.errors import Collector, InputError, Loc, register_source
-from mnc.spec.ast import Argument, Atom, BlockDef, Cell, Expr, Layer, Param, Row, Setting, Spec, Table, Value
+from mnc.frontend.ast import (
+    Argument,
+    Atom,
+    BlockDef,
+    Cell,
+    Expr,
+    Layer,
+    Param,
+    Row,
+    Setting,
+    Spec,
+    Table,
+    Value,
+)
 
 # Human names for the grammar's terminals, used in "expected ..." messages.
 _TERMINAL_NAMES = {

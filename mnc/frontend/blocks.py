@@ -11,28 +11,24 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from mnc.errors import Collector, InputError, Loc
-from mnc.ir.activations import ACTIVATIONS
-from mnc.spec.ast import BlockDef, Expr, Layer
-from mnc.spec.rounding import make_divisible
-from mnc.spec.suggest import did_you_mean, one_of
-
-if TYPE_CHECKING:
-    from mnc.spec.lower import Emitter
+from mnc.errors import Collector, InputError, Loc, did_you_mean, one_of
+from mnc.frontend.ast import BlockDef, Expr, Layer
+from mnc.frontend.emitter import Emitter
+from mnc.frontend.rounding import make_divisible
+from mnc.ir import activations
 
 PARAM_TYPES = {
     "channels": "a channel count, width-scaled by α before the block sees it (k: the number of classes)",
     "int": "a whole number",
     "float": "a number",
     "flag": "yes or no (✓ in a table)",
-    "act": "an activation: relu, relu6, hswish, hsigmoid, sigmoid, none, default (RE and HS as in the papers)",
+    "act": f"an activation: {activations.describe_words()}, or default (the spec's)",
 }
-# Activation words → IR activation names (None: no activation; "default": the spec's).
-ACT_WORDS = {"relu": "relu", "re": "relu", "relu6": "relu6", "hswish": "hswish", "hs": "hswish",
-             "hardswish": "hswish", "h_swish": "hswish", "hsigmoid": "hsigmoid", "hardsigmoid": "hsigmoid", "sigmoid": "sigmoid",
-             "none": None, "linear": None, "identity": None, "default": "default"}
+DEFAULT_ACT = "default"
+# Activation words (lower case) → IR activation names; None: no activation; "default": the spec's.
+ACT_WORDS = {**{w: (None if fn == activations.IDENTITY else fn) for w, fn in activations.WORDS.items()},
+             DEFAULT_ACT: DEFAULT_ACT}
 FLAG_WORDS = {"yes": True, "true": True, "no": False, "false": False}
 FUNCTIONS = {
     "make_divisible": (lambda v, d=8: make_divisible(v, int(d)), (1, 2)),
@@ -209,7 +205,7 @@ def _truth(value, e: Expr) -> bool:
 # ---- running a block ------------------------------------------------------------------------
 
 
-def run_block(defn: BlockDef, e: "Emitter", args: dict, use_site: Loc) -> None:
+def run_block(defn: BlockDef, e: Emitter, args: dict, use_site: Loc) -> None:
     """Emit the IR of one use of `defn` with its parameters bound to `args`."""
     env = dict(args)
     env.update({"in": e.channels, "classes": e.config.classes})
@@ -244,13 +240,13 @@ def _whole(value, what: str, layer: Layer, minimum: int = 1) -> int:
     return int(value)
 
 
-def _act(value, e: "Emitter", layer: Layer) -> str | None:
+def _act(value, e: Emitter, layer: Layer) -> str | None:
     if isinstance(value, ActWord):
         value = value.fn
-    if value == "default":
+    if value == DEFAULT_ACT:
         return e.config.settings.activation
-    if value is None or value in ACTIVATIONS:
-        return None if value == "identity" else value
+    if value is None or value in activations.ACTIVATIONS:
+        return None if value == activations.IDENTITY else value
     raise EvalError(f"expected an activation, got {value!r}", layer.loc)
 
 
@@ -260,7 +256,7 @@ def _flag(value, layer: Layer) -> bool:
     raise EvalError(f"expected yes or no, got {value!r}", layer.loc)
 
 
-def _emit_conv(e: "Emitter", name: str, v: dict, layer: Layer) -> None:
+def _emit_conv(e: Emitter, name: str, v: dict, layer: Layer) -> None:
     k = _whole(v["k"], "kernel size k", layer)
     if k % 2 == 0:
         raise EvalError(f"kernel size must be odd, got {k}", layer.loc)
@@ -273,7 +269,7 @@ def _emit_conv(e: "Emitter", name: str, v: dict, layer: Layer) -> None:
            bn=_flag(v["bn"], layer))
 
 
-def _emit_se(e: "Emitter", name: str, v: dict, layer: Layer) -> None:
+def _emit_se(e: Emitter, name: str, v: dict, layer: Layer) -> None:
     squeeze = _whole(v["squeeze"], "squeeze channels", layer)
     x, channels = e.current, e.channels
     e.op(f"{name}.pool", "global_avgpool")
@@ -282,12 +278,12 @@ def _emit_se(e: "Emitter", name: str, v: dict, layer: Layer) -> None:
     e.op(name, "mul", [x, e.current])
 
 
-def _emit_act(e: "Emitter", name: str, v: dict, layer: Layer) -> None:
+def _emit_act(e: Emitter, name: str, v: dict, layer: Layer) -> None:
     fn = _act(v["fn"], e, layer)
-    e.op(name, "act", attrs={"fn": fn or "identity"})
+    e.op(name, "act", attrs={"fn": fn or activations.IDENTITY})
 
 
-def _emit_fc(e: "Emitter", name: str, v: dict, layer: Layer) -> None:
+def _emit_fc(e: Emitter, name: str, v: dict, layer: Layer) -> None:
     out = _whole(v["c"], "channels c", layer)
     if len(e.shape) != 1:
         e.op("flatten" if name == "fc" else f"{name}.flatten", "flatten")
@@ -313,7 +309,7 @@ _EMIT = {
 
 @functools.lru_cache(maxsize=1)
 def builtin_blocks() -> dict[str, BlockDef]:
-    from mnc.spec.parser import parse_text
+    from mnc.frontend.parser import parse_text
 
     path = Path(__file__).with_name("prelude.mnet")
     ast = parse_text(path.read_text(encoding="utf-8"), "<prelude>")

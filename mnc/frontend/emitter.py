@@ -1,43 +1,15 @@
-"""Lowering: checked table rows + (α, resolution) → IR graph.
-
-Shapes are inferred node by node as the graph is built (through the op registry),
-because explicit TF-'SAME' padding depends on the size of each layer's input.
-"""
+"""What a block sees while it emits IR: the current tensor and its shape, and helpers that name
+nodes `stage{row}.block{j}.{layer}`, attach the row's source position, width-scale channel counts
+and pad convolutions as the spec says."""
 from __future__ import annotations
 
 import math
 
-from mnc.errors import InputError, Loc
+from mnc.errors import InputError
+from mnc.frontend.ast import CLASSES_SYMBOL, LayerRow
+from mnc.frontend.settings import Config
 from mnc.ir.graph import Graph
 from mnc.ir.shapes import infer_node
-from mnc.spec.ast import BlockDef
-from mnc.spec.blocks import run_block
-from mnc.spec.settings import Config
-from mnc.spec.table import CLASSES_SYMBOL, LayerRow, row_arguments
-
-
-def lower(rows: list[LayerRow], blocks: dict[str, BlockDef], config: Config) -> Graph:
-    s = config.settings
-    graph = Graph(s.name)
-    e = Emitter(graph, config)
-    first = rows[0].loc if rows else Loc("<spec>", 1, 1)
-    e.current = graph.add("input", "input", attrs={"shape": [s.input_channels, config.resolution, config.resolution]},
-                          src=s.locs.get("input_channels", first))
-    infer_node(graph, e.current)
-    stage_inputs = {}
-    for row in rows:
-        stage_inputs[row.index] = e.current
-        defn = blocks[row.block]
-        args = row_arguments(row, defn)
-        for p in defn.params:
-            if p.type == "channels":
-                args[p.name] = e.scale(args[p.name], row.width)
-        for j in range(row.repeats):
-            e.begin(row, j)
-            run_block(defn, e, {**args, "s": 1} if j and "s" in args else args, row.loc)
-    graph.outputs = [e.current]
-    graph.meta["stage_inputs"] = stage_inputs  # the tensor entering each table row
-    return graph
 
 
 def pads_for(padding: str, size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -64,7 +36,7 @@ class Emitter:
 
     @property
     def shape(self) -> tuple:
-        return self.graph.node(self.current)["shape"]
+        return self.graph.node(self.current).shape
 
     @property
     def channels(self) -> int:

@@ -5,13 +5,13 @@ import hashlib
 from dataclasses import dataclass
 
 from mnc.errors import Collector
+from mnc.frontend.ast import CLASSES_SYMBOL, BlockDef, LayerRow
+from mnc.frontend.blocks import builtin_blocks, check_block
+from mnc.frontend.lower import lower
+from mnc.frontend.parser import parse_file, parse_text
+from mnc.frontend.settings import Config, Settings, check_settings, resolve
+from mnc.frontend.table import check_tables
 from mnc.ir.graph import Graph
-from mnc.spec.ast import BlockDef
-from mnc.spec.blocks import builtin_blocks, check_block
-from mnc.spec.lower import lower
-from mnc.spec.parser import parse_file, parse_text
-from mnc.spec.settings import Config, Settings, check_settings, resolve
-from mnc.spec.table import CLASSES_SYMBOL, LayerRow, check_tables
 
 __all__ = ["CheckedSpec", "Config", "load_spec", "load_spec_text", "build_graph"]
 
@@ -64,8 +64,7 @@ def _blocks(definitions: list[BlockDef], problems: Collector) -> dict[str, Block
 
 
 def build_graph(spec: CheckedSpec, config: Config) -> Graph:
-    graph = lower(spec.rows, spec.blocks, config)
-    graph.meta.update(spec=spec.path, spec_sha256=spec.sha256, alpha=config.alpha, resolution=config.resolution)
+    graph, _ = lower(spec.rows, spec.blocks, config)
     return graph
 
 
@@ -76,13 +75,13 @@ def _check_documented_sizes(spec: CheckedSpec) -> None:
     if not any(row.documented_input for row in spec.rows):
         return
     nominal = resolve(spec.settings, alpha=1.0, resolution=spec.settings.base_resolution)
-    graph = lower(spec.rows, spec.blocks, nominal)
+    graph, stage_inputs = lower(spec.rows, spec.blocks, nominal)
     problems = Collector()
     classes = spec.settings.classes
     for row in spec.rows:
         if row.documented_input is None:
             continue
-        actual = graph.node(graph.meta["stage_inputs"][row.index])["shape"]
+        actual = graph.node(stage_inputs[row.index]).shape
         actual_hwc = (actual[1], actual[2], actual[0]) if len(actual) == 3 else (1, 1, actual[0])
         written = tuple(classes if d == CLASSES_SYMBOL else d for d in row.documented_input)
         if written != actual_hwc:

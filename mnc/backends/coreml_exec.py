@@ -8,11 +8,24 @@ throughout); the fp16 tolerance allows for that.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 
-from mnc.ir import kernels
+from mnc.ir import activations, kernels
+
+
+def coremltools():
+    """Import coremltools quietly: on Linux it logs that its prediction runtime is missing."""
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    import coremltools as ct
+
+    return ct
+
+
+def load_spec(path: Path):
+    return coremltools().utils.load_spec(str(path))
 
 
 class ExecutorError(Exception):
@@ -28,8 +41,6 @@ _DTYPES = {  # MIL proto DataType enum names → numpy (values quantize writes a
 
 class CoreMLProgram:
     def __init__(self, package: str | Path):
-        from mnc.backends.coreml import load_spec
-
         self.package = Path(package)
         self.spec = load_spec(self.package)  # imports coremltools quietly, before MIL_pb2 below
         from coremltools.proto import MIL_pb2
@@ -232,9 +243,9 @@ _KERNELS = {
     "conv": _conv,
     "batch_norm": _batch_norm,
     "linear": _linear,
-    "relu": lambda a: np.maximum(_f(a["x"]), 0),
-    "relu6": lambda a: np.clip(_f(a["x"]), 0, 6),
-    "sigmoid": lambda a: 0.5 * (1 + np.tanh(0.5 * _f(a["x"]))),
+    # MIL's relu, relu6 and sigmoid are the IR activations of the same names.
+    **{fn: (lambda f: lambda a: f(_f(a["x"])))(activations.ACTIVATIONS[fn].function)
+       for fn in ("relu", "relu6", "sigmoid")},
     "sigmoid_hard": lambda a: np.clip(_f(a.get("alpha", 0.2)) * _f(a["x"]) + _f(a.get("beta", 0.5)), 0, 1),
     "clip": lambda a: np.clip(_f(a["x"]), _f(a["alpha"]), _f(a["beta"])),
     "add": lambda a: _f(a["x"]) + _f(a["y"]),

@@ -1,0 +1,184 @@
+"""The Target interface: everything the compiler and the command line know about an output format.
+
+A target is one module that defines a Target and is registered in mnc/backends/__init__.py. It
+says which target flags it takes (and turns them into its own typed options), how it quantises
+(its Int8Plan), how it writes an artifact from the IR and reads mnc's record back, which executors
+run a saved artifact for verification, and which extra int8 checks its runtime needs. Its lowering
+tables (IR op → lowering, activation → lowering) must cover the op and activation registries
+(tests/test_targets.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, ClassVar, Mapping
+
+import numpy as np
+
+from mnc.artifact import ArtifactRecord
+from mnc.errors import InputError, Loc
+from mnc.ir.graph import Graph
+
+
+@dataclass(frozen=True)
+class Flag:
+    """A command-line option that configures the artifact of some targets (`--precision` …)."""
+
+    name: str  # the keyword: precision → --precision
+    help: str
+    metavar: str | None = None
+    boolean: bool = False
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+FLAGS: dict[str, Flag] = {f.name: f for f in [
+    Flag("precision", "compute precision of the model", "P"),
+    Flag("deployment_target", "minimum OS the model runs on", "OS"),
+    Flag("image_input", "take an 8-bit RGB image instead of a float array; the spec's mean/std are applied "
+                        "exactly inside the model", boolean=True),
+    Flag("labels", "one class label per line: makes a classifier with class labels", "FILE"),
+]}
+
+
+class TargetOptions:
+    """Target flags as given on the command line or by a caller; None or False: not given."""
+
+    def __init__(self, **given):
+        unknown = sorted(set(given) - set(FLAGS))
+        if unknown:
+            raise TypeError(f"unknown target option(s) {', '.join(unknown)}; options are {', '.join(FLAGS)}")
+        self.given = {k: v for k, v in given.items() if v is not None and v is not False}
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The values a target accepts for one flag, and the one it takes when the flag is absent."""
+
+    values: tuple[str, ...] = ()  # empty: any value (a file) or a boolean flag
+    default: object = None
+
+
+@dataclass(frozen=True)
+class NetworkFacts:
+    """What target options are checked against and built from (the spec's settings, decided)."""
+
+    classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    description: dict[str, str] = field(default_factory=dict)  # short_description, author, license, version
+
+
+@dataclass(frozen=True)
+class Int8Plan:
+    """How a target's artifacts hold int8: the weight range, whether activations are quantised
+    (else the artifact computes in float with int8 weights), and the words for reports and metadata."""
+
+    weight_bits: int
+    activations: bool
+    scheme: str
+
+
+@dataclass(frozen=True)
+class Executor:
+    """Runs a saved artifact: (path, {input name: batch}) → [output batch]."""
+
+    label: str
+    run: Callable[[Path, dict[str, np.ndarray]], list[np.ndarray]]
+    # Runs one sample at a time on one thread: verification may give half the batch to a forked process.
+    split_samples: bool = False
+
+
+@dataclass(frozen=True)
+class Int8Check:
+    """A target-specific check of an int8 artifact: its report section and whether it passed."""
+
+    name: str
+    section: dict
+    passed: bool
+    failure: str = ""
+
+
+class Target:
+    name: ClassVar[str]
+    suffix: ClassVar[str]
+    choices: ClassVar[dict[str, Choice]] = {}  # the flags this target takes
+    ops: ClassVar[Mapping[str, Callable]]  # IR op → lowering
+    activations: ClassVar[Mapping[str, Callable]]  # activation name → lowering
+
+    # ---- options ----------------------------------------------------------------------
+
+    def options(self, given: TargetOptions, network: NetworkFacts):
+        """The target's typed options from the flags given; InputError for a flag it does not take
+        or a value it does not accept."""
+        values = {}
+        for name, value in given.given.items():
+            choice = self.choices.get(name)
+            if choice is not None and choice.values and value not in choice.values:
+                raise InputError(f"{FLAGS[name].option} {value}: choose one of {', '.join(choice.values)}")
+            values[name] = value
+        for name, choice in self.choices.items():
+            values.setdefault(name, choice.default)
+        return self.make_options(values, network)
+
+    def make_options(self, values: dict, network: NetworkFacts):
+        return values
+
+    def record_fields(self, options) -> dict:
+        """What of the options the artifact's record keeps (verification needs them back)."""
+        return {}
+
+    def report_fields(self, options) -> dict | None:
+        """The target's own section of the report, if it has one."""
+        return None
+
+    # ---- int8 ---------------------------------------------------------------------------
+
+    def int8_plan(self, options) -> Int8Plan:
+        raise InputError(f"--quantize int8 is not available for --target {self.name}")
+
+    def int8_checks(self, artifact: Path, quantized: Graph, images: np.ndarray,
+                    output: np.ndarray) -> list[Int8Check]:
+        """Checks of an int8 artifact beyond its agreement with the fake-quant reference."""
+        return []
+
+    # ---- artifacts ------------------------------------------------------------------------
+
+    def output_name(self, graph: Graph) -> str:
+        return "probabilities" if graph.node(graph.outputs[0]).op == "softmax" else "logits"
+
+    def write(self, graph: Graph, path: Path, record: ArtifactRecord, options) -> None:
+        raise NotImplementedError
+
+    def read_metadata(self, path: Path) -> dict[str, str]:
+        """mnc's metadata of a saved artifact; InputError if the file is not a readable artifact."""
+        raise NotImplementedError
+
+    def executors(self) -> list[Executor]:
+        """What runs a saved artifact, the main one first."""
+        raise NotImplementedError
+
+
+def read_labels(path: str, classes: int) -> tuple[str, ...]:
+    """One label per line, as many as the network has classes, none empty or repeated."""
+    loc = Loc.file(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read labels '{path}': {getattr(exc, 'strerror', None) or exc}") from None
+    labels = [line.strip() for line in text.splitlines()]
+    while labels and not labels[-1]:
+        labels.pop()
+    for i, label in enumerate(labels):
+        if not label:
+            raise InputError(f"line {i + 1} is empty; one label per line", Loc(path, i + 1, 1))
+    if len(labels) != classes:
+        raise InputError(f"{len(labels)} labels for a network with {classes} classes", loc)
+    seen: dict[str, int] = {}
+    for i, label in enumerate(labels):
+        if label in seen:
+            raise InputError(f"label '{label}' appears twice (lines {seen[label]} and {i + 1})", Loc(path, i + 1, 1))
+        seen[label] = i + 1
+    return tuple(labels)

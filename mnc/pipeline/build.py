@@ -1,0 +1,80 @@
+"""Spec → weighted IR: parse, lower with α/ρ, and load or initialise the weights."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mnc.errors import InputError, Loc
+from mnc.frontend import CheckedSpec, Config, build_graph, load_spec
+from mnc.ir.graph import Graph
+from mnc.timing import Timings
+from mnc.weights.files import WeightsFile, read_weights
+from mnc.weights.init import init_weights
+from mnc.weights.layouts import Layout, choose_layout
+from mnc.weights.load import WeightsMismatch, expected_shapes, load_weights
+
+# Width multipliers tried when a checkpoint does not fit, to tell the user which one it does fit.
+COMMON_ALPHAS = (0.25, 0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+
+
+@dataclass
+class Built:
+    spec: CheckedSpec
+    config: Config
+    graph: Graph  # the unoptimised, weighted IR: what the reference runs
+    seed: int
+    weights: dict  # where the parameters came from, for the report and the artifact's record
+    timings: Timings = field(default_factory=Timings)
+
+
+def build(spec: CheckedSpec | str | Path, *, alpha=None, rho=None, resolution=None, classes=None, seed: int = 0,
+          weights: str | Path | None = None, weights_layout: str | None = None,
+          timings: Timings | None = None) -> Built:
+    """Spec → IR graph with α/ρ applied, shapes inferred, and weights: loaded from a checkpoint
+    (whose classifier gives the class count unless `classes` is given) or initialised from `seed`."""
+    timings = timings or Timings()
+    if not isinstance(spec, CheckedSpec):
+        with timings.stage("parse"):
+            spec = load_spec(spec)
+    checkpoint = layout = None
+    if weights is not None:
+        with timings.stage("read_weights"):
+            checkpoint = read_weights(weights)
+            layout = choose_layout(set(checkpoint.tensors), weights_layout, Loc.file(checkpoint.path))
+        if classes is None:
+            classes = layout.classes(checkpoint.tensors)
+    config = spec.config(alpha, rho, resolution, classes)
+    with timings.stage("lower"):
+        graph = build_graph(spec, config)
+        graph.validate()
+    with timings.stage("weights"):
+        if checkpoint is not None:
+            try:
+                load_weights(graph, checkpoint, layout)
+            except WeightsMismatch as exc:
+                _add_fit_hint(exc, spec, config, checkpoint, layout)
+                raise
+            source = {"file": checkpoint.path, "sha256": checkpoint.sha256, "layout": layout.name}
+        else:
+            init_weights(graph, spec.settings, seed)
+            source = {"seed": seed, "init": "He-normal convolutions, batch norm calibrated on seeded images"}
+        graph.validate(require_params=True)
+    return Built(spec, config, graph, seed, source, timings)
+
+
+def _add_fit_hint(exc: WeightsMismatch, spec: CheckedSpec, config: Config, checkpoint: WeightsFile,
+                  layout: Layout) -> None:
+    """If the checkpoint fits another common α exactly, say so: the usual cause of a mismatch."""
+    for alpha in COMMON_ALPHAS:
+        if alpha == config.alpha:
+            continue
+        try:
+            other = build_graph(spec, spec.config(alpha, resolution=config.resolution, classes=config.classes))
+            shapes = expected_shapes(other, layout)
+        except InputError:
+            continue
+        if all(k in checkpoint.tensors and tuple(checkpoint.tensors[k].shape) == s for k, s in shapes.items()):
+            exc.diagnostics[0].notes.append(
+                (f"these weights fit α = {alpha:g}, and this compile uses α = {config.alpha:g}; "
+                 f"pass --alpha {alpha:g}", None))
+            return

@@ -1,0 +1,58 @@
+"""int8 post-training quantisation of an optimised graph: calibrate activation ranges on the data
+the user gives, then run the quantize_int8 pass with them and the target's weight bits."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mnc.backends.target import Int8Plan
+from mnc.errors import InputError
+from mnc.ir.graph import Graph
+from mnc.passes.manager import run_pipeline
+from mnc.pipeline.build import Built
+from mnc.quant.calibrate import METHODS, activation_ranges
+from mnc.quant.data import load_calibration
+
+PASS = "quantize_int8"
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """Where the calibration data comes from and how it is read."""
+
+    calib: str | None = None  # a folder of images, a .npy/.npz array, or "synthetic"
+    samples: int = 100
+    method: str = "minmax"
+    progress: object = None  # progress(done, total) during calibration
+
+
+@dataclass(frozen=True)
+class Quantized:
+    graph: Graph
+    records: list[dict]  # the pass's record
+    ranges: dict[str, list[float]]
+    calibration: str  # what the data was, in words
+    info: dict  # the report's 'quantization' section
+
+
+def quantize(optimised: Graph, built: Built, q: Quantization, plan: Int8Plan) -> Quantized:
+    """Calibrate on the optimised fp32 graph, then quantise it. Bad data fails here, before anything is written."""
+    if q.calib is None:
+        raise InputError("--quantize int8 needs calibration data: --calib FOLDER|FILE.npy|FILE.npz, "
+                         "or --calib synthetic (no real data: accuracy is then not represented)")
+    if q.method not in METHODS:
+        raise InputError(f"--calib-method {q.method}: choose one of {', '.join(METHODS)}")
+    with built.timings.stage("calibrate"):
+        data, described = load_calibration(q.calib, built.spec.settings, built.config.resolution, q.samples,
+                                           built.seed)
+        ranges = activation_ranges(optimised, data, q.method, q.progress)
+    quantized, records = quantize_with_ranges(optimised, ranges, plan.weight_bits)
+    info = {"scheme": plan.scheme, "weight_bits": plan.weight_bits, "calibration": described, "method": q.method,
+            "samples": len(data), "synthetic": q.calib == "synthetic",
+            "bias_overflow_resolved": records[-1]["bias_overflow_resolved"],
+            "activation_ranges": {k: [round(v, 7) for v in r] for k, r in ranges.items()}}
+    return Quantized(quantized, records, ranges, described, info)
+
+
+def quantize_with_ranges(optimised: Graph, ranges: dict, weight_bits: int) -> tuple[Graph, list[dict]]:
+    """The quantize_int8 pass on a copy of the optimised graph, with these activation ranges."""
+    return run_pipeline(optimised, [PASS], options={PASS: {"activation_ranges": ranges, "weight_bits": weight_bits}})

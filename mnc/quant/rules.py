@@ -1,0 +1,34 @@
+"""The op rules of the int8 scheme: how each op's output is quantised, and which ops carry
+quantised weights. The quantize_int8 pass applies them and promises them (checked after it runs)."""
+from __future__ import annotations
+
+from mnc.ir.graph import Graph
+from mnc.ir.node import Affine
+
+# Ops whose output keeps its input's scale and zero point (their integer kernels do not requantise).
+SAME_SCALE = ("global_avgpool", "flatten")
+# Softmax's output lies in [0, 1]: the fixed scale 1/256 (zero point 0) every int8 runtime uses.
+SOFTMAX_OUTPUT = Affine(1.0 / 256.0, 0)
+# Ops with int8 weights (per output channel) and, where they have one, an int32 bias.
+WITH_WEIGHTS = ("conv", "fc")
+
+
+def fixed_output(graph: Graph, name: str) -> Affine | None:
+    """The output quantisation an op's rule dictates, or None where calibration decides it."""
+    op = graph.node(name).op
+    if op in SAME_SCALE:
+        return graph.node(graph.inputs_of(name)[0]).qparams.output
+    if op == "softmax":
+        return SOFTMAX_OUTPUT
+    return None
+
+
+def rules_broken(graph: Graph) -> list[str]:
+    """Nodes without quantisation parameters, or whose output breaks the rules above."""
+    bad = []
+    for name in graph.topo():
+        q = graph.node(name).qparams
+        rule = fixed_output(graph, name) if q is not None else None
+        if q is None or (rule is not None and q.output != rule):
+            bad.append(name)
+    return bad

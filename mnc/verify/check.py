@@ -1,0 +1,97 @@
+"""Run a saved artifact and compare it with what it must compute. Nothing here names a target:
+the target says which executors run its artifacts and which extra int8 checks its runtime needs."""
+from __future__ import annotations
+
+from concurrent.futures import Future
+from pathlib import Path
+
+import numpy as np
+
+from mnc.backends.target import Target
+from mnc.ir.graph import Graph
+from mnc.ir.interpreter import run as interpret
+from mnc.parallel import run_split
+from mnc.quant.interpreter import FakeQuantInterpreter
+from mnc.quant.sqnr import sqnr
+from mnc.timing import Timings
+from mnc.verify import reference
+from mnc.verify.inputs import FLOAT_BATCH, INT8_BATCH, verification_inputs
+from mnc.verify.metrics import FP16, FP32, compare
+from mnc.verify.result import (
+    ExecutorRun,
+    FloatVerification,
+    Int8Verification,
+    ReferenceCheck,
+)
+
+
+def start_reference(graph: Graph, settings, resolution: int, seed: int, pool) -> Future:
+    """Compute the float reference in the background: it needs only the unoptimised graph."""
+    _, images = verification_inputs(settings, resolution, seed)
+    return pool.submit(reference.reference_outputs, graph, images)
+
+
+def verify_float(artifact: Path, target: Target, graph: Graph, settings, resolution: int, seed: int, *,
+                 precision: str = "fp32", image_input: bool = False, reference_future: Future | None = None,
+                 timings: Timings | None = None) -> FloatVerification:
+    """Run the saved artifact with each of its target's executors on seeded inputs and compare with
+    the reference (`graph`, the unoptimised IR). The reference is itself compared with the float64
+    interpreter, and a disagreement there fails the check too."""
+    timings = timings or Timings()
+    pixels, images = verification_inputs(settings, resolution, seed)
+    feed = {"input": pixels if image_input else images}
+    with timings.stage("reference"):  # with a future: only the time spent waiting for it
+        if reference_future is not None:
+            expected, interpreted = reference_future.result()
+        else:
+            expected, interpreted = reference.reference_outputs(graph, images)
+    tolerance = FP16 if precision == "fp16" else FP32
+    result = FloatVerification(
+        ReferenceCheck(compare(expected, interpreted)),
+        f"{FLOAT_BATCH} seeded image-like samples (verification stream)"
+        + ("; the artifact is fed 8-bit pixels, the reference their normalised values" if image_input else ""),
+        tolerance, precision)
+    for executor in target.executors():
+        run = ExecutorRun(executor.label)
+        with timings.stage("execute"):
+            try:
+                (actual,) = run_split(executor.run, artifact, feed, executor.split_samples)
+            except Exception as exc:  # the runtime rejected the artifact: a failed check, not a crash
+                run.error = f"{type(exc).__name__}: {exc}"
+                actual = None
+        if actual is not None and np.shape(actual) != expected.shape:
+            run.error = f"output shape {np.shape(actual)} differs from the reference's {expected.shape}"
+        elif actual is not None:
+            run.comparison = compare(actual, expected)
+            run.passed = run.comparison.passes(tolerance)
+        result.runs.append(run)
+    return result
+
+
+def verify_int8(artifact: Path, target: Target, graph: Graph, quantized: Graph, optimised: Graph, settings,
+                resolution: int, seed: int, *, activations: bool = True,
+                timings: Timings | None = None) -> Int8Verification:
+    """Compare an int8 artifact with mnc's fake-quant interpreter of the quantised IR (weights only
+    where the artifact keeps float activations) and with the fp32 reference, and run its target's
+    own int8 checks."""
+    timings = timings or Timings()
+    _, images = verification_inputs(settings, resolution, seed, INT8_BATCH)
+    with timings.stage("reference"):
+        expected, interpreted = reference.reference_outputs(graph, images)
+        fake = FakeQuantInterpreter(quantized, activations=activations).run({quantized.inputs[0]: images}, keep=True)
+        fp32 = interpret(optimised, {optimised.inputs[0]: images}, keep=True)
+    executor = target.executors()[0]
+    with timings.stage("execute"):
+        (output,) = run_split(executor.run, artifact, {"input": images}, executor.split_samples)
+    out = quantized.outputs[0]
+    layers = sorted(((n, sqnr(fp32[n], fake[n])) for n in quantized.topo() if n in fp32), key=lambda kv: kv[1])
+    return Int8Verification(
+        ReferenceCheck(compare(expected, interpreted)), activations, executor.label,
+        f"{INT8_BATCH} seeded image-like samples (verification stream)",
+        _quant_metrics(output, fake[out]), _quant_metrics(output, expected),
+        target.int8_checks(artifact, quantized, images, output), layers[:5])
+
+
+def _quant_metrics(actual: np.ndarray, expected: np.ndarray) -> dict:
+    c = compare(actual, expected)
+    return {"sqnr_db": round(sqnr(expected, actual), 2), "cosine": c.cosine, "top1_agreement": c.top1_agreement}

@@ -1,0 +1,146 @@
+"""Typed verification results: what was compared with what, the figures, and the verdict. The
+report's 'verification' section is their as_dict(); a failed one explains itself in one line."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mnc.backends.target import Int8Check
+from mnc.verify import reference
+from mnc.verify.metrics import FP32, Comparison, Tolerance
+
+
+def _verdict(passed: bool) -> str:
+    return "pass" if passed else "fail"
+
+
+@dataclass(frozen=True)
+class ReferenceCheck:
+    """The reference (ONNX Runtime) against mnc's float64 interpreter, both on the unoptimised IR."""
+
+    comparison: Comparison
+
+    @property
+    def passed(self) -> bool:
+        return self.comparison.passes(FP32)
+
+    def as_dict(self) -> dict:
+        return {"against": reference.CHECK_DESCRIPTION, "metrics": self.comparison.as_dict(),
+                "verdict": _verdict(self.passed)}
+
+    def failure(self, what: str) -> str:
+        c = self.comparison
+        return (f"verification of {what} failed: the reference ({reference.DESCRIPTION}) disagrees with "
+                f"{reference.CHECK_DESCRIPTION}: max relative error {c.max_rel_err:.3g}, cosine {c.cosine:.6f}")
+
+
+@dataclass
+class ExecutorRun:
+    executor: str
+    comparison: Comparison | None = None
+    passed: bool = False
+    error: str | None = None
+
+    def as_dict(self) -> dict:
+        run = {"executor": self.executor, "metrics": self.comparison.as_dict() if self.comparison else None}
+        if self.error is not None:
+            run["error"] = self.error
+        if self.comparison is not None:
+            run["verdict"] = _verdict(self.passed)
+        return run
+
+
+@dataclass
+class FloatVerification:
+    """A float artifact, run by each of its target's executors, against the reference, element-wise."""
+
+    reference_check: ReferenceCheck
+    inputs: str
+    tolerance: Tolerance
+    precision: str
+    runs: list[ExecutorRun] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.reference_check.passed and all(r.passed for r in self.runs)
+
+    def as_dict(self) -> dict:
+        first = self.runs[0].as_dict()
+        result = {
+            "reference": reference.DESCRIPTION,
+            "reference_check": self.reference_check.as_dict(),
+            "inputs": self.inputs,
+            "tolerance": {**self.tolerance.as_dict(), "precision": self.precision},
+            "runs": [r.as_dict() for r in self.runs],
+            "verdict": _verdict(self.passed),
+            "executor": first["executor"],  # the main run, at the top level
+            "metrics": first["metrics"],
+        }
+        if "error" in first:
+            result["error"] = first["error"]
+        return result
+
+    def failure(self, what: str) -> str:
+        if not self.reference_check.passed:
+            return self.reference_check.failure(what)
+        t = self.tolerance
+        for run in self.runs:
+            if run.passed:
+                continue
+            if run.comparison is None:
+                detail = run.error or "no output"
+            else:
+                m = run.comparison
+                detail = (f"max relative error {m.max_rel_err:.3g} (tolerance {t.max_rel_err:g}), "
+                          f"cosine {m.cosine:.6f} (minimum {t.min_cosine:g})")
+            return (f"verification of {what} failed against the reference ({reference.DESCRIPTION}) "
+                    f"with {run.executor}: {detail}")
+        return f"verification of {what} failed"
+
+
+INT8_MIN_COSINE = 0.99  # of the artifact against mnc's fake-quant reference
+
+
+@dataclass
+class Int8Verification:
+    """An int8 artifact against mnc's fake-quant interpreter of the quantised IR (gating) and the
+    fp32 reference (what quantisation costs, reported), by SQNR, cosine and top-1, never element-wise."""
+
+    reference_check: ReferenceCheck
+    activations: bool  # False: int8 weights only, float activations
+    executor: str
+    inputs: str
+    versus_fake_quant: dict
+    versus_fp32: dict
+    checks: list[Int8Check]
+    worst_layers: list[tuple[str, float]]
+
+    @property
+    def passed(self) -> bool:
+        return (self.versus_fake_quant["cosine"] >= INT8_MIN_COSINE and all(c.passed for c in self.checks)
+                and self.reference_check.passed)
+
+    def as_dict(self) -> dict:
+        return {
+            "reference": ("mnc fake-quant interpreter of the quantised IR"
+                          + ("" if self.activations else ", int8 weights only")
+                          + " (gating); " + reference.DESCRIPTION + " (reported)"),
+            "reference_check": self.reference_check.as_dict(),
+            "executor": self.executor,
+            "inputs": self.inputs,
+            "metrics": self.versus_fake_quant,
+            "versus_fp32": self.versus_fp32,
+            **{c.name: c.section for c in self.checks},
+            "worst_layers_sqnr_db": [{"layer": n, "sqnr_db": round(v, 2)} for n, v in self.worst_layers],
+            "tolerance": {"min_cosine_vs_fake_quant": INT8_MIN_COSINE, "precision": "int8"},
+            "verdict": _verdict(self.passed),
+        }
+
+    def failure(self, what: str) -> str:
+        if not self.reference_check.passed:
+            return self.reference_check.failure(what)
+        for check in self.checks:
+            if not check.passed:
+                return f"verification of {what} failed: {check.failure}"
+        m = self.versus_fake_quant
+        return (f"verification of {what} failed: against mnc's fake-quant reference cosine {m['cosine']:.5f} "
+                f"(minimum {INT8_MIN_COSINE}), SQNR {m['sqnr_db']} dB")

@@ -1,0 +1,221 @@
+"""Fingerprint what mnc builds, to prove a refactoring changed no behaviour.
+
+Builds every bundled spec and example through the command line (ONNX; Core ML fp16 and fp32; int8
+ONNX and int8 Core ML), plus trained weights, an image-input classifier and a non-default α/ρ, and
+records for each artifact: the hashes of its weight data and of its whole files, its op list, its
+outputs on seeded inputs (ONNX Runtime for .onnx, mnc's executor for .mlpackage), its report (timings
+removed) and what `mnc verify` says of it. Also `mnc summary --json` and `mnc ir` of every spec.
+
+    python tools/artifact_fingerprint.py -o before.json            # before the change
+    python tools/artifact_fingerprint.py -o after.json --compare before.json
+
+Outputs are compared bit for bit: run both on the same machine, from checkouts at the same path
+(paths go into reports and into int8 metadata). Exit 1 if anything differs.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's mnc, also where another one is installed
+SPECS = sorted((ROOT / "specs").glob("*.mnet")) + sorted((ROOT / "examples" / "specs").glob("*.mnet"))
+WEIGHTS = ROOT / "tests" / "fixtures" / "torchvision" / "mobilenet_v2_w0.5.safetensors"
+DIGITS = ROOT / "tests" / "fixtures" / "digits"  # a trained network: int8 verification passes on it
+INT8 = ["--quantize", "int8", "--calib", "synthetic", "--calib-samples", "8"]
+VARIANTS = {  # name → extra arguments of `mnc compile`
+    "onnx": ["--target", "onnx"],
+    "coreml_fp16": ["--target", "coreml"],
+    "coreml_fp32": ["--target", "coreml", "--precision", "fp32"],
+    "onnx_int8": ["--target", "onnx", *INT8],
+    "coreml_int8_ios17": ["--target", "coreml", "--deployment-target", "iOS17", *INT8],
+}
+EXTRA = {  # (spec, variant name) → arguments, for paths the table above does not reach
+    ("v1", "onnx_alpha0.5_r160"): ["--target", "onnx", "--alpha", "0.5", "--resolution", "160"],
+    ("v1", "coreml_int8_ios16_r128"): ["--target", "coreml", "--resolution", "128", *INT8],
+    ("v2", "onnx_torchvision_weights"): ["--target", "onnx", "--weights", str(WEIGHTS), "--alpha", "0.5",
+                                         "--resolution", "96"],
+    ("v2", "coreml_fp16_torchvision_weights"): ["--target", "coreml", "--weights", str(WEIGHTS), "--alpha", "0.5",
+                                                "--resolution", "96"],
+    ("v2", "coreml_image_labels"): ["--target", "coreml", "--image-input", "--labels", "LABELS", "--resolution", "96"],
+    ("v2", "onnx_passes_none"): ["--target", "onnx", "--passes", "none", "--resolution", "96"],
+}
+DIGITS_ARGS = ["--alpha", "0.35", "--resolution", "32", "--weights", str(DIGITS / "mobilenet_v2_digits.safetensors"),
+               "--quantize", "int8", "--calib", str(DIGITS / "calib"), "--calib-samples", "64"]
+EXTRA.update({
+    ("v2", "digits_onnx_int8"): ["--target", "onnx", *DIGITS_ARGS],
+    ("v2", "digits_onnx_int8_percentile"): ["--target", "onnx", *DIGITS_ARGS, "--calib-method", "percentile"],
+    ("v2", "digits_coreml_int8_ios16"): ["--target", "coreml", *DIGITS_ARGS],
+    ("v2", "digits_coreml_int8_ios17"): ["--target", "coreml", "--deployment-target", "iOS17", *DIGITS_ARGS],
+})
+VOLATILE = {"timings_s", "seconds"}  # report fields that measure time
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def mnc(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    return subprocess.run([sys.executable, "-m", "mnc", *args], cwd=cwd, env=env, capture_output=True, text=True)
+
+
+def strip_volatile(value):
+    if isinstance(value, dict):
+        return {k: strip_volatile(v) for k, v in value.items() if k not in VOLATILE}
+    if isinstance(value, list):
+        return [strip_volatile(v) for v in value]
+    return value
+
+
+def seeded_inputs(shape: list[int], image: bool) -> np.ndarray:
+    rng = np.random.default_rng(1234)
+    if image:
+        return rng.integers(0, 256, (2, *shape)).astype(np.float32)
+    return rng.standard_normal((2, *shape)).astype(np.float32)
+
+
+def onnx_facts(path: Path, shape: list[int]) -> dict:
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(path))
+    weights = {t.name: sha(t.raw_data or t.SerializeToString()) for t in model.graph.initializer}
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"input": seeded_inputs(shape, False)})
+    return {
+        "file_sha256": sha(path.read_bytes()),
+        "weights_sha256": sha(json.dumps(weights, sort_keys=True).encode()),
+        "initializers": len(weights),
+        "ops": [f"{n.op_type}:{n.name}" for n in model.graph.node],
+        "metadata_keys": [p.key for p in model.metadata_props],
+        "outputs_sha256": sha(np.ascontiguousarray(out).tobytes()),
+        "outputs_head": [float(v) for v in np.ravel(out)[:4]],
+    }
+
+
+def coreml_facts(path: Path, shape: list[int], image: bool) -> dict:
+    try:
+        from mnc.verify.coreml_exec import CoreMLProgram, run_coreml
+    except ImportError:
+        from mnc.backends.coreml_exec import CoreMLProgram, run_coreml
+
+    files = {p.relative_to(path).as_posix(): sha(p.read_bytes()) for p in sorted(path.rglob("*"))
+             if p.is_file() and p.name != "Manifest.json"}
+    program = CoreMLProgram(path)
+    (out,) = run_coreml(path, {"input": seeded_inputs(shape, image)})
+    return {
+        "files_sha256": files,
+        "weights_sha256": files.get("Data/com.apple.CoreML/weights/weight.bin"),
+        "ops": [f"{op.type}:{op.outputs[0].name}" for op in program.operations],
+        "metadata_keys": sorted(program.spec.description.metadata.userDefined),
+        "outputs_sha256": sha(np.ascontiguousarray(out).tobytes()),
+        "outputs_head": [float(v) for v in np.ravel(out)[:4]],
+    }
+
+
+def build(spec: Path, variant: str, args: list[str], work: Path) -> dict:
+    out = work / f"{spec.stem}.{variant}"
+    labels = work / "labels.txt"
+    args = [str(labels) if a == "LABELS" else a for a in args]
+    done = mnc("compile", str(spec), "-o", str(out), *args, cwd=ROOT)
+    record = {"args": args, "exit": done.returncode}
+    if done.returncode != 0:
+        record["stderr"] = done.stderr.strip().splitlines()[-3:]
+        return record
+    (report_path,) = out.glob("*.report.json")
+    report = json.loads(report_path.read_text())
+    artifact = Path(report["artifact"]["path"])
+    record["report"] = strip_volatile({k: v for k, v in report.items() if k != "artifact"})
+    record["report"]["artifact"] = {k: v for k, v in report["artifact"].items() if k != "path"}
+    shape = report["artifact"]["input"]["shape"][1:]
+    if artifact.suffix == ".onnx":
+        record["artifact"] = onnx_facts(artifact, shape)
+    else:
+        record["artifact"] = coreml_facts(artifact, shape, "--image-input" in args)
+    verify_args = ["--weights", args[args.index("--weights") + 1]] if "--weights" in args else []
+    verified = mnc("verify", str(artifact), "--json", *verify_args, cwd=ROOT)
+    record["verify_exit"] = verified.returncode
+    if verified.returncode == 0:
+        result = strip_volatile(json.loads(verified.stdout))
+        result.pop("artifact", None)
+        record["verify"] = result
+    else:
+        record["verify_stderr"] = verified.stderr.strip().splitlines()[-3:]
+    return record
+
+
+def spec_facts(spec: Path) -> dict:
+    summary = mnc("summary", str(spec), "--json", cwd=ROOT)
+    ir = mnc("ir", str(spec), cwd=ROOT)
+    ir_lowered = mnc("ir", str(spec), "--after", "none", cwd=ROOT)
+    return {
+        "summary_sha256": sha(summary.stdout.encode()),
+        "summary_totals": {k: v for k, v in json.loads(summary.stdout).items() if k != "layers"}
+        if summary.returncode == 0 else summary.stderr,
+        "ir_sha256": sha(ir.stdout.encode()),
+        "ir_lowered_sha256": sha(ir_lowered.stdout.encode()),
+    }
+
+
+def fingerprint(jobs: int) -> dict:
+    work = Path(tempfile.mkdtemp(prefix="mnc-fingerprint-"))
+    (work / "labels.txt").write_text("".join(f"class {i}\n" for i in range(1000)))
+    tasks = [(spec, v, a) for spec in SPECS for v, a in VARIANTS.items()]
+    tasks += [(next(s for s in SPECS if s.stem == stem), v, a) for (stem, v), a in EXTRA.items()]
+    with ThreadPoolExecutor(jobs) as pool:
+        builds = pool.map(lambda t: (f"{t[0].stem}/{t[1]}", build(t[0], t[1], t[2], work)), tasks)
+        specs = pool.map(lambda s: (s.stem, spec_facts(s)), SPECS)
+        return {"builds": dict(builds), "specs": dict(specs)}
+
+
+def differences(old, new, path: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for key in sorted(set(old) | set(new)):
+            if key not in new:
+                out.append(f"{path}/{key}: removed")
+            elif key not in old:
+                out.append(f"{path}/{key}: added")
+            else:
+                out += differences(old[key], new[key], f"{path}/{key}")
+        return out
+    if old != new:
+        show = lambda v: json.dumps(v)[:160]  # noqa: E731
+        return [f"{path}: {show(old)} → {show(new)}"]
+    return []
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-o", "--output", required=True, help="where to write the fingerprints (JSON)")
+    parser.add_argument("--compare", help="fingerprints of an earlier build to compare with")
+    parser.add_argument("--jobs", type=int, default=2)
+    args = parser.parse_args()
+    result = fingerprint(args.jobs)
+    Path(args.output).write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    failed = [k for k, b in result["builds"].items() if b["exit"] != 0 or b.get("verify_exit") != 0]
+    print(f"{len(result['builds'])} builds, {len(result['specs'])} specs; failed: {failed or 'none'}")
+    if args.compare:
+        # Each run builds in its own temporary folder; its name is not part of what is compared.
+        same_work = lambda text: json.loads(re.sub(r"/tmp/mnc-fingerprint-[A-Za-z0-9_]+", "<work>", text))  # noqa: E731
+        diff = differences(same_work(Path(args.compare).read_text()), same_work(json.dumps(result)))
+        print("\n".join(diff) if diff else "identical")
+        return 1 if diff else 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
