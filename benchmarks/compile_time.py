@@ -7,6 +7,7 @@
 
     python benchmarks/compile_time.py [--repeats 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,16 +46,24 @@ def compile_v2(repeats: int) -> None:
     with tempfile.TemporaryDirectory() as out:
         for _ in range(repeats):
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "mnc", "compile", "specs/v2.mnet", "--target", "onnx", "-o", out],
-                           cwd=ROOT, check=True, capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", "mnc", "compile", "specs/v2.mnet", "--target", "onnx", "-o", out],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+            )
             walls.append(time.perf_counter() - start)
             stages.append(json.loads((Path(out) / "v2_1.0_224.report.json").read_text())["timings_s"])
-    print(f"mnc compile specs/v2.mnet --target onnx: median wall {statistics.median(walls):.2f} s "
-          f"over {repeats} runs (min {min(walls):.2f}, max {max(walls):.2f})")
+    print(
+        f"mnc compile specs/v2.mnet --target onnx: median wall {statistics.median(walls):.2f} s "
+        f"over {repeats} runs (min {min(walls):.2f}, max {max(walls):.2f})"
+    )
     for stage in stages[0]:
         print(f"  {stage:<10} {statistics.median(s[stage] for s in stages):7.3f} s")
-    print(f"  {'(stages)':<10} {statistics.median(sum(s.values()) for s in stages):7.3f} s; "
-          "the rest is interpreter start-up and imports")
+    print(
+        f"  {'(stages)':<10} {statistics.median(sum(s.values()) for s in stages):7.3f} s; "
+        "the rest is interpreter start-up and imports"
+    )
 
 
 def summary_scaling(repeats: int) -> None:
@@ -85,8 +94,9 @@ def summary_scaling(repeats: int) -> None:
         walls = []
         for _ in range(repeats):
             start = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "mnc", "summary", str(path)], cwd=ROOT, check=True,
-                           capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", "mnc", "summary", str(path)], cwd=ROOT, check=True, capture_output=True
+            )
             walls.append(time.perf_counter() - start)
     print(f"`mnc summary` process on the 1,000-row spec: median wall {statistics.median(walls):.2f} s")
 

@@ -9,6 +9,7 @@ Runs alternate between the two so noise falls on both alike; medians are compare
 
     python benchmarks/coreml_compile.py --peer-python /path/to/venv/bin/python [--repeats 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,12 +35,25 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--peer-python", required=True, help="python with torch, torchvision and coremltools")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--precision", default="fp16", help="mnc's --precision (the peer converts at coremltools' default, fp16)")
+    p.add_argument(
+        "--precision", default="fp16", help="mnc's --precision (the peer converts at coremltools' default, fp16)"
+    )
     args = p.parse_args()
     mnc_times, peer_times, stages = [], [], []
     with tempfile.TemporaryDirectory() as tmp:
-        mnc_cmd = [sys.executable, "-m", "mnc", "compile", "specs/v2.mnet", "--target", "coreml",
-                   "--precision", args.precision, "-o", f"{tmp}/mnc"]
+        mnc_cmd = [
+            sys.executable,
+            "-m",
+            "mnc",
+            "compile",
+            "specs/v2.mnet",
+            "--target",
+            "coreml",
+            "--precision",
+            args.precision,
+            "-o",
+            f"{tmp}/mnc",
+        ]
         peer_cmd = [args.peer_python, str(PEER_SCRIPT), "--arch", "mobilenet_v2", "-o", f"{tmp}/peer"]
         timed(mnc_cmd), timed(peer_cmd)  # warm the file cache for both
         for _ in range(args.repeats):
@@ -51,7 +65,9 @@ def main() -> None:
     print(f"  mnc compile --target coreml (verified): {m:6.2f} s  ({min(mnc_times):.2f}–{max(mnc_times):.2f})")
     print(f"  torchvision → ct.convert (peer):       {pr:6.2f} s  ({min(peer_times):.2f}–{max(peer_times):.2f})")
     print(f"  ratio mnc / peer: {m / pr:.3f} (target ≤ 0.3)")
-    print("  mnc stages (median s): " + ", ".join(f"{k} {statistics.median(s[k] for s in stages):.3f}" for k in stages[0]))
+    print(
+        "  mnc stages (median s): " + ", ".join(f"{k} {statistics.median(s[k] for s in stages):.3f}" for k in stages[0])
+    )
 
 
 if __name__ == "__main__":

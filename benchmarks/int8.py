@@ -12,6 +12,7 @@ than the peer's quantize_static model; int8 file ≤ 0.3× the fp32 file.
 
     python benchmarks/int8.py --peer-python /path/to/venv/bin/python
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,12 +44,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         fp32 = compile_spec(ROOT / "specs" / "v2.mnet", out_dir=tmp / "fp32").artifact
-        int8 = compile_spec(ROOT / "specs" / "v2.mnet", out_dir=tmp / "int8",
-                            quantization=Quantization("synthetic", samples=CALIB_SAMPLES)).artifact
+        int8 = compile_spec(
+            ROOT / "specs" / "v2.mnet",
+            out_dir=tmp / "int8",
+            quantization=Quantization("synthetic", samples=CALIB_SAMPLES),
+        ).artifact
         peer = Path(args.peer_model) if args.peer_model else tmp / "peer.onnx"
         if not args.peer_model:
-            subprocess.run([args.peer_python, str(PEER_SCRIPT), "--arch", "mobilenet_v2", "-o", str(peer)],
-                           check=True, capture_output=True)
+            subprocess.run(
+                [args.peer_python, str(PEER_SCRIPT), "--arch", "mobilenet_v2", "-o", str(peer)],
+                check=True,
+                capture_output=True,
+            )
         settings = load_spec(ROOT / "specs" / "v2.mnet").settings
         data, _ = load_calibration("synthetic", settings, 224, CALIB_SAMPLES, 0)
 
@@ -60,8 +67,16 @@ def main() -> None:
                 return next(self.items, None)
 
         peer_int8 = tmp / "peer_int8.onnx"
-        quantize_static(str(peer), str(peer_int8), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True)
+        quantize_static(
+            str(peer),
+            str(peer_int8),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            reduce_range=True,
+        )
         models = {"mnc fp32": fp32, "mnc int8": int8, "peer int8 (quantize_static)": peer_int8}
         times = measure(models, 1, 20, args.rounds, 1)
         med = {k: statistics.median(v) for k, v in times.items()}
@@ -69,8 +84,10 @@ def main() -> None:
         for name, path in models.items():
             print(f"  {name:<30} {1e3 * med[name]:7.2f} ms   {path.stat().st_size / 1e6:6.2f} MB")
         print(f"  int8 speed-up over fp32: {med['mnc fp32'] / med['mnc int8']:.2f}× (target ≥ 1.4)")
-        print(f"  mnc int8 / peer int8 latency: {med['mnc int8'] / med['peer int8 (quantize_static)']:.3f} "
-              "(target ≤ 1.00)")
+        print(
+            f"  mnc int8 / peer int8 latency: {med['mnc int8'] / med['peer int8 (quantize_static)']:.3f} "
+            "(target ≤ 1.00)"
+        )
         print(f"  int8 / fp32 file size: {int8.stat().st_size / fp32.stat().st_size:.3f} (target ≤ 0.3)")
 
 

@@ -12,6 +12,7 @@ and 20 ms when alternating every run). The minimum is printed beside the median.
     python benchmarks/ort_latency.py --peer-python /path/to/venv-with-torch/bin/python
     python benchmarks/ort_latency.py --peer-model peer_v2.onnx     # reuse an exported peer
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,11 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 from mnc.pipeline import compile_spec  # noqa: E402
 
 PEER_SCRIPT = ROOT.parent / "shared" / "bench" / "peer_onnx.py"
-MNC_MODELS = [("mnc v2 1.0/224", "v2.mnet", 1.0, 224), ("mnc v1 1.0/224", "v1.mnet", 1.0, 224),
-              ("mnc v1 0.5/160", "v1.mnet", 0.5, 160)]
+MNC_MODELS = [
+    ("mnc v2 1.0/224", "v2.mnet", 1.0, 224),
+    ("mnc v1 1.0/224", "v1.mnet", 1.0, 224),
+    ("mnc v1 0.5/160", "v1.mnet", 0.5, 160),
+]
 PEER_MACS = 300_774_272  # torchvision MobileNetV2 1.0/224 (its published 0.30 GFLOPS)
 
 
@@ -62,7 +66,7 @@ def measure(models: dict[str, Path], threads: int, warmup: int, rounds: int, per
     for r in range(rounds):
         # Rotate the order every round: a model's position within a round shifts its timing by
         # as much as the differences measured here (seen here: the same model 0.8 % apart).
-        for name in order[r % len(order):] + order[: r % len(order)]:
+        for name in order[r % len(order) :] + order[: r % len(order)]:
             s = sessions[name]
             for _ in range(per_round):
                 start = time.perf_counter()
@@ -88,23 +92,44 @@ def main() -> None:
             models[label], macs[label] = result.artifact, result.report["macs"]
         peer = Path(args.peer_model) if args.peer_model else tmp / "peer_v2.onnx"
         if not args.peer_model:
-            subprocess.run([args.peer_python, str(PEER_SCRIPT), "--arch", "mobilenet_v2", "--alpha", "1.0",
-                            "--resolution", "224", "-o", str(peer)], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    args.peer_python,
+                    str(PEER_SCRIPT),
+                    "--arch",
+                    "mobilenet_v2",
+                    "--alpha",
+                    "1.0",
+                    "--resolution",
+                    "224",
+                    "-o",
+                    str(peer),
+                ],
+                check=True,
+                capture_output=True,
+            )
         models["peer v2 1.0/224 (torchvision)"], macs["peer v2 1.0/224 (torchvision)"] = peer, PEER_MACS
 
-        print(f"onnxruntime {ort.__version__}; {args.rounds * args.per_round} runs per model and thread count, "
-              f"interleaved, after {args.warmup} warm-up runs; batch 1")
+        print(
+            f"onnxruntime {ort.__version__}; {args.rounds * args.per_round} runs per model and thread count, "
+            f"interleaved, after {args.warmup} warm-up runs; batch 1"
+        )
         print(f"{'model':<32} {'threads':>7} {'median ms':>10} {'min':>7} {'p90':>7} {'GMAC/s':>7}")
         for threads in (1, 2):
             times = measure(models, threads, args.warmup, args.rounds, args.per_round)
             med = {}
             for name, ts in times.items():
                 med[name] = statistics.median(ts)
-                print(f"{name:<32} {threads:>7} {1e3 * med[name]:>10.2f} {1e3 * min(ts):>7.2f} "
-                      f"{1e3 * np.percentile(ts, 90):>7.2f} {macs[name] / med[name] / 1e9:>7.1f}")
+                print(
+                    f"{name:<32} {threads:>7} {1e3 * med[name]:>10.2f} {1e3 * min(ts):>7.2f} "
+                    f"{1e3 * np.percentile(ts, 90):>7.2f} {macs[name] / med[name] / 1e9:>7.1f}"
+                )
             mnc, peer = times["mnc v2 1.0/224"], times["peer v2 1.0/224 (torchvision)"]
-            print(f"  {threads} thread(s): mnc v2 / peer v2 latency ratio: median {med['mnc v2 1.0/224'] / med['peer v2 1.0/224 (torchvision)']:.3f}, "
-                  f"min {min(mnc) / min(peer):.3f} (target ≤ 1.00)")
+            ratio = med["mnc v2 1.0/224"] / med["peer v2 1.0/224 (torchvision)"]
+            print(
+                f"  {threads} thread(s): mnc v2 / peer v2 latency ratio: median {ratio:.3f}, "
+                f"min {min(mnc) / min(peer):.3f} (target ≤ 1.00)"
+            )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """The artifact record: what every artifact mnc writes carries about how it was built, so that
 `mnc verify` can rebuild its reference. The single definition of mnc's metadata keys: targets
 store `to_metadata()` in their format's metadata and give it back for `from_metadata`."""
+
 from __future__ import annotations
 
 import json
@@ -41,16 +42,25 @@ class ArtifactRecord:
     def to_metadata(self, *, with_spec_text: bool = True) -> dict[str, str]:
         """String keys and values, in a fixed order (ONNX keeps the order in the file)."""
         fields = {
-            "version": self.version, "spec_name": self.spec_name, "spec_sha256": self.spec_sha256,
-            "spec_text": self.spec_text if with_spec_text else None, "alpha": repr(self.alpha),
-            "resolution": str(self.resolution), "classes": str(self.classes), "seed": str(self.seed),
-            "passes": ",".join(self.passes), "weights_sha256": self.weights_sha256,
+            "version": self.version,
+            "spec_name": self.spec_name,
+            "spec_sha256": self.spec_sha256,
+            "spec_text": self.spec_text if with_spec_text else None,
+            "alpha": repr(self.alpha),
+            "resolution": str(self.resolution),
+            "classes": str(self.classes),
+            "seed": str(self.seed),
+            "passes": ",".join(self.passes),
+            "weights_sha256": self.weights_sha256,
             "weights_layout": self.weights_layout if self.weights_sha256 else None,
-            "precision": self.precision, "image_input": _flag(self.image_input),
-            "quantization": self.quantization, "calibration": self.calibration,
+            "precision": self.precision,
+            "image_input": _flag(self.image_input),
+            "quantization": self.quantization,
+            "calibration": self.calibration,
             "weight_bits": None if self.weight_bits is None else str(self.weight_bits),
             "int8_activations": _flag(self.int8_activations),
-            "activation_ranges": None if self.activation_ranges is None
+            "activation_ranges": None
+            if self.activation_ranges is None
             else json.dumps(self.activation_ranges, sort_keys=True),
         }
         return {PREFIX + k: v for k, v in fields.items() if v is not None}
@@ -58,18 +68,26 @@ class ArtifactRecord:
     @classmethod
     def from_metadata(cls, meta: dict[str, str], shown: str) -> "ArtifactRecord | None":
         """The record in an artifact's metadata; None if it was not built by mnc, InputError if damaged."""
-        m = {k[len(PREFIX):]: v for k, v in meta.items() if k.startswith(PREFIX)}
+        m = {k[len(PREFIX) :]: v for k, v in meta.items() if k.startswith(PREFIX)}
         if "spec_text" not in m:
             return None
         try:
             return cls(
-                version=m.get("version", ""), spec_name=m.get("spec_name", ""), spec_sha256=m.get("spec_sha256", ""),
-                spec_text=m["spec_text"], alpha=float(m["alpha"]), resolution=int(m["resolution"]),
-                classes=int(m["classes"]), seed=int(m.get("seed", 0)),
+                version=m.get("version", ""),
+                spec_name=m.get("spec_name", ""),
+                spec_sha256=m.get("spec_sha256", ""),
+                spec_text=m["spec_text"],
+                alpha=float(m["alpha"]),
+                resolution=int(m["resolution"]),
+                classes=int(m["classes"]),
+                seed=int(m.get("seed", 0)),
                 passes=tuple(p for p in m.get("passes", "").split(",") if p),
-                weights_sha256=m.get("weights_sha256"), weights_layout=m.get("weights_layout"),
-                precision=m.get("precision"), image_input=_parse_flag(m.get("image_input")),
-                quantization=m.get("quantization"), calibration=m.get("calibration"),
+                weights_sha256=m.get("weights_sha256"),
+                weights_layout=m.get("weights_layout"),
+                precision=m.get("precision"),
+                image_input=_parse_flag(m.get("image_input")),
+                quantization=m.get("quantization"),
+                calibration=m.get("calibration"),
                 weight_bits=int(m["weight_bits"]) if "weight_bits" in m else None,
                 int8_activations=_parse_flag(m.get("int8_activations")),
                 activation_ranges=json.loads(m["activation_ranges"]) if "activation_ranges" in m else None,

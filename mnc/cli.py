@@ -4,6 +4,7 @@ It names no target: target choices and target flags come from the registry in mn
 Exit codes: 0 success; 2 bad input (spec, arguments, weights, data); 3 verification failed;
 1 an internal error (a bug: the traceback is printed so it can be reported).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,15 +51,22 @@ def _add_shape_options(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--rho", type=_number, help="resolution multiplier ρ: resolution = round(base·ρ)")
     group.add_argument("--resolution", type=_whole_number, help="input resolution in pixels")
-    p.add_argument("--classes", type=_whole_number, help="number of classes (default: the weights' classifier, "
-                                                         "else the spec's)")
+    p.add_argument(
+        "--classes", type=_whole_number, help="number of classes (default: the weights' classifier, else the spec's)"
+    )
 
 
 def _add_weights_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--weights", metavar="FILE", help="trained weights: .safetensors, .npz, or .pt/.pth "
-                                                     "(needs torch; loaded with weights_only=True)")
-    p.add_argument("--weights-layout", metavar="LAYOUT",
-                   help="how tensor names map to layers: mnc, torchvision_mobilenet_v2 (default: detected)")
+    p.add_argument(
+        "--weights",
+        metavar="FILE",
+        help="trained weights: .safetensors, .npz, or .pt/.pth (needs torch; loaded with weights_only=True)",
+    )
+    p.add_argument(
+        "--weights-layout",
+        metavar="LAYOUT",
+        help="how tensor names map to layers: mnc, torchvision_mobilenet_v2 (default: detected)",
+    )
     p.add_argument("--seed", type=_natural, help="seed of the initial weights when no --weights (default: 0)")
 
 
@@ -88,25 +96,44 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output-dir", default="build", help="where to write (default: build)")
     _add_weights_options(p)
     p.add_argument("--save-weights", metavar="FILE", help="also write the network's weights (mnc layout, .safetensors)")
-    p.add_argument("--passes", default="default", metavar="PIPELINE",
-                   help="optimisation: 'default' (fold_bn, fuse_act, cleanup), 'none', or a comma list of passes")
+    p.add_argument(
+        "--passes",
+        default="default",
+        metavar="PIPELINE",
+        help="optimisation: 'default' (fold_bn, fuse_act, cleanup), 'none', or a comma list of passes",
+    )
     quant = p.add_argument_group("int8 quantisation")
     quant.add_argument("--quantize", choices=["int8"], help="post-training int8 quantisation")
-    quant.add_argument("--calib", metavar="DATA",
-                       help="calibration data: a folder of images, a .npy/.npz array of preprocessed inputs, "
-                            "or 'synthetic' (no real data)")
-    quant.add_argument("--calib-samples", type=_whole_number, default=100, metavar="N",
-                       help="how many calibration samples to use, chosen with --seed (default: 100)")
-    quant.add_argument("--calib-method", choices=list(CALIBRATION_METHODS), default="minmax",
-                       help="activation ranges: " + "; ".join(f"{k}: {v}" for k, v in CALIBRATION_METHODS.items()))
+    quant.add_argument(
+        "--calib",
+        metavar="DATA",
+        help="calibration data: a folder of images, a .npy/.npz array of preprocessed inputs, "
+        "or 'synthetic' (no real data)",
+    )
+    quant.add_argument(
+        "--calib-samples",
+        type=_whole_number,
+        default=100,
+        metavar="N",
+        help="how many calibration samples to use, chosen with --seed (default: 100)",
+    )
+    quant.add_argument(
+        "--calib-method",
+        choices=list(CALIBRATION_METHODS),
+        default="minmax",
+        help="activation ranges: " + "; ".join(f"{k}: {v}" for k, v in CALIBRATION_METHODS.items()),
+    )
     _add_target_flags(p.add_argument_group("target options (each taken by the targets named)"))
 
     p = sub.add_parser("ir", help="print the IR, before or after optimisation passes")
     p.add_argument("spec", help="network spec (.mnet)")
     _add_shape_options(p)
     p.add_argument("--passes", default="default", metavar="PIPELINE", help="pipeline to run (default: default)")
-    p.add_argument("--after", metavar="PASS", help="stop after this pass ('none': the IR as lowered); "
-                                                   "default: after the whole pipeline")
+    p.add_argument(
+        "--after",
+        metavar="PASS",
+        help="stop after this pass ('none': the IR as lowered); default: after the whole pipeline",
+    )
     _add_weights_options(p)
 
     p = sub.add_parser("summary", help="per-layer shapes, parameters and MACs")
@@ -140,27 +167,49 @@ def _compile(args) -> int:
     options = TargetOptions(**{name: getattr(args, name) for name in FLAGS})
     if args.calib is not None and args.quantize is None:
         raise InputError("--calib is for --quantize int8")
-    quantization = Quantization(args.calib, args.calib_samples, args.calib_method,
-                                _progress if sys.stderr.isatty() else None) if args.quantize else None
-    result = compile_spec(args.spec, target=args.target, alpha=args.alpha, rho=args.rho, resolution=args.resolution,
-                          classes=args.classes, seed=args.seed or 0, weights=args.weights,
-                          weights_layout=args.weights_layout, save_weights=args.save_weights,
-                          out_dir=args.output_dir, passes=args.passes, options=options, quantization=quantization)
+    quantization = (
+        Quantization(args.calib, args.calib_samples, args.calib_method, _progress if sys.stderr.isatty() else None)
+        if args.quantize
+        else None
+    )
+    result = compile_spec(
+        args.spec,
+        target=args.target,
+        alpha=args.alpha,
+        rho=args.rho,
+        resolution=args.resolution,
+        classes=args.classes,
+        seed=args.seed or 0,
+        weights=args.weights,
+        weights_layout=args.weights_layout,
+        save_weights=args.save_weights,
+        out_dir=args.output_dir,
+        passes=args.passes,
+        options=options,
+        quantization=quantization,
+    )
     r = result.report
     v = r["verification"]
-    print(f"wrote {result.artifact} ({r['artifact']['size_bytes']:,} bytes; "
-          f"{r['params']:,} params, {r['macs'] / 1e6:.1f} M MACs)")
+    print(
+        f"wrote {result.artifact} ({r['artifact']['size_bytes']:,} bytes; "
+        f"{r['params']:,} params, {r['macs'] / 1e6:.1f} M MACs)"
+    )
     if "quantization" in r:
         q, m, f = r["quantization"], v["metrics"], v["versus_fp32"]
         if q["synthetic"]:
-            print("warning: calibrated with synthetic data; the int8 ranges do not represent real inputs",
-                  file=sys.stderr)
-        print(f"int8 ({q['calibration']}): against mnc's fake-quant reference SQNR {m['sqnr_db']} dB, cosine "
-              f"{m['cosine']:.5f}; against fp32 SQNR {f['sqnr_db']} dB, top-1 agreement {f['top1_agreement']:.3f}")
+            print(
+                "warning: calibrated with synthetic data; the int8 ranges do not represent real inputs", file=sys.stderr
+            )
+        print(
+            f"int8 ({q['calibration']}): against mnc's fake-quant reference SQNR {m['sqnr_db']} dB, cosine "
+            f"{m['cosine']:.5f}; against fp32 SQNR {f['sqnr_db']} dB, top-1 agreement {f['top1_agreement']:.3f}"
+        )
     for run in v.get("runs", []):
         m = run["metrics"]
-        print(f"verified with {run['executor']}: max abs error {m['max_abs_err']:.3g}, max rel error "
-              f"{m['max_rel_err']:.3g} (tolerance {v['tolerance']['max_rel_err']:g}), cosine {m['cosine']:.7f}")
+        print(
+            f"verified with {run['executor']}: max abs error {m['max_abs_err']:.3g}, max rel error "
+            f"{m['max_rel_err']:.3g} (tolerance {v['tolerance']['max_rel_err']:g}), cosine {m['cosine']:.7f}"
+        )
     print(f"  reference: {v['reference']}")
     print(f"report: {result.report_path}")
     return 0
@@ -174,8 +223,16 @@ def _ir(args) -> int:
     pipeline = resolve_pipeline(args.passes)
     if args.after not in (None, "none") and args.after not in pipeline:
         raise InputError(f"--after {args.after}: not a pass of the pipeline ({', '.join(pipeline) or 'empty'})")
-    built = build(args.spec, alpha=args.alpha, rho=args.rho, resolution=args.resolution, classes=args.classes,
-                  seed=args.seed or 0, weights=args.weights, weights_layout=args.weights_layout)
+    built = build(
+        args.spec,
+        alpha=args.alpha,
+        rho=args.rho,
+        resolution=args.resolution,
+        classes=args.classes,
+        seed=args.seed or 0,
+        weights=args.weights,
+        weights_layout=args.weights_layout,
+    )
     graph = built.graph
     if args.after != "none":
         graph, _ = run_pipeline(graph, pipeline, stop_after=args.after)
@@ -188,7 +245,9 @@ def _progress(done: int, total: int) -> None:
     width = 30
     filled = width * done // max(total, 1)
     end = "\n" if done >= total else ""
-    print(f"\rcalibrating [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr, flush=True)
+    print(
+        f"\rcalibrating [{'#' * filled}{'.' * (width - filled)}] {done}/{total}", end=end, file=sys.stderr, flush=True
+    )
 
 
 def _summary(args) -> int:
@@ -205,20 +264,32 @@ def _summary(args) -> int:
 def _verify(args) -> int:
     from mnc.pipeline import verify_file
 
-    result = verify_file(args.artifact, spec_path=args.spec, alpha=args.alpha, rho=args.rho,
-                         resolution=args.resolution, classes=args.classes, seed=args.seed,
-                         weights=args.weights, weights_layout=args.weights_layout)
+    result = verify_file(
+        args.artifact,
+        spec_path=args.spec,
+        alpha=args.alpha,
+        rho=args.rho,
+        resolution=args.resolution,
+        classes=args.classes,
+        seed=args.seed,
+        weights=args.weights,
+        weights_layout=args.weights_layout,
+    )
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"{args.artifact}: pass (α={result['alpha']:g}, resolution {result['resolution']}, seed {result['seed']})")
+        print(
+            f"{args.artifact}: pass (α={result['alpha']:g}, resolution {result['resolution']}, seed {result['seed']})"
+        )
         if "versus_fp32" in result:
             m = result["metrics"]
             print(f"  int8 against mnc's fake-quant reference: SQNR {m['sqnr_db']} dB, cosine {m['cosine']:.5f}")
         for run in result.get("runs", []):
             m = run["metrics"]
-            print(f"  {run['executor']}: max abs error {m['max_abs_err']:.3g}, max rel error {m['max_rel_err']:.3g}, "
-                  f"cosine {m['cosine']:.7f}")
+            print(
+                f"  {run['executor']}: max abs error {m['max_abs_err']:.3g}, max rel error {m['max_rel_err']:.3g}, "
+                f"cosine {m['cosine']:.7f}"
+            )
         if not result["spec"]["matches_artifact"]:
             print(f"note: {result['spec']['path']} differs from the spec the artifact was built from")
     return 0

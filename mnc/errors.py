@@ -3,6 +3,7 @@
 Exit codes are part of the CLI contract: 2 for bad input (`InputError`), 3 for a
 failed numerical check (`VerificationError`), 1 for anything else (a bug).
 """
+
 from __future__ import annotations
 
 import difflib

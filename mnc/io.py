@@ -3,6 +3,7 @@
 Artifacts are staged next to their destination (same file system), verified there, then
 renamed into place. A package directory (.mlpackage) replaces an old one by two renames; between
 them, for an instant, neither exists."""
+
 from __future__ import annotations
 
 import hashlib

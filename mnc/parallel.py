@@ -1,5 +1,6 @@
 """How mnc uses the machine's two cores: one BLAS thread, the reference computed in a forked
 process beside the backend, and single-threaded executors splitting their samples across a fork."""
+
 from __future__ import annotations
 
 import functools

@@ -1,4 +1,5 @@
 """Seeded, image-like inputs: what weight calibration and verification feed the network."""
+
 from __future__ import annotations
 
 import numpy as np

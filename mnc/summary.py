@@ -1,4 +1,5 @@
 """`mnc summary`: the per-layer table of shapes, parameters and MACs, and totals."""
+
 from __future__ import annotations
 
 from mnc.frontend import CheckedSpec, Config
@@ -66,18 +67,35 @@ def format_table(summary: dict) -> str:
     body = []
     for r in summary["layers"]:
         ks = f"{r['kernel']}x{r['kernel']}/{r['stride']}" if r["kernel"] else ""
-        body.append((r["name"], r["op"], ks, _shape(r["input_shape"]), _shape(r["output_shape"]),
-                     f"{r['params']:,}" if r["params"] else "", f"{r['macs']:,}" if r["macs"] else ""))
+        body.append(
+            (
+                r["name"],
+                r["op"],
+                ks,
+                _shape(r["input_shape"]),
+                _shape(r["output_shape"]),
+                f"{r['params']:,}" if r["params"] else "",
+                f"{r['macs']:,}" if r["macs"] else "",
+            )
+        )
     widths = [max(len(h), *(len(row[i]) for row in body)) for i, h in enumerate(header)]
     right = {5, 6}
 
     def line(cells) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
 
     rule = "  ".join("-" * w for w in widths)
-    total = (f"{summary['name']}  α={summary['alpha']:g}  resolution={summary['resolution']}  "
-             f"classes={summary['classes']}")
-    out = [line(header), rule, *map(line, body), rule,
-           f"{total}\ntotal: {summary['params']:,} params ({summary['params'] / 1e6:.2f} M), "
-           f"{summary['macs']:,} MACs ({summary['macs'] / 1e6:.1f} M)"]
+    total = (
+        f"{summary['name']}  α={summary['alpha']:g}  resolution={summary['resolution']}  classes={summary['classes']}"
+    )
+    out = [
+        line(header),
+        rule,
+        *map(line, body),
+        rule,
+        f"{total}\ntotal: {summary['params']:,} params ({summary['params'] / 1e6:.2f} M), "
+        f"{summary['macs']:,} MACs ({summary['macs'] / 1e6:.1f} M)",
+    ]
     return "\n".join(out)

@@ -1,4 +1,5 @@
 """Per-stage wall-clock timings for the compile report."""
+
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
 """The command line: files written, exit codes, messages, and nothing written on failure."""
+
 import hashlib
 import json
 import subprocess
@@ -34,8 +35,12 @@ def test_compile_writes_artifact_and_report(tmp_path, capsys):
     data = artifact.read_bytes()
     assert report["artifact"]["sha256"] == hashlib.sha256(data).hexdigest()
     assert report["artifact"]["size_bytes"] == len(data)
-    assert (report["spec"]["name"], report["alpha"], report["resolution"], report["target"]) == \
-        ("mobilenet_v1", 0.5, 128, "onnx")
+    assert (report["spec"]["name"], report["alpha"], report["resolution"], report["target"]) == (
+        "mobilenet_v1",
+        0.5,
+        128,
+        "onnx",
+    )
     assert report["classes"] == 1000 and report["macs"] > 0 and report["params"] > 0
     v = report["verification"]
     assert v["verdict"] == "pass" and v["metrics"]["max_rel_err"] <= v["tolerance"]["max_rel_err"]
@@ -69,13 +74,16 @@ def test_bad_spec_exits_2_with_located_message_and_writes_nothing(tmp_path, caps
     assert "Traceback" not in err and not out.exists()
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--alpha", "0"], "mnc: error: --alpha 0: width multiplier α must be > 0"),
-    (["--alpha", "abc"], "argument --alpha: expected a number, got 'abc'"),
-    (["--rho", "0.5", "--resolution", "96"], "not allowed with argument"),
-    (["--resolution", "0"], "--resolution 0: resolution 0: the input must be at least 1×1"),
-    (["--resolution", "16"], "resolution 16 is too small for this network"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--alpha", "0"], "mnc: error: --alpha 0: width multiplier α must be > 0"),
+        (["--alpha", "abc"], "argument --alpha: expected a number, got 'abc'"),
+        (["--rho", "0.5", "--resolution", "96"], "not allowed with argument"),
+        (["--resolution", "0"], "--resolution 0: resolution 0: the input must be at least 1×1"),
+        (["--resolution", "16"], "resolution 16 is too small for this network"),
+    ],
+)
 def test_bad_arguments_exit_2(tmp_path, capsys, argv, message):
     code = _compile(tmp_path, *argv)
     err = capsys.readouterr().err
@@ -123,8 +131,25 @@ def test_runtime_rejecting_the_artifact_is_a_failed_verification(tmp_path, capsy
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
     out = tmp_path_factory.mktemp("compiled")
-    assert main(["compile", str(SPECS / "v2.mnet"), "--alpha", "0.35", "--resolution", "96", "--seed", "7",
-                 "--target", "onnx", "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compile",
+                str(SPECS / "v2.mnet"),
+                "--alpha",
+                "0.35",
+                "--resolution",
+                "96",
+                "--seed",
+                "7",
+                "--target",
+                "onnx",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out / "v2_0.35_96.onnx"
 
 
@@ -172,10 +197,13 @@ def test_passes_none_emits_the_unoptimised_graph(tmp_path):
     assert json.loads((tmp_path / "v1_0.25_64.report.json").read_text())["passes"] == []
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--passes", "fuse_act,fold_bn"], "'fold_bn' must run before 'fuse_act'"),
-    (["--passes", "fold"], "unknown pass 'fold'"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--passes", "fuse_act,fold_bn"], "'fold_bn' must run before 'fuse_act'"),
+        (["--passes", "fold"], "unknown pass 'fold'"),
+    ],
+)
 def test_bad_pipelines_exit_2(tmp_path, capsys, argv, message):
     assert _compile(tmp_path, *argv) == 2
     assert message in capsys.readouterr().err and not any(tmp_path.iterdir())
@@ -189,8 +217,10 @@ def test_ir_after_a_pass(capsys):
     assert main(base + ["--after", "fold_bn"]) == 0
     folded = capsys.readouterr().out
     assert "batchnorm" not in folded and "fn=relu6" in folded
-    assert "stage1.block0.dw = conv(stage0.block0.conv.act) out_channels=16 kernel=3 stride=1 pads=[1,1,1,1] " \
-           "groups=16 bias -> 16×32×32  {weight[16, 1, 3, 3] bias[16]}  # line 28" in folded
+    assert (
+        "stage1.block0.dw = conv(stage0.block0.conv.act) out_channels=16 kernel=3 stride=1 pads=[1,1,1,1] "
+        "groups=16 bias -> 16×32×32  {weight[16, 1, 3, 3] bias[16]}  # line 28" in folded
+    )
     assert main(base) == 0
     assert "fused_act=relu6" in capsys.readouterr().out
     assert _run(base + ["--after", "quantize"]) == 2
@@ -205,8 +235,13 @@ def test_summary_json(capsys):
     assert sum(layer["macs"] for layer in s["layers"]) == s["macs"]
     first = s["layers"][0]
     assert {k: first[k] for k in ("name", "op", "kernel", "stride", "input_shape", "output_shape")} == {
-        "name": "stage0.block0.conv", "op": "conv", "kernel": 3, "stride": 2,
-        "input_shape": [3, 224, 224], "output_shape": [32, 112, 112]}
+        "name": "stage0.block0.conv",
+        "op": "conv",
+        "kernel": 3,
+        "stride": 2,
+        "input_shape": [3, 224, 224],
+        "output_shape": [32, 112, 112],
+    }
     assert first["params"] == 864 and first["macs"] == 10_838_016  # 112·112·32·3·3·3
 
 
@@ -221,11 +256,27 @@ def test_installed_entry_point_runs_without_traceback(tmp_path):
     """A real process, as CI and users run it."""
     bad = tmp_path / "bad.mnet"
     bad.write_text("name = x\nalpha 2\n")
-    proc = subprocess.run([sys.executable, "-m", "mnc", "summary", str(bad)], capture_output=True, text=True,
-                          cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "mnc", "summary", str(bad)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and f"{bad}:2:7: error:" in proc.stderr and "Traceback" not in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "mnc", "compile", "specs/v1.mnet", "--alpha", "0.25",
-                           "--resolution", "64", "--target", "onnx", "-o", str(tmp_path)],
-                          capture_output=True, text=True, cwd=ROOT)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnc",
+            "compile",
+            "specs/v1.mnet",
+            "--alpha",
+            "0.25",
+            "--resolution",
+            "64",
+            "--target",
+            "onnx",
+            "-o",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "v1_0.25_64.onnx").exists() and (tmp_path / "v1_0.25_64.report.json").exists()

@@ -1,5 +1,6 @@
 """Core ML: the executor of saved packages op by op, end-to-end compiles in fp32 and fp16, and
 fault injection into saved packages that `mnc verify` must catch."""
+
 import contextlib
 import io
 import json
@@ -24,8 +25,12 @@ from coremltools.converters.mil import Builder as mb  # noqa: E402
 def _save(tmp_path, build, shape, precision="fp32", name="p"):
     program = mb.program(input_specs=[mb.TensorSpec(shape=shape)], opset_version=ct.target.iOS16)(build)
     with contextlib.redirect_stderr(io.StringIO()):
-        model = ct.convert(program, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16,
-                           compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16)
+        model = ct.convert(
+            program,
+            convert_to="mlprogram",
+            minimum_deployment_target=ct.target.iOS16,
+            compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
+        )
     path = tmp_path / f"{name}.mlpackage"
     model.save(str(path))
     return path
@@ -48,31 +53,56 @@ def test_conv(tmp_path, groups, stride, pads):
     top, left, bottom, right = pads
 
     def build(input):
-        return mb.conv(x=input, weight=w, bias=b, strides=[stride, stride], pad_type="custom",
-                       pad=[top, bottom, left, right], groups=groups)
+        return mb.conv(
+            x=input,
+            weight=w,
+            bias=b,
+            strides=[stride, stride],
+            pad_type="custom",
+            pad=[top, bottom, left, right],
+            groups=groups,
+        )
 
-    expected = kernels.conv2d(X.astype(np.float64), w.astype(np.float64), b.astype(np.float64), (stride, stride),
-                              pads, groups)
+    expected = kernels.conv2d(
+        X.astype(np.float64), w.astype(np.float64), b.astype(np.float64), (stride, stride), pads, groups
+    )
     np.testing.assert_allclose(_run(_save(tmp_path, build, X.shape), X), expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("op,reference", [
-    (lambda x: mb.relu6(x=mb.mul(x=x, y=np.float32(4.0))), lambda x: np.clip(4 * x, 0, 6)),
-    (lambda x: mb.relu(x=x), lambda x: np.maximum(x, 0)),
-    (lambda x: mb.clip(x=x, alpha=np.float32(-0.5), beta=np.float32(0.25)), lambda x: np.clip(x, -0.5, 0.25)),
-    (lambda x: mb.reduce_mean(x=x, axes=[2, 3], keep_dims=True), lambda x: x.mean(axis=(2, 3), keepdims=True)),
-    (lambda x: mb.reshape(x=mb.reduce_mean(x=x, axes=[2, 3], keep_dims=True), shape=[1, -1]),
-     lambda x: x.mean(axis=(2, 3)).reshape(1, -1)),
-    (lambda x: mb.softmax(x=mb.reshape(x=x, shape=[1, -1]), axis=1),
-     lambda x: np.exp(x.reshape(1, -1)) / np.exp(x.reshape(1, -1)).sum()),
-    (lambda x: mb.add(x=x, y=mb.sub(x=x, y=np.float32(1.5))), lambda x: 2 * x - 1.5),
-    (lambda x: mb.batch_norm(x=x, mean=np.arange(4, dtype=np.float32), variance=np.full(4, 4.0, np.float32),
-                             gamma=np.full(4, 2.0, np.float32), beta=np.ones(4, np.float32), epsilon=0.0),
-     lambda x: (x - np.arange(4).reshape(1, 4, 1, 1)) + 1.0),
-], ids=["relu6", "relu", "clip", "reduce_mean", "reshape", "softmax", "add_sub", "batch_norm"])
+@pytest.mark.parametrize(
+    "op,reference",
+    [
+        (lambda x: mb.relu6(x=mb.mul(x=x, y=np.float32(4.0))), lambda x: np.clip(4 * x, 0, 6)),
+        (lambda x: mb.relu(x=x), lambda x: np.maximum(x, 0)),
+        (lambda x: mb.clip(x=x, alpha=np.float32(-0.5), beta=np.float32(0.25)), lambda x: np.clip(x, -0.5, 0.25)),
+        (lambda x: mb.reduce_mean(x=x, axes=[2, 3], keep_dims=True), lambda x: x.mean(axis=(2, 3), keepdims=True)),
+        (
+            lambda x: mb.reshape(x=mb.reduce_mean(x=x, axes=[2, 3], keep_dims=True), shape=[1, -1]),
+            lambda x: x.mean(axis=(2, 3)).reshape(1, -1),
+        ),
+        (
+            lambda x: mb.softmax(x=mb.reshape(x=x, shape=[1, -1]), axis=1),
+            lambda x: np.exp(x.reshape(1, -1)) / np.exp(x.reshape(1, -1)).sum(),
+        ),
+        (lambda x: mb.add(x=x, y=mb.sub(x=x, y=np.float32(1.5))), lambda x: 2 * x - 1.5),
+        (
+            lambda x: mb.batch_norm(
+                x=x,
+                mean=np.arange(4, dtype=np.float32),
+                variance=np.full(4, 4.0, np.float32),
+                gamma=np.full(4, 2.0, np.float32),
+                beta=np.ones(4, np.float32),
+                epsilon=0.0,
+            ),
+            lambda x: (x - np.arange(4).reshape(1, 4, 1, 1)) + 1.0,
+        ),
+    ],
+    ids=["relu6", "relu", "clip", "reduce_mean", "reshape", "softmax", "add_sub", "batch_norm"],
+)
 def test_elementwise_and_reductions(tmp_path, op, reference):
-    np.testing.assert_allclose(_run(_save(tmp_path, op, X.shape), X), reference(X.astype(np.float64)),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        _run(_save(tmp_path, op, X.shape), X), reference(X.astype(np.float64)), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_linear(tmp_path):
@@ -100,14 +130,27 @@ def test_unknown_operation_fails_loudly(tmp_path):
 # ---- end to end --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spec,alpha,resolution,precision", [
-    ("v1.mnet", 0.25, 128, "fp32"), ("v1.mnet", 0.5, 160, "fp16"), ("v1.mnet", 1.0, 224, "fp16"),
-    ("v2.mnet", 0.35, 96, "fp32"), ("v2.mnet", 1.0, 224, "fp32"), ("v2.mnet", 0.5, 128, "fp16"),
-    ("v2.mnet", 1.4, 160, "fp16"),
-])
+@pytest.mark.parametrize(
+    "spec,alpha,resolution,precision",
+    [
+        ("v1.mnet", 0.25, 128, "fp32"),
+        ("v1.mnet", 0.5, 160, "fp16"),
+        ("v1.mnet", 1.0, 224, "fp16"),
+        ("v2.mnet", 0.35, 96, "fp32"),
+        ("v2.mnet", 1.0, 224, "fp32"),
+        ("v2.mnet", 0.5, 128, "fp16"),
+        ("v2.mnet", 1.4, 160, "fp16"),
+    ],
+)
 def test_compile_verifies_the_saved_package(tmp_path, spec, alpha, resolution, precision):
-    result = compile_spec(SPECS / spec, target="coreml", alpha=alpha, resolution=resolution, out_dir=tmp_path,
-                          options=TargetOptions(precision=precision))
+    result = compile_spec(
+        SPECS / spec,
+        target="coreml",
+        alpha=alpha,
+        resolution=resolution,
+        out_dir=tmp_path,
+        options=TargetOptions(precision=precision),
+    )
     v = result.report["verification"]
     assert v["verdict"] == "pass" and "simulated: Core ML runtime not available" in v["executor"]
     limit = 1e-4 if precision == "fp32" else 0.15
@@ -121,8 +164,25 @@ def test_compile_verifies_the_saved_package(tmp_path, spec, alpha, resolution, p
 @pytest.fixture(scope="module")
 def v2_package(tmp_path_factory):
     out = tmp_path_factory.mktemp("coreml")
-    assert main(["compile", str(SPECS / "v2.mnet"), "--alpha", "0.35", "--resolution", "96", "--target", "coreml",
-                 "--precision", "fp32", "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compile",
+                str(SPECS / "v2.mnet"),
+                "--alpha",
+                "0.35",
+                "--resolution",
+                "96",
+                "--target",
+                "coreml",
+                "--precision",
+                "fp32",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out / "v2_0.35_96.mlpackage"
 
 
@@ -141,8 +201,13 @@ def test_verify_passes_on_an_intact_copy(v2_package, tmp_path, capsys):
 def test_flipped_weights_in_the_weight_file_fail_verification(v2_package, tmp_path, capsys):
     copy = _copy(v2_package, tmp_path)
     program = CoreMLProgram(copy)
-    op = next(op for op in program.operations if op.type == "const" and "stage4_block0_dw" in op.outputs[0].name
-              and op.attributes["val"].HasField("blobFileValue"))
+    op = next(
+        op
+        for op in program.operations
+        if op.type == "const"
+        and "stage4_block0_dw" in op.outputs[0].name
+        and op.attributes["val"].HasField("blobFileValue")
+    )
     offset = op.attributes["val"].blobFileValue.offset
     weights = copy / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
     data = bytearray(weights.read_bytes())
@@ -176,8 +241,15 @@ def test_an_unreadable_package_is_bad_input(tmp_path, capsys):
 def test_image_input_and_labels_make_a_verified_classifier(tmp_path):
     labels = tmp_path / "labels.txt"
     labels.write_text("\n".join(f"digit {i}" for i in range(10)) + "\n")
-    result = compile_spec(SPECS / "v1.mnet", target="coreml", alpha=0.25, resolution=96, classes=10, out_dir=tmp_path,
-                          options=TargetOptions(precision="fp32", image_input=True, labels=str(labels)))
+    result = compile_spec(
+        SPECS / "v1.mnet",
+        target="coreml",
+        alpha=0.25,
+        resolution=96,
+        classes=10,
+        out_dir=tmp_path,
+        options=TargetOptions(precision="fp32", image_input=True, labels=str(labels)),
+    )
     v = result.report["verification"]
     assert v["verdict"] == "pass" and v["metrics"]["max_rel_err"] <= 1e-4  # exact per-channel normalisation
     spec = ct.utils.load_spec(str(result.artifact))
@@ -189,31 +261,65 @@ def test_image_input_and_labels_make_a_verified_classifier(tmp_path):
     assert main(["verify", str(result.artifact)]) == 0  # image input recorded and fed pixels again
 
 
-@pytest.mark.parametrize("text,message", [
-    ("a\nb\n", "2 labels for a network with 10 classes"),
-    ("\n".join("abcdefghij") .replace("c", "b"), "label 'b' appears twice (lines 2 and 3)"),
-    ("a\n\nc\n" + "\n".join("defghij"), "line 2 is empty; one label per line"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("a\nb\n", "2 labels for a network with 10 classes"),
+        ("\n".join("abcdefghij").replace("c", "b"), "label 'b' appears twice (lines 2 and 3)"),
+        ("a\n\nc\n" + "\n".join("defghij"), "line 2 is empty; one label per line"),
+    ],
+)
 def test_bad_labels_exit_2(tmp_path, capsys, text, message):
     labels = tmp_path / "labels.txt"
     labels.write_text(text)
-    code = main(["compile", str(SPECS / "v1.mnet"), "--alpha", "0.25", "--resolution", "64", "--classes", "10",
-                 "--target", "coreml", "--labels", str(labels), "-o", str(tmp_path / "out")])
+    code = main(
+        [
+            "compile",
+            str(SPECS / "v1.mnet"),
+            "--alpha",
+            "0.25",
+            "--resolution",
+            "64",
+            "--classes",
+            "10",
+            "--target",
+            "coreml",
+            "--labels",
+            str(labels),
+            "-o",
+            str(tmp_path / "out"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and message in err and str(labels) in err and not (tmp_path / "out").exists()
 
 
 def test_coreml_options_are_refused_for_onnx(tmp_path, capsys):
-    assert main(["compile", str(SPECS / "v1.mnet"), "--target", "onnx", "--precision", "fp32", "--image-input",
-                 "-o", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "compile",
+                str(SPECS / "v1.mnet"),
+                "--target",
+                "onnx",
+                "--precision",
+                "fp32",
+                "--image-input",
+                "-o",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "--precision, --image-input: only for --target coreml" in capsys.readouterr().err
 
 
 def test_builds_are_reproducible_and_carry_metadata(tmp_path):
     spec = tmp_path / "meta.mnet"
     spec.write_text((SPECS / "v2.mnet").read_text() + 'author = "mnc tests"\nlicense = "Apache-2.0"\nversion = "1.2"\n')
-    reports = [compile_spec(spec, target="coreml", alpha=0.35, resolution=64, out_dir=tmp_path / d).report
-               for d in ("a", "b")]
+    reports = [
+        compile_spec(spec, target="coreml", alpha=0.35, resolution=64, out_dir=tmp_path / d).report for d in ("a", "b")
+    ]
     assert reports[0]["artifact"]["sha256"] == reports[1]["artifact"]["sha256"]
     meta = ct.utils.load_spec(str(tmp_path / "a" / "meta_0.35_64.mlpackage")).description.metadata
     assert (meta.author, meta.license, meta.versionString) == ("mnc tests", "Apache-2.0", "1.2")
@@ -230,10 +336,30 @@ def test_failed_verification_leaves_the_old_package(tmp_path, monkeypatch, capsy
     package = out / "v2_0.35_64.mlpackage"
     before = sorted(p.relative_to(package) for p in package.rglob("*"))
     real = coreml_backend.TARGET.executors()[0]
-    monkeypatch.setattr(coreml_backend.TARGET, "executors",
-                        lambda: [Executor(real.label, lambda a, f: [y * 1.5 for y in real.run(a, f)])])
-    assert main(["compile", str(SPECS / "v2.mnet"), "--alpha", "0.35", "--resolution", "64", "--target", "coreml",
-                 "--seed", "9", "-o", str(out)]) == 3
+    monkeypatch.setattr(
+        coreml_backend.TARGET,
+        "executors",
+        lambda: [Executor(real.label, lambda a, f: [y * 1.5 for y in real.run(a, f)])],
+    )
+    assert (
+        main(
+            [
+                "compile",
+                str(SPECS / "v2.mnet"),
+                "--alpha",
+                "0.35",
+                "--resolution",
+                "64",
+                "--target",
+                "coreml",
+                "--seed",
+                "9",
+                "-o",
+                str(out),
+            ]
+        )
+        == 3
+    )
     assert sorted(p.relative_to(package) for p in package.rglob("*")) == before
     assert sorted(p.name for p in out.iterdir()) == ["v2_0.35_64.mlpackage", "v2_0.35_64.report.json"]
 
@@ -246,9 +372,27 @@ def test_a_fresh_process_compiles_and_verifies_a_package(tmp_path):
 
     from conftest import ROOT
 
-    proc = subprocess.run([sys.executable, "-m", "mnc", "compile", "specs/v3_small.mnet", "--resolution", "96",
-                           "--target", "coreml", "-o", str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnc",
+            "compile",
+            "specs/v3_small.mnet",
+            "--resolution",
+            "96",
+            "--target",
+            "coreml",
+            "-o",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "v3_small_1.0_96.report.json").read_text())
-    assert report["verification"]["verdict"] == "pass" and report["verification"]["reference_check"]["verdict"] == "pass"
+    assert (
+        report["verification"]["verdict"] == "pass" and report["verification"]["reference_check"]["verdict"] == "pass"
+    )

@@ -12,6 +12,7 @@ Sources:
   to whole millions (300.8 is printed 300), and Parameters (M) to two decimals. TF-slim models
   have 1001 classes and count conv and FC weights and biases, not batch-norm scale and shift.
 """
+
 import math
 
 import pytest
@@ -45,8 +46,13 @@ def test_torchvision_mobilenet_v2():
 
 
 V1_PAPER = [  # (α, resolution, million mult-adds, million params)
-    (1.0, 224, 569, 4.2), (0.75, 224, 325, 2.6), (0.5, 224, 149, 1.3), (0.25, 224, 41, 0.5),  # Table 6
-    (1.0, 192, 418, 4.2), (1.0, 160, 290, 4.2), (1.0, 128, 186, 4.2),  # Table 7
+    (1.0, 224, 569, 4.2),
+    (0.75, 224, 325, 2.6),
+    (0.5, 224, 149, 1.3),
+    (0.25, 224, 41, 0.5),  # Table 6
+    (1.0, 192, 418, 4.2),
+    (1.0, 160, 290, 4.2),
+    (1.0, 128, 186, 4.2),  # Table 7
 ]
 
 
@@ -58,11 +64,28 @@ def test_mobilenet_v1_paper_tables_6_and_7(alpha, resolution, macs_m, params_m):
 
 
 TF_SLIM_V2 = [  # (α, resolution, MACs (M), Parameters (M))
-    (1.4, 224, 582, 6.06), (1.3, 224, 509, 5.34),
-    (1.0, 224, 300, 3.47), (1.0, 192, 221, 3.47), (1.0, 160, 154, 3.47), (1.0, 128, 99, 3.47), (1.0, 96, 56, 3.47),
-    (0.75, 224, 209, 2.61), (0.75, 192, 153, 2.61), (0.75, 160, 107, 2.61), (0.75, 128, 69, 2.61), (0.75, 96, 39, 2.61),
-    (0.5, 224, 97, 1.95), (0.5, 192, 71, 1.95), (0.5, 160, 50, 1.95), (0.5, 128, 32, 1.95), (0.5, 96, 18, 1.95),
-    (0.35, 224, 59, 1.66), (0.35, 192, 43, 1.66), (0.35, 160, 30, 1.66), (0.35, 128, 20, 1.66), (0.35, 96, 11, 1.66),
+    (1.4, 224, 582, 6.06),
+    (1.3, 224, 509, 5.34),
+    (1.0, 224, 300, 3.47),
+    (1.0, 192, 221, 3.47),
+    (1.0, 160, 154, 3.47),
+    (1.0, 128, 99, 3.47),
+    (1.0, 96, 56, 3.47),
+    (0.75, 224, 209, 2.61),
+    (0.75, 192, 153, 2.61),
+    (0.75, 160, 107, 2.61),
+    (0.75, 128, 69, 2.61),
+    (0.75, 96, 39, 2.61),
+    (0.5, 224, 97, 1.95),
+    (0.5, 192, 71, 1.95),
+    (0.5, 160, 50, 1.95),
+    (0.5, 128, 32, 1.95),
+    (0.5, 96, 18, 1.95),
+    (0.35, 224, 59, 1.66),
+    (0.35, 192, 43, 1.66),
+    (0.35, 160, 30, 1.66),
+    (0.35, 128, 20, 1.66),
+    (0.35, 96, 11, 1.66),
 ]
 
 
@@ -96,5 +119,15 @@ def test_v2_residuals_are_derived_from_stride_and_width():
     g = _graph(load_spec(SPECS / "v2.mnet"))
     adds = sorted(n.rsplit(".", 1)[0] for n in g if g.node(n).op == "add")
     # Table 2: a residual in every repeated block after the first; none in single-block rows.
-    assert adds == ["stage2.block1", "stage3.block1", "stage3.block2", "stage4.block1", "stage4.block2",
-                    "stage4.block3", "stage5.block1", "stage5.block2", "stage6.block1", "stage6.block2"]
+    assert adds == [
+        "stage2.block1",
+        "stage3.block1",
+        "stage3.block2",
+        "stage4.block1",
+        "stage4.block2",
+        "stage4.block3",
+        "stage5.block1",
+        "stage5.block2",
+        "stage6.block1",
+        "stage6.block2",
+    ]

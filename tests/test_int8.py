@@ -1,5 +1,6 @@
 """int8 post-training quantisation: the scheme, calibration data, the QDQ artifact, and accuracy on a
 network that was actually trained (tools/train_digits.py: scikit-learn's digits, held-out split)."""
+
 import numpy as np
 import onnx
 import pytest
@@ -18,8 +19,15 @@ WEIGHTS = DIGITS / "mobilenet_v2_digits.safetensors"
 
 
 def _compile(tmp_path, quantization=None, **kwargs):
-    return compile_spec(SPECS / "v2.mnet", alpha=0.35, resolution=32, weights=WEIGHTS, out_dir=tmp_path,
-                        quantization=quantization, **kwargs)
+    return compile_spec(
+        SPECS / "v2.mnet",
+        alpha=0.35,
+        resolution=32,
+        weights=WEIGHTS,
+        out_dir=tmp_path,
+        quantization=quantization,
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -106,14 +114,17 @@ def test_8_bit_weights_really_saturate_on_this_host():
     x = normalise(built.spec.settings, x)
     off = {}
     for bits in (8, 7):
-        quantized = quantize(optimised, built, Quantization(str(DIGITS / "calib"), samples=64),
-                             Int8Plan(bits, True, "")).graph
+        quantized = quantize(
+            optimised, built, Quantization(str(DIGITS / "calib"), samples=64), Int8Plan(bits, True, "")
+        ).graph
         model = onnx_backend.emit(quantized, {})
         runs = []
         for level in (ort.GraphOptimizationLevel.ORT_ENABLE_ALL, ort.GraphOptimizationLevel.ORT_DISABLE_ALL):
             options = ort.SessionOptions()
             options.graph_optimization_level = level
-            runs.append(ort.InferenceSession(model, options, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0])
+            runs.append(
+                ort.InferenceSession(model, options, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+            )
         lsb = quantized.node(quantized.outputs[0]).qparams.output.scale
         off[bits] = float((np.round(np.abs(runs[0] - runs[1]) / lsb) > 1).mean())
     assert off[8] > 0.3 and off[7] < 0.02, off
@@ -121,35 +132,92 @@ def test_8_bit_weights_really_saturate_on_this_host():
 
 def test_full_8_bit_weights_are_refused_as_a_saturation_risk(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(onnx_backend, "WEIGHT_BITS", 8)
-    code = main(["compile", str(SPECS / "v2.mnet"), "--alpha", "0.35", "--resolution", "32", "--weights",
-                 str(WEIGHTS), "--quantize", "int8", "--calib", str(DIGITS / "calib"), "--target", "onnx",
-                 "-o", str(tmp_path)])
+    code = main(
+        [
+            "compile",
+            str(SPECS / "v2.mnet"),
+            "--alpha",
+            "0.35",
+            "--resolution",
+            "32",
+            "--weights",
+            str(WEIGHTS),
+            "--quantize",
+            "int8",
+            "--calib",
+            str(DIGITS / "calib"),
+            "--target",
+            "onnx",
+            "-o",
+            str(tmp_path),
+        ]
+    )
     assert code == 3 and "can saturate ONNX Runtime's u8×s8 kernels" in capsys.readouterr().err
     assert not any(tmp_path.glob("*.onnx"))
 
 
 def test_synthetic_calibration_is_explicit_and_warned_about(tmp_path, capsys):
-    code = main(["compile", str(SPECS / "v2.mnet"), "--alpha", "0.35", "--resolution", "32", "--weights",
-                 str(WEIGHTS), "--quantize", "int8", "--calib", "synthetic", "--calib-samples", "8",
-                 "--target", "onnx", "-o", str(tmp_path)])
+    code = main(
+        [
+            "compile",
+            str(SPECS / "v2.mnet"),
+            "--alpha",
+            "0.35",
+            "--resolution",
+            "32",
+            "--weights",
+            str(WEIGHTS),
+            "--quantize",
+            "int8",
+            "--calib",
+            "synthetic",
+            "--calib-samples",
+            "8",
+            "--target",
+            "onnx",
+            "-o",
+            str(tmp_path),
+        ]
+    )
     assert code == 0 and "warning: calibrated with synthetic data" in capsys.readouterr().err
 
 
 def _cli(tmp_path, *extra):
     target = [] if "--target" in extra else ["--target", "onnx"]
-    return main(["compile", str(SPECS / "v2.mnet"), "--alpha", "0.35", "--resolution", "32", "--weights",
-                 str(WEIGHTS), *target, "-o", str(tmp_path / "out"), *extra])
+    return main(
+        [
+            "compile",
+            str(SPECS / "v2.mnet"),
+            "--alpha",
+            "0.35",
+            "--resolution",
+            "32",
+            "--weights",
+            str(WEIGHTS),
+            *target,
+            "-o",
+            str(tmp_path / "out"),
+            *extra,
+        ]
+    )
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda p: p.mkdir(), "no images"),
-    (lambda p: (p.mkdir(), (p / "a.png").write_bytes(b"not a png")), "cannot read image"),
-    (lambda p: np.save(p.with_suffix(".npy"), np.zeros((4, 3, 16, 16), np.float32)), "expected N×3×32×32 floats"),
-    (lambda p: np.save(p.with_suffix(".npy"), np.full((4, 3, 32, 32), np.nan, np.float32)), "NaN"),
-    (lambda p: np.savez(p.with_suffix(".npz"), a=np.zeros((1, 3, 32, 32), np.float32),
-                        b=np.zeros((1, 3, 32, 32), np.float32)), "name the inputs array 'inputs'"),
-    (lambda p: p.with_suffix(".txt").write_text("x"), "must be a folder of images, a .npy or .npz array"),
-])
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda p: p.mkdir(), "no images"),
+        (lambda p: (p.mkdir(), (p / "a.png").write_bytes(b"not a png")), "cannot read image"),
+        (lambda p: np.save(p.with_suffix(".npy"), np.zeros((4, 3, 16, 16), np.float32)), "expected N×3×32×32 floats"),
+        (lambda p: np.save(p.with_suffix(".npy"), np.full((4, 3, 32, 32), np.nan, np.float32)), "NaN"),
+        (
+            lambda p: np.savez(
+                p.with_suffix(".npz"), a=np.zeros((1, 3, 32, 32), np.float32), b=np.zeros((1, 3, 32, 32), np.float32)
+            ),
+            "name the inputs array 'inputs'",
+        ),
+        (lambda p: p.with_suffix(".txt").write_text("x"), "must be a folder of images, a .npy or .npz array"),
+    ],
+)
 def test_bad_calibration_data_exits_2(tmp_path, capsys, make, message):
     base = tmp_path / "calib"
     make(base)
@@ -159,12 +227,18 @@ def test_bad_calibration_data_exits_2(tmp_path, capsys, make, message):
     assert message in err and "Traceback" not in err and not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("extra,message", [
-    (["--quantize", "int8"], "--quantize int8 needs calibration data"),
-    (["--calib", "synthetic"], "--calib is for --quantize int8"),
-    (["--quantize", "int8", "--calib", "/nonexistent/dir"], "does not exist"),
-    (["--quantize", "int8", "--calib", "synthetic", "--calib-samples", "0"], "--calib-samples 0: need at least one sample"),
-])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--quantize", "int8"], "--quantize int8 needs calibration data"),
+        (["--calib", "synthetic"], "--calib is for --quantize int8"),
+        (["--quantize", "int8", "--calib", "/nonexistent/dir"], "does not exist"),
+        (
+            ["--quantize", "int8", "--calib", "synthetic", "--calib-samples", "0"],
+            "--calib-samples 0: need at least one sample",
+        ),
+    ],
+)
 def test_quantisation_arguments_exit_2(tmp_path, capsys, extra, message):
     assert _cli(tmp_path, *extra) == 2
     assert message in capsys.readouterr().err
@@ -210,8 +284,12 @@ def test_core_ml_int8_keeps_the_trained_networks_accuracy(tmp_path, heldout, dep
     from mnc.pipeline import TargetOptions
 
     x, labels = heldout
-    q = _compile(tmp_path, Quantization(str(DIGITS / "calib"), samples=64), target="coreml",
-                 options=TargetOptions(deployment_target=deployment))
+    q = _compile(
+        tmp_path,
+        Quantization(str(DIGITS / "calib"), samples=64),
+        target="coreml",
+        options=TargetOptions(deployment_target=deployment),
+    )
     f = _compile(tmp_path / "f")
     (yq,) = run_coreml_simulated(q.artifact, {"input": x})
     (yf,) = run_onnx(f.artifact, {"input": x})
@@ -225,6 +303,10 @@ def test_core_ml_int8_keeps_the_trained_networks_accuracy(tmp_path, heldout, dep
 
 
 def test_core_ml_int8_needs_ios16(tmp_path, capsys):
-    assert _cli(tmp_path, "--quantize", "int8", "--calib", "synthetic", "--target", "coreml",
-                "--deployment-target", "iOS15") == 2
+    assert (
+        _cli(
+            tmp_path, "--quantize", "int8", "--calib", "synthetic", "--target", "coreml", "--deployment-target", "iOS15"
+        )
+        == 2
+    )
     assert "needs --deployment-target iOS16/macOS13 or later" in capsys.readouterr().err

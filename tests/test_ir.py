@@ -1,4 +1,5 @@
 """The IR: kernels against naive definitions, padding rules, shape inference, validate()."""
+
 import numpy as np
 import pytest
 
@@ -26,7 +27,7 @@ def naive_conv(x, w, b, stride, pads, groups):
             g = oc // og
             for i in range(ho):
                 for j in range(wo):
-                    patch = x[b_, g * cg:(g + 1) * cg, i * stride:i * stride + kh, j * stride:j * stride + kw]
+                    patch = x[b_, g * cg : (g + 1) * cg, i * stride : i * stride + kh, j * stride : j * stride + kw]
                     out[b_, oc, i, j] = np.sum(patch * w[oc]) + (b[oc] if b is not None else 0)
     return out
 
@@ -44,18 +45,22 @@ def test_conv_kernel_matches_definition(k, stride, groups, bias):
     w = rng.standard_normal((o, c // g, k, k))
     b = rng.standard_normal(o) if bias else None
     pads = (k // 2, k // 2 - 1 if k > 1 else 0, k // 2 + 1, k // 2)  # asymmetric on purpose
-    np.testing.assert_allclose(kernels.conv2d(x, w, b, (stride, stride), pads, g),
-                               naive_conv(x, w, b, stride, pads, g), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        kernels.conv2d(x, w, b, (stride, stride), pads, g), naive_conv(x, w, b, stride, pads, g), rtol=1e-12, atol=1e-12
+    )
 
 
-@pytest.mark.parametrize("size,k,s,expected", [
-    (224, 3, 2, (0, 1)),  # TF 'SAME' with an even input and stride 2 pads only after
-    (113, 3, 2, (1, 1)),
-    (7, 3, 1, (1, 1)),
-    (7, 1, 1, (0, 0)),
-    (8, 5, 2, (1, 2)),
-    (1, 3, 2, (1, 1)),
-])
+@pytest.mark.parametrize(
+    "size,k,s,expected",
+    [
+        (224, 3, 2, (0, 1)),  # TF 'SAME' with an even input and stride 2 pads only after
+        (113, 3, 2, (1, 1)),
+        (7, 3, 1, (1, 1)),
+        (7, 1, 1, (0, 0)),
+        (8, 5, 2, (1, 2)),
+        (1, 3, 2, (1, 1)),
+    ],
+)
 def test_same_padding_follows_tensorflow(size, k, s, expected):
     before, after = pads_for("same", size, k, s)
     assert (before, after) == expected
@@ -68,8 +73,15 @@ def test_symmetric_padding():
 
 
 def _conv_attrs(out, k=3, stride=1, groups=1, pads=(1, 1, 1, 1)):
-    return {"out_channels": out, "kernel": [k, k], "stride": [stride, stride], "pads": list(pads),
-            "groups": groups, "bias": False, "fused_act": None}
+    return {
+        "out_channels": out,
+        "kernel": [k, k],
+        "stride": [stride, stride],
+        "pads": list(pads),
+        "groups": groups,
+        "bias": False,
+        "fused_act": None,
+    }
 
 
 def _tiny_graph() -> Graph:

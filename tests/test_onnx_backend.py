@@ -1,4 +1,5 @@
 """The ONNX artifact: valid, deterministic, self-describing, and equal to the IR interpreter."""
+
 import hashlib
 
 import onnx
@@ -22,10 +23,18 @@ def _emit(built):
     return onnx_backend.emit(built.graph, record_of(built, []).to_metadata(), built.spec.settings.description)
 
 
-@pytest.mark.parametrize("spec,alpha,resolution", [
-    ("v1.mnet", 0.25, 128), ("v1.mnet", 0.5, 160), ("v1.mnet", 1.0, 224),
-    ("v2.mnet", 0.35, 96), ("v2.mnet", 1.0, 128), ("v2.mnet", 1.4, 160), ("v2.mnet", 0.5, 224),
-])
+@pytest.mark.parametrize(
+    "spec,alpha,resolution",
+    [
+        ("v1.mnet", 0.25, 128),
+        ("v1.mnet", 0.5, 160),
+        ("v1.mnet", 1.0, 224),
+        ("v2.mnet", 0.35, 96),
+        ("v2.mnet", 1.0, 128),
+        ("v2.mnet", 1.4, 160),
+        ("v2.mnet", 0.5, 224),
+    ],
+)
 def test_onnx_runtime_matches_interpreter(spec, alpha, resolution):
     built = build(SPECS / spec, alpha=alpha, resolution=resolution, seed=1)
     x = sample_images(built.spec.settings, resolution, 3, seed=11, stream=7)

@@ -1,15 +1,16 @@
 """Golden tests of the surface syntax: what the parser makes of each construct."""
+
 from mnc.frontend.parser import parse_text
 
 
 def test_settings_with_numbers_names_strings_calls_and_lists():
     spec = parse_text(
-        'name = net  # trailing comment\n'
+        "name = net  # trailing comment\n"
         'description = "a \\"quoted\\" net"\n'
-        'alpha = 0.75\n'
-        'classes = 10\n'
-        'width_rounding = truncate(min=8)\n'
-        'mean = 0.5, 0.25, -1e-2\n'
+        "alpha = 0.75\n"
+        "classes = 10\n"
+        "width_rounding = truncate(min=8)\n"
+        "mean = 0.5, 0.25, -1e-2\n"
     )
     got = {s.key: [v.describe() for v in s.values] for s in spec.settings}
     assert got == {
@@ -60,11 +61,7 @@ def test_positions_are_one_based_lines_and_columns():
 
 
 def test_a_setting_ends_a_table_and_a_new_header_starts_one():
-    spec = parse_text(
-        "| operator | c |\n|---|---|\n| fc | 10 |\n"
-        "alpha = 1.0\n"
-        "| operator |\n|---|\n| softmax |\n"
-    )
+    spec = parse_text("| operator | c |\n|---|---|\n| fc | 10 |\nalpha = 1.0\n| operator |\n|---|\n| softmax |\n")
     assert [len(t.rows) for t in spec.tables] == [1, 1]
     assert [c.text for c in spec.tables[1].header.cells] == ["operator"]
 

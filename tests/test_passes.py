@@ -1,5 +1,6 @@
 """Each pass on small graphs: op lists before and after, outputs preserved through the
 interpreter, and the cases where a pass must hold back."""
+
 import numpy as np
 import onnx
 import pytest
@@ -18,9 +19,21 @@ SRC = Loc("unit.mnet", 3, 5)
 
 def _conv(g, name, x, cin, out, k=3, stride=1, groups=1, bias=False, rng=None):
     pad = k // 2
-    g.add(name, "conv", [x], attrs={"out_channels": out, "kernel": [k, k], "stride": [stride, stride],
-                                    "pads": [pad, pad, pad, pad], "groups": groups, "bias": bias,
-                                    "fused_act": None}, src=SRC)
+    g.add(
+        name,
+        "conv",
+        [x],
+        attrs={
+            "out_channels": out,
+            "kernel": [k, k],
+            "stride": [stride, stride],
+            "pads": [pad, pad, pad, pad],
+            "groups": groups,
+            "bias": bias,
+            "fused_act": None,
+        },
+        src=SRC,
+    )
     params = {"weight": rng.standard_normal((out, cin // groups, k, k)).astype(np.float32)}
     if bias:
         params["bias"] = rng.standard_normal(out).astype(np.float32)
@@ -31,8 +44,11 @@ def _conv(g, name, x, cin, out, k=3, stride=1, groups=1, bias=False, rng=None):
 def _bn(g, name, x, c, rng):
     g.add(name, "batchnorm", [x], attrs={"eps": 1e-3}, src=SRC)
     g.node(name).params = {
-        "gamma": rng.uniform(0.5, 2, c).astype(np.float32), "beta": rng.normal(0, 1, c).astype(np.float32),
-        "mean": rng.normal(0, 1, c).astype(np.float32), "var": rng.uniform(0.1, 3, c).astype(np.float32)}
+        "gamma": rng.uniform(0.5, 2, c).astype(np.float32),
+        "beta": rng.normal(0, 1, c).astype(np.float32),
+        "mean": rng.normal(0, 1, c).astype(np.float32),
+        "var": rng.uniform(0.1, 3, c).astype(np.float32),
+    }
     return name
 
 
@@ -50,8 +66,10 @@ def _net(k=3, stride=1, groups="1", bias=False, act="relu6", seed=0):
     g.add("pool", "global_avgpool", ["conv.act"], src=SRC)
     g.add("flat", "flatten", ["pool"], src=SRC)
     g.add("fc", "fc", ["flat"], attrs={"out_features": 5, "bias": True, "fused_act": None}, src=SRC)
-    g.node("fc").params = {"weight": rng.standard_normal((5, out)).astype(np.float32),
-                              "bias": rng.standard_normal(5).astype(np.float32)}
+    g.node("fc").params = {
+        "weight": rng.standard_normal((5, out)).astype(np.float32),
+        "bias": rng.standard_normal(5).astype(np.float32),
+    }
     _bn(g, "fc.bn", "fc", 5, rng)
     g.outputs = ["fc.bn"]
     return infer_shapes(g)
@@ -144,11 +162,14 @@ def test_pass_records():
     assert records[2]["changed"] is False
 
 
-@pytest.mark.parametrize("text,message", [
-    ("fuse_act,fold_bn", "'fold_bn' must run before 'fuse_act'"),
-    ("fold_bn,fuse_ac", "unknown pass 'fuse_ac'; did you mean 'fuse_act'?"),
-    (",", "name a pipeline"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("fuse_act,fold_bn", "'fold_bn' must run before 'fuse_act'"),
+        ("fold_bn,fuse_ac", "unknown pass 'fuse_ac'; did you mean 'fuse_act'?"),
+        (",", "name a pipeline"),
+    ],
+)
 def test_pipeline_is_checked_before_it_runs(text, message):
     with pytest.raises(InputError, match=message):
         resolve_pipeline(text)
@@ -187,10 +208,18 @@ def test_default_pipeline_leaves_no_batchnorm_or_activation_in_mobilenets(spec):
     assert not optimised.dead_nodes()
 
 
-@pytest.mark.parametrize("spec,alpha,resolution", [
-    ("v1.mnet", 0.25, 128), ("v1.mnet", 1.0, 160), ("v1.mnet", 0.5, 224),
-    ("v2.mnet", 0.35, 96), ("v2.mnet", 1.0, 224), ("v2.mnet", 1.4, 160), ("v2.mnet", 0.75, 128),
-])
+@pytest.mark.parametrize(
+    "spec,alpha,resolution",
+    [
+        ("v1.mnet", 0.25, 128),
+        ("v1.mnet", 1.0, 160),
+        ("v1.mnet", 0.5, 224),
+        ("v2.mnet", 0.35, 96),
+        ("v2.mnet", 1.0, 224),
+        ("v2.mnet", 1.4, 160),
+        ("v2.mnet", 0.75, 128),
+    ],
+)
 def test_optimised_artifact_matches_unoptimised_reference(tmp_path, spec, alpha, resolution):
     result = compile_spec(SPECS / spec, alpha=alpha, resolution=resolution, out_dir=tmp_path)
     v = result.report["verification"]

@@ -1,5 +1,6 @@
 """Every way a spec can be wrong gets a located message. Each case changes one line of a
 valid spec and names the line, column and message the user must see."""
+
 import pytest
 from conftest import TINY, replace_line, spec_errors
 
@@ -10,7 +11,13 @@ CASES = [
     # (line to replace, new text, expected line, column, message fragment)
     (5, "activaton = relu6", 5, 1, "unknown setting 'activaton'; did you mean 'activation'?"),
     (5, "activation = relu7", 5, 14, "'relu6', 'sigmoid', got 'relu7'; did you mean"),
-    (6, "width_rounding = make_divisble(8)", 6, 18, "unknown width rounding policy 'make_divisble'; did you mean 'make_divisible'?"),
+    (
+        6,
+        "width_rounding = make_divisble(8)",
+        6,
+        18,
+        "unknown width rounding policy 'make_divisble'; did you mean 'make_divisible'?",
+    ),
     (6, "width_rounding = truncate(divisor=8)", 6, 18, "'truncate' takes one argument, min=N"),
     (6, "width_rounding = 8", 6, 18, "'width_rounding' must be a policy call"),
     (4, "classes = 10.5", 4, 11, "'classes' must be a whole number, got '10.5'"),
@@ -29,14 +36,44 @@ CASES = [
     (11, "| conv2d 3x3     | - | 16 | 1 |", 11, 29, "row has 4 cells but the table header has 5 columns"),
     (11, "| conv2d 3x3     | - | 16 | 1 | 2 | 7 |", 11, 37, "row has 6 cells but the table header has 5 columns"),
     (12, "| bottlenek      | 6 | 24 | 2 | 2 |", 12, 3, "unknown operator 'bottlenek'; did you mean 'bottleneck'?"),
-    (12, "| bottleneck     |   | 24 | 2 | 2 |", 12, 19, "'bottleneck' needs a value for 't' (expansion factor), but its 't' cell is empty"),
-    (12, "| bottleneck     | 6 | 2.5 | 2 | 2 |", 12, 24, "column 'c' (output channels before width scaling, or k for the number of classes) must be a whole number ≥ 1"),
-    (12, "| bottleneck     | 6 | 24 | 0 | 2 |", 12, 29, "column 'n' (how many times the block repeats; only the first takes the stride) must be a whole number ≥ 1, got '0'"),
+    (
+        12,
+        "| bottleneck     |   | 24 | 2 | 2 |",
+        12,
+        19,
+        "'bottleneck' needs a value for 't' (expansion factor), but its 't' cell is empty",
+    ),
+    (
+        12,
+        "| bottleneck     | 6 | 2.5 | 2 | 2 |",
+        12,
+        24,
+        "column 'c' (output channels before width scaling, or k for the number of classes) must be a whole number ≥ 1",
+    ),
+    (
+        12,
+        "| bottleneck     | 6 | 24 | 0 | 2 |",
+        12,
+        29,
+        "column 'n' (how many times the block repeats; only the first takes the stride) must be a whole number ≥ 1, got '0'",
+    ),
     (12, "| bottleneck 4x4 | 6 | 24 | 2 | 2 |", 12, 14, "kernel size must be odd"),
     (12, "| bottleneck 3x5 | 6 | 24 | 2 | 2 |", 12, 14, "kernel 3x5 is not square"),
     (12, "| bottleneck, no_shrnk | 6 | 24 | 2 | 2 |", 12, 15, "unknown modifier 'no_shrnk'; did you mean 'no_shrink'?"),
-    (11, "| conv2d         | - | 16 | 1 | 2 |", 11, 3, "'conv2d' needs a value for 'k' (kernel size), but no kernel size is given, e.g. 'conv2d 3x3'"),
-    (11, "| conv2d 3x3     | 6 | 16 | 1 | 2 |", 11, 20, "'conv2d' has no parameter 't'; leave the cell empty or write '-'"),
+    (
+        11,
+        "| conv2d         | - | 16 | 1 | 2 |",
+        11,
+        3,
+        "'conv2d' needs a value for 'k' (kernel size), but no kernel size is given, e.g. 'conv2d 3x3'",
+    ),
+    (
+        11,
+        "| conv2d 3x3     | 6 | 16 | 1 | 2 |",
+        11,
+        20,
+        "'conv2d' has no parameter 't'; leave the cell empty or write '-'",
+    ),
     (13, "| avgpool 7x7    |   |    |   |   |", 13, 11, "'avgpool' takes no kernel size"),
     (10, "| fc | k |", 9, 1, "table row outside a table"),  # the header lost its rule line
 ]
@@ -50,7 +87,7 @@ def test_bad_spec_is_reported_at_its_location(line, new, at_line, at_col, messag
 
 
 def test_missing_required_setting_is_named():
-    text = "\n".join(l for l in TINY.splitlines() if not l.startswith("classes")) + "\n"
+    text = "\n".join(line for line in TINY.splitlines() if not line.startswith("classes")) + "\n"
     (d,) = spec_errors(text)
     assert "missing required setting 'classes'" in d.message and (d.loc.line, d.loc.col) == (1, 1)
 
@@ -67,13 +104,16 @@ def test_rho_and_resolution_together():
     assert d.message == "set either 'rho' or 'resolution', not both" and d.loc.line == 9
 
 
-@pytest.mark.parametrize("text,line,col,message", [
-    ("alpha 1.0\n", 1, 7, "expected '='"),
-    ("alpha = 1.0 $\n", 1, 13, "unexpected character '$'"),
-    ("alpha =\n", 1, 8, "unexpected end of line"),
-    ("| operator | c \n", 1, 16, "unexpected end of line"),
-    ("width_rounding = truncate(min=8\n", 1, 32, "expected"),
-])
+@pytest.mark.parametrize(
+    "text,line,col,message",
+    [
+        ("alpha 1.0\n", 1, 7, "expected '='"),
+        ("alpha = 1.0 $\n", 1, 13, "unexpected character '$'"),
+        ("alpha =\n", 1, 8, "unexpected end of line"),
+        ("| operator | c \n", 1, 16, "unexpected end of line"),
+        ("width_rounding = truncate(min=8\n", 1, 32, "expected"),
+    ],
+)
 def test_syntax_errors_are_located(text, line, col, message):
     (d,) = spec_errors(text)
     assert (d.loc.line, d.loc.col) == (line, col) and message in d.message, (d.loc, d.message)
@@ -129,15 +169,18 @@ def test_resolution_that_collapses_a_feature_map_points_at_the_stride():
     assert (d.loc.line, d.loc.col) == (12, 33)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"alpha": 0.0}, "--alpha 0: width multiplier α must be > 0"),
-    ({"alpha": 12.0}, "--alpha 12: width multiplier α = 12 is too large"),
-    ({"rho": 0.0}, "--rho 0: resolution multiplier ρ must be > 0"),
-    ({"rho": 0.01}, "--rho 0.01: ρ = 0.01 gives resolution round(32·0.01) = 0"),
-    ({"resolution": 0}, "--resolution 0: resolution 0: the input must be at least 1×1"),
-    ({"resolution": 10**5}, "is too large"),
-    ({"classes": 0}, "--classes 0: the number of classes must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"alpha": 0.0}, "--alpha 0: width multiplier α must be > 0"),
+        ({"alpha": 12.0}, "--alpha 12: width multiplier α = 12 is too large"),
+        ({"rho": 0.0}, "--rho 0: resolution multiplier ρ must be > 0"),
+        ({"rho": 0.01}, "--rho 0.01: ρ = 0.01 gives resolution round(32·0.01) = 0"),
+        ({"resolution": 0}, "--resolution 0: resolution 0: the input must be at least 1×1"),
+        ({"resolution": 10**5}, "is too large"),
+        ({"classes": 0}, "--classes 0: the number of classes must be at least 1"),
+    ],
+)
 def test_bad_overrides_name_the_option(kwargs, message):
     spec = load_spec_text(TINY)
     with pytest.raises(InputError) as info:

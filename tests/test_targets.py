@@ -1,5 +1,6 @@
 """The Target seam: every registered target lowers every IR op and activation, the compiler and
 the command line name no target, and the activation registry is the one list of activations."""
+
 import ast
 import textwrap
 from pathlib import Path
@@ -74,13 +75,19 @@ def test_every_activation_compiles_and_verifies_on_every_target(tmp_path, name):
 
 
 def _string_constants(path: Path) -> set[str]:
-    return {node.value for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Constant)
-            and isinstance(node.value, str)}
+    return {
+        node.value
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    }
 
 
 def test_the_compiler_and_the_command_line_name_no_target():
-    files = [ROOT / "mnc" / "cli.py", *sorted((ROOT / "mnc" / "pipeline").glob("*.py")),
-             *sorted((ROOT / "mnc" / "verify").glob("*.py"))]
+    files = [
+        ROOT / "mnc" / "cli.py",
+        *sorted((ROOT / "mnc" / "pipeline").glob("*.py")),
+        *sorted((ROOT / "mnc" / "verify").glob("*.py")),
+    ]
     for path in files:
         named = _string_constants(path) & set(TARGETS)
         assert not named, f"{path.relative_to(ROOT)} names target(s) {named}"
@@ -99,8 +106,22 @@ def test_spec_words_follow_the_registry():
 
 
 def test_quantize_pass_without_quantize_is_bad_input(tmp_path, capsys):
-    code = main(["compile", str(ROOT / "specs" / "v1.mnet"), "--target", "onnx", "--alpha", "0.25",
-                 "--resolution", "32", "--passes", "fold_bn,fuse_act,cleanup,quantize_int8", "-o", str(tmp_path)])
+    code = main(
+        [
+            "compile",
+            str(ROOT / "specs" / "v1.mnet"),
+            "--target",
+            "onnx",
+            "--alpha",
+            "0.25",
+            "--resolution",
+            "32",
+            "--passes",
+            "fold_bn,fuse_act,cleanup,quantize_int8",
+            "-o",
+            str(tmp_path),
+        ]
+    )
     assert code == 2
     assert "--passes quantize_int8: int8 quantisation runs with --quantize int8" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
@@ -118,16 +139,24 @@ def _tiny_quantised() -> Graph:
 
     src = Loc("t.mnet", 1, 1)
     g.add("input", "input", attrs={"shape": [2, 4, 4]}, src=src)
-    g.add("conv", "conv", ["input"], src=src, attrs={"out_channels": 3, "kernel": [1, 1], "stride": [1, 1],
-                                                      "pads": [0, 0, 0, 0], "groups": 1, "bias": True})
+    g.add(
+        "conv",
+        "conv",
+        ["input"],
+        src=src,
+        attrs={"out_channels": 3, "kernel": [1, 1], "stride": [1, 1], "pads": [0, 0, 0, 0], "groups": 1, "bias": True},
+    )
     g.outputs = ["conv"]
     from mnc.ir.shapes import infer_shapes
 
     infer_shapes(g)
     g.node("conv").params = {"weight": np.ones((3, 2, 1, 1), np.float32), "bias": np.zeros(3, np.float32)}
     g.node("input").qparams = QParams(Affine(0.1, 128))
-    g.node("conv").qparams = QParams(Affine(0.1, 0), ChannelQuantized(np.ones((3, 2, 1, 1), np.int8), np.ones(3), 8),
-                                     ChannelQuantized(np.zeros(3, np.int32), np.full(3, 0.1)))
+    g.node("conv").qparams = QParams(
+        Affine(0.1, 0),
+        ChannelQuantized(np.ones((3, 2, 1, 1), np.int8), np.ones(3), 8),
+        ChannelQuantized(np.zeros(3, np.int32), np.full(3, 0.1)),
+    )
     return g
 
 

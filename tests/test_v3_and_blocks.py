@@ -1,4 +1,5 @@
 """MobileNetV3, squeeze-and-excite, hard-swish, and blocks written in the spec language."""
+
 import numpy as np
 import onnx
 import pytest
@@ -19,10 +20,13 @@ FIXTURES = ROOT / "tests" / "fixtures" / "torchvision"
 EXAMPLES = ROOT / "examples" / "specs"
 
 
-@pytest.mark.parametrize("spec,params,macs", [
-    ("v3_large.mnet", 5_483_032, 216_589_760),  # torchvision MobileNet_V3_Large_Weights meta
-    ("v3_small.mnet", 2_542_856, 56_510_400),  # torchvision MobileNet_V3_Small_Weights meta
-])
+@pytest.mark.parametrize(
+    "spec,params,macs",
+    [
+        ("v3_large.mnet", 5_483_032, 216_589_760),  # torchvision MobileNet_V3_Large_Weights meta
+        ("v3_small.mnet", 2_542_856, 56_510_400),  # torchvision MobileNet_V3_Small_Weights meta
+    ],
+)
 def test_v3_reproduces_torchvision_counts(spec, params, macs):
     spec = load_spec(SPECS / spec)
     cost = graph_cost(build_graph(spec, spec.config()))
@@ -54,23 +58,35 @@ def test_onnx_lowering_and_fusion_of_hard_activations(tmp_path):
     types = [n.op_type for n in model.graph.node]
     assert "HardSwish" in types and "Mul" in types and "BatchNormalization" not in types
     sigmoids = [n for n in model.graph.node if n.op_type == "HardSigmoid"]
-    assert sigmoids and all({a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} ==
-                            {"alpha": pytest.approx(1 / 6), "beta": 0.5} for n in sigmoids)
+    assert sigmoids and all(
+        {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+        == {"alpha": pytest.approx(1 / 6), "beta": 0.5}
+        for n in sigmoids
+    )
     fused = {r["name"]: r for r in result.report["passes"]}["fuse_act"]
     assert "act" not in fused["ops_after"]  # hswish, hsigmoid and relu all fused into their convs
 
 
-@pytest.mark.parametrize("arch,spec", [("mobilenet_v3_large", "v3_large.mnet"), ("mobilenet_v3_small", "v3_small.mnet")])
+@pytest.mark.parametrize(
+    "arch,spec", [("mobilenet_v3_large", "v3_large.mnet"), ("mobilenet_v3_small", "v3_small.mnet")]
+)
 @pytest.mark.parametrize("resolution", [64, 96])
 def test_v3_matches_torchvision_through_onnx_and_coreml(tmp_path, arch, spec, resolution):
     io = load_file(FIXTURES / f"{arch}_w1.0_r{resolution}.safetensors")
     expected, scale = io["output"], np.abs(io["output"]).max()
-    for target, precision, execute, limit in [("onnx", None, run_onnx, 1e-4),
-                                              ("coreml", "fp32", run_coreml_simulated, 1e-4),
-                                              ("coreml", "fp16", run_coreml_simulated, 0.15)]:
-        result = compile_spec(SPECS / spec, resolution=resolution, weights=FIXTURES / f"{arch}_w1.0.npz",
-                              target=target, out_dir=tmp_path / f"{target}{precision}",
-                              options=TargetOptions(precision=precision))
+    for target, precision, execute, limit in [
+        ("onnx", None, run_onnx, 1e-4),
+        ("coreml", "fp32", run_coreml_simulated, 1e-4),
+        ("coreml", "fp16", run_coreml_simulated, 0.15),
+    ]:
+        result = compile_spec(
+            SPECS / spec,
+            resolution=resolution,
+            weights=FIXTURES / f"{arch}_w1.0.npz",
+            target=target,
+            out_dir=tmp_path / f"{target}{precision}",
+            options=TargetOptions(precision=precision),
+        )
         assert result.report["weights"]["layout"] == "torchvision_mobilenet_v3" and result.report["classes"] == 10
         (y,) = execute(result.artifact, {"input": io["input"]})
         assert np.abs(y - expected).max() <= limit * scale, (target, precision)
@@ -83,7 +99,9 @@ HEADER = TINY[: TINY.index("| operator")]
 
 
 def test_a_user_block_builds_what_the_builtin_does():
-    mine = HEADER + """
+    mine = (
+        HEADER
+        + """
 block inverted(t, c: channels, s = 1, k = 3)
     expand  = conv(1, round(in * t))                               if round(in * t) != in
     dw      = conv(k, round(in * t), stride=s, groups=round(in * t))
@@ -98,16 +116,20 @@ end
 | avgpool global |   |    |   |   |
 | fc             |   | k  |   |   |
 """
+    )
     ours, builtin = load_spec_text(mine, "mine.mnet"), load_spec_text(TINY, "tiny.mnet")
     a = build(ours, alpha=0.75, resolution=64).graph
     b = build(builtin, alpha=0.75, resolution=64).graph
-    assert [(n, a.node(n).op, a.node(n).shape) for n in a.topo()] == \
-        [(n, b.node(n).op, b.node(n).shape) for n in b.topo()]
+    assert [(n, a.node(n).op, a.node(n).shape) for n in a.topo()] == [
+        (n, b.node(n).op, b.node(n).shape) for n in b.topo()
+    ]
     assert "stage1.block1.add" in a
 
 
 def test_named_skips_and_conditions():
-    text = HEADER + """
+    text = (
+        HEADER
+        + """
 block twin(c: channels, deep: flag = no)
     first  = conv(3, c)
     second = conv(3, c, act=none)
@@ -123,6 +145,7 @@ end
 | avgpool global |    |      |
 | fc             | k  |      |
 """
+    )
     g = build(load_spec_text(text, "twin.mnet"), resolution=32).graph
     assert g.inputs_of("stage1.block0.add") == ["stage1.block0.first.act", "stage1.block0.third.bn"]
     assert "stage2.block0.third" not in g and g.inputs_of("stage2.block0.add")[0] == "stage2.block0.first.act"
@@ -130,34 +153,57 @@ end
     assert np.isfinite(run(g, {"input": x})[g.outputs[0]]).all()
 
 
-@pytest.mark.parametrize("block,line,col,message", [
-    ("block b(c: chanels)\n    conv(1, c)\nend", 1, 9, "unknown parameter type 'chanels'; did you mean 'channels'?"),
-    ("block b(c: channels)\n    cnv(1, c)\nend", 2, 5, "unknown layer 'cnv'; did you mean 'conv'?"),
-    ("block b(c: channels)\n    conv(1, c, strid=2)\nend", 2, 22, "'conv' has no argument 'strid'; did you mean 'stride'?"),
-    ("block b(c: channels)\n    conv(1)\nend", 2, 5, "'conv' needs its 'c' argument"),
-    ("block b(c: channels)\n    conv(1, cc)\nend", 2, 13, "unknown name 'cc'; did you mean 'c'?"),
-    ("block b(c: channels)\n    conv(1, c)\n    add(skip)\nend", 3, 9, "add() takes the name of an earlier layer or `input`"),
-    ("block b(c: channels)\n    conv(1, ceil(c))\nend", 2, 13, "unknown function 'ceil'"),
-    ("block b(c: channels, c)\n    conv(1, c)\nend", 1, 22, "parameter 'c' of block 'b' appears twice"),
-    ("block b(c: channels)\n    conv(1, c)\n    conv(3, c)\nend", 3, 5, "two layers named 'conv' in block 'b'"),
-    ("block bottleneck(c: channels)\n    conv(1, c)\nend", 1, 7, "block 'bottleneck' is built in"),
-])
+@pytest.mark.parametrize(
+    "block,line,col,message",
+    [
+        (
+            "block b(c: chanels)\n    conv(1, c)\nend",
+            1,
+            9,
+            "unknown parameter type 'chanels'; did you mean 'channels'?",
+        ),
+        ("block b(c: channels)\n    cnv(1, c)\nend", 2, 5, "unknown layer 'cnv'; did you mean 'conv'?"),
+        (
+            "block b(c: channels)\n    conv(1, c, strid=2)\nend",
+            2,
+            22,
+            "'conv' has no argument 'strid'; did you mean 'stride'?",
+        ),
+        ("block b(c: channels)\n    conv(1)\nend", 2, 5, "'conv' needs its 'c' argument"),
+        ("block b(c: channels)\n    conv(1, cc)\nend", 2, 13, "unknown name 'cc'; did you mean 'c'?"),
+        (
+            "block b(c: channels)\n    conv(1, c)\n    add(skip)\nend",
+            3,
+            9,
+            "add() takes the name of an earlier layer or `input`",
+        ),
+        ("block b(c: channels)\n    conv(1, ceil(c))\nend", 2, 13, "unknown function 'ceil'"),
+        ("block b(c: channels, c)\n    conv(1, c)\nend", 1, 22, "parameter 'c' of block 'b' appears twice"),
+        ("block b(c: channels)\n    conv(1, c)\n    conv(3, c)\nend", 3, 5, "two layers named 'conv' in block 'b'"),
+        ("block bottleneck(c: channels)\n    conv(1, c)\nend", 1, 7, "block 'bottleneck' is built in"),
+    ],
+)
 def test_errors_in_block_definitions_point_at_the_definition(block, line, col, message):
-    text = HEADER + block + "\n\n" + TINY[TINY.index("| operator"):]
+    text = HEADER + block + "\n\n" + TINY[TINY.index("| operator") :]
     offset = HEADER.count("\n")
     located = [(d.loc.line - offset, d.loc.col, d.message) for d in spec_errors(text)]
     assert any(ln == line and c == col and message in m for ln, c, m in located), located
 
 
 def test_a_block_defined_twice():
-    text = HEADER + "block b(c: channels)\n    conv(1, c)\nend\nblock b(c: channels)\n    conv(3, c)\nend\n" + \
-        TINY[TINY.index("| operator"):]
+    text = (
+        HEADER
+        + "block b(c: channels)\n    conv(1, c)\nend\nblock b(c: channels)\n    conv(3, c)\nend\n"
+        + TINY[TINY.index("| operator") :]
+    )
     (d,) = spec_errors(text)
     assert d.message == "block 'b' is defined twice" and d.notes[0][0] == "first defined here"
 
 
 def test_errors_while_running_a_block_point_at_definition_and_use_site():
-    text = HEADER + """
+    text = (
+        HEADER
+        + """
 block grouped(c: channels)
     conv = conv(3, c, groups=3)
 end
@@ -169,6 +215,7 @@ end
 | avgpool global |    |
 | fc             | k  |
 """
+    )
     spec = load_spec_text(text, "grouped.mnet")
     with pytest.raises(InputError) as info:
         build_graph(spec, spec.config(resolution=32))
@@ -187,10 +234,13 @@ def test_columns_must_be_parameters_of_the_rows_block():
 # ---- the example architectures ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,params,macs", [
-    ("mnasnet_a1", 3_887_038, 311_579_072),  # the paper: 3.9 M parameters, 312 M multiply-adds
-    ("efficientnet_lite0", 4_652_008, 385_187_552),  # PyTorch reproductions: 4.652 M, 0.385 GMACs
-])
+@pytest.mark.parametrize(
+    "name,params,macs",
+    [
+        ("mnasnet_a1", 3_887_038, 311_579_072),  # the paper: 3.9 M parameters, 312 M multiply-adds
+        ("efficientnet_lite0", 4_652_008, 385_187_552),  # PyTorch reproductions: 4.652 M, 0.385 GMACs
+    ],
+)
 def test_example_counts_match_published_figures(name, params, macs):
     spec = load_spec(EXAMPLES / f"{name}.mnet")
     cost = graph_cost(build_graph(spec, spec.config()))
@@ -200,9 +250,16 @@ def test_example_counts_match_published_figures(name, params, macs):
 @pytest.mark.parametrize("name", ["mnasnet_a1", "efficientnet_lite0"])
 @pytest.mark.parametrize("target,precision", [("onnx", None), ("coreml", "fp32"), ("coreml", "fp16")])
 def test_examples_compile_and_verify(tmp_path, name, target, precision):
-    result = compile_spec(EXAMPLES / f"{name}.mnet", alpha=0.5, resolution=96, target=target, out_dir=tmp_path,
-                          options=TargetOptions(precision=precision))
+    result = compile_spec(
+        EXAMPLES / f"{name}.mnet",
+        alpha=0.5,
+        resolution=96,
+        target=target,
+        out_dir=tmp_path,
+        options=TargetOptions(precision=precision),
+    )
     assert result.report["verification"]["verdict"] == "pass"
-    optimised, _ = run_pipeline(build(EXAMPLES / f"{name}.mnet", alpha=0.5, resolution=96).graph,
-                                resolve_pipeline("default"))
+    optimised, _ = run_pipeline(
+        build(EXAMPLES / f"{name}.mnet", alpha=0.5, resolution=96).graph, resolve_pipeline("default")
+    )
     assert "batchnorm" not in optimised.ops()

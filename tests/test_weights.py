@@ -1,5 +1,6 @@
 """Seeded weights: deterministic, and a network whose activations are neither exploding,
 vanishing nor saturated, so that verifying it means something."""
+
 import numpy as np
 import pytest
 from conftest import SPECS

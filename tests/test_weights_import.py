@@ -1,4 +1,5 @@
 """Trained weights in: parity with torchvision, and a located error for every way a checkpoint can be wrong."""
+
 import builtins
 import json
 
@@ -23,8 +24,9 @@ def checkpoint(width):
 @pytest.mark.parametrize("width", [0.35, 0.5, 1.0])
 @pytest.mark.parametrize("resolution", [64, 96])
 def test_compiled_onnx_matches_torchvision(tmp_path, width, resolution):
-    result = compile_spec(SPECS / "v2.mnet", alpha=width, resolution=resolution, weights=checkpoint(width),
-                          out_dir=tmp_path)
+    result = compile_spec(
+        SPECS / "v2.mnet", alpha=width, resolution=resolution, weights=checkpoint(width), out_dir=tmp_path
+    )
     assert result.report["classes"] == 10  # taken from the checkpoint's classifier
     assert result.report["weights"]["layout"] == "torchvision_mobilenet_v2"
     io = load_file(FIXTURES / f"mobilenet_v2_w{width}_r{resolution}.safetensors")
@@ -55,8 +57,10 @@ def test_checkpoint_of_another_width_names_tensor_shapes_layer_line_and_the_widt
     exc = _errors(alpha=0.35, weights=checkpoint(0.5))
     first = exc.diagnostics[0]
     # Stage 2 projects to make_divisible(24·0.5) = 16 channels in the checkpoint, 8 at α = 0.35.
-    assert first.message.endswith("tensor 'features.2.conv.2.weight' has shape [16, 48, 1, 1] but layer "
-                                  "'stage2.block0.project' (conv weight) needs [8, 48, 1, 1]")
+    assert first.message.endswith(
+        "tensor 'features.2.conv.2.weight' has shape [16, 48, 1, 1] but layer "
+        "'stage2.block0.project' (conv weight) needs [8, 48, 1, 1]"
+    )
     assert first.loc.path.endswith("v2.mnet") and first.loc.line == 29  # the row `| 112² × 16 | bottleneck …`
     notes = [text for text, _ in first.notes]
     assert "these weights fit α = 0.5, and this compile uses α = 0.35; pass --alpha 0.5" in notes
@@ -65,30 +69,40 @@ def test_checkpoint_of_another_width_names_tensor_shapes_layer_line_and_the_widt
 def test_class_count_comes_from_the_classifier_unless_given(tmp_path):
     assert build(SPECS / "v2.mnet", alpha=0.35, resolution=64, weights=checkpoint(0.35)).config.classes == 10
     exc = _errors(alpha=0.35, classes=12, weights=checkpoint(0.35))
-    assert any("tensor 'classifier.1.weight' has shape [10, 1280] but layer 'stage10.block0.fc' (fc weight) "
-               "needs [12, 1280]" in d.message for d in exc.diagnostics)
+    assert any(
+        "tensor 'classifier.1.weight' has shape [10, 1280] but layer 'stage10.block0.fc' (fc weight) "
+        "needs [12, 1280]" in d.message
+        for d in exc.diagnostics
+    )
 
 
 def test_missing_tensor(tmp_path):
     path = _edited(tmp_path, drop=["features.4.conv.1.0.weight"])
     (d,) = _errors(alpha=0.35, weights=path).diagnostics
-    assert d.message == (f"{path}: no tensor 'features.4.conv.1.0.weight' for layer 'stage3.block0.dw' "
-                         "(conv weight), shape [48, 1, 3, 3]")
+    assert d.message == (
+        f"{path}: no tensor 'features.4.conv.1.0.weight' for layer 'stage3.block0.dw' "
+        "(conv weight), shape [48, 1, 3, 3]"
+    )
     assert d.loc.line > 0  # the spec row of the layer
 
 
 def test_unexpected_tensor(tmp_path):
     path = _edited(tmp_path, add={"features.19.0.weight": np.zeros((4, 4, 1, 1), np.float32)})
     (d,) = _errors(alpha=0.35, weights=path).diagnostics
-    assert "1 tensor(s) the network has no place for (layout 'torchvision_mobilenet_v2'): " \
-           "'features.19.0.weight' [4, 4, 1, 1]" in d.message
+    assert (
+        "1 tensor(s) the network has no place for (layout 'torchvision_mobilenet_v2'): "
+        "'features.19.0.weight' [4, 4, 1, 1]" in d.message
+    )
     assert str(d.loc) == str(path)
 
 
-@pytest.mark.parametrize("value,message", [
-    (np.full((16,), np.nan, np.float32), "tensor 'features.0.1.running_var' has 16 NaN or infinite value(s)"),
-    (np.ones((16,), np.int32), "tensor 'features.0.1.running_var' has dtype int32; weights must be floating point"),
-])
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        (np.full((16,), np.nan, np.float32), "tensor 'features.0.1.running_var' has 16 NaN or infinite value(s)"),
+        (np.ones((16,), np.int32), "tensor 'features.0.1.running_var' has dtype int32; weights must be floating point"),
+    ],
+)
 def test_bad_values(tmp_path, value, message):
     path = _edited(tmp_path, change={"features.0.1.running_var": value})
     assert message in _errors(alpha=0.35, weights=path).render()
@@ -118,10 +132,14 @@ def test_npz_checkpoints_load(tmp_path):
 
 
 def test_layout_can_be_chosen_and_a_wrong_choice_is_explained():
-    assert "unknown layout 'torchvision_mobilenetv2'; did you mean 'torchvision_mobilenet_v2'?" in \
-        _errors(alpha=0.35, weights=checkpoint(0.35), weights_layout="torchvision_mobilenetv2").render()
-    assert "tensor(s) the network has no place for (layout 'mnc')" in \
-        _errors(alpha=0.35, weights=checkpoint(0.35), weights_layout="mnc").render()
+    assert (
+        "unknown layout 'torchvision_mobilenetv2'; did you mean 'torchvision_mobilenet_v2'?"
+        in _errors(alpha=0.35, weights=checkpoint(0.35), weights_layout="torchvision_mobilenetv2").render()
+    )
+    assert (
+        "tensor(s) the network has no place for (layout 'mnc')"
+        in _errors(alpha=0.35, weights=checkpoint(0.35), weights_layout="mnc").render()
+    )
 
 
 def test_pytorch_checkpoint_without_torch_explains_how_to_convert(tmp_path, monkeypatch):
@@ -141,11 +159,18 @@ def test_pytorch_checkpoint_without_torch_explains_how_to_convert(tmp_path, monk
 
 
 def test_saved_weights_reload_to_the_same_model(tmp_path):
-    first = compile_spec(SPECS / "v2.mnet", alpha=0.35, resolution=64, weights=checkpoint(0.35),
-                         save_weights=tmp_path / "mine.safetensors", out_dir=tmp_path / "a")
+    first = compile_spec(
+        SPECS / "v2.mnet",
+        alpha=0.35,
+        resolution=64,
+        weights=checkpoint(0.35),
+        save_weights=tmp_path / "mine.safetensors",
+        out_dir=tmp_path / "a",
+    )
     assert first.report["weights"]["saved_to"].endswith("mine.safetensors")
-    again = compile_spec(SPECS / "v2.mnet", alpha=0.35, resolution=64, weights=tmp_path / "mine.safetensors",
-                         out_dir=tmp_path / "b")
+    again = compile_spec(
+        SPECS / "v2.mnet", alpha=0.35, resolution=64, weights=tmp_path / "mine.safetensors", out_dir=tmp_path / "b"
+    )
     assert again.report["weights"]["layout"] == "mnc" and again.report["classes"] == 10
     a, b = (onnx.load(str(r.artifact)) for r in (first, again))
     assert {i.name: i.raw_data for i in a.graph.initializer} == {i.name: i.raw_data for i in b.graph.initializer}
@@ -154,16 +179,47 @@ def test_saved_weights_reload_to_the_same_model(tmp_path):
 
 
 def test_cli_weights_errors_exit_2_and_write_nothing(tmp_path, capsys):
-    code = main(["compile", str(SPECS / "v2.mnet"), "--alpha", "0.35", "--resolution", "64", "--target", "onnx",
-                 "-o", str(tmp_path / "out"), "--weights", str(checkpoint(1.0))])
+    code = main(
+        [
+            "compile",
+            str(SPECS / "v2.mnet"),
+            "--alpha",
+            "0.35",
+            "--resolution",
+            "64",
+            "--target",
+            "onnx",
+            "-o",
+            str(tmp_path / "out"),
+            "--weights",
+            str(checkpoint(1.0)),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "v2.mnet:" in err and "has shape" in err and "pass --alpha 1" in err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
 
 
 def test_verify_needs_the_same_weights(tmp_path, capsys):
-    assert main(["compile", str(SPECS / "v2.mnet"), "--alpha", "0.5", "--resolution", "64", "--target", "onnx",
-                 "-o", str(tmp_path), "--weights", str(checkpoint(0.5))]) == 0
+    assert (
+        main(
+            [
+                "compile",
+                str(SPECS / "v2.mnet"),
+                "--alpha",
+                "0.5",
+                "--resolution",
+                "64",
+                "--target",
+                "onnx",
+                "-o",
+                str(tmp_path),
+                "--weights",
+                str(checkpoint(0.5)),
+            ]
+        )
+        == 0
+    )
     artifact = str(tmp_path / "v2_0.5_64.onnx")
     capsys.readouterr()
     assert main(["verify", artifact]) == 2

@@ -12,6 +12,7 @@ removed) and what `mnc verify` says of it. Also `mnc summary --json` and `mnc ir
 Outputs are compared bit for bit: run both on the same machine, from checkouts at the same path
 (paths go into reports and into int8 metadata). Exit 1 if anything differs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,21 +44,51 @@ VARIANTS = {  # name → extra arguments of `mnc compile`
 EXTRA = {  # (spec, variant name) → arguments, for paths the table above does not reach
     ("v1", "onnx_alpha0.5_r160"): ["--target", "onnx", "--alpha", "0.5", "--resolution", "160"],
     ("v1", "coreml_int8_ios16_r128"): ["--target", "coreml", "--resolution", "128", *INT8],
-    ("v2", "onnx_torchvision_weights"): ["--target", "onnx", "--weights", str(WEIGHTS), "--alpha", "0.5",
-                                         "--resolution", "96"],
-    ("v2", "coreml_fp16_torchvision_weights"): ["--target", "coreml", "--weights", str(WEIGHTS), "--alpha", "0.5",
-                                                "--resolution", "96"],
+    ("v2", "onnx_torchvision_weights"): [
+        "--target",
+        "onnx",
+        "--weights",
+        str(WEIGHTS),
+        "--alpha",
+        "0.5",
+        "--resolution",
+        "96",
+    ],
+    ("v2", "coreml_fp16_torchvision_weights"): [
+        "--target",
+        "coreml",
+        "--weights",
+        str(WEIGHTS),
+        "--alpha",
+        "0.5",
+        "--resolution",
+        "96",
+    ],
     ("v2", "coreml_image_labels"): ["--target", "coreml", "--image-input", "--labels", "LABELS", "--resolution", "96"],
     ("v2", "onnx_passes_none"): ["--target", "onnx", "--passes", "none", "--resolution", "96"],
 }
-DIGITS_ARGS = ["--alpha", "0.35", "--resolution", "32", "--weights", str(DIGITS / "mobilenet_v2_digits.safetensors"),
-               "--quantize", "int8", "--calib", str(DIGITS / "calib"), "--calib-samples", "64"]
-EXTRA.update({
-    ("v2", "digits_onnx_int8"): ["--target", "onnx", *DIGITS_ARGS],
-    ("v2", "digits_onnx_int8_percentile"): ["--target", "onnx", *DIGITS_ARGS, "--calib-method", "percentile"],
-    ("v2", "digits_coreml_int8_ios16"): ["--target", "coreml", *DIGITS_ARGS],
-    ("v2", "digits_coreml_int8_ios17"): ["--target", "coreml", "--deployment-target", "iOS17", *DIGITS_ARGS],
-})
+DIGITS_ARGS = [
+    "--alpha",
+    "0.35",
+    "--resolution",
+    "32",
+    "--weights",
+    str(DIGITS / "mobilenet_v2_digits.safetensors"),
+    "--quantize",
+    "int8",
+    "--calib",
+    str(DIGITS / "calib"),
+    "--calib-samples",
+    "64",
+]
+EXTRA.update(
+    {
+        ("v2", "digits_onnx_int8"): ["--target", "onnx", *DIGITS_ARGS],
+        ("v2", "digits_onnx_int8_percentile"): ["--target", "onnx", *DIGITS_ARGS, "--calib-method", "percentile"],
+        ("v2", "digits_coreml_int8_ios16"): ["--target", "coreml", *DIGITS_ARGS],
+        ("v2", "digits_coreml_int8_ios17"): ["--target", "coreml", "--deployment-target", "iOS17", *DIGITS_ARGS],
+    }
+)
 VOLATILE = {"timings_s", "seconds"}  # report fields that measure time
 
 
@@ -112,8 +143,11 @@ def coreml_facts(path: Path, shape: list[int], image: bool) -> dict:
     except ImportError:
         from mnc.backends.coreml_exec import CoreMLProgram, run_coreml
 
-    files = {p.relative_to(path).as_posix(): sha(p.read_bytes()) for p in sorted(path.rglob("*"))
-             if p.is_file() and p.name != "Manifest.json"}
+    files = {
+        p.relative_to(path).as_posix(): sha(p.read_bytes())
+        for p in sorted(path.rglob("*"))
+        if p.is_file() and p.name != "Manifest.json"
+    }
     program = CoreMLProgram(path)
     (out,) = run_coreml(path, {"input": seeded_inputs(shape, image)})
     return {
@@ -164,7 +198,8 @@ def spec_facts(spec: Path) -> dict:
     return {
         "summary_sha256": sha(summary.stdout.encode()),
         "summary_totals": {k: v for k, v in json.loads(summary.stdout).items() if k != "layers"}
-        if summary.returncode == 0 else summary.stderr,
+        if summary.returncode == 0
+        else summary.stderr,
         "ir_sha256": sha(ir.stdout.encode()),
         "ir_lowered_sha256": sha(ir_lowered.stdout.encode()),
     }

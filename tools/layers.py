@@ -11,6 +11,7 @@ mnc/cli.py -> cli, mnc/__init__.py -> __init__. Lines are plain counts (like wc 
 lower group into a higher one is a violation; packages not listed are "unplaced".
 With --layers the exit code is 1 if there are violations or cycles, else 0.
 """
+
 import argparse
 import ast
 import json
@@ -46,19 +47,25 @@ class Imports(ast.NodeVisitor):
             self.found.append((target, line, kind))
 
     def visit_FunctionDef(self, node):  # anything inside a function body is "lazy"
-        self.depth += 1; self.generic_visit(node); self.depth -= 1
+        self.depth += 1
+        self.generic_visit(node)
+        self.depth -= 1
+
     visit_AsyncFunctionDef = visit_Lambda = visit_FunctionDef
 
     def visit_If(self, node):
         if "TYPE_CHECKING" not in (getattr(node.test, "id", 0), getattr(node.test, "attr", 0)):
             return self.generic_visit(node)
         old, self.typing = self.typing, True
-        for n in node.body: self.visit(n)
+        for n in node.body:
+            self.visit(n)
         self.typing = old
-        for n in node.orelse: self.visit(n)
+        for n in node.orelse:
+            self.visit(n)
 
     def visit_Import(self, node):
-        for alias in node.names: self.add(alias.name, node.lineno)
+        for alias in node.names:
+            self.add(alias.name, node.lineno)
 
     def visit_ImportFrom(self, node):
         base = node.module or ""
@@ -74,18 +81,24 @@ def tarjan(graph: dict[str, set[str]]) -> list[list[str]]:
     index, low, stack, on_stack, sccs = {}, {}, [], set(), []
 
     def visit(v):
-        index[v] = low[v] = len(index); stack.append(v); on_stack.add(v)
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
         for w in sorted(graph.get(v, ())):
             if w not in index:
-                visit(w); low[v] = min(low[v], low[w])
+                visit(w)
+                low[v] = min(low[v], low[w])
             elif w in on_stack:
                 low[v] = min(low[v], index[w])
         if low[v] == index[v]:  # v is the root of an SCC: pop it off the stack
             i = stack.index(v)
-            sccs.append(sorted(stack[i:])); on_stack.difference_update(stack[i:]); del stack[i:]
+            sccs.append(sorted(stack[i:]))
+            on_stack.difference_update(stack[i:])
+            del stack[i:]
 
     for v in sorted(graph):
-        if v not in index: visit(v)
+        if v not in index:
+            visit(v)
     return [s for s in sccs if len(s) > 1]
 
 
@@ -104,15 +117,22 @@ def analyse(root: Path, layers: str | None) -> dict:
     mgraph, pgraph, pcount = defaultdict(set), defaultdict(set), Counter()
     for s, d in edges:
         mgraph[s].add(d)
-        if (ps := package_of(s)) != (pd := package_of(d)): pgraph[ps].add(pd); pcount[ps, pd] += 1
-    cyc = lambda c, key: {"members": c, "edges": [fmt(s, d) for s, d in sorted(edges)
-                                                 if key(s) in c and key(d) in c and key(s) != key(d)]}
+        if (ps := package_of(s)) != (pd := package_of(d)):
+            pgraph[ps].add(pd)
+            pcount[ps, pd] += 1
+    cyc = lambda c, key: {
+        "members": c,
+        "edges": [fmt(s, d) for s, d in sorted(edges) if key(s) in c and key(d) in c and key(s) != key(d)],
+    }
     mod_cycles = [cyc(c, lambda m: m) for c in tarjan(mgraph)]
     pkg_cycles = [cyc(c, package_of) for c in tarjan(pgraph)]
-    out = {"lines": dict(sorted(lines.items(), key=lambda kv: (-kv[1], kv[0]))),
-           "total_lines": sum(lines.values()),
-           "package_edges": [{"from": a, "to": b, "count": n} for (a, b), n in sorted(pcount.items())],
-           "module_cycles": mod_cycles, "package_cycles": pkg_cycles}
+    out = {
+        "lines": dict(sorted(lines.items(), key=lambda kv: (-kv[1], kv[0]))),
+        "total_lines": sum(lines.values()),
+        "package_edges": [{"from": a, "to": b, "count": n} for (a, b), n in sorted(pcount.items())],
+        "module_cycles": mod_cycles,
+        "package_cycles": pkg_cycles,
+    }
     if layers:
         rank = {p.strip(): i for i, g in enumerate(layers.split("<")) for p in g.split(",") if p.strip()}
         pkgs = {package_of(m) for m in modules}
@@ -126,19 +146,23 @@ def render(r: dict) -> str:
     out = ["== Lines per module (plain line count, * = 10 largest) =="]
     out += [f"{'*' if i < 10 else ' '} {n:6d}  {m}" for i, (m, n) in enumerate(r["lines"].items())]
     top = sum(list(r["lines"].values())[:10])
-    out += [f"  {r['total_lines']:6d}  TOTAL ({len(r['lines'])} modules; 10 largest = {top}, "
-            f"{100 * top / max(r['total_lines'], 1):.0f}%)",
-            "\n== Package dependencies (A -> B: number of distinct module->module imports) =="]
+    out += [
+        f"  {r['total_lines']:6d}  TOTAL ({len(r['lines'])} modules; 10 largest = {top}, "
+        f"{100 * top / max(r['total_lines'], 1):.0f}%)",
+        "\n== Package dependencies (A -> B: number of distinct module->module imports) ==",
+    ]
     out += [f"  {e['from']:>10} -> {e['to']:<10} {e['count']}" for e in r["package_edges"]]
     for key, title in (("module_cycles", "Module-level cycles"), ("package_cycles", "Package-level cycles")):
         out.append(f"\n== {title} (SCCs of size > 1): {len(r[key])} ==")
         for c in r[key]:
             out += [f"  SCC {{{', '.join(c['members'])}}}", *(f"    {e}" for e in c["edges"])]
     if "violations" in r:
-        out += [f"\n== Layer check: {len(r['violations'])} violation(s) (lower layer importing higher) ==",
-                *(f"  {v}" for v in r["violations"]),
-                f"  unplaced packages: {', '.join(r['unplaced']) or '(none)'}; "
-                f"declared but absent: {', '.join(r['declared_but_absent']) or '(none)'}"]
+        out += [
+            f"\n== Layer check: {len(r['violations'])} violation(s) (lower layer importing higher) ==",
+            *(f"  {v}" for v in r["violations"]),
+            f"  unplaced packages: {', '.join(r['unplaced']) or '(none)'}; "
+            f"declared but absent: {', '.join(r['declared_but_absent']) or '(none)'}",
+        ]
     return "\n".join(out)
 
 

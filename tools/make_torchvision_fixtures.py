@@ -18,6 +18,7 @@ For each architecture and width it writes
 - `<arch>_w<width>_r<resolution>.safetensors`: a fixed input batch and torchvision's output
   (eval mode, float32) at each resolution.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,7 +50,7 @@ def make_model(arch: str, width: float, seed: int, levels: bool) -> nn.Module:
             nn.init.uniform_(m.weight, 0.5, 1.5)
             nn.init.normal_(m.bias, 0.0, 0.25)
         elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, m.in_features ** -0.5)
+            nn.init.normal_(m.weight, 0.0, m.in_features**-0.5)
             nn.init.normal_(m.bias, 0.0, 0.1)
         elif isinstance(m, nn.Conv2d) and m.bias is not None:  # squeeze-and-excite convs
             nn.init.normal_(m.bias, 0.0, 0.1)
@@ -83,15 +84,21 @@ def main() -> None:
             if fmt == "npz":
                 np.savez_compressed(OUT / f"{name}.npz", **{k: v.numpy() for k, v in state.items()})
             else:
-                save_file(state, OUT / f"{name}.safetensors", metadata={"arch": arch, "width": str(width),
-                                                                        "classes": str(CLASSES), **versions})
+                save_file(
+                    state,
+                    OUT / f"{name}.safetensors",
+                    metadata={"arch": arch, "width": str(width), "classes": str(CLASSES), **versions},
+                )
             for resolution in resolutions:
                 gen = torch.Generator().manual_seed(args.seed + resolution)
                 x = torch.randn(BATCH, 3, resolution, resolution, generator=gen)
                 with torch.no_grad():
                     y = model(x)
-                save_file({"input": x.contiguous(), "output": y.contiguous()}, OUT / f"{name}_r{resolution}.safetensors",
-                          metadata={"arch": arch, "width": str(width), "resolution": str(resolution), **versions})
+                save_file(
+                    {"input": x.contiguous(), "output": y.contiguous()},
+                    OUT / f"{name}_r{resolution}.safetensors",
+                    metadata={"arch": arch, "width": str(width), "resolution": str(resolution), **versions},
+                )
                 print(f"{name} r{resolution}: output scale {y.abs().max():.3f}, top-1 {y.argmax(1).tolist()}")
 
 

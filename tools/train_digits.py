@@ -13,6 +13,7 @@ mobilenet_v2(width_mult=0.35, num_classes=10) is trained on the 80 % and saved, 
 - `tests/fixtures/digits/calib/*.png`: 64 training images, for calibration from a folder.
 mnc compiles it with `specs/v2.mnet --alpha 0.35 --resolution 32` (ImageNet mean/std, as here).
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,5 +1,6 @@
 """Backends: one module per target, each a Target (mnc/backends/target.py) reading the IR only.
 Adding a target is one module plus a line in TARGETS."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,8 +25,9 @@ def target_of(path: Path) -> Target:
     for target in TARGETS.values():
         if path.name.endswith(target.suffix):
             return target
-    raise InputError(f"'{path}': unknown artifact type; expected one of "
-                     + ", ".join(t.suffix for t in TARGETS.values()))
+    raise InputError(
+        f"'{path}': unknown artifact type; expected one of " + ", ".join(t.suffix for t in TARGETS.values())
+    )
 
 
 def targets_taking(flag: str) -> list[str]:

@@ -2,6 +2,7 @@
 
 Reads the IR only. coremltools is imported lazily: it is slow to import and only this target needs it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -80,15 +81,28 @@ def write(graph: Graph, path: Path, metadata: dict[str, str], options: CoreMLOpt
     program = _program(graph, shape, target, options)
     kwargs = {}
     if options.image_input:
-        kwargs["inputs"] = [ct.ImageType(name=INPUT_NAME, shape=shape, scale=1 / 255.0, bias=[0.0] * shape[1],
-                                         color_layout=ct.colorlayout.RGB if shape[1] == 3 else ct.colorlayout.GRAYSCALE)]
+        kwargs["inputs"] = [
+            ct.ImageType(
+                name=INPUT_NAME,
+                shape=shape,
+                scale=1 / 255.0,
+                bias=[0.0] * shape[1],
+                color_layout=ct.colorlayout.RGB if shape[1] == 3 else ct.colorlayout.GRAYSCALE,
+            )
+        ]
     if options.labels:
         kwargs["classifier_config"] = ct.ClassifierConfig(list(options.labels))
     precision = ct.precision.FLOAT32  # fp16 programs are fp16 already (see _typed_params)
     pipeline = _pipeline(ct, options.precision)
     with contextlib.redirect_stderr(io.StringIO()):  # coremltools' progress bars
-        model = ct.convert(program, convert_to="mlprogram", minimum_deployment_target=target,
-                           compute_precision=precision, pass_pipeline=pipeline, **kwargs)
+        model = ct.convert(
+            program,
+            convert_to="mlprogram",
+            minimum_deployment_target=target,
+            compute_precision=precision,
+            pass_pipeline=pipeline,
+            **kwargs,
+        )
     spec = model.get_spec()
     for key in _UNSTABLE_METADATA:
         spec.description.metadata.userDefined.pop(key, None)
@@ -155,8 +169,13 @@ def _weight(mb, name: str, data: dict):
     if q is None:
         return data.params["weight"]
     dtype = data.params["weight"].dtype  # fp16 in fp16 programs
-    return mb.constexpr_affine_dequantize(quantized_data=np.asarray(q.q, dtype=np.int8), zero_point=np.int8(0),
-                                          scale=np.asarray(q.scale, dtype=dtype), axis=0, name=name + "_weight")
+    return mb.constexpr_affine_dequantize(
+        quantized_data=np.asarray(q.q, dtype=np.int8),
+        zero_point=np.int8(0),
+        scale=np.asarray(q.scale, dtype=dtype),
+        axis=0,
+        name=name + "_weight",
+    )
 
 
 def _quantised(mb, x, data: dict, options: CoreMLOptions, name: str):
@@ -210,22 +229,42 @@ ACTIVATIONS = {
 def _conv(mb, name, data, xs):
     a, p = data.attrs, data.params
     top, left, bottom, right = a["pads"]
-    y = mb.conv(x=xs[0], weight=_weight(mb, name, data), bias=p.get("bias"), strides=a["stride"], pad_type="custom",
-                pad=[top, bottom, left, right], dilations=[1, 1], groups=a["groups"],
-                name=name if not a.get("fused_act") else name + "_preact")
+    y = mb.conv(
+        x=xs[0],
+        weight=_weight(mb, name, data),
+        bias=p.get("bias"),
+        strides=a["stride"],
+        pad_type="custom",
+        pad=[top, bottom, left, right],
+        dilations=[1, 1],
+        groups=a["groups"],
+        name=name if not a.get("fused_act") else name + "_preact",
+    )
     return _activation(mb, a.get("fused_act"), y, name)
 
 
 def _fc(mb, name, data, xs):
     a, p = data.attrs, data.params
-    y = mb.linear(x=xs[0], weight=_weight(mb, name, data), bias=p.get("bias"), name=name if not a.get("fused_act") else name + "_preact")
+    y = mb.linear(
+        x=xs[0],
+        weight=_weight(mb, name, data),
+        bias=p.get("bias"),
+        name=name if not a.get("fused_act") else name + "_preact",
+    )
     return _activation(mb, a.get("fused_act"), y, name)
 
 
 def _batchnorm(mb, name, data, xs):
     p = data.params
-    return mb.batch_norm(x=xs[0], mean=p["mean"], variance=p["var"], gamma=p["gamma"], beta=p["beta"],
-                         epsilon=float(data.attrs["eps"]), name=name)
+    return mb.batch_norm(
+        x=xs[0],
+        mean=p["mean"],
+        variance=p["var"],
+        gamma=p["gamma"],
+        beta=p["beta"],
+        epsilon=float(data.attrs["eps"]),
+        name=name,
+    )
 
 
 def _add(mb, name, data, xs):
@@ -256,7 +295,7 @@ def run_native(artifact, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     """Core ML itself (macOS only), one sample at a time."""
     ct = coremltools()
     model = ct.models.MLModel(str(artifact))
-    (name, batch), = feeds.items()
+    ((name, batch),) = feeds.items()
     spec = model.get_spec()
     image = spec.description.input[0].type.HasField("imageType")
     classify = spec.description.predictedProbabilitiesName
@@ -301,21 +340,33 @@ class CoreMLTarget(Target):
 
     def make_options(self, values: dict, network: NetworkFacts) -> CoreMLOptions:
         labels = read_labels(values["labels"], network.classes) if values["labels"] else None
-        return CoreMLOptions(precision=values["precision"], deployment_target=values["deployment_target"],
-                             image_input=values["image_input"], labels=labels, mean=tuple(network.mean),
-                             std=tuple(network.std), metadata=dict(network.description))
+        return CoreMLOptions(
+            precision=values["precision"],
+            deployment_target=values["deployment_target"],
+            image_input=values["image_input"],
+            labels=labels,
+            mean=tuple(network.mean),
+            std=tuple(network.std),
+            metadata=dict(network.description),
+        )
 
     def record_fields(self, options: CoreMLOptions) -> dict:
         return {"precision": options.precision, "image_input": options.image_input}
 
     def report_fields(self, options: CoreMLOptions) -> dict:
-        return {"precision": options.precision, "deployment_target": options.deployment_target,
-                "image_input": options.image_input, "labels": len(options.labels or ())}
+        return {
+            "precision": options.precision,
+            "deployment_target": options.deployment_target,
+            "image_input": options.image_input,
+            "labels": len(options.labels or ()),
+        }
 
     def int8_plan(self, options: CoreMLOptions) -> Int8Plan:
         if options.deployment_target not in WEIGHT_INT8_TARGETS:
-            raise InputError(f"--quantize int8 for Core ML needs --deployment-target iOS16/macOS13 or later (int8 "
-                             f"weights; iOS17/macOS14 for int8 activations), not {options.deployment_target}")
+            raise InputError(
+                f"--quantize int8 for Core ML needs --deployment-target iOS16/macOS13 or later (int8 "
+                f"weights; iOS17/macOS14 for int8 activations), not {options.deployment_target}"
+            )
         if options.int8_activations:
             scheme = WEIGHTS_SCHEME + " and int8 activations (quantize/dequantize, uint8 per-tensor affine)"
         else:
@@ -336,8 +387,12 @@ class CoreMLTarget(Target):
         return dict(spec.description.metadata.userDefined)
 
     def executors(self) -> list[Executor]:
-        simulated = Executor("mnc Core ML executor (numpy, reads the saved package, fp16 emulated); simulated: "
-                             "Core ML runtime not available on this host", run_simulated, split_samples=True)
+        simulated = Executor(
+            "mnc Core ML executor (numpy, reads the saved package, fp16 emulated); simulated: "
+            "Core ML runtime not available on this host",
+            run_simulated,
+            split_samples=True,
+        )
         return [simulated] + ([Executor("Core ML (MLModel.predict)", run_native)] if CORE_ML_AVAILABLE else [])
 
 

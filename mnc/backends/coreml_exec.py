@@ -6,6 +6,7 @@ fp16, as the program computes. An operation it does not know is an error, never 
 Real Core ML may accumulate differently inside an op (the Neural Engine computes in fp16
 throughout); the fp16 tolerance allows for that.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,9 +34,17 @@ class ExecutorError(Exception):
 
 
 _DTYPES = {  # MIL proto DataType enum names → numpy (values quantize writes are held as uint8/int8)
-    "FLOAT16": np.float16, "FLOAT32": np.float32, "FLOAT64": np.float64,
-    "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64,
-    "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "BOOL": np.bool_,
+    "FLOAT16": np.float16,
+    "FLOAT32": np.float32,
+    "FLOAT64": np.float64,
+    "INT8": np.int8,
+    "INT16": np.int16,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "UINT8": np.uint8,
+    "UINT16": np.uint16,
+    "UINT32": np.uint32,
+    "BOOL": np.bool_,
 }
 
 
@@ -58,8 +67,9 @@ class CoreMLProgram:
         for op in self.operations:
             if op.type == "constexpr_affine_dequantize":  # int8 weights, dequantised when loaded
                 a = {k: self._value(v) for k, v in op.attributes.items() if k != "name"}
-                self.constants[op.outputs[0].name] = _affine_dequantize(a["quantized_data"], a["scale"],
-                                                                        a["zero_point"], int(a["axis"]))
+                self.constants[op.outputs[0].name] = _affine_dequantize(
+                    a["quantized_data"], a["scale"], a["zero_point"], int(a["axis"])
+                )
             if op.type == "const":
                 value = self._value(op.attributes["val"])
                 # fp16 constants are held widened to float32: exact, and done once instead of per use.
@@ -101,8 +111,12 @@ class CoreMLProgram:
                 raise ExecutorError(f"weight file {blob.fileName} is missing from the package")
             self._blobs[path] = _BlobStorageReader(path)
         reader = self._blobs[path]
-        read = {"FLOAT16": reader.read_fp16_data, "FLOAT32": reader.read_float_data,
-                "INT8": reader.read_int8_data, "UINT8": reader.read_uint8_data}.get(dtype_name)
+        read = {
+            "FLOAT16": reader.read_fp16_data,
+            "FLOAT32": reader.read_float_data,
+            "INT8": reader.read_int8_data,
+            "UINT8": reader.read_uint8_data,
+        }.get(dtype_name)
         if read is None:
             raise ExecutorError(f"weights of type {dtype_name} are not supported by mnc's Core ML executor")
         data = np.asarray(read(blob.offset))
@@ -122,16 +136,19 @@ class CoreMLProgram:
                 continue
             kernel = _KERNELS.get(op.type)
             if kernel is None:
-                raise ExecutorError(f"operation '{op.type}' ({op.outputs[0].name}) is not supported by mnc's "
-                                    "Core ML executor")
+                raise ExecutorError(
+                    f"operation '{op.type}' ({op.outputs[0].name}) is not supported by mnc's Core ML executor"
+                )
             args = {}
             for key, binding in op.inputs.items():
                 values = []
                 for argument in binding.arguments:
                     if argument.name:
                         if argument.name not in env:
-                            raise ExecutorError(f"'{op.type}' ({op.outputs[0].name}) reads '{argument.name}', "
-                                                "which nothing in the program defines")
+                            raise ExecutorError(
+                                f"'{op.type}' ({op.outputs[0].name}) reads '{argument.name}', "
+                                "which nothing in the program defines"
+                            )
                         values.append(env[argument.name])
                     else:
                         values.append(self._value(argument.value))
@@ -172,13 +189,25 @@ def _conv(a):
     top, bottom, left, right = (int(v) for v in np.ravel(a["pad"]))
     x = _f(a["x"])[None] if np.ndim(a["x"]) == 3 else _f(a["x"])
     bias = _f(a["bias"]) if "bias" in a else None
-    return kernels.conv2d(x, _f(a["weight"]), bias, [int(s) for s in np.ravel(a["strides"])],
-                          (top, left, bottom, right), int(a.get("groups", 1)))
+    return kernels.conv2d(
+        x,
+        _f(a["weight"]),
+        bias,
+        [int(s) for s in np.ravel(a["strides"])],
+        (top, left, bottom, right),
+        int(a.get("groups", 1)),
+    )
 
 
 def _batch_norm(a):
-    return kernels.batchnorm(_f(a["x"]), _f(a.get("gamma", 1.0)), _f(a.get("beta", 0.0)), _f(a["mean"]),
-                             _f(a["variance"]), float(a.get("epsilon", 1e-5)))
+    return kernels.batchnorm(
+        _f(a["x"]),
+        _f(a.get("gamma", 1.0)),
+        _f(a.get("beta", 0.0)),
+        _f(a["mean"]),
+        _f(a["variance"]),
+        float(a.get("epsilon", 1e-5)),
+    )
 
 
 def _linear(a):
@@ -204,6 +233,7 @@ def _cast(a):
 
 def _affine_dequantize(data, scale, zero_point, axis: int) -> np.ndarray:
     shape = [1] * np.ndim(data)
+
     def along(v):
         v = np.asarray(v, dtype=np.float32)
         if v.ndim == 0:
@@ -211,6 +241,7 @@ def _affine_dequantize(data, scale, zero_point, axis: int) -> np.ndarray:
         s = list(shape)
         s[axis] = -1
         return v.reshape(s)
+
     return ((np.asarray(data, dtype=np.float32) - along(zero_point)) * along(scale)).astype(np.float32)
 
 
@@ -244,8 +275,10 @@ _KERNELS = {
     "batch_norm": _batch_norm,
     "linear": _linear,
     # MIL's relu, relu6 and sigmoid are the IR activations of the same names.
-    **{fn: (lambda f: lambda a: f(_f(a["x"])))(activations.ACTIVATIONS[fn].function)
-       for fn in ("relu", "relu6", "sigmoid")},
+    **{
+        fn: (lambda f: lambda a: f(_f(a["x"])))(activations.ACTIVATIONS[fn].function)
+        for fn in ("relu", "relu6", "sigmoid")
+    },
     "sigmoid_hard": lambda a: np.clip(_f(a.get("alpha", 0.2)) * _f(a["x"]) + _f(a.get("beta", 0.5)), 0, 1),
     "clip": lambda a: np.clip(_f(a["x"]), _f(a["alpha"]), _f(a["beta"])),
     "add": lambda a: _f(a["x"]) + _f(a["y"]),

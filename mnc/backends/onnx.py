@@ -1,5 +1,6 @@
 """The ONNX target: IR → ONNX (opset 17), run by ONNX Runtime. Reads the IR only; each IR op and
 activation maps to the ONNX operators that compute it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,10 +26,12 @@ INPUT_NAME = "input"
 INT16_MAX = 2**15 - 1
 SATURATION_FREE_MAX_WEIGHT = INT16_MAX // (2 * ACTIVATION_LEVELS)
 WEIGHT_BITS = max(b for b in range(2, 9) if weight_qmax(b) <= SATURATION_FREE_MAX_WEIGHT)
-QUANTIZATION = (f"QDQ: activations uint8 per-tensor affine; weights int8 per-output-channel symmetric in "
-                f"[-{weight_qmax(WEIGHT_BITS)}, {weight_qmax(WEIGHT_BITS)}] ({WEIGHT_BITS}-bit, so ONNX Runtime's "
-                "u8s8 kernels cannot saturate on AVX2 hosts without VNNI); bias int32 with scale "
-                "input_scale·weight_scale")
+QUANTIZATION = (
+    f"QDQ: activations uint8 per-tensor affine; weights int8 per-output-channel symmetric in "
+    f"[-{weight_qmax(WEIGHT_BITS)}, {weight_qmax(WEIGHT_BITS)}] ({WEIGHT_BITS}-bit, so ONNX Runtime's "
+    "u8s8 kernels cannot saturate on AVX2 hosts without VNNI); bias int32 with scale "
+    "input_scale·weight_scale"
+)
 
 
 def output_name(graph: Graph) -> str:
@@ -65,12 +68,17 @@ def build_model(graph: Graph, metadata: dict[str, str], description: str = "") -
         e.qdq(name, f"{name}.float", final, q.output)
     batch = "batch"
     inputs = [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [batch, *graph.node(input_node).shape])]
-    outputs = [helper.make_tensor_value_info(names[output_node], TensorProto.FLOAT,
-                                             [batch, *graph.node(output_node).shape])]
+    outputs = [
+        helper.make_tensor_value_info(names[output_node], TensorProto.FLOAT, [batch, *graph.node(output_node).shape])
+    ]
     onnx_graph = helper.make_graph(e.nodes, graph.name, inputs, outputs, initializer=e.initializers)
-    model = helper.make_model(onnx_graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="mnc", producer_version=metadata.get("mnc.version", ""),
-                              doc_string=description)
+    model = helper.make_model(
+        onnx_graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="mnc",
+        producer_version=metadata.get("mnc.version", ""),
+        doc_string=description,
+    )
     model.ir_version = IR_VERSION
     for key, value in metadata.items():
         model.metadata_props.add(key=key, value=str(value))
@@ -104,16 +112,22 @@ class _Emitter:
             numpy_helper.from_array(np.asarray(q.scale, dtype=np.float32), f"{ir_name}.{key}_scale"),
             numpy_helper.from_array(np.zeros(len(q.scale), dtype=ints.dtype), f"{ir_name}.{key}_zero_point"),
         ]
-        return self.node("DequantizeLinear", [f"{ir_name}.{key}_q", f"{ir_name}.{key}_scale",
-                                              f"{ir_name}.{key}_zero_point"], f"{ir_name}.{key}", f"{ir_name}.{key}_dq",
-                         axis=0)
+        return self.node(
+            "DequantizeLinear",
+            [f"{ir_name}.{key}_q", f"{ir_name}.{key}_scale", f"{ir_name}.{key}_zero_point"],
+            f"{ir_name}.{key}",
+            f"{ir_name}.{key}_dq",
+            axis=0,
+        )
 
     def qdq(self, ir_name: str, source: str, target: str, q) -> None:
         """Quantise `source` to uint8 and back into `target`: the QDQ form ONNX Runtime turns into
         integer kernels."""
         scale, zero_point = f"{ir_name}.out_scale", f"{ir_name}.out_zero_point"
-        self.initializers += [numpy_helper.from_array(np.asarray(q.scale, dtype=np.float32), scale),
-                              numpy_helper.from_array(np.asarray(q.zero_point, dtype=np.uint8), zero_point)]
+        self.initializers += [
+            numpy_helper.from_array(np.asarray(q.scale, dtype=np.float32), scale),
+            numpy_helper.from_array(np.asarray(q.zero_point, dtype=np.uint8), zero_point),
+        ]
         self.node("QuantizeLinear", [source, scale, zero_point], f"{ir_name}.q", f"{ir_name}.quantize")
         self.node("DequantizeLinear", [f"{ir_name}.q", scale, zero_point], target, f"{ir_name}.dequantize")
 
@@ -162,8 +176,18 @@ def _conv(e: _Emitter, name: str, data, xs: list[str]) -> None:
     inputs = [xs[0], e.weight(name, data, "weight")]
     if a["bias"]:
         inputs.append(e.weight(name, data, "bias"))
-    _with_fused_act(e, name, data, "Conv", inputs, kernel_shape=a["kernel"], strides=a["stride"], pads=a["pads"],
-                    group=a["groups"], dilations=[1, 1])
+    _with_fused_act(
+        e,
+        name,
+        data,
+        "Conv",
+        inputs,
+        kernel_shape=a["kernel"],
+        strides=a["stride"],
+        pads=a["pads"],
+        group=a["groups"],
+        dilations=[1, 1],
+    )
 
 
 def _batchnorm(e: _Emitter, name: str, data, xs: list[str]) -> None:
@@ -207,8 +231,9 @@ def run_onnx(artifact, feeds: dict[str, np.ndarray], *, optimise: bool = True) -
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimise \
-        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimise else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
     # Idle intra-op threads spin by default, taking the core the rest of the compile needs.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     model = artifact if isinstance(artifact, bytes) else str(artifact)
@@ -252,24 +277,40 @@ class OnnxTarget(Target):
         ONNX Runtime's integer kernels are compared with the same QDQ graph run in float (its
         optimisations off), reported only: on random-weight networks their ≤ 1-LSB rounding
         differences grow with depth (V2 1.0/224: 54 % of outputs, whatever the weight bits)."""
-        largest = max((int(np.abs(q.weight.q.astype(np.int32)).max()) for q in
-                       (quantized.node(n).qparams for n in quantized) if q is not None and q.weight is not None),
-                      default=0)
+        largest = max(
+            (
+                int(np.abs(q.weight.q.astype(np.int32)).max())
+                for q in (quantized.node(n).qparams for n in quantized)
+                if q is not None and q.weight is not None
+            ),
+            default=0,
+        )
         saturation_free = largest <= SATURATION_FREE_MAX_WEIGHT
         (plain,) = run_onnx(artifact, {INPUT_NAME: images}, optimise=False)
         lsb = quantized.node(quantized.outputs[0]).qparams.output.scale
         lsb_off = np.round(np.abs(output - plain) / lsb)
         return [
-            Int8Check("saturation", {"largest_weight": largest, "bound": SATURATION_FREE_MAX_WEIGHT,
-                                     "verdict": "pass" if saturation_free else "fail",
-                                     "why": f"u8×s8 pair sums stay within int16 when every |weight| ≤ "
-                                            f"{SATURATION_FREE_MAX_WEIGHT}"},
-                      saturation_free,
-                      f"a weight of magnitude {largest} can saturate ONNX Runtime's u8×s8 kernels on x86 hosts "
-                      f"without VNNI (bound {SATURATION_FREE_MAX_WEIGHT})"),
-            Int8Check("optimised_vs_unoptimised_onnxruntime",
-                      {"max_lsb": float(lsb_off.max()), "fraction_over_1_lsb": float((lsb_off > 1).mean()),
-                       "sqnr_db": round(sqnr(plain, output), 2)}, True),
+            Int8Check(
+                "saturation",
+                {
+                    "largest_weight": largest,
+                    "bound": SATURATION_FREE_MAX_WEIGHT,
+                    "verdict": "pass" if saturation_free else "fail",
+                    "why": f"u8×s8 pair sums stay within int16 when every |weight| ≤ {SATURATION_FREE_MAX_WEIGHT}",
+                },
+                saturation_free,
+                f"a weight of magnitude {largest} can saturate ONNX Runtime's u8×s8 kernels on x86 hosts "
+                f"without VNNI (bound {SATURATION_FREE_MAX_WEIGHT})",
+            ),
+            Int8Check(
+                "optimised_vs_unoptimised_onnxruntime",
+                {
+                    "max_lsb": float(lsb_off.max()),
+                    "fraction_over_1_lsb": float((lsb_off > 1).mean()),
+                    "sqnr_db": round(sqnr(plain, output), 2),
+                },
+                True,
+            ),
         ]
 
 

@@ -7,6 +7,7 @@ run a saved artifact for verification, and which extra int8 checks its runtime n
 tables (IR op → lowering, activation → lowering) must cover the op and activation registries
 (tests/test_targets.py).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -34,13 +35,20 @@ class Flag:
         return "--" + self.name.replace("_", "-")
 
 
-FLAGS: dict[str, Flag] = {f.name: f for f in [
-    Flag("precision", "compute precision of the model", "P"),
-    Flag("deployment_target", "minimum OS the model runs on", "OS"),
-    Flag("image_input", "take an 8-bit RGB image instead of a float array; the spec's mean/std are applied "
-                        "exactly inside the model", boolean=True),
-    Flag("labels", "one class label per line: makes a classifier with class labels", "FILE"),
-]}
+FLAGS: dict[str, Flag] = {
+    f.name: f
+    for f in [
+        Flag("precision", "compute precision of the model", "P"),
+        Flag("deployment_target", "minimum OS the model runs on", "OS"),
+        Flag(
+            "image_input",
+            "take an 8-bit RGB image instead of a float array; the spec's mean/std are applied "
+            "exactly inside the model",
+            boolean=True,
+        ),
+        Flag("labels", "one class label per line: makes a classifier with class labels", "FILE"),
+    ]
+}
 
 
 class TargetOptions:
@@ -139,8 +147,7 @@ class Target:
     def int8_plan(self, options) -> Int8Plan:
         raise InputError(f"--quantize int8 is not available for --target {self.name}")
 
-    def int8_checks(self, artifact: Path, quantized: Graph, images: np.ndarray,
-                    output: np.ndarray) -> list[Int8Check]:
+    def int8_checks(self, artifact: Path, quantized: Graph, images: np.ndarray, output: np.ndarray) -> list[Int8Check]:
         """Checks of an int8 artifact beyond its agreement with the fake-quant reference."""
         return []
 

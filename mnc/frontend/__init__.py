@@ -1,4 +1,5 @@
 """The spec front end: parse text, check names and values, lower to IR with α and ρ."""
+
 from __future__ import annotations
 
 import hashlib
@@ -25,8 +26,13 @@ class CheckedSpec:
     rows: list[LayerRow]
     blocks: dict  # name → BlockDef: the built-in blocks and the spec's own
 
-    def config(self, alpha: float | None = None, rho: float | None = None, resolution: int | None = None,
-               classes: int | None = None) -> Config:
+    def config(
+        self,
+        alpha: float | None = None,
+        rho: float | None = None,
+        resolution: int | None = None,
+        classes: int | None = None,
+    ) -> Config:
         return resolve(self.settings, alpha, rho, resolution, classes)
 
 
@@ -55,8 +61,9 @@ def _blocks(definitions: list[BlockDef], problems: Collector) -> dict[str, Block
     for defn in definitions:
         check_block(defn, problems)
         if defn.name in own:
-            problems.error(f"block '{defn.name}' is defined twice", defn.loc,
-                           notes=[("first defined here", own[defn.name].loc)])
+            problems.error(
+                f"block '{defn.name}' is defined twice", defn.loc, notes=[("first defined here", own[defn.name].loc)]
+            )
         elif defn.name in blocks:
             problems.error(f"block '{defn.name}' is built in; give yours another name", defn.loc)
         own[defn.name] = defn

@@ -1,4 +1,5 @@
 """The syntax tree of a spec: what was written, where, before any meaning is given to it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

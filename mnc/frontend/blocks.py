@@ -6,6 +6,7 @@ primitive composes IR ops (mnc.ir.ops says what the ops compute). Built-in block
 dwsep, bottleneck, bneck, avgpool, fc, softmax) are definitions in prelude.mnet, written in the
 same language as user blocks.
 """
+
 from __future__ import annotations
 
 import functools
@@ -27,8 +28,10 @@ PARAM_TYPES = {
 }
 DEFAULT_ACT = "default"
 # Activation words (lower case) → IR activation names; None: no activation; "default": the spec's.
-ACT_WORDS = {**{w: (None if fn == activations.IDENTITY else fn) for w, fn in activations.WORDS.items()},
-             DEFAULT_ACT: DEFAULT_ACT}
+ACT_WORDS = {
+    **{w: (None if fn == activations.IDENTITY else fn) for w, fn in activations.WORDS.items()},
+    DEFAULT_ACT: DEFAULT_ACT,
+}
 FLAG_WORDS = {"yes": True, "true": True, "no": False, "false": False}
 FUNCTIONS = {
     "make_divisible": (lambda v, d=8: make_divisible(v, int(d)), (1, 2)),
@@ -48,17 +51,28 @@ class Primitive:
     defaults: dict  # param → default; absent: required
 
 
-PRIMITIVES = {p.name: p for p in [
-    Primitive("conv", "k×k convolution to c channels, then batch norm (or a bias when bn=no), then act",
-              ("k", "c", "stride", "groups", "act", "bn"), {"stride": 1, "groups": 1, "act": "default", "bn": True}),
-    Primitive("se", "squeeze-and-excite: pool, 1×1 conv to `squeeze` channels, act, 1×1 conv back, gate, multiply",
-              ("squeeze", "act", "gate"), {"act": "relu", "gate": "hsigmoid"}),
-    Primitive("add", "add a named earlier tensor (`input`: the block's input) to the current one", ("skip",), {}),
-    Primitive("act", "an activation", ("fn",), {}),
-    Primitive("pool", "global average pooling", (), {}),
-    Primitive("fc", "fully connected layer with bias (flattens its input)", ("c", "act"), {"act": None}),
-    Primitive("softmax", "softmax over the channels", (), {}),
-]}
+PRIMITIVES = {
+    p.name: p
+    for p in [
+        Primitive(
+            "conv",
+            "k×k convolution to c channels, then batch norm (or a bias when bn=no), then act",
+            ("k", "c", "stride", "groups", "act", "bn"),
+            {"stride": 1, "groups": 1, "act": "default", "bn": True},
+        ),
+        Primitive(
+            "se",
+            "squeeze-and-excite: pool, 1×1 conv to `squeeze` channels, act, 1×1 conv back, gate, multiply",
+            ("squeeze", "act", "gate"),
+            {"act": "relu", "gate": "hsigmoid"},
+        ),
+        Primitive("add", "add a named earlier tensor (`input`: the block's input) to the current one", ("skip",), {}),
+        Primitive("act", "an activation", ("fn",), {}),
+        Primitive("pool", "global average pooling", (), {}),
+        Primitive("fc", "fully connected layer with bias (flattens its input)", ("c", "act"), {"act": None}),
+        Primitive("softmax", "softmax over the channels", (), {}),
+    ]
+}
 
 
 # ---- checking definitions --------------------------------------------------------------------
@@ -72,8 +86,12 @@ def check_block(defn: BlockDef, problems: Collector) -> None:
             why = "is a built-in name" if p.name in BUILTIN_NAMES else "appears twice"
             problems.error(f"parameter '{p.name}' of block '{defn.name}' {why}", p.loc)
         if p.type is not None and p.type not in PARAM_TYPES:
-            problems.error(f"unknown parameter type '{p.type}'" + did_you_mean(p.type, PARAM_TYPES)
-                           + f"; types are {one_of(PARAM_TYPES)}", p.loc)
+            problems.error(
+                f"unknown parameter type '{p.type}'"
+                + did_you_mean(p.type, PARAM_TYPES)
+                + f"; types are {one_of(PARAM_TYPES)}",
+                p.loc,
+            )
         if p.default is not None:
             _check_expr(p.default, set(), problems, constant=True)
         params[p.name] = p
@@ -81,13 +99,19 @@ def check_block(defn: BlockDef, problems: Collector) -> None:
     for layer in defn.layers:
         prim = PRIMITIVES.get(layer.primitive)
         if prim is None:
-            problems.error(f"unknown layer '{layer.primitive}'" + did_you_mean(layer.primitive, PRIMITIVES)
-                           + f"; layers are {one_of(PRIMITIVES)}", layer.loc)
+            problems.error(
+                f"unknown layer '{layer.primitive}'"
+                + did_you_mean(layer.primitive, PRIMITIVES)
+                + f"; layers are {one_of(PRIMITIVES)}",
+                layer.loc,
+            )
             continue
         name = layer.name or layer.primitive
         if name in layer_names:
-            problems.error(f"two layers named '{name}' in block '{defn.name}'; name them (`other = {layer.primitive}(…)`)",
-                           layer.name_loc or layer.loc)
+            problems.error(
+                f"two layers named '{name}' in block '{defn.name}'; name them (`other = {layer.primitive}(…)`)",
+                layer.name_loc or layer.loc,
+            )
         _check_args(layer, prim, params, layer_names, problems)
         if layer.condition is not None:
             _check_expr(layer.condition, set(params), problems)
@@ -99,13 +123,18 @@ def _check_args(layer: Layer, prim: Primitive, params: dict, layer_names: set[st
     for i, (key, value) in enumerate(layer.args):
         if key is None:
             if i >= len(prim.params):
-                problems.error(f"'{prim.name}' takes at most {len(prim.params)} argument(s) "
-                               f"({', '.join(prim.params)})", value.loc)
+                problems.error(
+                    f"'{prim.name}' takes at most {len(prim.params)} argument(s) ({', '.join(prim.params)})", value.loc
+                )
                 continue
             key = prim.params[i]
         elif key not in prim.params:
-            problems.error(f"'{prim.name}' has no argument '{key}'" + did_you_mean(key, prim.params)
-                           + f"; it takes {', '.join(prim.params) or 'none'}", value.loc)
+            problems.error(
+                f"'{prim.name}' has no argument '{key}'"
+                + did_you_mean(key, prim.params)
+                + f"; it takes {', '.join(prim.params) or 'none'}",
+                value.loc,
+            )
             continue
         if key in given:
             problems.error(f"argument '{key}' of '{prim.name}' is given twice", value.loc)
@@ -129,16 +158,26 @@ def _check_expr(e: Expr, names: set[str], problems: Collector, constant: bool = 
         if not constant and e.value in ("in", "classes"):
             return
         known = sorted(names) + ([] if constant else ["in", "classes"])
-        problems.error(f"unknown name '{e.value}'" + did_you_mean(e.value, known)
-                       + (f"; names here are {', '.join(known)}" if known else ""), e.loc)
+        problems.error(
+            f"unknown name '{e.value}'"
+            + did_you_mean(e.value, known)
+            + (f"; names here are {', '.join(known)}" if known else ""),
+            e.loc,
+        )
     elif e.kind == "func":
         if e.value not in FUNCTIONS:
-            problems.error(f"unknown function '{e.value}'" + did_you_mean(e.value, FUNCTIONS)
-                           + f"; functions are {', '.join(FUNCTIONS)}", e.loc)
+            problems.error(
+                f"unknown function '{e.value}'"
+                + did_you_mean(e.value, FUNCTIONS)
+                + f"; functions are {', '.join(FUNCTIONS)}",
+                e.loc,
+            )
         else:
             low, high = FUNCTIONS[e.value][1]
             if not low <= len(e.args) <= high:
-                problems.error(f"'{e.value}' takes {low}" + (f" to {high}" if high != low else "") + " argument(s)", e.loc)
+                problems.error(
+                    f"'{e.value}' takes {low}" + (f" to {high}" if high != low else "") + " argument(s)", e.loc
+                )
     for arg in e.args:
         _check_expr(arg, names, problems, constant)
 
@@ -174,13 +213,18 @@ def evaluate(e: Expr, env: dict):
         return any(_truth(evaluate(a, env), a) for a in e.args)
     left, right = (evaluate(a, env) for a in e.args)
     if e.kind == "compare":
-        return {"==": left == right, "!=": left != right, "<": left < right, "<=": left <= right,
-                ">": left > right, ">=": left >= right}[e.value]
+        return {
+            "==": left == right,
+            "!=": left != right,
+            "<": left < right,
+            "<=": left <= right,
+            ">": left > right,
+            ">=": left >= right,
+        }[e.value]
     left, right = _number(left, e.args[0]), _number(right, e.args[1])
     if e.value in ("/", "//") and right == 0:
         raise EvalError("division by zero", e.loc)
-    return {"+": left + right, "-": left - right, "*": left * right, "/": left / right,
-            "//": left // right}[e.value]
+    return {"+": left + right, "-": left - right, "*": left * right, "/": left / right, "//": left // right}[e.value]
 
 
 @dataclass(frozen=True)
@@ -263,10 +307,16 @@ def _emit_conv(e: Emitter, name: str, v: dict, layer: Layer) -> None:
     out = _whole(v["c"], "channels c", layer)
     groups = _whole(v["groups"], "groups", layer)
     if e.channels % groups or out % groups:
-        raise EvalError(f"{e.channels} input and {out} output channels cannot be split into {groups} groups",
-                        layer.loc)
-    e.conv(name, out, k, _whole(v["stride"], "stride", layer), groups=groups, act=_act(v["act"], e, layer),
-           bn=_flag(v["bn"], layer))
+        raise EvalError(f"{e.channels} input and {out} output channels cannot be split into {groups} groups", layer.loc)
+    e.conv(
+        name,
+        out,
+        k,
+        _whole(v["stride"], "stride", layer),
+        groups=groups,
+        act=_act(v["act"], e, layer),
+        bn=_flag(v["bn"], layer),
+    )
 
 
 def _emit_se(e: Emitter, name: str, v: dict, layer: Layer) -> None:

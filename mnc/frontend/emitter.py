@@ -1,6 +1,7 @@
 """What a block sees while it emits IR: the current tensor and its shape, and helpers that name
 nodes `stage{row}.block{j}.{layer}`, attach the row's source position, width-scale channel counts
 and pad convolutions as the spec says."""
+
 from __future__ import annotations
 
 import math
@@ -59,19 +60,41 @@ class Emitter:
         self.current = name
         return name
 
-    def conv(self, layer: str, out: int, kernel: int, stride: int, *, groups: int = 1,
-             act: str | None = None, bn: bool = True) -> str:
+    def conv(
+        self,
+        layer: str,
+        out: int,
+        kernel: int,
+        stride: int,
+        *,
+        groups: int = 1,
+        act: str | None = None,
+        bn: bool = True,
+    ) -> str:
         _, h, w = self.shape
         if h < stride or w < stride:
             raise InputError(
                 f"the feature map collapses: a stride-{stride} layer receives a {h}×{w} map; "
-                f"resolution {self.config.resolution} is too small for this network", self.row.cell_locs.get("s", self.row.loc))
-        pad_h, pad_w = pads_for(self.config.settings.padding, h, kernel, stride), \
-            pads_for(self.config.settings.padding, w, kernel, stride)
-        self.op(layer, "conv", attrs={
-            "out_channels": out, "kernel": [kernel, kernel], "stride": [stride, stride],
-            "pads": [pad_h[0], pad_w[0], pad_h[1], pad_w[1]], "groups": groups, "bias": not bn, "fused_act": None,
-        })
+                f"resolution {self.config.resolution} is too small for this network",
+                self.row.cell_locs.get("s", self.row.loc),
+            )
+        pad_h, pad_w = (
+            pads_for(self.config.settings.padding, h, kernel, stride),
+            pads_for(self.config.settings.padding, w, kernel, stride),
+        )
+        self.op(
+            layer,
+            "conv",
+            attrs={
+                "out_channels": out,
+                "kernel": [kernel, kernel],
+                "stride": [stride, stride],
+                "pads": [pad_h[0], pad_w[0], pad_h[1], pad_w[1]],
+                "groups": groups,
+                "bias": not bn,
+                "fused_act": None,
+            },
+        )
         if bn:
             self.op(f"{layer}.bn", "batchnorm", attrs={"eps": self.config.settings.batchnorm_eps})
         if act is not None:

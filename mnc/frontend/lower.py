@@ -3,6 +3,7 @@
 Shapes are inferred node by node as the graph is built (through the op registry),
 because explicit TF-'SAME' padding depends on the size of each layer's input.
 """
+
 from __future__ import annotations
 
 from mnc.errors import Loc
@@ -21,8 +22,12 @@ def lower(rows: list[LayerRow], blocks: dict[str, BlockDef], config: Config) -> 
     graph = Graph(s.name)
     e = Emitter(graph, config)
     first = rows[0].loc if rows else Loc("<spec>", 1, 1)
-    e.current = graph.add("input", "input", attrs={"shape": [s.input_channels, config.resolution, config.resolution]},
-                          src=s.locs.get("input_channels", first))
+    e.current = graph.add(
+        "input",
+        "input",
+        attrs={"shape": [s.input_channels, config.resolution, config.resolution]},
+        src=s.locs.get("input_channels", first),
+    )
     infer_node(graph, e.current)
     stage_inputs = {}
     for row in rows:

@@ -1,4 +1,5 @@
 """Spec text → syntax tree (mnc.frontend.ast), with a source position on everything."""
+
 from __future__ import annotations
 
 import functools
@@ -62,8 +63,13 @@ def _grammar_path() -> Path:
 def _parser() -> lark.Lark:
     # cache=True: Lark keeps the built LALR tables in a temporary file, keyed by the grammar's
     # hash, so a process start does not rebuild them.
-    return lark.Lark(_grammar_path().read_text(encoding="utf-8"), parser="lalr", propagate_positions=True,
-                     maybe_placeholders=False, cache=True)
+    return lark.Lark(
+        _grammar_path().read_text(encoding="utf-8"),
+        parser="lalr",
+        propagate_positions=True,
+        maybe_placeholders=False,
+        cache=True,
+    )
 
 
 def parse_file(path: str | Path) -> Spec:
@@ -266,8 +272,9 @@ def _expr(node, path: str) -> Expr:
         # left-associative chain: operand (op operand)*
         result = _expr(node.children[0], path)
         for op, operand in zip(node.children[1::2], node.children[2::2]):
-            result = Expr("compare" if kind == "comparison" else "binop", str(op), (result, _expr(operand, path)),
-                          _loc(path, op))
+            result = Expr(
+                "compare" if kind == "comparison" else "binop", str(op), (result, _expr(operand, path)), _loc(path, op)
+            )
         return result
     raise AssertionError(f"unexpected expression node {kind}")
 

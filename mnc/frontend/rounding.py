@@ -1,4 +1,5 @@
 """Width rounding policies: how c·α becomes a channel count. A property of each spec."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

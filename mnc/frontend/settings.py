@@ -1,4 +1,5 @@
 """The spec's settings (`key = value` lines): their schema, checks and the α/ρ overrides."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -37,14 +38,21 @@ FIELDS: dict[str, Field] = {
     "rho": Field("float", "default resolution multiplier ρ (resolution = round(base_resolution·ρ))"),
     "resolution": Field("int", "default input resolution, instead of rho"),
     "classes": Field("int", "number of classes; the value of k in the tables", required=True),
-    "activation": Field("choice", "activation of layers that do not say otherwise", required=True,
-                        choices=activations.NONLINEAR),
-    "width_rounding": Field("rounding", "how c·α becomes a channel count: truncate(min=N) or make_divisible(divisor=N)",
-                            required=True),
-    "padding": Field("choice", "how convolutions pad: " + "; ".join(f"{k}: {v}" for k, v in PADDINGS.items()),
-                     required=True, choices=tuple(PADDINGS)),
-    "batchnorm_eps": Field("float", "ε of every batch norm (PyTorch's default 1e-5; torchvision's MobileNetV3: 0.001)",
-                           default=1e-5),
+    "activation": Field(
+        "choice", "activation of layers that do not say otherwise", required=True, choices=activations.NONLINEAR
+    ),
+    "width_rounding": Field(
+        "rounding", "how c·α becomes a channel count: truncate(min=N) or make_divisible(divisor=N)", required=True
+    ),
+    "padding": Field(
+        "choice",
+        "how convolutions pad: " + "; ".join(f"{k}: {v}" for k, v in PADDINGS.items()),
+        required=True,
+        choices=tuple(PADDINGS),
+    ),
+    "batchnorm_eps": Field(
+        "float", "ε of every batch norm (PyTorch's default 1e-5; torchvision's MobileNetV3: 0.001)", default=1e-5
+    ),
     "mean": Field("floats", "per-channel mean subtracted from input pixels in [0, 1]"),
     "std": Field("floats", "per-channel standard deviation the input is divided by"),
 }
@@ -107,8 +115,11 @@ def check_settings(settings: list[Setting], problems: Collector, path: str) -> S
         if value is not None:
             values[s.key] = value
     if "rho" in seen and "resolution" in seen:
-        problems.error("set either 'rho' or 'resolution', not both", seen["resolution"].loc,
-                       notes=[("'rho' is set here", seen["rho"].loc)])
+        problems.error(
+            "set either 'rho' or 'resolution', not both",
+            seen["resolution"].loc,
+            notes=[("'rho' is set here", seen["rho"].loc)],
+        )
     for key, spec in FIELDS.items():
         if spec.required and key not in seen and key not in suggested:
             problems.error(f"missing required setting '{key}' ({spec.doc})", Loc(path, 1, 1))
@@ -157,8 +168,10 @@ def _convert(s: Setting, spec: Field, problems: Collector):
     if spec.kind == "choice":
         if first.kind != "name" or first.value not in spec.choices:
             word = first.describe()
-            problems.error(f"'{s.key}' must be one of {one_of(spec.choices)}, got '{word}'"
-                           + did_you_mean(word, spec.choices), first.loc)
+            problems.error(
+                f"'{s.key}' must be one of {one_of(spec.choices)}, got '{word}'" + did_you_mean(word, spec.choices),
+                first.loc,
+            )
             return None
         return first.value
     return _rounding(first, problems)
@@ -170,8 +183,9 @@ def _rounding(v: Value, problems: Collector) -> WidthRounding | None:
         problems.error(f"'width_rounding' must be a policy call; {usage}", v.loc)
         return None
     if v.value not in POLICIES:
-        problems.error(f"unknown width rounding policy '{v.value}'" + did_you_mean(v.value, POLICIES)
-                       + f"; {usage}", v.loc)
+        problems.error(
+            f"unknown width rounding policy '{v.value}'" + did_you_mean(v.value, POLICIES) + f"; {usage}", v.loc
+        )
         return None
     key = POLICIES[v.value]
     if len(v.args) != 1 or v.args[0].key not in (None, key):
@@ -231,8 +245,13 @@ def resolution_problem(resolution: int, prefix: str = "resolution ") -> str | No
     return None
 
 
-def resolve(settings: Settings, alpha: float | None = None, rho: float | None = None,
-            resolution: int | None = None, classes: int | None = None) -> Config:
+def resolve(
+    settings: Settings,
+    alpha: float | None = None,
+    rho: float | None = None,
+    resolution: int | None = None,
+    classes: int | None = None,
+) -> Config:
     """Apply command-line overrides. An override that cannot work is an error naming the option."""
     if classes is not None and classes < 1:
         raise InputError(f"--classes {classes}: the number of classes must be at least 1")
@@ -250,5 +269,9 @@ def resolve(settings: Settings, alpha: float | None = None, rho: float | None = 
         else:
             rho = rho if rho is not None else (settings.rho if settings.rho is not None else 1.0)
             resolution = round(settings.base_resolution * rho)
-    return Config(settings, float(alpha if alpha is not None else settings.alpha), int(resolution),
-                  classes if classes is not None else settings.classes)
+    return Config(
+        settings,
+        float(alpha if alpha is not None else settings.alpha),
+        int(resolution),
+        classes if classes is not None else settings.classes,
+    )

@@ -1,4 +1,5 @@
 """Table rows → checked LayerRows: columns are the parameters of the row's block."""
+
 from __future__ import annotations
 
 import re
@@ -33,9 +34,21 @@ WIDTH_MODIFIERS = {
 MODIFIER_ALIASES = {"nbn": ("bn", False)}  # the MobileNetV3 paper's "NBN": no batch norm
 # What people call the columns in prose, for suggestions.
 COLUMN_SYNONYMS = {
-    "stride": "s", "strides": "s", "channels": "c", "outputs": "c", "width": "c",
-    "expansion": "t", "expand": "t", "repeat": "n", "repeats": "n", "op": "operator", "type": "operator",
-    "layer": "operator", "block": "operator", "size": "input", "kernel": "k",
+    "stride": "s",
+    "strides": "s",
+    "channels": "c",
+    "outputs": "c",
+    "width": "c",
+    "expansion": "t",
+    "expand": "t",
+    "repeat": "n",
+    "repeats": "n",
+    "op": "operator",
+    "type": "operator",
+    "layer": "operator",
+    "block": "operator",
+    "size": "input",
+    "kernel": "k",
 }
 
 
@@ -64,8 +77,9 @@ def check_tables(tables: list[Table], blocks: dict[str, BlockDef], problems: Col
             if layer is not None:
                 rows.append(layer)
     if not rows and not problems.diagnostics:
-        problems.error("the spec has no layers; add a table whose header names the columns, e.g. "
-                       "| operator | c | n | s |")
+        problems.error(
+            "the spec has no layers; add a table whose header names the columns, e.g. | operator | c | n | s |"
+        )
     return rows
 
 
@@ -79,8 +93,12 @@ def _check_header(header: Row, known_params: set[str], problems: Collector) -> l
             problems.error("a header cell must name a column (a block parameter, or input, operator, n)", cell.loc)
             ok = False
         elif name not in allowed:
-            problems.error(f"unknown column '{name}'" + did_you_mean(name, allowed, COLUMN_SYNONYMS)
-                           + f"; columns are {one_of(allowed)}", cell.loc)
+            problems.error(
+                f"unknown column '{name}'"
+                + did_you_mean(name, allowed, COLUMN_SYNONYMS)
+                + f"; columns are {one_of(allowed)}",
+                cell.loc,
+            )
             ok = False
         elif name in columns:
             problems.error(f"column '{name}' appears twice", cell.loc)
@@ -118,18 +136,25 @@ def _check_row(index: int, cells: dict[str, Cell], blocks: dict[str, BlockDef], 
         elif word in params and params[word].type == "flag":
             values[word] = True
         else:
-            accepted = sorted([*(WIDTH_MODIFIERS if any(p.type == "channels" for p in block.params) else ()),
-                               *(p.name for p in block.params if p.type == "flag"),
-                               *(a for a, (param, _) in MODIFIER_ALIASES.items() if param in params)])
-            allowed = f"; '{block.name}' accepts {one_of(accepted)}" if accepted else f"; '{block.name}' takes no modifiers"
+            accepted = sorted(
+                [
+                    *(WIDTH_MODIFIERS if any(p.type == "channels" for p in block.params) else ()),
+                    *(p.name for p in block.params if p.type == "flag"),
+                    *(a for a, (param, _) in MODIFIER_ALIASES.items() if param in params),
+                ]
+            )
+            allowed = (
+                f"; '{block.name}' accepts {one_of(accepted)}" if accepted else f"; '{block.name}' takes no modifiers"
+            )
             problems.error(f"unknown modifier '{word}'" + did_you_mean(word, accepted) + allowed, loc)
     for column, cell in cells.items():
         if column in SPECIAL_COLUMNS:
             continue
         if column not in params:
             if not cell.is_empty:
-                problems.error(f"'{block.name}' has no parameter '{column}'; leave the cell empty or write '-'",
-                               cell.loc)
+                problems.error(
+                    f"'{block.name}' has no parameter '{column}'; leave the cell empty or write '-'", cell.loc
+                )
             continue
         if cell.is_empty:
             continue
@@ -149,8 +174,9 @@ def _check_row(index: int, cells: dict[str, Cell], blocks: dict[str, BlockDef], 
             if p.name == "k" and cell is None:
                 why = f"no kernel size is given, e.g. '{block.name} 3x3'"
             doc = PARAM_DOCS.get(p.name)
-            problems.error(f"'{block.name}' needs a value for '{p.name}'" + (f" ({doc})" if doc else "")
-                           + f", but {why}", where)
+            problems.error(
+                f"'{block.name}' needs a value for '{p.name}'" + (f" ({doc})" if doc else "") + f", but {why}", where
+            )
     repeats = 1
     if "n" in cells and not cells["n"].is_empty:
         repeats = _cell_value("n", "int", cells["n"], problems) or 1
@@ -159,8 +185,9 @@ def _check_row(index: int, cells: dict[str, Cell], blocks: dict[str, BlockDef], 
         documented = _documented_shape(cells["input"], problems)
     if len(problems.diagnostics) != before:
         return None
-    return LayerRow(index, block.name, values, width, repeats, documented, op_cell.loc,
-                    {c: cell.loc for c, cell in cells.items()})
+    return LayerRow(
+        index, block.name, values, width, repeats, documented, op_cell.loc, {c: cell.loc for c, cell in cells.items()}
+    )
 
 
 def _operator(cell: Cell, blocks: dict[str, BlockDef], problems: Collector):
@@ -170,8 +197,10 @@ def _operator(cell: Cell, blocks: dict[str, BlockDef], problems: Collector):
         return None
     name = atoms[0].text
     if name not in blocks:
-        problems.error(f"unknown operator '{name}'" + did_you_mean(name, blocks)
-                       + f"; operators are {one_of(blocks)}", atoms[0].loc)
+        problems.error(
+            f"unknown operator '{name}'" + did_you_mean(name, blocks) + f"; operators are {one_of(blocks)}",
+            atoms[0].loc,
+        )
         return None
     kernel = kernel_loc = None
     modifiers: dict = {}
@@ -209,8 +238,11 @@ def _cell_value(column: str, kind: str | None, cell: Cell, problems: Collector):
         word = atom.text.lower()
         if atom.kind == "NAME" and word in ACT_WORDS:
             return ACT_WORDS[word]
-        problems.error(f"{what} must be an activation ({activations.describe_words()}), got "
-                       f"'{atom.text}'" + did_you_mean(word, ACT_WORDS), atom.loc)
+        problems.error(
+            f"{what} must be an activation ({activations.describe_words()}), got "
+            f"'{atom.text}'" + did_you_mean(word, ACT_WORDS),
+            atom.loc,
+        )
         return None
     if kind == "channels" and atom.kind == "NAME" and atom.text == CLASSES_SYMBOL:
         return CLASSES_SYMBOL

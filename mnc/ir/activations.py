@@ -5,6 +5,7 @@ The spec language's words, the `activation` setting's choices, help and error te
 `fuse_act` fuses and the table in docs/spec-language.md all derive from ACTIVATIONS; each backend
 has a lowering table keyed by these names (a test checks that every backend covers all of them).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,16 +49,22 @@ def _identity(x: np.ndarray) -> np.ndarray:
 
 
 IDENTITY = "identity"
-ACTIVATIONS: dict[str, Activation] = {a.name: a for a in [
-    Activation("relu", _relu, "max(x, 0)", aliases=("re",)),
-    Activation("relu6", _relu6, "min(max(x, 0), 6)"),
-    Activation("hswish", _hswish, "x·relu6(x + 3)/6 (MobileNetV3's hard swish)", aliases=("hs", "hardswish", "h_swish")),
-    Activation("hsigmoid", _hsigmoid, "relu6(x + 3)/6 (MobileNetV3's; not Keras's 0.2·x + 0.5)",
-               aliases=("hardsigmoid",)),
-    Activation("sigmoid", _sigmoid, "1/(1 + e^−x)"),
-    # No activation. Specs write none/linear/identity; cleanup removes identity `act` nodes.
-    Activation(IDENTITY, _identity, "x", aliases=("none", "linear"), fusable=False),
-]}
+ACTIVATIONS: dict[str, Activation] = {
+    a.name: a
+    for a in [
+        Activation("relu", _relu, "max(x, 0)", aliases=("re",)),
+        Activation("relu6", _relu6, "min(max(x, 0), 6)"),
+        Activation(
+            "hswish", _hswish, "x·relu6(x + 3)/6 (MobileNetV3's hard swish)", aliases=("hs", "hardswish", "h_swish")
+        ),
+        Activation(
+            "hsigmoid", _hsigmoid, "relu6(x + 3)/6 (MobileNetV3's; not Keras's 0.2·x + 0.5)", aliases=("hardsigmoid",)
+        ),
+        Activation("sigmoid", _sigmoid, "1/(1 + e^−x)"),
+        # No activation. Specs write none/linear/identity; cleanup removes identity `act` nodes.
+        Activation(IDENTITY, _identity, "x", aliases=("none", "linear"), fusable=False),
+    ]
+}
 
 # The activations a layer can have (and the spec's `activation` setting can name).
 NONLINEAR = tuple(name for name in ACTIVATIONS if name != IDENTITY)

@@ -1,4 +1,5 @@
 """MACs and parameter counts per node, under the conventions of DESIGN.md."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

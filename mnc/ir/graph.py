@@ -4,6 +4,7 @@ Nodes are keyed by stable, readable names derived from the spec (`stage3.block1.
 `Node` record (mnc/ir/node.py). Edges carry `port`, the position of the producer among the
 consumer's inputs (networkx keeps no order). Passes rewrite the graph through the methods below.
 """
+
 from __future__ import annotations
 
 import copy
@@ -105,8 +106,9 @@ class Graph:
         other._g = self._g.copy()
         for name in other._g:
             node = self.node(name)
-            other._g.nodes[name]["node"] = Node(node.op, copy.deepcopy(node.attrs), dict(node.params), node.src,
-                                                node.shape, node.qparams)
+            other._g.nodes[name]["node"] = Node(
+                node.op, copy.deepcopy(node.attrs), dict(node.params), node.src, node.shape, node.qparams
+            )
         other.inputs, other.outputs = list(self.inputs), list(self.outputs)
         return other
 
@@ -188,9 +190,9 @@ class Graph:
     def _check_params(self, name: str, node: Node) -> None:
         expected = self.param_shapes(name)
         if set(expected) != set(node.params):
-            raise GraphError(f"params {sorted(node.params)} but op '{node.op}' needs {sorted(expected)}", name,
-                             node.src)
+            raise GraphError(
+                f"params {sorted(node.params)} but op '{node.op}' needs {sorted(expected)}", name, node.src
+            )
         for key, shape in expected.items():
             if tuple(node.params[key].shape) != tuple(shape):
-                raise GraphError(f"param '{key}' has shape {node.params[key].shape}, expected {shape}", name,
-                                 node.src)
+                raise GraphError(f"param '{key}' has shape {node.params[key].shape}, expected {shape}", name, node.src)

@@ -3,6 +3,7 @@
 As torch.fx's Interpreter: `run` walks the graph in topological order and calls `run_node` for
 each node; a subclass changes what a node computes (mnc/quant's fake-quant interpreter) or watches
 it (calibration, weight initialisation) by overriding that one method."""
+
 from __future__ import annotations
 
 import numpy as np

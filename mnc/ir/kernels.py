@@ -1,5 +1,6 @@
 """Reference numpy kernels for the IR ops (NCHW). Written for clarity first, then enough speed
 that a MobileNet at 224×224 runs in about a second in float64."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,7 +22,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride, pads, gro
     else:
         og = o // groups
         out = np.concatenate(
-            [_dense(x[:, g * cg:(g + 1) * cg], w[g * og:(g + 1) * og], sh, sw, ho, wo) for g in range(groups)],
+            [_dense(x[:, g * cg : (g + 1) * cg], w[g * og : (g + 1) * og], sh, sw, ho, wo) for g in range(groups)],
             axis=1,
         )
     if b is not None:

@@ -11,6 +11,7 @@
 The numbers in a QParams are decided by mnc/quant (the scheme); this module only declares
 their form, and Graph.validate checks it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -87,7 +88,9 @@ def check_qparams(node: Node) -> None:
         if key not in node.params:
             raise QParamsError(f"a quantised {key} for an op without one")
         if t.q.dtype != dtype or t.q.shape != node.params[key].shape:
-            raise QParamsError(f"quantised {key} is {t.q.dtype}{list(t.q.shape)}, expected "
-                               f"{np.dtype(dtype)}{list(node.params[key].shape)}")
+            raise QParamsError(
+                f"quantised {key} is {t.q.dtype}{list(t.q.shape)}, expected "
+                f"{np.dtype(dtype)}{list(node.params[key].shape)}"
+            )
         if t.scale.shape != (t.q.shape[0],) or not np.all(t.scale > 0):
             raise QParamsError(f"{key} scales must be positive, one per output channel")

@@ -7,6 +7,7 @@ plus batch-norm scale and shift) and the numpy kernel that is its meaning.
 Shapes are per sample, batch excluded: (C, H, W) for feature maps, (F,) for vectors.
 Backends translate these ops; they never redefine them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -91,23 +92,32 @@ def _conv_run(a: dict, p: dict, xs: list[np.ndarray]) -> np.ndarray:
     return activations.apply(a.get("fused_act"), y)
 
 
-register(OpDef(
-    "conv", 1, infer=_conv_infer, run=_conv_run, param_shapes=_conv_params,
-    macs=lambda a, ins, out: prod(out) * prod(a["kernel"]) * ins[0][0] // a["groups"],
-    counted_params=("weight", "bias"),
-))
+register(
+    OpDef(
+        "conv",
+        1,
+        infer=_conv_infer,
+        run=_conv_run,
+        param_shapes=_conv_params,
+        macs=lambda a, ins, out: prod(out) * prod(a["kernel"]) * ins[0][0] // a["groups"],
+        counted_params=("weight", "bias"),
+    )
+)
 
 
 # ---- batchnorm (inference form) -------------------------------------------------------
 # attrs: eps. params: gamma, beta, mean, var — per channel.
 
-register(OpDef(
-    "batchnorm", 1,
-    infer=lambda a, ins: ins[0],
-    run=lambda a, p, xs: kernels.batchnorm(xs[0], p["gamma"], p["beta"], p["mean"], p["var"], a["eps"]),
-    param_shapes=lambda a, ins: {k: (ins[0][0],) for k in ("gamma", "beta", "mean", "var")},
-    counted_params=("gamma", "beta"),
-))
+register(
+    OpDef(
+        "batchnorm",
+        1,
+        infer=lambda a, ins: ins[0],
+        run=lambda a, p, xs: kernels.batchnorm(xs[0], p["gamma"], p["beta"], p["mean"], p["var"], a["eps"]),
+        param_shapes=lambda a, ins: {k: (ins[0][0],) for k in ("gamma", "beta", "mean", "var")},
+        counted_params=("gamma", "beta"),
+    )
+)
 
 
 # ---- act ---------------------------------------------------------------------------
@@ -152,11 +162,14 @@ def _global_pool_infer(a: dict, ins: list[Shape]) -> Shape:
 
 register(OpDef("global_avgpool", 1, infer=_global_pool_infer, run=lambda a, p, xs: kernels.global_avgpool(xs[0])))
 
-register(OpDef(
-    "flatten", 1,
-    infer=lambda a, ins: (prod(ins[0]),),
-    run=lambda a, p, xs: xs[0].reshape(xs[0].shape[0], -1),
-))
+register(
+    OpDef(
+        "flatten",
+        1,
+        infer=lambda a, ins: (prod(ins[0]),),
+        run=lambda a, p, xs: xs[0].reshape(xs[0].shape[0], -1),
+    )
+)
 
 
 # ---- fc (fully connected; weight [out, in]) ---------------------------------------------
@@ -179,11 +192,17 @@ def _fc_run(a: dict, p: dict, xs: list[np.ndarray]) -> np.ndarray:
     return activations.apply(a.get("fused_act"), kernels.fc(xs[0], p["weight"], p.get("bias")))
 
 
-register(OpDef(
-    "fc", 1, infer=_fc_infer, run=_fc_run, param_shapes=_fc_params,
-    macs=lambda a, ins, out: ins[0][0] * a["out_features"],
-    counted_params=("weight", "bias"),
-))
+register(
+    OpDef(
+        "fc",
+        1,
+        infer=_fc_infer,
+        run=_fc_run,
+        param_shapes=_fc_params,
+        macs=lambda a, ins, out: ins[0][0] * a["out_features"],
+        counted_params=("weight", "bias"),
+    )
+)
 
 
 # ---- softmax over channels -------------------------------------------------------------

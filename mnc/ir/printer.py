@@ -1,4 +1,5 @@
 """Readable text form of the IR: one node per line, with shape, attributes and source line."""
+
 from __future__ import annotations
 
 from mnc.ir.graph import Graph

@@ -1,4 +1,5 @@
 """Shape inference: fills every node's `shape` from its inputs through the op registry."""
+
 from __future__ import annotations
 
 from mnc.errors import InputError

@@ -8,6 +8,7 @@ where details go into its record in the report. It declares
 - `ensures`: properties it guarantees (checked after it runs);
 - `options`: the options it must be given (option → what provides it, for the error message).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -63,8 +64,13 @@ def _unfolded_batchnorms(graph: Graph) -> list[str]:
 
 
 def _unfused_activations(graph: Graph) -> list[str]:
-    return [n for n in graph if graph.node(n).op == "act" and graph.node(n).attrs["fn"] in activations.FUSABLE
-            and absorbing_producer(graph, n)]
+    return [
+        n
+        for n in graph
+        if graph.node(n).op == "act"
+        and graph.node(n).attrs["fn"] in activations.FUSABLE
+        and absorbing_producer(graph, n)
+    ]
 
 
 # Property → the nodes that violate it.

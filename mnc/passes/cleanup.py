@@ -1,4 +1,5 @@
 """Clean-up: remove dead nodes, identity activations and flattens of tensors already flat."""
+
 from __future__ import annotations
 
 from mnc.ir.activations import IDENTITY
@@ -20,5 +21,4 @@ def cleanup(graph: Graph) -> bool:
     return changed or bool(dead)
 
 
-register(Pass("cleanup", "remove dead nodes, identity ops and redundant reshapes", cleanup,
-              ensures=("no_dead_nodes",)))
+register(Pass("cleanup", "remove dead nodes, identity ops and redundant reshapes", cleanup, ensures=("no_dead_nodes",)))

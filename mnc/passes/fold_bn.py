@@ -6,6 +6,7 @@ Computed in float64 and stored in float32. Only where it is safe: the producer h
 other user, is not a graph output and has no fused activation (the activation would sit
 between the two).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,5 +39,12 @@ def fold_bn(graph: Graph) -> bool:
     return changed
 
 
-register(Pass("fold_bn", "fold batch norm into the preceding conv/fc", fold_bn,
-              requires=("unquantized",), ensures=("batchnorm_folded",)))
+register(
+    Pass(
+        "fold_bn",
+        "fold batch norm into the preceding conv/fc",
+        fold_bn,
+        requires=("unquantized",),
+        ensures=("batchnorm_folded",),
+    )
+)

@@ -3,6 +3,7 @@
 Which activations fuse is the registry's `fusable` (mnc/ir/activations.py). Each backend lowers
 the attribute the way its runtime wants it (ONNX: Conv then Clip/Relu, which ONNX Runtime fuses at
 load; TFLite: the fused activation field; MIL: conv then relu6)."""
+
 from __future__ import annotations
 
 from mnc.ir.activations import FUSABLE
@@ -24,5 +25,13 @@ def fuse_act(graph: Graph) -> bool:
     return changed
 
 
-register(Pass("fuse_act", "fuse " + ", ".join(FUSABLE) + " into the preceding conv/fc", fuse_act,
-              after=("fold_bn",), requires=("unquantized",), ensures=("activations_fused",)))
+register(
+    Pass(
+        "fuse_act",
+        "fuse " + ", ".join(FUSABLE) + " into the preceding conv/fc",
+        fuse_act,
+        after=("fold_bn",),
+        requires=("unquantized",),
+        ensures=("activations_fused",),
+    )
+)

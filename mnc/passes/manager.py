@@ -1,4 +1,5 @@
 """Pipelines: named, ordered lists of passes, checked before they run and validated after each pass."""
+
 from __future__ import annotations
 
 import time
@@ -33,8 +34,11 @@ def resolve_pipeline(text: str) -> list[str]:
             raise InputError(f"--passes '{text}': name a pipeline ({', '.join(PIPELINES)}) or list passes")
         for n in names:
             if n not in PASSES:
-                raise InputError(f"--passes: unknown pass '{n}'" + did_you_mean(n, PASSES)
-                                 + f"; passes are {', '.join(PASSES)}; pipelines are {', '.join(PIPELINES)}")
+                raise InputError(
+                    f"--passes: unknown pass '{n}'"
+                    + did_you_mean(n, PASSES)
+                    + f"; passes are {', '.join(PASSES)}; pipelines are {', '.join(PIPELINES)}"
+                )
     check_order(names)
     return names
 
@@ -42,9 +46,11 @@ def resolve_pipeline(text: str) -> list[str]:
 def check_order(names: list[str]) -> None:
     for i, name in enumerate(names):
         for earlier in PASSES[name].after:
-            if earlier in names[i + 1:] and earlier not in names[:i]:
-                raise InputError(f"--passes: '{earlier}' must run before '{name}' "
-                                 f"({PASSES[name].name} works on what {earlier} leaves)")
+            if earlier in names[i + 1 :] and earlier not in names[:i]:
+                raise InputError(
+                    f"--passes: '{earlier}' must run before '{name}' "
+                    f"({PASSES[name].name} works on what {earlier} leaves)"
+                )
 
 
 def check_options(names: list[str], options: dict[str, dict]) -> None:
@@ -59,8 +65,9 @@ def check_options(names: list[str], options: dict[str, dict]) -> None:
             raise InputError(f"options for pass '{name}', which the pipeline does not run")
 
 
-def run_pipeline(graph: Graph, names: list[str], *, options: dict[str, dict] | None = None,
-                 stop_after: str | None = None) -> tuple[Graph, list[dict]]:
+def run_pipeline(
+    graph: Graph, names: list[str], *, options: dict[str, dict] | None = None, stop_after: str | None = None
+) -> tuple[Graph, list[dict]]:
     """Run the passes on a copy of `graph`; returns the new graph and one record per pass.
     `options` maps a pass name to the keyword arguments it runs with."""
     options = options or {}
@@ -82,17 +89,19 @@ def run_pipeline(graph: Graph, names: list[str], *, options: dict[str, dict] | N
         except (GraphError, ShapeError, KeyError, ValueError) as exc:
             raise _pass_error(name, names[:i], exc) from exc
         after = graph.op_counts()
-        records.append({
-            "name": name,
-            "changed": changed,
-            "seconds": round(time.perf_counter() - start, 5),
-            "nodes_before": sum(before.values()),
-            "nodes_after": sum(after.values()),
-            "removed": len(nodes_before - set(graph)),
-            "ops_before": before,
-            "ops_after": after,
-            **details,
-        })
+        records.append(
+            {
+                "name": name,
+                "changed": changed,
+                "seconds": round(time.perf_counter() - start, 5),
+                "nodes_before": sum(before.values()),
+                "nodes_after": sum(after.values()),
+                "removed": len(nodes_before - set(graph)),
+                "ops_before": before,
+                "ops_after": after,
+                **details,
+            }
+        )
         if name == stop_after:
             break
     return graph, records

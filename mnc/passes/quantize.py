@@ -1,5 +1,6 @@
 """int8 quantisation of an optimised graph: sets every node's qparams by the scheme's arithmetic
 (mnc/quant/scheme.py) and op rules (mnc/quant/rules.py), from calibrated activation ranges."""
+
 from __future__ import annotations
 
 from mnc.ir.graph import Graph, GraphError
@@ -24,7 +25,8 @@ def quantize_int8(graph: Graph, *, activation_ranges: dict[str, list[float]], we
             weight_q, weight_scale = scheme.weight_params(w, weight_bits)
             if "bias" in node.params:
                 bias_q, bias_scale, regrown, weight_scale, grown = scheme.bias_params(
-                    node.params["bias"], input_scale, weight_scale, w, weight_bits)
+                    node.params["bias"], input_scale, weight_scale, w, weight_bits
+                )
                 weight_q = regrown if regrown is not None else weight_q
                 bias = ChannelQuantized(bias_q, bias_scale)
                 grown_total += [f"{name}[{c}]" for c in grown]
@@ -34,7 +36,17 @@ def quantize_int8(graph: Graph, *, activation_ranges: dict[str, list[float]], we
 
 
 PROPERTIES["quantization_rules"] = rules.rules_broken
-register(Pass("quantize_int8", "int8 quantisation with calibrated activation ranges", quantize_int8,
-              after=("fold_bn", "fuse_act", "cleanup"), requires=("unquantized",), ensures=("quantization_rules",),
-              options={"activation_ranges": "calibration (--quantize int8 --calib DATA)",
-                       "weight_bits": "the target's int8 plan"}))
+register(
+    Pass(
+        "quantize_int8",
+        "int8 quantisation with calibrated activation ranges",
+        quantize_int8,
+        after=("fold_bn", "fuse_act", "cleanup"),
+        requires=("unquantized",),
+        ensures=("quantization_rules",),
+        options={
+            "activation_ranges": "calibration (--quantize int8 --calib DATA)",
+            "weight_bits": "the target's int8 plan",
+        },
+    )
+)

@@ -1,4 +1,5 @@
 """Spec → weighted IR: parse, lower with α/ρ, and load or initialise the weights."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -27,9 +28,18 @@ class Built:
     timings: Timings = field(default_factory=Timings)
 
 
-def build(spec: CheckedSpec | str | Path, *, alpha=None, rho=None, resolution=None, classes=None, seed: int = 0,
-          weights: str | Path | None = None, weights_layout: str | None = None,
-          timings: Timings | None = None) -> Built:
+def build(
+    spec: CheckedSpec | str | Path,
+    *,
+    alpha=None,
+    rho=None,
+    resolution=None,
+    classes=None,
+    seed: int = 0,
+    weights: str | Path | None = None,
+    weights_layout: str | None = None,
+    timings: Timings | None = None,
+) -> Built:
     """Spec → IR graph with α/ρ applied, shapes inferred, and weights: loaded from a checkpoint
     (whose classifier gives the class count unless `classes` is given) or initialised from `seed`."""
     timings = timings or Timings()
@@ -62,8 +72,9 @@ def build(spec: CheckedSpec | str | Path, *, alpha=None, rho=None, resolution=No
     return Built(spec, config, graph, seed, source, timings)
 
 
-def _add_fit_hint(exc: WeightsMismatch, spec: CheckedSpec, config: Config, checkpoint: WeightsFile,
-                  layout: Layout) -> None:
+def _add_fit_hint(
+    exc: WeightsMismatch, spec: CheckedSpec, config: Config, checkpoint: WeightsFile, layout: Layout
+) -> None:
     """If the checkpoint fits another common α exactly, say so: the usual cause of a mismatch."""
     for alpha in COMMON_ALPHAS:
         if alpha == config.alpha:
@@ -75,6 +86,10 @@ def _add_fit_hint(exc: WeightsMismatch, spec: CheckedSpec, config: Config, check
             continue
         if all(k in checkpoint.tensors and tuple(checkpoint.tensors[k].shape) == s for k, s in shapes.items()):
             exc.diagnostics[0].notes.append(
-                (f"these weights fit α = {alpha:g}, and this compile uses α = {config.alpha:g}; "
-                 f"pass --alpha {alpha:g}", None))
+                (
+                    f"these weights fit α = {alpha:g}, and this compile uses α = {config.alpha:g}; "
+                    f"pass --alpha {alpha:g}",
+                    None,
+                )
+            )
             return

@@ -1,6 +1,7 @@
 """The two things mnc does with a spec: compile it (build, optimise, emit, verify the saved
 artifact, and only then install it with its report) and re-verify an artifact it wrote. Every
 target-specific decision is the Target's (mnc/backends/target.py)."""
+
 from __future__ import annotations
 
 import json
@@ -40,35 +41,74 @@ def record_of(built: Built, passes: list[str], **fields) -> ArtifactRecord:
     """The record an artifact carries: how to rebuild its reference."""
     from_file = "sha256" in built.weights
     return ArtifactRecord(
-        version=__version__, spec_name=built.spec.settings.name, spec_sha256=built.spec.sha256,
-        spec_text=built.spec.text, alpha=built.config.alpha, resolution=built.config.resolution,
-        classes=built.config.classes, seed=built.seed, passes=tuple(passes),
+        version=__version__,
+        spec_name=built.spec.settings.name,
+        spec_sha256=built.spec.sha256,
+        spec_text=built.spec.text,
+        alpha=built.config.alpha,
+        resolution=built.config.resolution,
+        classes=built.config.classes,
+        seed=built.seed,
+        passes=tuple(passes),
         weights_sha256=built.weights["sha256"] if from_file else None,
-        weights_layout=built.weights["layout"] if from_file else None, **fields)
+        weights_layout=built.weights["layout"] if from_file else None,
+        **fields,
+    )
 
 
 def network_facts(built: Built) -> NetworkFacts:
     s = built.spec.settings
-    return NetworkFacts(classes=built.config.classes, mean=tuple(s.mean), std=tuple(s.std),
-                        description={"short_description": s.description, "author": s.author, "license": s.license,
-                                     "version": s.version})
+    return NetworkFacts(
+        classes=built.config.classes,
+        mean=tuple(s.mean),
+        std=tuple(s.std),
+        description={
+            "short_description": s.description,
+            "author": s.author,
+            "license": s.license,
+            "version": s.version,
+        },
+    )
 
 
 @single_threaded_blas
-def compile_spec(spec_path: str | Path, *, target: str | None = None, alpha=None, rho=None, resolution=None,
-                 classes=None, seed: int = 0, weights=None, weights_layout=None, save_weights=None,
-                 out_dir: str | Path = "build", passes: str = "default",
-                 options: TargetOptions = TargetOptions(), quantization: Quantization | None = None) -> CompileResult:
+def compile_spec(
+    spec_path: str | Path,
+    *,
+    target: str | None = None,
+    alpha=None,
+    rho=None,
+    resolution=None,
+    classes=None,
+    seed: int = 0,
+    weights=None,
+    weights_layout=None,
+    save_weights=None,
+    out_dir: str | Path = "build",
+    passes: str = "default",
+    options: TargetOptions | None = None,
+    quantization: Quantization | None = None,
+) -> CompileResult:
     backend = get_target(target)
     pipeline = resolve_pipeline(passes)
     if QUANTIZE_PASS in pipeline and quantization is None:
-        raise InputError(f"--passes {QUANTIZE_PASS}: int8 quantisation runs with --quantize int8 --calib DATA, "
-                         "which calibrates the activation ranges it needs")
+        raise InputError(
+            f"--passes {QUANTIZE_PASS}: int8 quantisation runs with --quantize int8 --calib DATA, "
+            "which calibrates the activation ranges it needs"
+        )
     pipeline = [p for p in pipeline if p != QUANTIZE_PASS]  # with --quantize it always runs, last
-    built = build(spec_path, alpha=alpha, rho=rho, resolution=resolution, classes=classes, seed=seed,
-                  weights=weights, weights_layout=weights_layout)
+    built = build(
+        spec_path,
+        alpha=alpha,
+        rho=rho,
+        resolution=resolution,
+        classes=classes,
+        seed=seed,
+        weights=weights,
+        weights_layout=weights_layout,
+    )
     timings = built.timings
-    opts = target_options(backend, options, network_facts(built))
+    opts = target_options(backend, options or TargetOptions(), network_facts(built))
     plan = backend.int8_plan(opts) if quantization is not None else None
     record = record_of(built, pipeline, **backend.record_fields(opts))
     out = Path(out_dir) / artifact_name(str(spec_path), built, backend)
@@ -82,20 +122,44 @@ def compile_spec(spec_path: str | Path, *, target: str | None = None, alpha=None
         if plan is not None:
             quantized = quantize(optimised, built, quantization, plan)
             emitted, pass_records = quantized.graph, pass_records + quantized.records
-            record = replace(record, passes=(*pipeline, QUANTIZE_PASS), quantization=plan.scheme,
-                             calibration=quantized.calibration, weight_bits=plan.weight_bits,
-                             int8_activations=plan.activations, activation_ranges=quantized.ranges)
+            record = replace(
+                record,
+                passes=(*pipeline, QUANTIZE_PASS),
+                quantization=plan.scheme,
+                calibration=quantized.calibration,
+                weight_bits=plan.weight_bits,
+                int8_activations=plan.activations,
+                activation_ranges=quantized.ranges,
+            )
         with staged(out) as tmp:
             with timings.stage("emit"):
                 backend.write(emitted, tmp, record, opts)
             if plan is None:
-                verification = verify_float(tmp, backend, built.graph, settings, resolution_px, seed,
-                                            precision=record.precision or "fp32",
-                                            image_input=bool(record.image_input),
-                                            reference_future=reference_future, timings=timings)
+                verification = verify_float(
+                    tmp,
+                    backend,
+                    built.graph,
+                    settings,
+                    resolution_px,
+                    seed,
+                    precision=record.precision or "fp32",
+                    image_input=bool(record.image_input),
+                    reference_future=reference_future,
+                    timings=timings,
+                )
             else:
-                verification = verify_int8(tmp, backend, built.graph, emitted, optimised, settings, resolution_px,
-                                           seed, activations=plan.activations, timings=timings)
+                verification = verify_int8(
+                    tmp,
+                    backend,
+                    built.graph,
+                    emitted,
+                    optimised,
+                    settings,
+                    resolution_px,
+                    seed,
+                    activations=plan.activations,
+                    timings=timings,
+                )
             if not verification.passed:
                 raise VerificationError(verification.failure(out.name))
             size, sha256 = digest(tmp)
@@ -117,8 +181,16 @@ def compile_spec(spec_path: str | Path, *, target: str | None = None, alpha=None
     return CompileResult(out, report_path, report)
 
 
-def _report(built: Built, target: Target, passes: list[dict], out: Path, size: int, sha256: str,
-            verification: dict, optimised: Graph) -> dict:
+def _report(
+    built: Built,
+    target: Target,
+    passes: list[dict],
+    out: Path,
+    size: int,
+    sha256: str,
+    verification: dict,
+    optimised: Graph,
+) -> dict:
     cost = graph_cost(built.graph)
     s, config, graph = built.spec.settings, built.config, built.graph
     return {
@@ -146,9 +218,18 @@ def _report(built: Built, target: Target, passes: list[dict], out: Path, size: i
 
 
 @single_threaded_blas
-def verify_file(artifact_path: str | Path, *, spec_path: str | Path | None = None, alpha=None, rho=None,
-                resolution=None, classes=None, seed: int | None = None, weights=None,
-                weights_layout=None) -> dict:
+def verify_file(
+    artifact_path: str | Path,
+    *,
+    spec_path: str | Path | None = None,
+    alpha=None,
+    rho=None,
+    resolution=None,
+    classes=None,
+    seed: int | None = None,
+    weights=None,
+    weights_layout=None,
+) -> dict:
     """Re-check an artifact against the reference rebuilt from its spec. Settings the caller
     does not give come from the artifact's own record. Returns the verification section,
     with the settings used; raises VerificationError if it fails."""
@@ -170,30 +251,56 @@ def verify_file(artifact_path: str | Path, *, spec_path: str | Path | None = Non
         classes = record.classes if classes is None else classes
         seed = record.seed if seed is None else seed
         if weights is None and record.weights_sha256:
-            raise InputError(f"'{path}' was built from a weights file (sha256 {record.weights_sha256[:16]}…, "
-                             f"layout {record.weights_layout}); give the same file with --weights")
+            raise InputError(
+                f"'{path}' was built from a weights file (sha256 {record.weights_sha256[:16]}…, "
+                f"layout {record.weights_layout}); give the same file with --weights"
+            )
     seed = seed or 0
-    built = build(spec, alpha=alpha, rho=rho, resolution=resolution, classes=classes, seed=seed,
-                  weights=weights, weights_layout=weights_layout)
+    built = build(
+        spec,
+        alpha=alpha,
+        rho=rho,
+        resolution=resolution,
+        classes=classes,
+        seed=seed,
+        weights=weights,
+        weights_layout=weights_layout,
+    )
     settings, res = built.spec.settings, built.config.resolution
     if record is not None and record.quantized:  # int8: rebuild the quantised IR from the recorded ranges
         optimised, _ = run_pipeline(built.graph, [p for p in record.passes if p != QUANTIZE_PASS])
         quantized, _ = quantize_with_ranges(optimised, record.activation_ranges, record.weight_bits or 8)
         activations = record.int8_activations is not False
-        verification = verify_int8(path, target, built.graph, quantized, optimised, settings, res, seed,
-                                   activations=activations)
+        verification = verify_int8(
+            path, target, built.graph, quantized, optimised, settings, res, seed, activations=activations
+        )
     else:
-        verification = verify_float(path, target, built.graph, settings, res, seed,
-                                    precision=(record.precision if record else None) or "fp32",
-                                    image_input=bool(record and record.image_input))
+        verification = verify_float(
+            path,
+            target,
+            built.graph,
+            settings,
+            res,
+            seed,
+            precision=(record.precision if record else None) or "fp32",
+            image_input=bool(record and record.image_input),
+        )
     result = verification.as_dict()
-    result.update({
-        "artifact": str(path),
-        "spec": {"path": str(spec.path), "sha256": spec.sha256,
-                 "matches_artifact": record is not None and record.spec_sha256 == spec.sha256},
-        "alpha": built.config.alpha, "resolution": built.config.resolution, "classes": built.config.classes,
-        "seed": seed, "weights": built.weights,
-    })
+    result.update(
+        {
+            "artifact": str(path),
+            "spec": {
+                "path": str(spec.path),
+                "sha256": spec.sha256,
+                "matches_artifact": record is not None and record.spec_sha256 == spec.sha256,
+            },
+            "alpha": built.config.alpha,
+            "resolution": built.config.resolution,
+            "classes": built.config.classes,
+            "seed": seed,
+            "weights": built.weights,
+        }
+    )
     if not verification.passed:
         raise VerificationError(verification.failure(str(path)))
     return result

@@ -1,5 +1,6 @@
 """int8 post-training quantisation of an optimised graph: calibrate activation ranges on the data
 the user gives, then run the quantize_int8 pass with them and the target's weight bits."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,19 +38,26 @@ class Quantized:
 def quantize(optimised: Graph, built: Built, q: Quantization, plan: Int8Plan) -> Quantized:
     """Calibrate on the optimised fp32 graph, then quantise it. Bad data fails here, before anything is written."""
     if q.calib is None:
-        raise InputError("--quantize int8 needs calibration data: --calib FOLDER|FILE.npy|FILE.npz, "
-                         "or --calib synthetic (no real data: accuracy is then not represented)")
+        raise InputError(
+            "--quantize int8 needs calibration data: --calib FOLDER|FILE.npy|FILE.npz, "
+            "or --calib synthetic (no real data: accuracy is then not represented)"
+        )
     if q.method not in METHODS:
         raise InputError(f"--calib-method {q.method}: choose one of {', '.join(METHODS)}")
     with built.timings.stage("calibrate"):
-        data, described = load_calibration(q.calib, built.spec.settings, built.config.resolution, q.samples,
-                                           built.seed)
+        data, described = load_calibration(q.calib, built.spec.settings, built.config.resolution, q.samples, built.seed)
         ranges = activation_ranges(optimised, data, q.method, q.progress)
     quantized, records = quantize_with_ranges(optimised, ranges, plan.weight_bits)
-    info = {"scheme": plan.scheme, "weight_bits": plan.weight_bits, "calibration": described, "method": q.method,
-            "samples": len(data), "synthetic": q.calib == "synthetic",
-            "bias_overflow_resolved": records[-1]["bias_overflow_resolved"],
-            "activation_ranges": {k: [round(v, 7) for v in r] for k, r in ranges.items()}}
+    info = {
+        "scheme": plan.scheme,
+        "weight_bits": plan.weight_bits,
+        "calibration": described,
+        "method": q.method,
+        "samples": len(data),
+        "synthetic": q.calib == "synthetic",
+        "bias_overflow_resolved": records[-1]["bias_overflow_resolved"],
+        "activation_ranges": {k: [round(v, 7) for v in r] for k, r in ranges.items()},
+    }
     return Quantized(quantized, records, ranges, described, info)
 
 

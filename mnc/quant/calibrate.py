@@ -1,5 +1,6 @@
 """Activation ranges from calibration data: run the (optimised, fp32) graph and observe every
 node's output. Deterministic: the same data and seed give the same ranges."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,7 +47,10 @@ class RangeObserver(Interpreter):
                 ranges[name] = [float(stacked[:, 0].min()), float(stacked[:, 1].max())]
             else:
                 values = np.concatenate(parts)
-                ranges[name] = [float(np.percentile(values, 100 - PERCENTILE)), float(np.percentile(values, PERCENTILE))]
+                ranges[name] = [
+                    float(np.percentile(values, 100 - PERCENTILE)),
+                    float(np.percentile(values, PERCENTILE)),
+                ]
         return ranges
 
 
@@ -57,7 +61,7 @@ def activation_ranges(graph: Graph, data: np.ndarray, method: str, progress=None
         if progress is not None:
             progress(start, len(data))
         observer.batch_start = start
-        observer.run({graph.inputs[0]: data[start:start + BATCH]})
+        observer.run({graph.inputs[0]: data[start : start + BATCH]})
     if progress is not None:
         progress(len(data), len(data))
     return observer.ranges()

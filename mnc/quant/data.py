@@ -1,5 +1,6 @@
 """Calibration data: a folder of images, a .npy/.npz array of preprocessed inputs, or (only when
 asked for) synthetic images. Everything comes out as the network's normalised float input."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,9 @@ def load_calibration(source: str, settings, resolution: int, samples: int, seed:
     if samples < 1:
         raise InputError(f"--calib-samples {samples}: need at least one sample")
     if source == "synthetic":
-        return sample_images(settings, resolution, samples, seed, STREAM_SYNTHETIC), \
-            f"synthetic: {samples} seeded image-like samples (no real data; accuracy is not represented)"
+        return sample_images(
+            settings, resolution, samples, seed, STREAM_SYNTHETIC
+        ), f"synthetic: {samples} seeded image-like samples (no real data; accuracy is not represented)"
     path = Path(source)
     if path.is_dir():
         data = _folder(path, settings, resolution, samples, seed)
@@ -28,8 +30,9 @@ def load_calibration(source: str, settings, resolution: int, samples: int, seed:
         data = _array(path, settings, resolution)
         kind = "preprocessed array"
     elif path.exists():
-        raise InputError("calibration data must be a folder of images, a .npy or .npz array, or 'synthetic'",
-                         Loc.file(source))
+        raise InputError(
+            "calibration data must be a folder of images, a .npy or .npz array, or 'synthetic'", Loc.file(source)
+        )
     else:
         raise InputError(f"calibration data '{source}' does not exist")
     if len(data) > samples:
@@ -50,8 +53,9 @@ def _folder(path: Path, settings, resolution: int, samples: int, seed: int) -> n
         files = [files[i] for i in sorted(chosen)]
     mode = {1: "L", 3: "RGB"}.get(settings.input_channels)
     if mode is None:
-        raise InputError(f"images can calibrate 1- or 3-channel inputs, not {settings.input_channels}; "
-                         "give a .npy array instead")
+        raise InputError(
+            f"images can calibrate 1- or 3-channel inputs, not {settings.input_channels}; give a .npy array instead"
+        )
     batch = []
     for f in files:
         try:
@@ -89,16 +93,19 @@ def _array(path: Path, settings, resolution: int) -> np.ndarray:
                 keys = archive.files
                 key = "inputs" if "inputs" in keys else keys[0] if len(keys) == 1 else None
                 if key is None:
-                    raise InputError(f"the .npz holds {', '.join(keys)}; name the inputs array 'inputs'",
-                                     Loc.file(str(path)))
+                    raise InputError(
+                        f"the .npz holds {', '.join(keys)}; name the inputs array 'inputs'", Loc.file(str(path))
+                    )
                 data = archive[key]
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read calibration array: {exc}", Loc.file(str(path))) from None
     expected = (settings.input_channels, resolution, resolution)
     if data.ndim != 4 or tuple(data.shape[1:]) != expected or data.dtype.kind != "f":
-        raise InputError(f"calibration array has shape {tuple(data.shape)} and dtype {data.dtype}; expected "
-                         f"N×{expected[0]}×{expected[1]}×{expected[2]} floats, preprocessed as the spec says",
-                         Loc.file(str(path)))
+        raise InputError(
+            f"calibration array has shape {tuple(data.shape)} and dtype {data.dtype}; expected "
+            f"N×{expected[0]}×{expected[1]}×{expected[2]} floats, preprocessed as the spec says",
+            Loc.file(str(path)),
+        )
     if len(data) == 0:
         raise InputError("calibration array is empty", Loc.file(str(path)))
     return data

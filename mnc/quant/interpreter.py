@@ -3,6 +3,7 @@
 Each quantised node computes with its dequantised int8 weights and int32 bias, and its output is
 rounded to its uint8 grid. With activations=False only the weights are quantised: what Core ML's
 weight-only int8 computes."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """The op rules of the int8 scheme: how each op's output is quantised, and which ops carry
 quantised weights. The quantize_int8 pass applies them and promises them (checked after it runs)."""
+
 from __future__ import annotations
 
 from mnc.ir.graph import Graph

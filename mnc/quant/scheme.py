@@ -6,6 +6,7 @@
 - Bias: int32 with scale input_scale × weight_scale[c]. A bias too large for int32 is not clipped:
   that channel's weight scale grows until the bias fits, and it is reported.
 """
+
 from __future__ import annotations
 
 import numpy as np

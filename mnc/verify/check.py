@@ -1,5 +1,6 @@
 """Run a saved artifact and compare it with what it must compute. Nothing here names a target:
 the target says which executors run its artifacts and which extra int8 checks its runtime needs."""
+
 from __future__ import annotations
 
 from concurrent.futures import Future
@@ -31,9 +32,19 @@ def start_reference(graph: Graph, settings, resolution: int, seed: int, pool) ->
     return pool.submit(reference.reference_outputs, graph, images)
 
 
-def verify_float(artifact: Path, target: Target, graph: Graph, settings, resolution: int, seed: int, *,
-                 precision: str = "fp32", image_input: bool = False, reference_future: Future | None = None,
-                 timings: Timings | None = None) -> FloatVerification:
+def verify_float(
+    artifact: Path,
+    target: Target,
+    graph: Graph,
+    settings,
+    resolution: int,
+    seed: int,
+    *,
+    precision: str = "fp32",
+    image_input: bool = False,
+    reference_future: Future | None = None,
+    timings: Timings | None = None,
+) -> FloatVerification:
     """Run the saved artifact with each of its target's executors on seeded inputs and compare with
     the reference (`graph`, the unoptimised IR). The reference is itself compared with the float64
     interpreter, and a disagreement there fails the check too."""
@@ -50,7 +61,9 @@ def verify_float(artifact: Path, target: Target, graph: Graph, settings, resolut
         ReferenceCheck(compare(expected, interpreted)),
         f"{FLOAT_BATCH} seeded image-like samples (verification stream)"
         + ("; the artifact is fed 8-bit pixels, the reference their normalised values" if image_input else ""),
-        tolerance, precision)
+        tolerance,
+        precision,
+    )
     for executor in target.executors():
         run = ExecutorRun(executor.label)
         with timings.stage("execute"):
@@ -68,9 +81,19 @@ def verify_float(artifact: Path, target: Target, graph: Graph, settings, resolut
     return result
 
 
-def verify_int8(artifact: Path, target: Target, graph: Graph, quantized: Graph, optimised: Graph, settings,
-                resolution: int, seed: int, *, activations: bool = True,
-                timings: Timings | None = None) -> Int8Verification:
+def verify_int8(
+    artifact: Path,
+    target: Target,
+    graph: Graph,
+    quantized: Graph,
+    optimised: Graph,
+    settings,
+    resolution: int,
+    seed: int,
+    *,
+    activations: bool = True,
+    timings: Timings | None = None,
+) -> Int8Verification:
     """Compare an int8 artifact with mnc's fake-quant interpreter of the quantised IR (weights only
     where the artifact keeps float activations) and with the fp32 reference, and run its target's
     own int8 checks."""
@@ -86,10 +109,15 @@ def verify_int8(artifact: Path, target: Target, graph: Graph, quantized: Graph, 
     out = quantized.outputs[0]
     layers = sorted(((n, sqnr(fp32[n], fake[n])) for n in quantized.topo() if n in fp32), key=lambda kv: kv[1])
     return Int8Verification(
-        ReferenceCheck(compare(expected, interpreted)), activations, executor.label,
+        ReferenceCheck(compare(expected, interpreted)),
+        activations,
+        executor.label,
         f"{INT8_BATCH} seeded image-like samples (verification stream)",
-        _quant_metrics(output, fake[out]), _quant_metrics(output, expected),
-        target.int8_checks(artifact, quantized, images, output), layers[:5])
+        _quant_metrics(output, fake[out]),
+        _quant_metrics(output, expected),
+        target.int8_checks(artifact, quantized, images, output),
+        layers[:5],
+    )
 
 
 def _quant_metrics(actual: np.ndarray, expected: np.ndarray) -> dict:

@@ -1,4 +1,5 @@
 """Comparison of an artifact's outputs with the reference's."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass

@@ -1,5 +1,6 @@
 """The reference an artifact is checked against: the fp32, unoptimised graph, run by ONNX Runtime
 with its own graph optimisations off; itself checked against mnc's float64 numpy interpreter."""
+
 from __future__ import annotations
 
 import numpy as np

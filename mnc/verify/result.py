@@ -1,5 +1,6 @@
 """Typed verification results: what was compared with what, the figures, and the verdict. The
 report's 'verification' section is their as_dict(); a failed one explains itself in one line."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -24,13 +25,18 @@ class ReferenceCheck:
         return self.comparison.passes(FP32)
 
     def as_dict(self) -> dict:
-        return {"against": reference.CHECK_DESCRIPTION, "metrics": self.comparison.as_dict(),
-                "verdict": _verdict(self.passed)}
+        return {
+            "against": reference.CHECK_DESCRIPTION,
+            "metrics": self.comparison.as_dict(),
+            "verdict": _verdict(self.passed),
+        }
 
     def failure(self, what: str) -> str:
         c = self.comparison
-        return (f"verification of {what} failed: the reference ({reference.DESCRIPTION}) disagrees with "
-                f"{reference.CHECK_DESCRIPTION}: max relative error {c.max_rel_err:.3g}, cosine {c.cosine:.6f}")
+        return (
+            f"verification of {what} failed: the reference ({reference.DESCRIPTION}) disagrees with "
+            f"{reference.CHECK_DESCRIPTION}: max relative error {c.max_rel_err:.3g}, cosine {c.cosine:.6f}"
+        )
 
 
 @dataclass
@@ -90,10 +96,14 @@ class FloatVerification:
                 detail = run.error or "no output"
             else:
                 m = run.comparison
-                detail = (f"max relative error {m.max_rel_err:.3g} (tolerance {t.max_rel_err:g}), "
-                          f"cosine {m.cosine:.6f} (minimum {t.min_cosine:g})")
-            return (f"verification of {what} failed against the reference ({reference.DESCRIPTION}) "
-                    f"with {run.executor}: {detail}")
+                detail = (
+                    f"max relative error {m.max_rel_err:.3g} (tolerance {t.max_rel_err:g}), "
+                    f"cosine {m.cosine:.6f} (minimum {t.min_cosine:g})"
+                )
+            return (
+                f"verification of {what} failed against the reference ({reference.DESCRIPTION}) "
+                f"with {run.executor}: {detail}"
+            )
         return f"verification of {what} failed"
 
 
@@ -116,14 +126,21 @@ class Int8Verification:
 
     @property
     def passed(self) -> bool:
-        return (self.versus_fake_quant["cosine"] >= INT8_MIN_COSINE and all(c.passed for c in self.checks)
-                and self.reference_check.passed)
+        return (
+            self.versus_fake_quant["cosine"] >= INT8_MIN_COSINE
+            and all(c.passed for c in self.checks)
+            and self.reference_check.passed
+        )
 
     def as_dict(self) -> dict:
         return {
-            "reference": ("mnc fake-quant interpreter of the quantised IR"
-                          + ("" if self.activations else ", int8 weights only")
-                          + " (gating); " + reference.DESCRIPTION + " (reported)"),
+            "reference": (
+                "mnc fake-quant interpreter of the quantised IR"
+                + ("" if self.activations else ", int8 weights only")
+                + " (gating); "
+                + reference.DESCRIPTION
+                + " (reported)"
+            ),
             "reference_check": self.reference_check.as_dict(),
             "executor": self.executor,
             "inputs": self.inputs,
@@ -142,5 +159,7 @@ class Int8Verification:
             if not check.passed:
                 return f"verification of {what} failed: {check.failure}"
         m = self.versus_fake_quant
-        return (f"verification of {what} failed: against mnc's fake-quant reference cosine {m['cosine']:.5f} "
-                f"(minimum {INT8_MIN_COSINE}), SQNR {m['sqnr_db']} dB")
+        return (
+            f"verification of {what} failed: against mnc's fake-quant reference cosine {m['cosine']:.5f} "
+            f"(minimum {INT8_MIN_COSINE}), SQNR {m['sqnr_db']} dB"
+        )

@@ -1,5 +1,6 @@
 """Reading weight files into numpy: safetensors (preferred), npz, and PyTorch state dicts
 (only through torch.load(weights_only=True), so a checkpoint can never run code here)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -36,8 +37,11 @@ def read_weights(path: str | Path) -> WeightsFile:
     elif suffix in (".pt", ".pth"):
         tensors, metadata = _torch(path, loc), {}
     else:
-        raise InputError(f"unknown weights format '{suffix or path}'; use .safetensors, .npz, or .pt/.pth "
-                         "(PyTorch state dicts need torch installed)", loc)
+        raise InputError(
+            f"unknown weights format '{suffix or path}'; use .safetensors, .npz, or .pt/.pth "
+            "(PyTorch state dicts need torch installed)",
+            loc,
+        )
     if not tensors:
         raise InputError("the weights file holds no tensors", loc)
     return WeightsFile(path, tensors, metadata, hashlib.sha256(raw).hexdigest())
@@ -59,7 +63,7 @@ def _safetensors_metadata(raw: bytes) -> dict[str, str]:
     import struct
 
     (size,) = struct.unpack("<Q", raw[:8])
-    return json.loads(raw[8:8 + size]).get("__metadata__", {}) or {}
+    return json.loads(raw[8 : 8 + size]).get("__metadata__", {}) or {}
 
 
 def _npz(path: str, loc: Loc) -> dict[str, np.ndarray]:
@@ -76,8 +80,10 @@ def _torch(path: str, loc: Loc) -> dict[str, np.ndarray]:
     except ImportError:
         raise InputError(
             "reading a PyTorch checkpoint needs torch (pip install torch); or convert it once to safetensors, "
-            "which needs no torch here: python -c \"import torch; from safetensors.torch import save_file; "
-            f"save_file(torch.load('{path}', weights_only=True), 'model.safetensors')\"", loc) from None
+            'which needs no torch here: python -c "import torch; from safetensors.torch import save_file; '
+            f"save_file(torch.load('{path}', weights_only=True), 'model.safetensors')\"",
+            loc,
+        ) from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)  # refuses pickled code
     except Exception as exc:  # torch raises many types for unsafe or corrupt files

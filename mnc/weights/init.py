@@ -7,6 +7,7 @@ from the activations it actually sees on a seeded calibration batch: each normal
 output then has the mean and spread its (random) shift and scale give it, at every
 depth. The classifier is scaled so its logits have unit spread on that batch.
 """
+
 from __future__ import annotations
 
 import zlib

@@ -3,6 +3,7 @@
 A layout walks the IR's own structure (its blocks and their layers, in order) and says which
 tensor name feeds each parameter. Shapes are then checked against the op registry.
 """
+
 from __future__ import annotations
 
 import re
@@ -52,9 +53,11 @@ def _mnc_classes(tensors: dict) -> int | None:
 
 
 MNC = Layout(
-    "mnc", "mnc's own names: '<IR node>.<param>' (what --save-weights writes)",
+    "mnc",
+    "mnc's own names: '<IR node>.<param>' (what --save-weights writes)",
     detect=lambda keys: any(re.match(r"stage\d+\.block\d+\.", k) for k in keys),
-    slots=_mnc_slots, classes=_mnc_classes,
+    slots=_mnc_slots,
+    classes=_mnc_classes,
 )
 
 
@@ -92,8 +95,11 @@ def _tv_v2_slots(graph: Graph) -> list[Slot]:
             bn_prefixes = [f"features.{feature}.conv.{i}.1" for i in range(k)] + [f"features.{feature}.conv.{k + 1}"]
         else:
             node = graph.node(nodes[0])
-            raise InputError(f"the torchvision MobileNetV2 layout cannot map block '{block}' "
-                             f"({len(convs)} convolutions, {len(fcs)} fully connected)", node.src)
+            raise InputError(
+                f"the torchvision MobileNetV2 layout cannot map block '{block}' "
+                f"({len(convs)} convolutions, {len(fcs)} fully connected)",
+                node.src,
+            )
         for conv, prefix, bn_prefix in zip(convs, prefixes, bn_prefixes):
             slots += [Slot(f"{prefix}.{p}", conv, p) for p in _param_names(graph, conv)]
             bn = f"{conv}.bn"
@@ -104,9 +110,13 @@ def _tv_v2_slots(graph: Graph) -> list[Slot]:
 
 
 TORCHVISION_MOBILENET_V2 = Layout(
-    "torchvision_mobilenet_v2", "torchvision.models.mobilenet_v2 state dict",
-    detect=lambda keys: "features.0.0.weight" in keys and "classifier.1.weight" in keys
-    and any(re.fullmatch(r"features\.\d+\.conv\.\d+\.0\.weight", k) for k in keys),
+    "torchvision_mobilenet_v2",
+    "torchvision.models.mobilenet_v2 state dict",
+    detect=lambda keys: (
+        "features.0.0.weight" in keys
+        and "classifier.1.weight" in keys
+        and any(re.fullmatch(r"features\.\d+\.conv\.\d+\.0\.weight", k) for k in keys)
+    ),
     slots=_tv_v2_slots,
     classes=lambda tensors: int(tensors["classifier.1.weight"].shape[0]) if "classifier.1.weight" in tensors else None,
     ignored=lambda key: key.endswith(".num_batches_tracked"),
@@ -129,8 +139,10 @@ def _tv_v3_slots(graph: Graph) -> list[Slot]:
         if fcs and not convs and len(fcs) == 1:
             prefix = next(classifiers, None)
             if prefix is None:
-                raise InputError("the torchvision MobileNetV3 layout has two fully connected layers; this "
-                                 "network has more", graph.node(fcs[0]).src)
+                raise InputError(
+                    "the torchvision MobileNetV3 layout has two fully connected layers; this network has more",
+                    graph.node(fcs[0]).src,
+                )
             slots += [Slot(f"{prefix}.{p}", fcs[0], p) for p in _param_names(graph, fcs[0])]
             continue
         if len(convs) == 1:
@@ -140,8 +152,9 @@ def _tv_v3_slots(graph: Graph) -> list[Slot]:
             for conv in convs:
                 se = conv.rsplit(".", 2)
                 if len(se) == 3 and se[1] == "se" and se[2] in ("fc1", "fc2"):  # …blockJ.se.fc1
-                    slots += [Slot(f"features.{feature}.block.{unit}.{se[2]}.{p}", conv, p)
-                              for p in _param_names(graph, conv)]
+                    slots += [
+                        Slot(f"features.{feature}.block.{unit}.{se[2]}.{p}", conv, p) for p in _param_names(graph, conv)
+                    ]
                     unit += se[2] == "fc2"
                     continue
                 slots += _conv_bn_slots(graph, conv, f"features.{feature}.block.{unit}")
@@ -159,9 +172,13 @@ def _conv_bn_slots(graph: Graph, conv: str, prefix: str) -> list[Slot]:
 
 
 TORCHVISION_MOBILENET_V3 = Layout(
-    "torchvision_mobilenet_v3", "torchvision.models.mobilenet_v3_large / mobilenet_v3_small state dict",
-    detect=lambda keys: "features.0.0.weight" in keys and "classifier.3.weight" in keys
-    and any(re.fullmatch(r"features\.\d+\.block\.\d+\.0\.weight", k) for k in keys),
+    "torchvision_mobilenet_v3",
+    "torchvision.models.mobilenet_v3_large / mobilenet_v3_small state dict",
+    detect=lambda keys: (
+        "features.0.0.weight" in keys
+        and "classifier.3.weight" in keys
+        and any(re.fullmatch(r"features\.\d+\.block\.\d+\.0\.weight", k) for k in keys)
+    ),
     slots=_tv_v3_slots,
     classes=lambda tensors: int(tensors["classifier.3.weight"].shape[0]) if "classifier.3.weight" in tensors else None,
     ignored=lambda key: key.endswith(".num_batches_tracked"),
@@ -174,15 +191,24 @@ def choose_layout(keys: set[str], name: str | None, loc) -> Layout:
     if name is not None:
         if name not in LAYOUTS:
             from mnc.errors import did_you_mean
-            raise InputError(f"--weights-layout: unknown layout '{name}'" + did_you_mean(name, LAYOUTS)
-                             + f"; layouts are {', '.join(LAYOUTS)}")
+
+            raise InputError(
+                f"--weights-layout: unknown layout '{name}'"
+                + did_you_mean(name, LAYOUTS)
+                + f"; layouts are {', '.join(LAYOUTS)}"
+            )
         return LAYOUTS[name]
     matches = [layout for layout in LAYOUTS.values() if layout.detect(keys)]
     if len(matches) == 1:
         return matches[0]
     if not matches:
         sample = ", ".join(sorted(keys)[:3])
-        raise InputError(f"cannot tell the layout of these weights (tensors such as {sample}); "
-                         f"choose one with --weights-layout ({', '.join(LAYOUTS)})", loc)
-    raise InputError(f"these weights fit several layouts ({', '.join(m.name for m in matches)}); "
-                     "choose one with --weights-layout", loc)
+        raise InputError(
+            f"cannot tell the layout of these weights (tensors such as {sample}); "
+            f"choose one with --weights-layout ({', '.join(LAYOUTS)})",
+            loc,
+        )
+    raise InputError(
+        f"these weights fit several layouts ({', '.join(m.name for m in matches)}); choose one with --weights-layout",
+        loc,
+    )

@@ -1,4 +1,5 @@
 """Put a checkpoint's tensors into an IR graph, checking every name and shape."""
+
 from __future__ import annotations
 
 from math import prod
@@ -36,8 +37,9 @@ def load_weights(graph: Graph, weights: WeightsFile, layout: Layout) -> None:
         shape = tuple(graph.param_shapes(slot.node)[slot.param])
         what = f"layer '{slot.node}' ({data.op} {slot.param})"
         if slot.key not in weights.tensors:
-            missing.append(Diagnostic(f"{weights.path}: no tensor '{slot.key}' for {what}, shape {_fmt(shape)}",
-                                      data.src))
+            missing.append(
+                Diagnostic(f"{weights.path}: no tensor '{slot.key}' for {what}, shape {_fmt(shape)}", data.src)
+            )
             continue
         array = weights.tensors[slot.key]
         if tuple(array.shape) != shape:
@@ -45,9 +47,13 @@ def load_weights(graph: Graph, weights: WeightsFile, layout: Layout) -> None:
             if prod(array.shape) == prod(shape) and array.shape[:1] == shape[:1] and data.op == "fc":
                 array = array.reshape(shape)
             else:
-                mismatched.append(Diagnostic(
-                    f"{weights.path}: tensor '{slot.key}' has shape {_fmt(array.shape)} but {what} needs "
-                    f"{_fmt(shape)}", data.src))
+                mismatched.append(
+                    Diagnostic(
+                        f"{weights.path}: tensor '{slot.key}' has shape {_fmt(array.shape)} but {what} needs "
+                        f"{_fmt(shape)}",
+                        data.src,
+                    )
+                )
                 continue
         loaded.setdefault(slot.node, {})[slot.param] = as_float32(slot.key, array, file_loc)
     unexpected = sorted(k for k in weights.tensors if k not in wanted and not layout.ignored(k))
@@ -58,8 +64,10 @@ def load_weights(graph: Graph, weights: WeightsFile, layout: Layout) -> None:
     if unexpected:
         listed = ", ".join(f"'{k}' {_fmt(weights.tensors[k].shape)}" for k in unexpected[:MAX_LISTED])
         more = f" and {len(unexpected) - MAX_LISTED} more" if len(unexpected) > MAX_LISTED else ""
-        problems.error(f"{len(unexpected)} tensor(s) the network has no place for (layout '{layout.name}'): "
-                       f"{listed}{more}", file_loc)
+        problems.error(
+            f"{len(unexpected)} tensor(s) the network has no place for (layout '{layout.name}'): {listed}{more}",
+            file_loc,
+        )
     if problems.diagnostics:
         raise WeightsMismatch(problems.diagnostics)
     for node, params in loaded.items():

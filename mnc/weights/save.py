@@ -1,4 +1,5 @@
 """Writing a network's weights in mnc's own layout: `<IR node>.<param>`, as safetensors."""
+
 from __future__ import annotations
 
 from mnc.ir.graph import Graph
