@@ -16,6 +16,7 @@ from mnc.backends import TARGETS, targets_taking
 from mnc.backends.target import FLAGS, TargetOptions
 from mnc.errors import InputError, MncError
 from mnc.quant.calibrate import METHODS as CALIBRATION_METHODS
+from mnc.weights.layouts import LAYOUTS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,7 +66,7 @@ def _add_weights_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weights-layout",
         metavar="LAYOUT",
-        help="how tensor names map to layers: mnc, torchvision_mobilenet_v2 (default: detected)",
+        help="how tensor names map to layers: " + ", ".join(LAYOUTS) + " (default: detected)",
     )
     p.add_argument("--seed", type=_natural, help="seed of the initial weights when no --weights (default: 0)")
 

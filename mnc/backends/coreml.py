@@ -22,6 +22,7 @@ from mnc.backends.target import (
     Int8Plan,
     NetworkFacts,
     Target,
+    output_name,
     read_labels,
 )
 from mnc.errors import InputError
@@ -67,10 +68,6 @@ class CoreMLOptions:
     @property
     def int8_activations(self) -> bool:
         return self.deployment_target in ACTIVATION_INT8_TARGETS
-
-
-def output_name(graph: Graph) -> str:
-    return "probabilities" if graph.node(graph.outputs[0]).op == "softmax" else "logits"
 
 
 def write(graph: Graph, path: Path, metadata: dict[str, str], options: CoreMLOptions) -> None:
@@ -372,9 +369,6 @@ class CoreMLTarget(Target):
         else:
             scheme = WEIGHTS_SCHEME + "; activations in float"
         return Int8Plan(weight_bits=WEIGHT_BITS, activations=options.int8_activations, scheme=scheme)
-
-    def output_name(self, graph: Graph) -> str:
-        return output_name(graph)
 
     def write(self, graph: Graph, path: Path, record: ArtifactRecord, options: CoreMLOptions) -> None:
         write(graph, path, record.to_metadata(), options)

@@ -10,7 +10,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from mnc.artifact import ArtifactRecord
-from mnc.backends.target import Executor, Int8Check, Int8Plan, Target
+from mnc.backends.target import Executor, Int8Check, Int8Plan, Target, output_name
 from mnc.errors import InputError
 from mnc.ir.graph import Graph
 from mnc.quant.scheme import ACTIVATION_LEVELS, weight_qmax
@@ -32,10 +32,6 @@ QUANTIZATION = (
     "u8s8 kernels cannot saturate on AVX2 hosts without VNNI); bias int32 with scale "
     "input_scale·weight_scale"
 )
-
-
-def output_name(graph: Graph) -> str:
-    return "probabilities" if graph.node(graph.outputs[0]).op == "softmax" else "logits"
 
 
 def emit(graph: Graph, metadata: dict[str, str], description: str = "") -> bytes:
@@ -249,9 +245,6 @@ class OnnxTarget(Target):
 
     def int8_plan(self, options) -> Int8Plan:
         return Int8Plan(weight_bits=WEIGHT_BITS, activations=True, scheme=QUANTIZATION)
-
-    def output_name(self, graph: Graph) -> str:
-        return output_name(graph)
 
     def write(self, graph: Graph, path: Path, record: ArtifactRecord, options) -> None:
         with open(path, "wb") as f:

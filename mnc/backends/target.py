@@ -154,7 +154,7 @@ class Target:
     # ---- artifacts ------------------------------------------------------------------------
 
     def output_name(self, graph: Graph) -> str:
-        return "probabilities" if graph.node(graph.outputs[0]).op == "softmax" else "logits"
+        return output_name(graph)
 
     def write(self, graph: Graph, path: Path, record: ArtifactRecord, options) -> None:
         raise NotImplementedError
@@ -166,6 +166,11 @@ class Target:
     def executors(self) -> list[Executor]:
         """What runs a saved artifact, the main one first."""
         raise NotImplementedError
+
+
+def output_name(graph: Graph) -> str:
+    """What every target calls the network's output."""
+    return "probabilities" if graph.node(graph.outputs[0]).op == "softmax" else "logits"
 
 
 def read_labels(path: str, classes: int) -> tuple[str, ...]:

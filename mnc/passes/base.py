@@ -16,6 +16,7 @@ from typing import Callable
 
 from mnc.ir import activations
 from mnc.ir.graph import Graph
+from mnc.quant import rules
 
 
 @dataclass(frozen=True)
@@ -80,4 +81,5 @@ PROPERTIES: dict[str, Callable[[Graph], list[str]]] = {
     "no_dead_nodes": lambda g: g.dead_nodes(),
     # Float rewrites would leave quantisation parameters that no longer fit the weights.
     "unquantized": lambda g: [n for n in g if g.node(n).qparams is not None],
+    "quantization_rules": rules.rules_broken,
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from mnc.ir.graph import Graph, GraphError
 from mnc.ir.node import ChannelQuantized, QParams
-from mnc.passes.base import PROPERTIES, Pass, register
+from mnc.passes.base import Pass, register
 from mnc.quant import rules, scheme
 
 
@@ -35,7 +35,6 @@ def quantize_int8(graph: Graph, *, activation_ranges: dict[str, list[float]], we
     return True, {"bias_overflow_resolved": grown_total}
 
 
-PROPERTIES["quantization_rules"] = rules.rules_broken
 register(
     Pass(
         "quantize_int8",
