@@ -94,8 +94,8 @@ def test_bad_arguments_exit_2(tmp_path, capsys, argv, message):
 def test_missing_spec_and_unknown_target(tmp_path, capsys):
     assert main(["compile", str(tmp_path / "nope.mnet"), "--target", "onnx"]) == 2
     assert "cannot read spec" in capsys.readouterr().err
-    assert _run(["compile", str(SPECS / "v1.mnet"), "--target", "tflite"]) == 2
-    assert "invalid choice: 'tflite'" in capsys.readouterr().err
+    assert _run(["compile", str(SPECS / "v1.mnet"), "--target", "tensorrt"]) == 2
+    assert "invalid choice: 'tensorrt'" in capsys.readouterr().err
 
 
 def _perturbing_executor(scale):

@@ -1,0 +1,196 @@
+"""The TFLite target: flatbuffers built from the IR, NHWC without a TRANSPOSE, run in LiteRT with its
+default and its reference kernels, parity with torchvision, and the damage verification must catch."""
+
+import json
+
+import numpy as np
+import pytest
+from ai_edge_litert import schema_py_generated as schema
+from conftest import ROOT, SPECS
+from safetensors.numpy import load_file
+
+from mnc.backends.tflite import BUFFER_ALIGNMENT, read_model, run_litert
+from mnc.cli import main
+from mnc.pipeline import TargetOptions, compile_spec
+
+FIXTURES = ROOT / "tests" / "fixtures" / "torchvision"
+EXAMPLES = ROOT / "examples" / "specs"
+ALL_SPECS = sorted(SPECS.glob("*.mnet")) + sorted(EXAMPLES.glob("*.mnet"))
+
+
+def _ops(path) -> list[tuple[str, int]]:
+    model = read_model(path)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    codes = model.operatorCodes
+    return [
+        (names[codes[o.opcodeIndex].builtinCode], codes[o.opcodeIndex].version) for o in model.subgraphs[0].operators
+    ]
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=lambda p: p.stem)
+def test_every_spec_compiles_and_verifies_in_litert(tmp_path, spec):
+    result = compile_spec(spec, target="tflite", resolution=64, out_dir=tmp_path)
+    v = result.report["verification"]
+    assert v["verdict"] == "pass" and [r["verdict"] for r in v["runs"]] == ["pass", "pass"]
+    assert "reference kernels" in v["runs"][1]["executor"]
+    ops = _ops(result.artifact)
+    assert "TRANSPOSE" not in {name for name, _ in ops}
+    assert {version for _, version in ops} == {1}  # float graphs: version 1 throughout, as the converter sets
+
+
+def test_nhwc_input_layouts_signature_and_metadata(tmp_path):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("".join(f"class {i}\n" for i in range(10)))
+    result = compile_spec(
+        SPECS / "v2.mnet",
+        target="tflite",
+        alpha=0.35,
+        resolution=64,
+        classes=10,
+        out_dir=tmp_path,
+        options=TargetOptions(labels=str(labels)),
+    )
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(result.artifact))
+    assert interpreter.get_signature_list() == {"serving_default": {"inputs": ["input"], "outputs": ["logits"]}}
+    (inp,) = interpreter.get_input_details()
+    assert list(inp["shape"]) == [1, 64, 64, 3] and list(inp["shape_signature"]) == [-1, 64, 64, 3]
+    model = read_model(result.artifact)
+    tensors = {t.name.decode(): t for t in model.subgraphs[0].tensors}
+    assert list(tensors["stage0.block0.conv.weight"].shape) == [16, 3, 3, 3]  # OHWI
+    assert list(tensors["stage1.block0.dw.weight"].shape) == [1, 3, 3, 16]  # depthwise 1HWO
+    meta = {m.name.decode(): bytes(model.buffers[m.buffer].data).decode() for m in model.metadata}
+    assert meta["labels"].splitlines() == [f"class {i}" for i in range(10)]
+    assert meta["mnc.spec_name"] == "mobilenet_v2" and meta["mnc.alpha"] == "0.35"
+    assert main(["verify", str(result.artifact)]) == 0
+
+
+def test_buffers_are_16_byte_aligned(tmp_path):
+    result = compile_spec(SPECS / "v1.mnet", target="tflite", alpha=0.25, resolution=32, out_dir=tmp_path)
+    data = np.frombuffer(result.artifact.read_bytes(), dtype=np.uint8)
+    model = schema.Model.GetRootAs(data, 0)
+    base = data.__array_interface__["data"][0]
+    offsets = [
+        model.Buffers(i).DataAsNumpy().__array_interface__["data"][0] - base
+        for i in range(model.BuffersLength())
+        if model.Buffers(i).DataLength()
+    ]
+    assert len(offsets) > 20 and all(o % BUFFER_ALIGNMENT == 0 for o in offsets)
+
+
+def test_symmetric_padding_at_stride_2_is_an_explicit_pad_and_same_padding_is_not(tmp_path):
+    v2 = compile_spec(SPECS / "v2.mnet", target="tflite", alpha=0.35, resolution=64, out_dir=tmp_path / "a")
+    v1 = compile_spec(SPECS / "v1.mnet", target="tflite", alpha=0.25, resolution=64, out_dir=tmp_path / "b")
+    assert sum(name == "PAD" for name, _ in _ops(v2.artifact)) == 5  # V2's five stride-2 layers (even sizes)
+    assert sum(name == "PAD" for name, _ in _ops(v1.artifact)) == 0  # V1 pads as TensorFlow's SAME
+
+
+def test_fp16_stores_half_weights_behind_dequantize(tmp_path):
+    result = compile_spec(
+        SPECS / "v3_small.mnet",
+        target="tflite",
+        resolution=64,
+        out_dir=tmp_path,
+        options=TargetOptions(precision="fp16"),
+    )
+    assert result.report["verification"]["verdict"] == "pass"
+    assert result.report["verification"]["tolerance"]["precision"] == "fp16"
+    ops = _ops(result.artifact)
+    assert ("DEQUANTIZE", 3) in ops
+    types = {t.type for t in read_model(result.artifact).subgraphs[0].tensors if t.buffer}
+    assert schema.TensorType.FLOAT16 in types
+    fp32 = compile_spec(SPECS / "v3_small.mnet", target="tflite", resolution=64, out_dir=tmp_path / "32")
+    assert result.artifact.stat().st_size < 0.6 * fp32.artifact.stat().st_size
+
+
+def test_image_input_takes_pixels_and_normalises_inside(tmp_path):
+    result = compile_spec(
+        SPECS / "v2.mnet",
+        target="tflite",
+        alpha=0.35,
+        resolution=64,
+        out_dir=tmp_path,
+        options=TargetOptions(image_input=True),
+    )
+    assert result.report["verification"]["verdict"] == "pass"
+    from ai_edge_litert.interpreter import Interpreter
+
+    (inp,) = Interpreter(model_path=str(result.artifact)).get_input_details()
+    assert inp["dtype"] == np.uint8
+
+
+@pytest.mark.parametrize(
+    "arch,spec,width", [("mobilenet_v2", "v2.mnet", "0.5"), ("mobilenet_v3_large", "v3_large.mnet", "1.0")]
+)
+def test_tflite_matches_torchvision(tmp_path, arch, spec, width):
+    weights = FIXTURES / f"{arch}_w{width}.safetensors"
+    if not weights.exists():
+        weights = weights.with_suffix(".npz")
+    result = compile_spec(
+        SPECS / spec, target="tflite", alpha=float(width), resolution=64, weights=weights, out_dir=tmp_path
+    )
+    io = load_file(FIXTURES / f"{arch}_w{width}_r64.safetensors")
+    (y,) = run_litert(result.artifact, {"input": io["input"]})
+    expected = io["output"]
+    assert np.abs(y - expected).max() <= 1e-4 * np.abs(expected).max()
+    assert (y.argmax(1) == expected.argmax(1)).all()
+
+
+def test_corrupted_weight_buffer_fails_verify(tmp_path, capsys):
+    result = compile_spec(SPECS / "v2.mnet", target="tflite", alpha=0.35, resolution=64, out_dir=tmp_path)
+    data = bytearray(result.artifact.read_bytes())
+    model = schema.Model.GetRootAs(bytes(data), 0)
+    tensors = model.Subgraphs(0)
+    index = next(
+        i for i in range(tensors.TensorsLength()) if tensors.Tensors(i).Name().decode() == "stage3.block0.expand.weight"
+    )
+    raw = model.Buffers(tensors.Tensors(index).Buffer()).DataAsNumpy().tobytes()
+    # Find the buffer in the file by its bytes, then scale the weights by 1.5.
+    start = bytes(data).index(raw)
+    weights = np.frombuffer(raw, np.float32) * 1.5
+    data[start : start + len(raw)] = weights.astype(np.float32).tobytes()
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(bytes(data))
+    assert main(["verify", str(broken)]) == 3
+    assert "LiteRT" in capsys.readouterr().err
+
+
+GROUPED = """\
+name = grouped
+input_channels = 3
+base_resolution = 32
+classes = 10
+activation = relu
+width_rounding = make_divisible(divisor=8)
+padding = same
+
+block grouped(c: channels)
+    conv(3, c, groups=2)
+end
+
+| operator       | c  | s |
+|----------------|----|---|
+| conv2d 3x3     | 16 | 2 |
+| grouped        | 16 |   |
+| avgpool global |    |   |
+| fc             | k  |   |
+"""
+
+
+def test_grouped_convolution_is_bad_input_naming_the_line_and_target(tmp_path, capsys):
+    spec = tmp_path / "grouped.mnet"
+    spec.write_text(GROUPED)
+    out = tmp_path / "out"
+    assert main(["compile", str(spec), "--target", "tflite", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--target tflite cannot express a grouped convolution (2 groups of 16 channels)" in err, err
+    assert f"{spec}:16:3: error" in err  # the table row that uses the block
+    assert not out.exists() or not any(out.iterdir())
+    assert main(["compile", str(spec), "--target", "onnx", "-o", str(out)]) == 0  # ONNX can
+
+
+def test_report_names_the_layout(tmp_path):
+    result = compile_spec(SPECS / "v1.mnet", target="tflite", alpha=0.25, resolution=32, out_dir=tmp_path)
+    report = json.loads(result.report_path.read_text())
+    assert report["tflite"] == {"precision": "fp32", "image_input": False, "labels": 0, "layout": "NHWC"}
