@@ -205,6 +205,7 @@ def _compile(args) -> int:
             f"int8 ({q['calibration']}): against mnc's fake-quant reference SQNR {m['sqnr_db']} dB, cosine "
             f"{m['cosine']:.5f}; against fp32 SQNR {f['sqnr_db']} dB, top-1 agreement {f['top1_agreement']:.3f}"
         )
+    _print_check_summaries(v)
     for run in v.get("runs", []):
         m = run["metrics"]
         print(
@@ -214,6 +215,12 @@ def _compile(args) -> int:
     print(f"  reference: {v['reference']}")
     print(f"report: {result.report_path}")
     return 0
+
+
+def _print_check_summaries(verification: dict, indent: str = "") -> None:
+    for section in verification.values():
+        if isinstance(section, dict) and "summary" in section:
+            print(indent + section["summary"])
 
 
 def _ir(args) -> int:
@@ -285,6 +292,7 @@ def _verify(args) -> int:
         if "versus_fp32" in result:
             m = result["metrics"]
             print(f"  int8 against mnc's fake-quant reference: SQNR {m['sqnr_db']} dB, cosine {m['cosine']:.5f}")
+            _print_check_summaries(result, indent="  ")
         for run in result.get("runs", []):
             m = run["metrics"]
             print(

@@ -194,3 +194,82 @@ def test_report_names_the_layout(tmp_path):
     result = compile_spec(SPECS / "v1.mnet", target="tflite", alpha=0.25, resolution=32, out_dir=tmp_path)
     report = json.loads(result.report_path.read_text())
     assert report["tflite"] == {"precision": "fp32", "image_input": False, "labels": 0, "layout": "NHWC"}
+
+
+# ---- int8 ---------------------------------------------------------------------------------------
+
+DIGITS = ROOT / "tests" / "fixtures" / "digits"
+
+
+@pytest.mark.parametrize("spec", ["v1.mnet", "v3_small.mnet"])
+def test_int8_every_layer_within_one_step_of_the_fake_quant_reference(tmp_path, spec):
+    from mnc.pipeline import Quantization
+
+    result = compile_spec(
+        SPECS / spec,
+        target="tflite",
+        resolution=64,
+        out_dir=tmp_path,
+        quantization=Quantization("synthetic", samples=8),
+    )
+    v = result.report["verification"]
+    assert v["verdict"] == "pass" and v["layers"]["verdict"] == "pass" and v["layers"]["max_lsb"] <= 1
+    assert v["layers"]["layers"] > 30
+    ops = dict(_ops(result.artifact))
+    assert ops["CONV_2D"] == 3 and ops["DEPTHWISE_CONV_2D"] == 3 and ops["FULLY_CONNECTED"] == 4
+    assert ops["QUANTIZE"] == 1 and ops["DEQUANTIZE"] == 2
+    model = read_model(result.artifact)
+    tensors = {t.name.decode(): t for t in model.subgraphs[0].tensors}
+    dw = next(t for n, t in tensors.items() if n.endswith(".dw.weight"))
+    assert dw.type == schema.TensorType.INT8 and dw.quantization.quantizedDimension == 3
+    assert set(dw.quantization.zeroPoint) == {0} and len(dw.quantization.scale) == dw.shape[3]
+    for name, t in tensors.items():
+        if name.endswith("softmax") or name.endswith("se.gate"):
+            assert (t.quantization.scale[0], t.quantization.zeroPoint[0]) == (1 / 256, -128)
+    assert result.artifact.stat().st_size < 0.3 * 4 * result.report["params"] + 200_000
+
+
+def test_int8_keeps_the_trained_networks_accuracy(tmp_path):
+    from mnc.pipeline import Quantization
+    from mnc.samples import normalise
+
+    common = dict(target="tflite", alpha=0.35, resolution=32, weights=DIGITS / "mobilenet_v2_digits.safetensors")
+    q = compile_spec(
+        SPECS / "v2.mnet", out_dir=tmp_path / "q", quantization=Quantization(str(DIGITS / "calib"), 64), **common
+    )
+    f = compile_spec(SPECS / "v2.mnet", out_dir=tmp_path / "f", **common)
+    data = np.load(DIGITS / "heldout.npz")
+    from mnc.frontend import load_spec
+
+    x = normalise(load_spec(SPECS / "v2.mnet").settings, data["images"].astype(np.float32))
+    (yq,) = run_litert(q.artifact, {"input": x})
+    (yf,) = run_litert(f.artifact, {"input": x})
+    labels = data["labels"]
+    assert (yq.argmax(1) == labels).mean() >= (yf.argmax(1) == labels).mean() - 0.01
+    assert (yq.argmax(1) == yf.argmax(1)).mean() >= 0.98
+
+
+def test_corrupted_int8_weights_fail_at_their_layer(tmp_path, capsys):
+    from mnc.pipeline import Quantization
+
+    result = compile_spec(
+        SPECS / "v2.mnet",
+        target="tflite",
+        alpha=0.35,
+        resolution=32,
+        out_dir=tmp_path,
+        quantization=Quantization("synthetic", samples=8),
+    )
+    data = bytearray(result.artifact.read_bytes())
+    model = schema.Model.GetRootAs(bytes(data), 0)
+    sub = model.Subgraphs(0)
+    index = next(i for i in range(sub.TensorsLength()) if sub.Tensors(i).Name().decode() == "stage3.block0.dw.weight")
+    raw = model.Buffers(sub.Tensors(index).Buffer()).DataAsNumpy().tobytes()
+    start = bytes(data).index(raw)
+    ints = np.frombuffer(raw, np.int8).copy()
+    ints[::7] = -ints[::7]  # flip the sign of one weight in seven
+    data[start : start + len(raw)] = ints.tobytes()
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(bytes(data))
+    assert main(["verify", str(broken)]) == 3
+    assert "layer 'stage3.block0.dw'" in capsys.readouterr().err

@@ -18,6 +18,7 @@ import numpy as np
 
 from mnc.artifact import ArtifactRecord
 from mnc.errors import InputError, Loc
+from mnc.ir.activations import FUSABLE
 from mnc.ir.graph import Graph
 
 
@@ -107,6 +108,7 @@ class Int8Check:
     section: dict
     passed: bool
     failure: str = ""
+    summary: str = ""  # one line for the terminal, when the check is worth showing there
 
 
 class Target:
@@ -115,6 +117,12 @@ class Target:
     choices: ClassVar[dict[str, Choice]] = {}  # the flags this target takes
     ops: ClassVar[Mapping[str, Callable]]  # IR op → lowering
     activations: ClassVar[Mapping[str, Callable]]  # activation name → lowering
+    # The activations fuse_act may fold into a conv/fc for this target (default: every fusable one).
+    fused_activations: ClassVar[tuple[str, ...]] = FUSABLE
+    # Whether an int8 artifact's output must agree with the fake-quant reference as a whole (cosine).
+    # A target whose int8_checks compare every layer with it instead only reports the end-to-end
+    # figures: on deep random-weight networks the kernels' 1-LSB rounding differences grow with depth.
+    int8_end_to_end_gate: ClassVar[bool] = True
 
     # ---- options ----------------------------------------------------------------------
 

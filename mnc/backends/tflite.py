@@ -22,10 +22,19 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from mnc.artifact import ArtifactRecord
-from mnc.backends.target import Choice, Executor, NetworkFacts, Target, output_name, read_labels
+from mnc.backends.target import (
+    Choice,
+    Executor,
+    Int8Check,
+    Int8Plan,
+    NetworkFacts,
+    Target,
+    output_name,
+    read_labels,
+)
 from mnc.errors import InputError
 from mnc.ir.graph import Graph
-from mnc.ir.node import Node
+from mnc.ir.node import Affine, Node
 
 Op = schema.BuiltinOperator
 Opt = schema.BuiltinOptions
@@ -36,9 +45,33 @@ SIGNATURE = "serving_default"
 BUFFER_ALIGNMENT = 16  # the schema's force_align for buffer data, which the Python packer ignores
 PRECISIONS = ("fp32", "fp16")
 FUSED = {"relu": Act.RELU, "relu6": Act.RELU6}  # activations a conv/fc/add can carry
-# Operator versions as TensorFlow's converter sets them for the float graphs mnc writes
-# (tensorflow/lite/tools/versioning/op_version.cc); DEQUANTIZE of float16 weights is version 3.
-FLOAT_VERSIONS = {Op.DEQUANTIZE: 3}
+# Operator versions as TensorFlow's converter sets them (tensorflow/lite/tools/versioning/op_version.cc):
+# float ops are version 1; with int8 tensors, these. DEQUANTIZE is 3 for float16 weights, 2 for int8;
+# MUL is 3 where in1_scale·in2_scale/out_scale ≥ 1. An operator code takes the highest version of its uses.
+INT8_VERSIONS = {
+    Op.CONV_2D: 3,
+    Op.DEPTHWISE_CONV_2D: 3,
+    Op.FULLY_CONNECTED: 4,
+    Op.ADD: 2,
+    Op.MUL: 2,
+    Op.MEAN: 2,
+    Op.PAD: 2,
+    Op.SOFTMAX: 2,
+    Op.LOGISTIC: 2,
+    Op.RELU: 2,
+    Op.RELU6: 2,
+    Op.DEQUANTIZE: 2,
+}
+# TFLite's integer kernels requantize with fixed-point multipliers and, for hard swish, logistic and
+# softmax, fixed-point approximations; the fake-quant reference rounds the exact real result once.
+# Fed the same int8 inputs, each layer may then differ by one rounding step (measured: ≤ 1 LSB on
+# every layer of V1, V2, V3 and MnasNet with seeded weights, and of the trained digits network).
+LAYER_LSB_BOUND = 1.0
+INT8_SCHEME = (
+    "TFLite full-integer: int8 activations (per-tensor, asymmetric), int8 weights (per-output-channel "
+    "symmetric, [-127, 127]), int32 bias at input·weight scale; float input and output through "
+    "QUANTIZE/DEQUANTIZE"
+)
 
 
 @dataclass(frozen=True)
@@ -85,15 +118,18 @@ class _Writer:
     """Collects the tensors, buffers, operators and operator codes of one subgraph."""
 
     fp16: bool = False
+    int8: bool = False
     tensors: list = field(default_factory=list)
     buffers: list = field(default_factory=lambda: [_AlignedBuffer()])  # buffer 0: the empty sentinel
     operators: list = field(default_factory=list)
-    opcodes: dict = field(default_factory=dict)  # (builtin, version) → index
+    opcodes: dict = field(default_factory=dict)  # builtin → [index, version]
     names: dict = field(default_factory=dict)  # IR node → tensor index of its output
 
-    def tensor(self, name: str, shape: list[int], dtype: int = T.FLOAT32, data: bytes | None = None) -> int:
+    def tensor(
+        self, name: str, shape: list[int], dtype: int = T.FLOAT32, data: bytes | None = None, quantization=None
+    ) -> int:
         t = schema.TensorT()
-        t.name, t.shape, t.type = name, list(shape), dtype
+        t.name, t.shape, t.type, t.quantization = name, list(shape), dtype, quantization
         if data is not None:
             buffer = _AlignedBuffer()
             buffer.data = data
@@ -103,6 +139,41 @@ class _Writer:
             t.shapeSignature = [-1, *shape[1:]]  # activations: any batch
         self.tensors.append(t)
         return len(self.tensors) - 1
+
+    def activation(self, name: str, shape: list[int], q: Affine | None = None) -> int:
+        """An activation tensor: int8 with its quantisation in an int8 model, else float32."""
+        if self.int8 and q is not None:
+            return self.tensor(name, shape, T.INT8, quantization=_affine(q))
+        return self.tensor(name, shape)
+
+    def output(self, name: str, node: Node) -> int:
+        return self.activation(name, _nhwc(node.shape), node.qparams.output if node.qparams else None)
+
+    def like(self, name: str, shape: list[int], x: int) -> int:
+        """A tensor of the same type and quantisation as tensor x (what PAD and RESHAPE need)."""
+        return self.tensor(name, shape, self.tensors[x].type, quantization=self.tensors[x].quantization)
+
+    def weights(self, name: str, node: Node, layout, dim: int) -> int:
+        """A conv/fc weight in TFLite's layout (`layout` maps the IR's array to it): int8 per channel
+        along `dim` in an int8 model, else float (float16 behind DEQUANTIZE in an fp16 model)."""
+        q = node.qparams.weight if node.qparams is not None and self.int8 else None
+        if q is None:
+            return self.constant(name, layout(node.params["weight"]), weight=True)
+        ints = np.ascontiguousarray(layout(q.q), dtype=np.int8)
+        return self.tensor(name, list(ints.shape), T.INT8, ints.tobytes(), _per_channel(q.scale, dim))
+
+    def bias(self, name: str, node: Node, channels: int) -> int:
+        q = node.qparams.bias if node.qparams is not None and self.int8 else None
+        if q is None:
+            bias = node.params["bias"] if node.attrs["bias"] else np.zeros(channels, np.float32)
+            return self.constant(name, bias, weight=True)
+        ints = np.ascontiguousarray(q.q, dtype=np.int32)
+        return self.tensor(name, [channels], T.INT32, ints.tobytes(), _per_channel(q.scale, 0))
+
+    def scalar(self, name: str, value: float, int8: bool) -> int:
+        if not int8:
+            return self.constant(name, np.float32(value))
+        return self.tensor(name, [], T.INT8, np.int8(127).tobytes(), _affine(Affine(value / 127.0, 128)))
 
     def constant(self, name: str, array: np.ndarray, weight: bool = False) -> int:
         """A float32 constant; a weight in an fp16 model is float16 in the file, widened by DEQUANTIZE."""
@@ -121,21 +192,47 @@ class _Writer:
     def op(
         self, builtin: int, inputs: list[int], outputs: list[int], options_type: int = Opt.NONE, options=None
     ) -> int:
-        version = FLOAT_VERSIONS.get(builtin, 1)
-        code = self.opcodes.setdefault((builtin, version), len(self.opcodes))
+        version = self._version(builtin, inputs, outputs)
+        code = self.opcodes.setdefault(builtin, [len(self.opcodes), version])
+        code[1] = max(code[1], version)
         o = schema.OperatorT()
-        o.opcodeIndex, o.inputs, o.outputs = code, list(inputs), list(outputs)
+        o.opcodeIndex, o.inputs, o.outputs = code[0], list(inputs), list(outputs)
         o.builtinOptionsType, o.builtinOptions = options_type, options
         self.operators.append(o)
         return outputs[0]
 
+    def _version(self, builtin: int, inputs: list[int], outputs: list[int]) -> int:
+        first = self.tensors[inputs[0]]
+        if builtin == Op.DEQUANTIZE:
+            return 3 if first.type == T.FLOAT16 else 2
+        if first.type != T.INT8:
+            return 1
+        if builtin == Op.MUL:
+            scale = lambda i: np.float32(self.tensors[i].quantization.scale[0])  # noqa: E731
+            return 3 if scale(inputs[0]) * scale(inputs[1]) / scale(outputs[0]) >= 1.0 else 2
+        return INT8_VERSIONS.get(builtin, 1)
+
     def codes(self) -> list:
         result = []
-        for (builtin, version), _ in sorted(self.opcodes.items(), key=lambda kv: kv[1]):
+        for builtin, (_, version) in sorted(self.opcodes.items(), key=lambda kv: kv[1][0]):
             c = schema.OperatorCodeT()
             c.builtinCode, c.deprecatedBuiltinCode, c.version = builtin, min(builtin, 127), version
             result.append(c)
         return result
+
+
+def _affine(q: Affine) -> schema.QuantizationParametersT:
+    """mnc's uint8 grid as TFLite's int8 one: the same scale, the zero point 128 lower."""
+    return _options(schema.QuantizationParametersT, scale=[float(q.scale)], zeroPoint=[int(q.zero_point) - 128])
+
+
+def _per_channel(scale: np.ndarray, dim: int) -> schema.QuantizationParametersT:
+    return _options(
+        schema.QuantizationParametersT,
+        scale=[float(s) for s in scale],
+        zeroPoint=[0] * len(scale),
+        quantizedDimension=dim,
+    )
 
 
 def _options(cls, **values):
@@ -154,17 +251,19 @@ def _unsupported(what: str, name: str, node: Node) -> InputError:
 
 def _hsigmoid(w: _Writer, x: int, out: int, name: str) -> int:
     """relu6(x + 3)/6: ADD with a fused RELU6, then MUL, as TensorFlow's converter lowers it."""
-    shifted = w.tensor(f"{name}.plus3", w.tensors[x].shape)
+    int8 = w.tensors[x].type == T.INT8
+    # In an int8 model relu6(x + 3) is held on the fixed grid of [0, 6].
+    shifted = w.activation(f"{name}.plus3", w.tensors[x].shape, Affine(6.0 / 255.0, 0) if int8 else None)
     w.op(
         Op.ADD,
-        [x, w.constant(f"{name}.three", np.float32(3.0))],
+        [x, w.scalar(f"{name}.three", 3.0, int8)],
         [shifted],
         Opt.AddOptions,
         _options(schema.AddOptionsT, fusedActivationFunction=Act.RELU6),
     )
     return w.op(
         Op.MUL,
-        [shifted, w.constant(f"{name}.sixth", np.float32(1.0 / 6.0))],
+        [shifted, w.scalar(f"{name}.sixth", 1.0 / 6.0, int8)],
         [out],
         Opt.MulOptions,
         _options(schema.MulOptionsT),
@@ -190,10 +289,10 @@ ACTIVATIONS = {
 def _with_activation(w: _Writer, name: str, node: Node, emit) -> None:
     """Emit an op whose activation is fused where TFLite can fuse it, else a separate op after it."""
     fn = node.attrs.get("fused_act")
-    out = w.tensor(name, _nhwc(node.shape))
+    out = w.output(name, node)
     if fn is None or fn in FUSED:
         emit(out, FUSED.get(fn, Act.NONE))
-    else:
+    else:  # an int8 graph has none of these: the target fuses only what TFLite can (FUSED)
         pre = w.tensor(f"{name}.preact", _nhwc(node.shape))
         emit(pre, Act.NONE)
         ACTIVATIONS[fn](w, pre, out, f"{name}.act")
@@ -213,23 +312,20 @@ def _conv(w: _Writer, graph: Graph, name: str, node: Node, xs: list[int]) -> Non
     else:
         padding = schema.Padding.VALID
         if any(a["pads"]):
-            padded = w.tensor(f"{name}.pad", [1, h + top + bottom, wd + left + right, c_in])
+            padded = w.like(f"{name}.pad", [1, h + top + bottom, wd + left + right, c_in], x)
             paddings = w.int32(f"{name}.paddings", [[0, 0], [top, bottom], [left, right], [0, 0]])
             x = w.op(Op.PAD, [x, paddings], [padded], Opt.PadOptions, _options(schema.PadOptionsT))
-    weight = p["weight"]
-    out_channels = weight.shape[0]
-    bias = p["bias"] if a["bias"] else np.zeros(out_channels, np.float32)
+    out_channels = p["weight"].shape[0]
+    b = w.bias(f"{name}.bias", node, out_channels)
     groups = a["groups"]
     if groups == 1:
-        filt = w.constant(f"{name}.weight", weight.transpose(0, 2, 3, 1), weight=True)  # OIHW → OHWI
-        b = w.constant(f"{name}.bias", bias, weight=True)
+        filt = w.weights(f"{name}.weight", node, lambda a: a.transpose(0, 2, 3, 1), 0)  # OIHW → OHWI
         options = _options(
             schema.Conv2DOptionsT, padding=padding, strideH=sh, strideW=sw, dilationHFactor=1, dilationWFactor=1
         )
         builtin, options_type = Op.CONV_2D, Opt.Conv2DOptions
     elif groups == c_in:  # depthwise, with out_channels / c_in filters per input channel
-        filt = w.constant(f"{name}.weight", weight[:, 0].transpose(1, 2, 0)[None], weight=True)  # O1HW → 1HWO
-        b = w.constant(f"{name}.bias", bias, weight=True)
+        filt = w.weights(f"{name}.weight", node, lambda a: a[:, 0].transpose(1, 2, 0)[None], 3)  # O1HW → 1HWO
         options = _options(
             schema.DepthwiseConv2DOptionsT,
             padding=padding,
@@ -251,16 +347,19 @@ def _conv(w: _Writer, graph: Graph, name: str, node: Node, xs: list[int]) -> Non
 
 
 def _fc(w: _Writer, graph: Graph, name: str, node: Node, xs: list[int]) -> None:
-    weight = node.params["weight"]
+    out_features = node.params["weight"].shape[0]
     (producer,) = graph.inputs_of(name)
     source = graph.input_shapes(producer)[0] if graph.node(producer).op == "flatten" else None
-    if source is not None and len(source) == 3 and source[1] * source[2] > 1:
-        # The flattened map was C×H×W in the IR and is H×W×C here: reorder the weight's columns.
-        c, h, wd = source
-        weight = weight.reshape(-1, c, h, wd).transpose(0, 2, 3, 1).reshape(weight.shape[0], -1)
-    filt = w.constant(f"{name}.weight", weight, weight=True)
-    bias = node.params["bias"] if node.attrs["bias"] else np.zeros(weight.shape[0], np.float32)
-    b = w.constant(f"{name}.bias", bias, weight=True)
+
+    def layout(weight: np.ndarray) -> np.ndarray:
+        if source is not None and len(source) == 3 and source[1] * source[2] > 1:
+            # The flattened map was C×H×W in the IR and is H×W×C here: reorder the weight's columns.
+            c, h, wd = source
+            return weight.reshape(-1, c, h, wd).transpose(0, 2, 3, 1).reshape(out_features, -1)
+        return weight
+
+    filt = w.weights(f"{name}.weight", node, layout, 0)
+    b = w.bias(f"{name}.bias", node, out_features)
 
     def emit(out: int, act: int) -> None:
         w.op(
@@ -275,6 +374,8 @@ def _fc(w: _Writer, graph: Graph, name: str, node: Node, xs: list[int]) -> None:
 
 
 def _batchnorm(w: _Writer, graph: Graph, name: str, node: Node, xs: list[int]) -> None:
+    if w.int8:
+        raise _unsupported("an unfolded batch norm in an int8 model (the default passes fold it)", name, node)
     p = {k: v.astype(np.float64) for k, v in node.params.items()}
     scale = p["gamma"] / np.sqrt(p["var"] + node.attrs["eps"])
     scaled = w.tensor(f"{name}.scaled", _nhwc(node.shape))
@@ -290,7 +391,7 @@ def _batchnorm(w: _Writer, graph: Graph, name: str, node: Node, xs: list[int]) -
 
 
 def _act(w: _Writer, graph: Graph, name: str, node: Node, xs: list[int]) -> None:
-    out = w.tensor(name, _nhwc(node.shape))
+    out = w.output(name, node)
     w.names[name] = ACTIVATIONS[node.attrs["fn"]](w, xs[0], out, name)
 
 
@@ -298,7 +399,9 @@ def _add(w: _Writer, graph: Graph, name: str, node: Node, xs: list[int]) -> None
     total = xs[0]
     for i, other in enumerate(xs[1:]):
         last = i == len(xs) - 2
-        out = w.tensor(name if last else f"{name}.{i}", _nhwc(node.shape))
+        if not last and w.int8:
+            raise _unsupported("a sum of more than two tensors in an int8 model", name, node)
+        out = w.output(name, node) if last else w.tensor(f"{name}.{i}", _nhwc(node.shape))
         total = w.op(Op.ADD, [total, other], [out], Opt.AddOptions, _options(schema.AddOptionsT))
     w.names[name] = total
 
@@ -306,7 +409,7 @@ def _add(w: _Writer, graph: Graph, name: str, node: Node, xs: list[int]) -> None
 def _simple(builtin: int, options_type: int = Opt.NONE, options=None, extra=None):
     def lower(w: _Writer, graph: Graph, name: str, node: Node, xs: list[int]) -> None:
         inputs = xs + (extra(w, graph, name, node) if extra else [])
-        out = w.tensor(name, _nhwc(node.shape))
+        out = w.output(name, node)
         w.names[name] = w.op(builtin, inputs, [out], options_type, options() if options else None)
 
     return lower
@@ -339,8 +442,18 @@ OPS = {
 
 
 def _input(w: _Writer, graph: Graph, options: TFLiteOptions) -> int:
+    """The model's input, normalised (image input) and quantised (int8) as the first node expects it."""
     (name,) = graph.inputs
-    shape = _nhwc(graph.node(name).shape)
+    node = graph.node(name)
+    x = _float_input(w, _nhwc(node.shape), options)
+    if not w.int8:
+        return x
+    return w.op(
+        Op.QUANTIZE, [x], [w.output(f"{INPUT_NAME}.int8", node)], Opt.QuantizeOptions, _options(schema.QuantizeOptionsT)
+    )
+
+
+def _float_input(w: _Writer, shape: list[int], options: TFLiteOptions) -> int:
     if not options.image_input:
         return w.tensor(INPUT_NAME, shape)
     # 8-bit pixels; the spec's per-channel normalisation (p/255 − mean)/std happens inside the model.
@@ -370,9 +483,9 @@ def _input(w: _Writer, graph: Graph, options: TFLiteOptions) -> int:
 
 
 def build_model(graph: Graph, metadata: dict[str, str], options: TFLiteOptions) -> bytes:
-    w = _Writer(fp16=options.precision == "fp16")
-    graph_input = _input(w, graph, options)
     (input_node,) = graph.inputs
+    w = _Writer(fp16=options.precision == "fp16", int8=graph.node(input_node).qparams is not None)
+    graph_input = _input(w, graph, options)
     w.names[input_node] = graph_input
     for name in graph.topo():
         node = graph.node(name)
@@ -380,6 +493,15 @@ def build_model(graph: Graph, metadata: dict[str, str], options: TFLiteOptions) 
             OPS[node.op](w, graph, name, node, [w.names[p] for p in graph.inputs_of(name)])
     (out_node,) = graph.outputs
     output = w.names[out_node]
+    if w.int8:  # float output
+        shape = w.tensors[output].shape
+        output = w.op(
+            Op.DEQUANTIZE,
+            [output],
+            [w.tensor(output_name(graph), shape)],
+            Opt.DequantizeOptions,
+            _options(schema.DequantizeOptionsT),
+        )
     w.tensors[output].name = output_name(graph)
     subgraph = schema.SubGraphT()
     subgraph.tensors, subgraph.operators, subgraph.name = w.tensors, w.operators, "main"
@@ -464,6 +586,32 @@ def _run_reference_kernels(artifact, feeds):
     return run_litert(artifact, feeds, reference_kernels=True)
 
 
+def _int8_tensors(artifact, batch: np.ndarray) -> dict[str, tuple[np.ndarray, float, int]]:
+    """Every int8 activation of the model on a batch (NCHW), with the reference kernels: name →
+    (values as written, scale, zero point)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    x = np.ascontiguousarray(np.transpose(batch, (0, 2, 3, 1)), dtype=np.float32)
+    with _quiet_native_stderr():
+        interpreter = Interpreter(
+            model_path=str(artifact),
+            num_threads=1,
+            experimental_preserve_all_tensors=True,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
+        )
+        (inp,) = interpreter.get_input_details()
+        interpreter.resize_tensor_input(inp["index"], list(x.shape))
+        interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], x)
+    interpreter.invoke()
+    found = {}
+    for t in interpreter.get_tensor_details():
+        scale, zero_point = t["quantization"]
+        if t["dtype"] == np.int8 and scale > 0 and len(t["shape"]) > 1 and t["shape"][0] == len(x):
+            found[t["name"]] = (interpreter.get_tensor(t["index"]).copy(), float(scale), int(zero_point))
+    return found
+
+
 def run_litert_reference(artifact, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     """The reference kernels, in a child process: on some graphs they abort the process instead of
     returning an error, and an abort must be a failed verification, not a crash of mnc."""
@@ -487,6 +635,8 @@ class TFLiteTarget(Target):
     }
     ops = OPS
     activations = ACTIVATIONS
+    fused_activations = tuple(FUSED)  # the others keep a tensor of their own: int8 needs its range
+    int8_end_to_end_gate = False  # int8_checks compares every layer
 
     def make_options(self, values: dict, network: NetworkFacts) -> TFLiteOptions:
         labels = read_labels(values["labels"], network.classes) if values["labels"] else None
@@ -498,6 +648,11 @@ class TFLiteTarget(Target):
             std=network.std,
             description=network.description.get("short_description", ""),
         )
+
+    def int8_plan(self, options: TFLiteOptions) -> Int8Plan:
+        if options.precision != "fp32":
+            raise InputError(f"--quantize int8 with --precision {options.precision}: int8 models keep int8 weights")
+        return Int8Plan(weight_bits=8, activations=True, scheme=INT8_SCHEME)
 
     def record_fields(self, options: TFLiteOptions) -> dict:
         return {"precision": options.precision, "image_input": options.image_input}
@@ -519,6 +674,64 @@ class TFLiteTarget(Target):
         except Exception as exc:  # the flatbuffer reader raises several types for corrupt input
             raise InputError(f"'{path}' is not a readable TFLite model ({type(exc).__name__}: {exc})") from None
         return {_text(m.name): _text(model.buffers[m.buffer].data) for m in model.metadata or []}
+
+    def int8_checks(self, artifact: Path, quantized: Graph, images: np.ndarray, output: np.ndarray) -> list[Int8Check]:
+        """Every layer against the fake-quant reference of that layer, fed the artifact's own int8
+        inputs (the reference kernels', in a child process): a wrong weight, scale or layout shows
+        at its layer, and rounding differences cannot compound through the depth of the network."""
+        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures.process import BrokenProcessPool
+
+        from mnc.quant.interpreter import FakeQuantInterpreter
+
+        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            try:
+                tensors = pool.submit(_int8_tensors, str(artifact), images).result()
+            except BrokenProcessPool:
+                return [
+                    Int8Check(
+                        "layers",
+                        {"error": "the reference kernels aborted"},
+                        False,
+                        "LiteRT's reference kernels aborted the process running this model",
+                    )
+                ]
+
+        def real(node_name: str) -> np.ndarray:
+            values, scale, zero_point = tensors[f"{INPUT_NAME}.int8" if node_name in quantized.inputs else node_name]
+            r = (values.astype(np.float64) - zero_point) * scale
+            return np.transpose(r, (0, 3, 1, 2)) if r.ndim == 4 else r
+
+        reference = FakeQuantInterpreter(quantized)
+        layers, worst = {}, ("", 0.0)
+        for name in quantized.topo():
+            node = quantized.node(name)
+            if node.op == "input":
+                continue
+            expected = reference.run_node(name, node, [real(p) for p in quantized.inputs_of(name)])
+            # Both sides lie on the layer's grid: count whole steps.
+            lsb = float(np.rint(np.abs(real(name) - expected) / node.qparams.output.scale).max())
+            layers[name] = lsb
+            worst = max(worst, (name, lsb), key=lambda kv: kv[1])
+        passed = worst[1] <= LAYER_LSB_BOUND
+        return [
+            Int8Check(
+                "layers",
+                {
+                    "executor": "LiteRT interpreter (reference kernels), every int8 tensor",
+                    "layers": len(layers),
+                    "max_lsb": round(worst[1], 3),
+                    "worst_layer": worst[0],
+                    "bound_lsb": LAYER_LSB_BOUND,
+                    "verdict": "pass" if passed else "fail",
+                },
+                passed,
+                f"layer '{worst[0]}' is {worst[1]:.1f} LSB from mnc's fake-quant reference of that layer "
+                f"(bound {LAYER_LSB_BOUND} LSB)",
+                f"verified layer by layer with LiteRT's reference kernels: {len(layers)} layers, at most "
+                f"{worst[1]:g} LSB from mnc's fake-quant reference of each (bound {LAYER_LSB_BOUND:g})",
+            )
+        ]
 
     def executors(self) -> list[Executor]:
         return [

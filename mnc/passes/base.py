@@ -64,22 +64,20 @@ def _unfolded_batchnorms(graph: Graph) -> list[str]:
     return [n for n in graph if graph.node(n).op == "batchnorm" and absorbing_producer(graph, n)]
 
 
-def _unfused_activations(graph: Graph) -> list[str]:
+def _unfused_activations(graph: Graph, activations: tuple[str, ...] = activations.FUSABLE, **_) -> list[str]:
     return [
         n
         for n in graph
-        if graph.node(n).op == "act"
-        and graph.node(n).attrs["fn"] in activations.FUSABLE
-        and absorbing_producer(graph, n)
+        if graph.node(n).op == "act" and graph.node(n).attrs["fn"] in activations and absorbing_producer(graph, n)
     ]
 
 
-# Property → the nodes that violate it.
-PROPERTIES: dict[str, Callable[[Graph], list[str]]] = {
-    "batchnorm_folded": _unfolded_batchnorms,
+# Property → the nodes that violate it. A promised property is checked with the options its pass ran with.
+PROPERTIES: dict[str, Callable[..., list[str]]] = {
+    "batchnorm_folded": lambda g, **_: _unfolded_batchnorms(g),
     "activations_fused": _unfused_activations,
-    "no_dead_nodes": lambda g: g.dead_nodes(),
+    "no_dead_nodes": lambda g, **_: g.dead_nodes(),
     # Float rewrites would leave quantisation parameters that no longer fit the weights.
-    "unquantized": lambda g: [n for n in g if g.node(n).qparams is not None],
-    "quantization_rules": rules.rules_broken,
+    "unquantized": lambda g, **_: [n for n in g if g.node(n).qparams is not None],
+    "quantization_rules": lambda g, **_: rules.rules_broken(g),
 }

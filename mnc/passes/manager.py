@@ -85,7 +85,7 @@ def run_pipeline(
             changed, details = result if isinstance(result, tuple) else (result, {})
             graph.validate(require_params=True)
             check_shapes(graph)
-            _check_properties(graph, p, p.ensures, "promised")
+            _check_properties(graph, p, p.ensures, "promised", options.get(name, {}))
         except (GraphError, ShapeError, KeyError, ValueError) as exc:
             raise _pass_error(name, names[:i], exc) from exc
         after = graph.op_counts()
@@ -107,9 +107,9 @@ def run_pipeline(
     return graph, records
 
 
-def _check_properties(graph: Graph, p: Pass, properties: tuple[str, ...], verb: str) -> None:
+def _check_properties(graph: Graph, p: Pass, properties: tuple[str, ...], verb: str, options=None) -> None:
     for prop in properties:
-        bad = PROPERTIES[prop](graph)
+        bad = PROPERTIES[prop](graph, **(options or {}))
         if bad:
             raise GraphError(f"{verb} '{prop}' but {len(bad)} node(s) violate it", bad[0], graph.node(bad[0]).src)
 

@@ -56,6 +56,11 @@ def record_of(built: Built, passes: list[str], **fields) -> ArtifactRecord:
     )
 
 
+def pass_options(target: Target, pipeline: list[str]) -> dict[str, dict]:
+    """What the target asks of the passes: which activations fuse_act may fold into a conv/fc."""
+    return {"fuse_act": {"activations": target.fused_activations}} if "fuse_act" in pipeline else {}
+
+
 def network_facts(built: Built) -> NetworkFacts:
     s = built.spec.settings
     return NetworkFacts(
@@ -117,7 +122,7 @@ def compile_spec(
     with background_pool() as pool:
         reference_future = None if plan else start_reference(built.graph, settings, resolution_px, seed, pool)
         with timings.stage("passes"):
-            optimised, pass_records = run_pipeline(built.graph, pipeline)
+            optimised, pass_records = run_pipeline(built.graph, pipeline, options=pass_options(backend, pipeline))
         emitted = optimised
         if plan is not None:
             quantized = quantize(optimised, built, quantization, plan)
@@ -268,7 +273,8 @@ def verify_file(
     )
     settings, res = built.spec.settings, built.config.resolution
     if record is not None and record.quantized:  # int8: rebuild the quantised IR from the recorded ranges
-        optimised, _ = run_pipeline(built.graph, [p for p in record.passes if p != QUANTIZE_PASS])
+        passes = [p for p in record.passes if p != QUANTIZE_PASS]
+        optimised, _ = run_pipeline(built.graph, passes, options=pass_options(target, passes))
         quantized, _ = quantize_with_ranges(optimised, record.activation_ranges, record.weight_bits or 8)
         activations = record.int8_activations is not False
         verification = verify_int8(

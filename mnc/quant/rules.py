@@ -8,19 +8,23 @@ from mnc.ir.node import Affine
 
 # Ops whose output keeps its input's scale and zero point (their integer kernels do not requantise).
 SAME_SCALE = ("global_avgpool", "flatten")
-# Softmax's output lies in [0, 1]: the fixed scale 1/256 (zero point 0) every int8 runtime uses.
+# Softmax's and the logistic sigmoid's outputs lie in [0, 1]: the fixed scale 1/256 (zero point 0;
+# int8 runtimes' −128) that TFLite's kernels require of them.
 SOFTMAX_OUTPUT = Affine(1.0 / 256.0, 0)
+SIGMOID_OUTPUT = SOFTMAX_OUTPUT
 # Ops with int8 weights (per output channel) and, where they have one, an int32 bias.
 WITH_WEIGHTS = ("conv", "fc")
 
 
 def fixed_output(graph: Graph, name: str) -> Affine | None:
     """The output quantisation an op's rule dictates, or None where calibration decides it."""
-    op = graph.node(name).op
-    if op in SAME_SCALE:
+    node = graph.node(name)
+    if node.op in SAME_SCALE:
         return graph.node(graph.inputs_of(name)[0]).qparams.output
-    if op == "softmax":
+    if node.op == "softmax":
         return SOFTMAX_OUTPUT
+    if node.op == "act" and node.attrs["fn"] == "sigmoid":  # a sigmoid fused into a conv keeps its range
+        return SIGMOID_OUTPUT
     return None
 
 

@@ -117,6 +117,7 @@ def verify_int8(
         _quant_metrics(output, expected),
         target.int8_checks(artifact, quantized, images, output),
         layers[:5],
+        target.int8_end_to_end_gate,
     )
 
 
