@@ -249,6 +249,22 @@ def test_int8_keeps_the_trained_networks_accuracy(tmp_path):
     assert (yq.argmax(1) == yf.argmax(1)).mean() >= 0.98
 
 
+def test_int8_with_image_input_is_fed_pixels(tmp_path):
+    from mnc.pipeline import Quantization
+
+    result = compile_spec(
+        SPECS / "v2.mnet",
+        target="tflite",
+        alpha=0.35,
+        resolution=32,
+        out_dir=tmp_path,
+        quantization=Quantization("synthetic", samples=8),
+        options=TargetOptions(image_input=True),
+    )
+    assert result.report["verification"]["layers"]["verdict"] == "pass"
+    assert main(["verify", str(result.artifact)]) == 0
+
+
 def test_corrupted_int8_weights_fail_at_their_layer(tmp_path, capsys):
     from mnc.pipeline import Quantization
 

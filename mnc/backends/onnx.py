@@ -265,7 +265,7 @@ class OnnxTarget(Target):
     def executors(self) -> list[Executor]:
         return [Executor("ONNX Runtime (CPUExecutionProvider, all graph optimisations)", run_onnx)]
 
-    def int8_checks(self, artifact: Path, quantized: Graph, images: np.ndarray, output: np.ndarray) -> list[Int8Check]:
+    def int8_checks(self, artifact: Path, quantized: Graph, feed: np.ndarray, output: np.ndarray) -> list[Int8Check]:
         """Saturation is excluded by a bound on the weights (a proof, not a sample), and gating.
         ONNX Runtime's integer kernels are compared with the same QDQ graph run in float (its
         optimisations off), reported only: on random-weight networks their ≤ 1-LSB rounding
@@ -279,7 +279,7 @@ class OnnxTarget(Target):
             default=0,
         )
         saturation_free = largest <= SATURATION_FREE_MAX_WEIGHT
-        (plain,) = run_onnx(artifact, {INPUT_NAME: images}, optimise=False)
+        (plain,) = run_onnx(artifact, {INPUT_NAME: feed}, optimise=False)
         lsb = quantized.node(quantized.outputs[0]).qparams.output.scale
         lsb_off = np.round(np.abs(output - plain) / lsb)
         return [

@@ -155,7 +155,7 @@ class Target:
     def int8_plan(self, options) -> Int8Plan:
         raise InputError(f"--quantize int8 is not available for --target {self.name}")
 
-    def int8_checks(self, artifact: Path, quantized: Graph, images: np.ndarray, output: np.ndarray) -> list[Int8Check]:
+    def int8_checks(self, artifact: Path, quantized: Graph, feed: np.ndarray, output: np.ndarray) -> list[Int8Check]:
         """Checks of an int8 artifact beyond its agreement with the fake-quant reference."""
         return []
 

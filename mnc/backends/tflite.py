@@ -591,7 +591,7 @@ def _int8_tensors(artifact, batch: np.ndarray) -> dict[str, tuple[np.ndarray, fl
     (values as written, scale, zero point)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    x = np.ascontiguousarray(np.transpose(batch, (0, 2, 3, 1)), dtype=np.float32)
+    x = np.transpose(batch, (0, 2, 3, 1))
     with _quiet_native_stderr():
         interpreter = Interpreter(
             model_path=str(artifact),
@@ -602,7 +602,7 @@ def _int8_tensors(artifact, batch: np.ndarray) -> dict[str, tuple[np.ndarray, fl
         (inp,) = interpreter.get_input_details()
         interpreter.resize_tensor_input(inp["index"], list(x.shape))
         interpreter.allocate_tensors()
-    interpreter.set_tensor(inp["index"], x)
+    interpreter.set_tensor(inp["index"], np.ascontiguousarray(x, dtype=inp["dtype"]))
     interpreter.invoke()
     found = {}
     for t in interpreter.get_tensor_details():
@@ -675,7 +675,7 @@ class TFLiteTarget(Target):
             raise InputError(f"'{path}' is not a readable TFLite model ({type(exc).__name__}: {exc})") from None
         return {_text(m.name): _text(model.buffers[m.buffer].data) for m in model.metadata or []}
 
-    def int8_checks(self, artifact: Path, quantized: Graph, images: np.ndarray, output: np.ndarray) -> list[Int8Check]:
+    def int8_checks(self, artifact: Path, quantized: Graph, feed: np.ndarray, output: np.ndarray) -> list[Int8Check]:
         """Every layer against the fake-quant reference of that layer, fed the artifact's own int8
         inputs (the reference kernels', in a child process): a wrong weight, scale or layout shows
         at its layer, and rounding differences cannot compound through the depth of the network."""
@@ -686,7 +686,7 @@ class TFLiteTarget(Target):
 
         with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
             try:
-                tensors = pool.submit(_int8_tensors, str(artifact), images).result()
+                tensors = pool.submit(_int8_tensors, str(artifact), feed).result()
             except BrokenProcessPool:
                 return [
                     Int8Check(

@@ -163,6 +163,7 @@ def compile_spec(
                     resolution_px,
                     seed,
                     activations=plan.activations,
+                    image_input=bool(record.image_input),
                     timings=timings,
                 )
             if not verification.passed:
@@ -278,7 +279,16 @@ def verify_file(
         quantized, _ = quantize_with_ranges(optimised, record.activation_ranges, record.weight_bits or 8)
         activations = record.int8_activations is not False
         verification = verify_int8(
-            path, target, built.graph, quantized, optimised, settings, res, seed, activations=activations
+            path,
+            target,
+            built.graph,
+            quantized,
+            optimised,
+            settings,
+            res,
+            seed,
+            activations=activations,
+            image_input=bool(record.image_input),
         )
     else:
         verification = verify_float(

@@ -92,20 +92,22 @@ def verify_int8(
     seed: int,
     *,
     activations: bool = True,
+    image_input: bool = False,
     timings: Timings | None = None,
 ) -> Int8Verification:
     """Compare an int8 artifact with mnc's fake-quant interpreter of the quantised IR (weights only
     where the artifact keeps float activations) and with the fp32 reference, and run its target's
     own int8 checks."""
     timings = timings or Timings()
-    _, images = verification_inputs(settings, resolution, seed, INT8_BATCH)
+    pixels, images = verification_inputs(settings, resolution, seed, INT8_BATCH)
+    feed = pixels if image_input else images  # what the artifact takes
     with timings.stage("reference"):
         expected, interpreted = reference.reference_outputs(graph, images)
         fake = FakeQuantInterpreter(quantized, activations=activations).run({quantized.inputs[0]: images}, keep=True)
         fp32 = interpret(optimised, {optimised.inputs[0]: images}, keep=True)
     executor = target.executors()[0]
     with timings.stage("execute"):
-        (output,) = run_split(executor.run, artifact, {"input": images}, executor.split_samples)
+        (output,) = run_split(executor.run, artifact, {"input": feed}, executor.split_samples)
     out = quantized.outputs[0]
     layers = sorted(((n, sqnr(fp32[n], fake[n])) for n in quantized.topo() if n in fp32), key=lambda kv: kv[1])
     return Int8Verification(
@@ -115,7 +117,7 @@ def verify_int8(
         f"{INT8_BATCH} seeded image-like samples (verification stream)",
         _quant_metrics(output, fake[out]),
         _quant_metrics(output, expected),
-        target.int8_checks(artifact, quantized, images, output),
+        target.int8_checks(artifact, quantized, feed, output),
         layers[:5],
         target.int8_end_to_end_gate,
     )

@@ -138,7 +138,7 @@ class Int8Verification:
             "reference": (
                 "mnc fake-quant interpreter of the quantised IR"
                 + ("" if self.activations else ", int8 weights only")
-                + " (gating); "
+                + (" (gating); " if self.end_to_end_gate else " (gating layer by layer; the whole network reported); ")
                 + reference.DESCRIPTION
                 + " (reported)"
             ),
