@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mnc.backends import coreml, onnx, tflite
+from mnc.backends import coreml, onnx, ort, tflite
 from mnc.backends.target import FLAGS, NetworkFacts, Target, TargetOptions
 from mnc.errors import InputError
 
-TARGETS: dict[str, Target] = {t.name: t for t in (onnx.TARGET, coreml.TARGET, tflite.TARGET)}
+TARGETS: dict[str, Target] = {t.name: t for t in (onnx.TARGET, coreml.TARGET, tflite.TARGET, ort.TARGET)}
 DEFAULT_TARGET = onnx.TARGET.name  # of the library API; the command line asks for --target
 
 

@@ -164,8 +164,14 @@ class Target:
     def output_name(self, graph: Graph) -> str:
         return output_name(graph)
 
-    def write(self, graph: Graph, path: Path, record: ArtifactRecord, options) -> None:
+    def write(self, graph: Graph, path: Path, record: ArtifactRecord, options) -> dict | None:
+        """Write the artifact at `path` (and its companions beside it); may return facts of the
+        build for the target's section of the report."""
         raise NotImplementedError
+
+    def companions(self, artifact: Path) -> list[Path]:
+        """Files written beside the artifact that belong with it (installed with it)."""
+        return []
 
     def read_metadata(self, path: Path) -> dict[str, str]:
         """mnc's metadata of a saved artifact; InputError if the file is not a readable artifact."""

@@ -138,7 +138,7 @@ def compile_spec(
             )
         with staged(out) as tmp:
             with timings.stage("emit"):
-                backend.write(emitted, tmp, record, opts)
+                build_facts = backend.write(emitted, tmp, record, opts)
             if plan is None:
                 verification = verify_float(
                     tmp,
@@ -170,12 +170,14 @@ def compile_spec(
                 raise VerificationError(verification.failure(out.name))
             size, sha256 = digest(tmp)
             with timings.stage("write"):
+                for companion in backend.companions(tmp):
+                    install(companion, out.parent / companion.name)
                 install(tmp, out)
     report = _report(built, backend, pass_records, out, size, sha256, verification.as_dict(), optimised)
     if quantized is not None:
         report["quantization"] = quantized.info
-    target_section = backend.report_fields(opts)
-    if target_section is not None:
+    target_section = {**(backend.report_fields(opts) or {}), **(build_facts or {})}
+    if target_section:
         report[backend.name] = target_section
     if save_weights is not None:
         meta = record_of(built, list(record.passes)).to_metadata(with_spec_text=False)

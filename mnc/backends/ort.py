@@ -1,0 +1,166 @@
+"""The ONNX Runtime Mobile target: mnc's ONNX model converted to the ORT format by ONNX Runtime
+itself, as its own `convert_onnx_models_to_ort` tool does for ARM (`session.qdqisint8allowed`, no
+x86-only NCHWc layout), with the operator config a reduced-size ONNX Runtime build needs beside it.
+
+Reproducible bytes: ONNX Runtime writes its kernel-type resolver from a hash map whose seed comes
+from a memory address, so the entries' order changes from process to process. The conversion runs
+in a child process with address-space randomisation turned off (Linux `personality`), which makes
+the bytes the same from run to run; where that cannot be done, the report says the bytes vary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import io
+import logging
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from mnc.artifact import ArtifactRecord
+from mnc.backends import onnx as onnx_target
+from mnc.backends.target import Executor, Int8Plan, NetworkFacts, Target
+from mnc.errors import InputError
+from mnc.ir.graph import Graph
+from mnc.quant.scheme import weight_qmax
+
+CONFIG_SUFFIX = ".required_operators.config"
+WEIGHT_BITS = 8  # ARM's int8 kernels widen before they accumulate: nothing to saturate on the phone
+INT8_SCHEME = (
+    f"QDQ converted to the ORT format for ARM: activations uint8 per-tensor affine; weights int8 "
+    f"per-output-channel symmetric in [-{weight_qmax(WEIGHT_BITS)}, {weight_qmax(WEIGHT_BITS)}] (8-bit); bias "
+    "int32 with scale input_scale·weight_scale"
+)
+ADDR_NO_RANDOMIZE = 0x0040000
+_CONVERT = """
+import sys
+import onnxruntime as ort
+source, target = sys.argv[1:3]
+so = ort.SessionOptions()
+so.optimized_model_filepath = target
+so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+so.intra_op_num_threads = 1
+so.log_severity_level = 3
+so.add_session_config_entry("session.save_model_format", "ORT")
+so.add_session_config_entry("session.qdqisint8allowed", "1")  # the model is for ARM
+ort.InferenceSession(source, so, providers=["CPUExecutionProvider"], disabled_optimizers=["NchwcTransformer"])
+"""
+
+
+def _without_aslr() -> None:
+    """In the child, before exec: a fixed address-space layout (best effort)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.personality(ADDR_NO_RANDOMIZE)
+    except (OSError, AttributeError):
+        pass
+
+
+def _aslr_can_be_disabled() -> bool:
+    if platform.system() != "Linux":
+        return False
+    probe = subprocess.run(["cat", "/proc/self/personality"], preexec_fn=_without_aslr, capture_output=True, text=True)
+    return probe.returncode == 0 and int(probe.stdout.strip() or "0", 16) & ADDR_NO_RANDOMIZE != 0
+
+
+def convert(onnx_path: Path, ort_path: Path) -> bool:
+    """ONNX → ORT format in a child process; returns whether the bytes are reproducible."""
+    fixed = _aslr_can_be_disabled()
+    done = subprocess.run(
+        [sys.executable, "-c", _CONVERT, str(onnx_path), str(ort_path)],
+        preexec_fn=_without_aslr if fixed else None,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"ONNX Runtime could not convert the model: {done.stderr.strip()[-500:]}")
+    return fixed
+
+
+def operator_config(ort_path: Path) -> bytes:
+    """The operator config of a reduced-size ONNX Runtime build that runs this model."""
+    from onnxruntime.tools.ort_format_model.utils import create_config_from_models
+
+    config = ort_path.with_name(ort_path.name[: -len(".ort")] + CONFIG_SUFFIX)
+    logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)  # it logs each file it writes
+    with contextlib.redirect_stdout(io.StringIO()):
+        create_config_from_models([ort_path], config, False)
+    # The tool writes the model's path as a comment: keep the file free of where it was built.
+    lines = [line for line in config.read_text().splitlines() if not line.startswith("# - ")]
+    config.write_text("\n".join(lines) + "\n")
+    return config.read_bytes()
+
+
+def run_ort(artifact, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run the .ort file in ONNX Runtime, as an app would (all optimisations). On x86 without VNNI
+    the u8×s8 kernels would saturate with 8-bit weights, which the phone's do not: the precise
+    u8×u8 path (`session.x64quantprecision`) gives the same verdict on every host."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.x64quantprecision", "1")
+    session = ort.InferenceSession(str(artifact), options, providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+class OrtTarget(Target):
+    name = "ort"
+    suffix = ".ort"
+    ops = onnx_target.OPS  # the model is mnc's ONNX model, converted
+    activations = onnx_target.ACTIVATIONS
+
+    def make_options(self, values: dict, network: NetworkFacts) -> dict:
+        return {"short_description": network.description.get("short_description", "")}
+
+    def int8_plan(self, options) -> Int8Plan:
+        return Int8Plan(weight_bits=WEIGHT_BITS, activations=True, scheme=INT8_SCHEME)
+
+    def companions(self, artifact: Path) -> list[Path]:
+        return [artifact.with_name(artifact.name[: -len(self.suffix)] + CONFIG_SUFFIX)]
+
+    def write(self, graph: Graph, path: Path, record: ArtifactRecord, options: dict) -> dict:
+        path = Path(path)
+        source = path.with_name(path.name + ".source.onnx")
+        source.write_bytes(onnx_target.emit(graph, record.to_metadata(), options.get("short_description", "")))
+        try:
+            reproducible = convert(source, path)
+        finally:
+            source.unlink(missing_ok=True)
+        operator_config(path)
+        why = (
+            "address-space randomisation off during the conversion"
+            if reproducible
+            else (
+                "no: ONNX Runtime orders its kernel-type resolver by a hash seeded from a memory address, and "
+                "address-space randomisation could not be turned off here"
+            )
+        )
+        return {"reproducible_bytes": reproducible, "reproducibility": why}
+
+    def report_fields(self, options) -> dict:
+        return {
+            "format": "ORT (flatbuffers), converted for ARM (session.qdqisint8allowed=1, no NCHWc layout)",
+            "operator_config": f"beside the model: <name>{CONFIG_SUFFIX}",
+        }
+
+    def read_metadata(self, path: Path) -> dict[str, str]:
+        import onnxruntime as ort
+
+        try:
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ONNX Runtime raises several types for a corrupt model
+            raise InputError(f"'{path}' is not a readable ORT format model ({type(exc).__name__})") from None
+        return dict(session.get_modelmeta().custom_metadata_map)
+
+    def executors(self) -> list[Executor]:
+        return [Executor("ONNX Runtime (CPUExecutionProvider, ORT format, x64 quantisation precision)", run_ort)]
+
+
+TARGET = OrtTarget()
