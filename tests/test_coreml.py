@@ -255,6 +255,9 @@ def test_image_input_and_labels_make_a_verified_classifier(tmp_path):
     spec = ct.utils.load_spec(str(result.artifact))
     assert spec.description.input[0].type.HasField("imageType") and spec.description.input[0].name == "input"
     assert spec.description.predictedFeatureName == "classLabel"
+    # What Xcode shows: an image classifier's preview, and a description of every feature.
+    assert spec.description.metadata.userDefined["com.apple.coreml.model.preview.type"] == "imageClassifier"
+    assert all(f.shortDescription for f in [*spec.description.input, *spec.description.output])
     program = CoreMLProgram(result.artifact)
     classify = next(op for op in program.operations if op.type == "classify")
     assert program.argument(classify.inputs["classes"].arguments[0]) == [f"digit {i}" for i in range(10)]

@@ -2,6 +2,7 @@
 config, reproducible bytes, and int8 with 8-bit weights verified with the same verdict on every host."""
 
 import numpy as np
+import pytest
 from conftest import ROOT, SPECS
 
 from mnc.backends.ort import CONFIG_SUFFIX, run_ort
@@ -11,6 +12,13 @@ from mnc.pipeline import Quantization, compile_spec
 from mnc.samples import normalise
 
 DIGITS = ROOT / "tests" / "fixtures" / "digits"
+ALL_SPECS = sorted(SPECS.glob("*.mnet")) + sorted((ROOT / "examples" / "specs").glob("*.mnet"))
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=lambda p: p.stem)
+def test_every_spec_converts_and_verifies(tmp_path, spec):
+    result = compile_spec(spec, target="ort", resolution=64, out_dir=tmp_path)
+    assert result.report["verification"]["verdict"] == "pass"
 
 
 def test_ort_model_with_operator_config_and_reproducible_bytes(tmp_path):

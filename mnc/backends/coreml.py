@@ -110,9 +110,34 @@ def write(graph: Graph, path: Path, metadata: dict[str, str], options: CoreMLOpt
     meta.versionString = options.metadata.get("version", "")
     for key, value in metadata.items():
         meta.userDefined[key] = str(value)
+    _describe_features(spec, graph, options)
     ct.utils.save_spec(spec, str(path), weights_dir=model.weights_dir)
     # save_spec serialises map fields (the metadata) in an unstable order; rewrite it stably.
     (Path(path) / "Data" / "com.apple.CoreML" / "model.mlmodel").write_bytes(spec.SerializeToString(deterministic=True))
+
+
+def _describe_features(spec, graph: Graph, options: CoreMLOptions) -> None:
+    """What Xcode shows of the model: its kind (an image classifier gets a preview) and a short
+    description of each input and output."""
+    (input_node,) = graph.inputs
+    c, h, w = graph.node(input_node).shape
+    if options.image_input and options.labels:
+        spec.description.metadata.userDefined["com.apple.coreml.model.preview.type"] = "imageClassifier"
+    for feature in spec.description.input:
+        feature.shortDescription = (
+            f"{w}×{h} {'RGB' if c == 3 else 'grayscale'} image; mnc applies the spec's normalisation"
+            if options.image_input
+            else f"1×{c}×{h}×{w} float32, normalised as the spec says ((pixel/255 − mean)/std)"
+        )
+    for feature in spec.description.output:
+        if feature.name == spec.description.predictedFeatureName:
+            feature.shortDescription = "the most likely class label"
+        elif feature.name == spec.description.predictedProbabilitiesName:
+            feature.shortDescription = "probability of each class label"
+        else:
+            feature.shortDescription = (
+                "class probabilities" if output_name(graph) == "probabilities" else "class scores (logits)"
+            )
 
 
 def _program(graph: Graph, shape: tuple, target, options: CoreMLOptions):
