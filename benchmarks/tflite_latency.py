@@ -151,16 +151,16 @@ def main() -> None:
             for name, ts in times.items():
                 size = models[name].stat().st_size / 1e6
                 print(f"{name:<18} {threads:>7} {1e3 * med[name]:>10.2f} {1e3 * min(ts):>7.2f} {size:>8.2f}")
-            line = (
-                f"  {threads} thread(s): int8 speed-up (fp32/int8 median): mnc {med['mnc fp32'] / med['mnc int8']:.2f}×"
-            )
+            speedup = f"mnc {med['mnc fp32'] / med['mnc int8']:.2f}×"
             if not args.no_peer:
-                line += f", peer {med['peer fp32 (Keras)'] / med['peer int8 (Keras)']:.2f}×"
+                speedup += f", peer {med['peer fp32 (Keras)'] / med['peer int8 (Keras)']:.2f}×"
                 for q in ("fp32", "int8"):
                     m, pr = times[f"mnc {q}"], times[f"peer {q} (Keras)"]
-                    line += f"; mnc/peer {q}: median {med[f'mnc {q}'] / med[f'peer {q} (Keras)']:.3f}"
-                    line += f", min {min(m) / min(pr):.3f}"
-            print(line)
+                    ratio = med[f"mnc {q}"] / med[f"peer {q} (Keras)"]
+                    print(
+                        f"  {threads} thread(s), mnc/peer {q} latency: median {ratio:.3f}, min {min(m) / min(pr):.3f}"
+                    )
+            print(f"  {threads} thread(s), int8 speed-up (fp32/int8, median): {speedup}")
         size_ratio = models["mnc int8"].stat().st_size / models["mnc fp32"].stat().st_size
         print(f"  mnc file size int8/fp32: {size_ratio:.3f}")
 

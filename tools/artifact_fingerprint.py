@@ -40,6 +40,10 @@ VARIANTS = {  # name → extra arguments of `mnc compile`
     "coreml_fp32": ["--target", "coreml", "--precision", "fp32"],
     "onnx_int8": ["--target", "onnx", *INT8],
     "coreml_int8_ios17": ["--target", "coreml", "--deployment-target", "iOS17", *INT8],
+    "tflite": ["--target", "tflite", "--resolution", "96"],
+    "tflite_fp16": ["--target", "tflite", "--precision", "fp16", "--resolution", "96"],
+    "tflite_int8": ["--target", "tflite", "--resolution", "96", *INT8],
+    "ort": ["--target", "ort", "--resolution", "96"],
 }
 EXTRA = {  # (spec, variant name) → arguments, for paths the table above does not reach
     ("v1", "onnx_alpha0.5_r160"): ["--target", "onnx", "--alpha", "0.5", "--resolution", "160"],
@@ -137,6 +141,53 @@ def onnx_facts(path: Path, shape: list[int]) -> dict:
     }
 
 
+def ort_facts(path: Path, shape: list[int]) -> dict:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.add_session_config_entry("session.x64quantprecision", "1")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {"input": seeded_inputs(shape, False)})
+    return {
+        "file_sha256": sha(path.read_bytes()),
+        "outputs_sha256": sha(np.ascontiguousarray(out).tobytes()),
+        "outputs_head": [float(v) for v in np.ravel(out)[:4]],
+    }
+
+
+def tflite_facts(path: Path, shape: list[int], image: bool) -> dict:
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.interpreter import Interpreter
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(path.read_bytes(), 0))
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    codes = model.operatorCodes
+    weights = {
+        bytes(t.name).decode(): sha(bytes(model.buffers[t.buffer].data))
+        for t in model.subgraphs[0].tensors
+        if t.buffer and model.buffers[t.buffer].data is not None
+    }
+    interpreter = Interpreter(model_path=str(path), num_threads=1)
+    (inp,) = interpreter.get_input_details()
+    x = np.transpose(seeded_inputs(shape, image), (0, 2, 3, 1))
+    interpreter.resize_tensor_input(inp["index"], list(x.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(inp["index"], np.ascontiguousarray(x, dtype=inp["dtype"]))
+    interpreter.invoke()
+    out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    return {
+        "file_sha256": sha(path.read_bytes()),
+        "weights_sha256": sha(json.dumps(weights, sort_keys=True).encode()),
+        "ops": [
+            f"{names[codes[o.opcodeIndex].builtinCode]}:v{codes[o.opcodeIndex].version}"
+            for o in model.subgraphs[0].operators
+        ],
+        "outputs_sha256": sha(np.ascontiguousarray(out).tobytes()),
+        "outputs_head": [float(v) for v in np.ravel(out)[:4]],
+    }
+
+
 def coreml_facts(path: Path, shape: list[int], image: bool) -> dict:
     try:
         from mnc.verify.coreml_exec import CoreMLProgram, run_coreml
@@ -177,6 +228,10 @@ def build(spec: Path, variant: str, args: list[str], work: Path) -> dict:
     shape = report["artifact"]["input"]["shape"][1:]
     if artifact.suffix == ".onnx":
         record["artifact"] = onnx_facts(artifact, shape)
+    elif artifact.suffix == ".ort":
+        record["artifact"] = ort_facts(artifact, shape)
+    elif artifact.suffix == ".tflite":
+        record["artifact"] = tflite_facts(artifact, shape, "--image-input" in args)
     else:
         record["artifact"] = coreml_facts(artifact, shape, "--image-input" in args)
     verify_args = ["--weights", args[args.index("--weights") + 1]] if "--weights" in args else []
