@@ -10,10 +10,11 @@ Latency: ai_edge_litert's Interpreter with its default op resolver (XNNPACK dele
 random float32 NHWC input of the model's input shape, set before each run; only invoke() is timed. All four
 models are measured in one process at 1 and 2 threads (num_threads); they alternate on every run, in an
 order rotated every round, so bursts of noise from other tenants of the host fall on all of them alike.
-Each interpreter owns an XNNPACK thread pool whose workers spin briefly after a run before sleeping; at 2
-threads on 2 cores an idle pool's spinning can steal the core the running one needs, so --per-round N (N
-consecutive runs of a model) is there to check whether alternating every run costs anything. The minimum
-is printed beside the median.
+Each interpreter owns an XNNPACK thread pool whose workers spin briefly after a run, and LiteRT's Python API
+has no switch for it (ONNX Runtime's allow_spinning); unlike ORT's, it does not hurt here: at 2 threads on
+2 idle cores the Keras fp32 model took a median 2.77 ms alternating every run, 2.82 ms with --per-round 10
+and 2.78 ms alone. Another process busy on one core does hurt: 2 threads then run no faster than 1
+(medians ~6 ms, minima ~3.6 ms), so run it on a quiet host. The minimum is printed beside the median.
 
 Compile time: whole-process wall time of `mnc compile specs/v2.mnet --target tflite` (fp32, verification
 included) against the peer script (fp32, TensorFlow's import included), alternating, medians compared.
