@@ -35,9 +35,6 @@ class Loc:
         """A whole file, for inputs without lines (weights, data)."""
         return Loc(str(path), 0, 0)
 
-    def as_dict(self) -> dict:
-        return {"file": self.path, "line": self.line, "column": self.col}
-
 
 @dataclass
 class Diagnostic:

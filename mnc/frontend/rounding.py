@@ -16,10 +16,6 @@ class WidthRounding:
             return max(int(channels * alpha), self.value)
         return make_divisible(channels * alpha, self.value)
 
-    def describe(self) -> str:
-        key = "min" if self.policy == "truncate" else "divisor"
-        return f"{self.policy}({key}={self.value})"
-
 
 def make_divisible(v: float, divisor: int) -> int:
     """Nearest multiple of `divisor` (at least `divisor`) that loses no more than 10 % of v;
