@@ -53,7 +53,7 @@ def compile_v2(repeats: int) -> None:
                 capture_output=True,
             )
             walls.append(time.perf_counter() - start)
-            stages.append(json.loads((Path(out) / "v2_1.0_224.report.json").read_text())["timings_s"])
+            stages.append(json.loads((Path(out) / "v2_1.0_224.onnx.report.json").read_text())["timings_s"])
     print(
         f"mnc compile specs/v2.mnet --target onnx: median wall {statistics.median(walls):.2f} s "
         f"over {repeats} runs (min {min(walls):.2f}, max {max(walls):.2f})"

@@ -58,7 +58,7 @@ def main() -> None:
         timed(mnc_cmd), timed(peer_cmd)  # warm the file cache for both
         for _ in range(args.repeats):
             mnc_times.append(timed(mnc_cmd))
-            stages.append(json.loads(Path(f"{tmp}/mnc/v2_1.0_224.report.json").read_text())["timings_s"])
+            stages.append(json.loads(Path(f"{tmp}/mnc/v2_1.0_224.mlpackage.report.json").read_text())["timings_s"])
             peer_times.append(timed(peer_cmd))
     m, pr = statistics.median(mnc_times), statistics.median(peer_times)
     print(f"MobileNetV2 1.0/224 → .mlpackage, {args.repeats} alternating runs each (median, min–max):")

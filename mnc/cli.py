@@ -1,22 +1,31 @@
 """The `mnc` command: parses arguments, calls the library, formats results and exit codes.
 It names no target: target choices and target flags come from the registry in mnc/backends.
 
-Exit codes: 0 success; 2 bad input (spec, arguments, weights, data); 3 verification failed;
-1 an internal error (a bug: the traceback is printed so it can be reported).
+Exit codes: 0 success; 2 bad input (spec, arguments, weights, data, an unwritable destination);
+3 verification failed; 70 an internal error (a bug: one line naming a crash file with the
+traceback; --debug prints it); 130 interrupted (Ctrl-C), 143 terminated (SIGTERM); 141 when the
+reader of the output goes away. Nothing is half-written in any of these cases.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import sys
+import tempfile
+import traceback
 
 from mnc import __version__
 from mnc.backends import TARGETS, targets_taking
 from mnc.backends.target import FLAGS, TargetOptions
-from mnc.errors import InputError, MncError
+from mnc.errors import EXIT_INTERNAL, InputError, MncError
 from mnc.quant.calibrate import METHODS as CALIBRATION_METHODS
 from mnc.weights.layouts import LAYOUTS
+
+EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_BROKEN_PIPE = 130, 143, 141
 
 
 class _Parser(argparse.ArgumentParser):
@@ -86,11 +95,18 @@ def _add_target_flags(group) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="mnc", description="Compile MobileNet-style network specs into verified mobile models.")
+    parser = _Parser(
+        prog="mnc",
+        description="Compile MobileNet-style network specs into verified mobile models.",
+        epilog="exit codes: 0 success, 2 bad input, 3 verification failed, 70 internal error (a crash file names "
+        "the traceback; --debug prints it), 130 interrupted, 143 terminated",
+    )
     parser.add_argument("--version", action="version", version=f"mnc {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="print the traceback of an internal error")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("compile", help="build, verify and write a model")
+    p = sub.add_parser("compile", parents=[common], help="build, verify and write a model")
     p.add_argument("spec", help="network spec (.mnet)")
     _add_shape_options(p)
     p.add_argument("--target", required=True, choices=sorted(TARGETS), help="artifact format")
@@ -126,7 +142,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     _add_target_flags(p.add_argument_group("target options (each taken by the targets named)"))
 
-    p = sub.add_parser("ir", help="print the IR, before or after optimisation passes")
+    p = sub.add_parser("ir", parents=[common], help="print the IR, before or after optimisation passes")
     p.add_argument("spec", help="network spec (.mnet)")
     _add_shape_options(p)
     p.add_argument("--passes", default="default", metavar="PIPELINE", help="pipeline to run (default: default)")
@@ -137,12 +153,12 @@ def make_parser() -> argparse.ArgumentParser:
     )
     _add_weights_options(p)
 
-    p = sub.add_parser("summary", help="per-layer shapes, parameters and MACs")
+    p = sub.add_parser("summary", parents=[common], help="per-layer shapes, parameters and MACs")
     p.add_argument("spec", help="network spec (.mnet)")
     _add_shape_options(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    p = sub.add_parser("verify", help="re-check an existing artifact against its spec")
+    p = sub.add_parser("verify", parents=[common], help="re-check an existing artifact against its spec")
     p.add_argument("artifact", help="model file written by mnc compile")
     p.add_argument("--spec", help="network spec (default: the spec text recorded in the artifact)")
     _add_shape_options(p)
@@ -154,12 +170,58 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
-        return _COMMANDS[args.command](args)
+        with _signals_as_exceptions():
+            return _COMMANDS[args.command](args)
     except MncError as exc:
         print(exc.render(), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        print("mnc: interrupted; nothing was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print("mnc: terminated; nothing was written", file=sys.stderr)
+        return EXIT_TERMINATED
+    except BrokenPipeError:  # the reader went away (`mnc summary … | head -1`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except Exception:  # a bug: one line on the terminal, the traceback in a crash file
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        else:
+            print(_crash_report(argv), file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that every `finally` (staging folders) runs."""
+
+
+@contextlib.contextmanager
+def _signals_as_exceptions():
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    # A file-size limit makes writes fail with EFBIG (a clear message) instead of killing the process.
+    previous_xfsz = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGXFSZ, previous_xfsz)
+
+
+def _crash_report(argv) -> str:
+    exc_type, exc, _ = sys.exc_info()
+    text = f"mnc {__version__}\nargv: {sys.argv if argv is None else ['mnc', *argv]}\n\n" + traceback.format_exc()
+    try:
+        fd, path = tempfile.mkstemp(prefix="mnc-crash-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        where = f"the traceback is in {path}"
+    except OSError:
+        where = "run with --debug to see the traceback"
+    return f"mnc: internal error (a bug in mnc): {exc_type.__name__}: {exc}; {where} (--debug prints it)"
 
 
 def _compile(args) -> int:

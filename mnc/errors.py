@@ -1,7 +1,7 @@
 """Diagnostics: located, caret-annotated messages and the exceptions that carry them.
 
 Exit codes are part of the CLI contract: 2 for bad input (`InputError`), 3 for a
-failed numerical check (`VerificationError`), 1 for anything else (a bug).
+failed numerical check (`VerificationError`), 70 for anything else (a bug).
 """
 
 from __future__ import annotations
@@ -67,10 +67,13 @@ def _excerpt(loc: Loc | None) -> list[str]:
     return [f"  {text}", "  " + " " * (loc.col - 1) + "^" + "~" * (width - 1)]
 
 
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in mnc
+
+
 class MncError(Exception):
     """Base of the errors the CLI reports without a traceback."""
 
-    exit_code = 1
+    exit_code = EXIT_INTERNAL
 
     def __init__(self, diagnostics: list[Diagnostic] | Diagnostic | str, loc: Loc | None = None):
         if isinstance(diagnostics, str):

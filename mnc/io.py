@@ -1,11 +1,17 @@
 """Atomic output: a reader sees the old artifact or the complete new one, never half of one.
 
-Artifacts are staged next to their destination (same file system), verified there, then
-renamed into place. A package directory (.mlpackage) replaces an old one by two renames; between
-them, for an instant, neither exists."""
+Artifacts are staged next to their destination (same file system), verified there, then renamed
+into place with their report, under a lock on the destination folder, so that two compiles into
+one folder leave each artifact beside the report of the same run. A package directory
+(.mlpackage) replaces an old one by two renames; between them, for an instant, neither exists.
+Staging folders carry the process id: one left behind by a killed run is removed by the next.
+File-system failures (a destination that is a file, a read-only folder, a full disk, a file-size
+limit) are bad input naming the path, never a traceback."""
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import os
 import shutil
@@ -13,26 +19,78 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from mnc.errors import InputError
+
+
+def output_error(path: Path, exc: OSError) -> InputError:
+    if exc.errno in (errno.EEXIST, errno.ENOTDIR):
+        blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), path)
+        return InputError(f"cannot write into '{path}': '{blocker}' is a file, not a folder")
+    why = {
+        errno.EFBIG: "the file-size limit was reached",
+        errno.ENOSPC: "the disk is full",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+    }
+    return InputError(f"cannot write '{path}': {why.get(exc.errno, exc.strerror or str(exc))}")
+
 
 def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise output_error(path, exc) from None
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # as any other new file, not mkstemp's owner-only mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise output_error(path, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_staging(destination: Path) -> None:
+    """Staging folders of runs that were killed (their process is gone)."""
+    for sibling in destination.parent.glob(f".{destination.name}.*.staging"):
+        pid = sibling.name[len(destination.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
 @contextmanager
 def staged(destination: Path):
     """Yield a path beside `destination` to build the artifact at; it is removed unless installed."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(destination)
+        workdir = Path(
+            tempfile.mkdtemp(prefix=f".{destination.name}.{os.getpid()}.", suffix=".staging", dir=destination.parent)
+        )
+    except OSError as exc:
+        raise output_error(destination.parent, exc) from None
     try:
         yield workdir / destination.name
     finally:
@@ -47,6 +105,33 @@ def install(staged_path: Path, destination: Path) -> None:
         shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink()
     else:
         os.replace(staged_path, destination)
+
+
+@contextmanager
+def destination_lock(folder: Path):
+    """Held while an artifact and its report are put in place: concurrent compiles take turns.
+    The lock is the folder's own (flock on its descriptor): nothing is left behind."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError as exc:
+        raise output_error(folder, exc) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def publish(staged_path: Path, destination: Path, report_path: Path, report: bytes, companions=()) -> None:
+    """Put an artifact, its companions and its report in place as one step of one run."""
+    with destination_lock(destination.parent):
+        try:
+            for companion in companions:
+                install(companion, destination.parent / companion.name)
+            write_atomic(report_path, report)
+            install(staged_path, destination)
+        except OSError as exc:
+            raise output_error(destination, exc) from None
 
 
 def digest(path: Path) -> tuple[int, str]:

@@ -3,11 +3,13 @@ process beside the backend, and single-threaded executors splitting their sample
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
 import platform
+import signal
 import sys
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
@@ -34,12 +36,36 @@ def can_fork() -> bool:
     return platform.system() == "Linux" and "onnxruntime" not in sys.modules
 
 
-def background_pool() -> Executor:
+def _worker_init() -> None:
+    """A worker leaves Ctrl-C to the parent (no traceback of its own) and dies on SIGTERM."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def process_pool(method: str = "fork"):
+    """One worker process; if the caller is interrupted, the worker is ended, not waited for."""
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context(method), initializer=_worker_init)
+    try:
+        yield pool
+    except BaseException:
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+@contextlib.contextmanager
+def background_pool():
     """Where work runs beside the main thread's: a forked process (the second core, no GIL shared)
     where possible, else a thread."""
     if can_fork():
-        return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"))
-    return ThreadPoolExecutor(max_workers=1)
+        with process_pool("fork") as pool:
+            yield pool
+    else:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            yield pool
 
 
 def run_split(run: Callable, artifact, feed: dict[str, np.ndarray], split: bool) -> list[np.ndarray]:
@@ -49,7 +75,7 @@ def run_split(run: Callable, artifact, feed: dict[str, np.ndarray], split: bool)
     if not split or len(batch) < 2 or not can_fork():
         return run(artifact, feed)
     half = len(batch) // 2
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork")) as pool:
+    with process_pool("fork") as pool:
         first = pool.submit(run, artifact, {name: batch[:half]})
         (rest,) = run(artifact, {name: batch[half:]})
         (head,) = first.result()

@@ -364,7 +364,7 @@ def test_failed_verification_leaves_the_old_package(tmp_path, monkeypatch, capsy
         == 3
     )
     assert sorted(p.relative_to(package) for p in package.rglob("*")) == before
-    assert sorted(p.name for p in out.iterdir()) == ["v2_0.35_64.mlpackage", "v2_0.35_64.report.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["v2_0.35_64.mlpackage", "v2_0.35_64.mlpackage.report.json"]
 
 
 def test_a_fresh_process_compiles_and_verifies_a_package(tmp_path):
@@ -395,7 +395,7 @@ def test_a_fresh_process_compiles_and_verifies_a_package(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
-    report = json.loads((tmp_path / "v3_small_1.0_96.report.json").read_text())
+    report = json.loads((tmp_path / "v3_small_1.0_96.mlpackage.report.json").read_text())
     assert (
         report["verification"]["verdict"] == "pass" and report["verification"]["reference_check"]["verdict"] == "pass"
     )

@@ -11,7 +11,6 @@ the edges, outside the model.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import sys
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from mnc.backends.target import (
 from mnc.errors import InputError
 from mnc.ir.graph import Graph
 from mnc.ir.node import Affine, Node
+from mnc.parallel import process_pool
 
 Op = schema.BuiltinOperator
 Opt = schema.BuiltinOptions
@@ -615,10 +615,9 @@ def _int8_tensors(artifact, batch: np.ndarray) -> dict[str, tuple[np.ndarray, fl
 def run_litert_reference(artifact, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     """The reference kernels, in a child process: on some graphs they abort the process instead of
     returning an error, and an abort must be a failed verification, not a crash of mnc."""
-    from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with process_pool("spawn") as pool:
         try:
             return pool.submit(_run_reference_kernels, str(artifact), feeds).result()
         except BrokenProcessPool:
@@ -679,12 +678,11 @@ class TFLiteTarget(Target):
         """Every layer against the fake-quant reference of that layer, fed the artifact's own int8
         inputs (the reference kernels', in a child process): a wrong weight, scale or layout shows
         at its layer, and rounding differences cannot compound through the depth of the network."""
-        from concurrent.futures import ProcessPoolExecutor
         from concurrent.futures.process import BrokenProcessPool
 
         from mnc.quant.interpreter import FakeQuantInterpreter
 
-        with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with process_pool("spawn") as pool:
             try:
                 tensors = pool.submit(_int8_tensors, str(artifact), feed).result()
             except BrokenProcessPool:

@@ -202,11 +202,16 @@ def _check_ranges(values: dict, locs: dict[str, Loc], problems: Collector) -> No
     for key in ("input_channels", "base_resolution", "classes"):
         if key in values and values[key] < 1:
             problems.error(f"'{key}' must be at least 1, got {values[key]}", locs[key])
+    if values.get("base_resolution", 0) > MAX_RESOLUTION:
+        problems.error(
+            f"'base_resolution' {values['base_resolution']} is too large (at most {MAX_RESOLUTION})",
+            locs["base_resolution"],
+        )
     if "alpha" in values:
         message = alpha_problem(values["alpha"])
         if message:
             problems.error(message, locs["alpha"])
-    if "rho" in values:
+    if "rho" in values and values.get("base_resolution", 0) <= MAX_RESOLUTION:
         message = rho_problem(values["rho"], values.get("base_resolution"))
         if message:
             problems.error(message, locs["rho"])

@@ -21,8 +21,6 @@ PIPELINES: dict[str, list[str]] = {
 class PassError(MncError):
     """A pass broke the graph or its promise: a bug in mnc, reported with everything needed to find it."""
 
-    exit_code = 1
-
 
 def resolve_pipeline(text: str) -> list[str]:
     """`none`, `default`, or a comma-separated list of pass names; ordering constraints checked."""

@@ -14,7 +14,7 @@ from mnc.backends import get_target, target_of, target_options
 from mnc.backends.target import NetworkFacts, Target, TargetOptions
 from mnc.errors import InputError, VerificationError
 from mnc.frontend import load_spec, load_spec_text
-from mnc.io import digest, install, staged, write_atomic
+from mnc.io import digest, output_error, publish, staged, write_atomic
 from mnc.ir.cost import graph_cost
 from mnc.ir.graph import Graph
 from mnc.parallel import background_pool, single_threaded_blas
@@ -24,6 +24,8 @@ from mnc.pipeline.quantize import PASS as QUANTIZE_PASS
 from mnc.pipeline.quantize import Quantization, quantize, quantize_with_ranges
 from mnc.verify.check import start_reference, verify_float, verify_int8
 from mnc.weights.save import weights_bytes
+
+REPORT_SUFFIX = ".report.json"  # beside the artifact, named after it: every artifact keeps its own
 
 
 @dataclass
@@ -138,7 +140,10 @@ def compile_spec(
             )
         with staged(out) as tmp:
             with timings.stage("emit"):
-                build_facts = backend.write(emitted, tmp, record, opts)
+                try:
+                    build_facts = backend.write(emitted, tmp, record, opts)
+                except OSError as exc:
+                    raise output_error(out, exc) from None
             if plan is None:
                 verification = verify_float(
                     tmp,
@@ -169,23 +174,19 @@ def compile_spec(
             if not verification.passed:
                 raise VerificationError(verification.failure(out.name))
             size, sha256 = digest(tmp)
-            with timings.stage("write"):
-                for companion in backend.companions(tmp):
-                    install(companion, out.parent / companion.name)
-                install(tmp, out)
-    report = _report(built, backend, pass_records, out, size, sha256, verification.as_dict(), optimised)
-    if quantized is not None:
-        report["quantization"] = quantized.info
-    target_section = {**(backend.report_fields(opts) or {}), **(build_facts or {})}
-    if target_section:
-        report[backend.name] = target_section
-    if save_weights is not None:
-        meta = record_of(built, list(record.passes)).to_metadata(with_spec_text=False)
-        write_atomic(Path(save_weights), weights_bytes(built.graph, meta))
-        report["weights"]["saved_to"] = str(save_weights)
-    report["timings_s"] = timings.as_dict()
-    report_path = out.with_name(out.name[: -len(backend.suffix)] + ".report.json")
-    write_atomic(report_path, (json.dumps(report, indent=2) + "\n").encode())
+            report = _report(built, backend, pass_records, out, size, sha256, verification.as_dict(), optimised)
+            if quantized is not None:
+                report["quantization"] = quantized.info
+            target_section = {**(backend.report_fields(opts) or {}), **(build_facts or {})}
+            if target_section:
+                report[backend.name] = target_section
+            if save_weights is not None:
+                meta = record_of(built, list(record.passes)).to_metadata(with_spec_text=False)
+                write_atomic(Path(save_weights), weights_bytes(built.graph, meta))
+                report["weights"]["saved_to"] = str(save_weights)
+            report["timings_s"] = timings.as_dict()
+            report_path = out.with_name(out.name + REPORT_SUFFIX)
+            publish(tmp, out, report_path, (json.dumps(report, indent=2) + "\n").encode(), backend.companions(tmp))
     return CompileResult(out, report_path, report)
 
 

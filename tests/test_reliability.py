@@ -1,0 +1,156 @@
+"""Every way a run can end: signals, a closed pipe, an unwritable destination, a crash, a killed run's
+leftovers, concurrent compiles into one folder. Each in its own process where the process matters."""
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import SPECS
+
+from mnc.cli import main
+from mnc.io import digest
+
+SMALL = ["--alpha", "0.25", "--resolution", "32"]
+
+
+def _mnc(*args, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnc", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **kwargs,
+    )
+
+
+def _group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.parametrize("sig,code,word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_a_signal_mid_compile_ends_cleanly(tmp_path, sig, code, word):
+    out = tmp_path / "out"
+    proc = _mnc("compile", str(SPECS / "v2.mnet"), "--target", "coreml", "-o", str(out))
+    deadline = time.monotonic() + 60
+    while not any(out.glob(".*.staging")) and time.monotonic() < deadline:  # the build has started
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert err.strip() == f"mnc: {word}; nothing was written"  # one line, no traceback (a worker's neither)
+    assert list(out.iterdir()) == []  # no artifact, no report, no staging folder
+    time.sleep(0.2)
+    assert _group_gone(proc.pid)  # no worker process left behind
+
+
+def test_a_killed_runs_staging_folder_is_removed_by_the_next_run(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f".v1_0.25_32.onnx.{dead.pid}.abc123.staging"
+    stale.mkdir()
+    (stale / "v1_0.25_32.onnx").write_bytes(b"half")
+    assert main(["compile", str(SPECS / "v1.mnet"), "--target", "onnx", *SMALL, "-o", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v1_0.25_32.onnx", "v1_0.25_32.onnx.report.json"]
+
+
+def test_a_closed_pipe_stops_quietly():
+    long_spec = (SPECS / "v2.mnet").read_text().replace("| 6 | 320  | 1 | 1 |", "| 6 | 320  | 400 | 1 |")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from mnc.cli import main; sys.exit(main())", "summary", "/dev/stdin"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    proc.stdin.write(long_spec.encode())
+    proc.stdin.close()
+    proc.stdout.readline()
+    proc.stdout.close()  # as `| head -1` does
+    assert proc.wait(timeout=60) == 141
+    assert proc.stderr.read() == b""
+
+
+def test_a_destination_that_is_a_file_is_bad_input(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["compile", str(SPECS / "v1.mnet"), "--target", "onnx", *SMALL, "-o", str(blocker / "out")]) == 2
+    assert f"'{blocker}' is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_file_size_limit_is_bad_input_and_leaves_nothing(tmp_path):
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mnc",
+            "compile",
+            str(SPECS / "v1.mnet"),
+            "--target",
+            "onnx",
+            "--alpha",
+            "0.5",
+            "--resolution",
+            "32",
+            "-o",
+            str(tmp_path),
+        ],
+        preexec_fn=limit,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "the file-size limit was reached" in proc.stderr and "Traceback" not in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_internal_error_is_one_line_naming_a_crash_file(monkeypatch, capsys):
+    import mnc.summary
+
+    def broken(*args):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(mnc.summary, "summary_dict", broken)
+    assert main(["summary", str(SPECS / "v1.mnet")]) == 70
+    err = capsys.readouterr().err
+    assert err.startswith("mnc: internal error (a bug in mnc): ZeroDivisionError: a bug; the traceback is in ")
+    crash = err.split("the traceback is in ")[1].split(" ")[0]
+    assert "Traceback" in open(crash).read() and "Traceback" not in err
+    os.unlink(crash)
+    assert main(["summary", str(SPECS / "v1.mnet"), "--debug"]) == 70
+    assert "Traceback" in capsys.readouterr().err
+
+
+def test_every_artifact_keeps_its_own_report(tmp_path):
+    for target in ("onnx", "tflite", "coreml"):
+        assert main(["compile", str(SPECS / "v1.mnet"), "--target", target, *SMALL, "-o", str(tmp_path)]) == 0
+    reports = sorted(p.name for p in tmp_path.glob("*.report.json"))
+    assert reports == [f"v1_0.25_32.{s}.report.json" for s in ("mlpackage", "onnx", "tflite")]
+    assert {json.loads((tmp_path / r).read_text())["target"] for r in reports} == {"onnx", "tflite", "coreml"}
+
+
+def test_concurrent_compiles_into_one_folder_leave_consistent_pairs(tmp_path):
+    runs = [
+        _mnc("compile", str(SPECS / "v1.mnet"), "--target", "onnx", *SMALL, "--seed", str(seed), "-o", str(tmp_path))
+        for seed in (1, 2, 3)
+    ]
+    for proc in runs:
+        proc.communicate(timeout=120)
+        assert proc.returncode == 0
+    artifact = tmp_path / "v1_0.25_32.onnx"
+    report = json.loads((tmp_path / "v1_0.25_32.onnx.report.json").read_text())
+    size, sha256 = digest(artifact)
+    assert (report["artifact"]["size_bytes"], report["artifact"]["sha256"]) == (size, sha256)
+    assert not list(tmp_path.glob(".*"))  # no staging folder or temporary file left
