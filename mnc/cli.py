@@ -22,6 +22,7 @@ from mnc import __version__
 from mnc.backends import TARGETS, targets_taking
 from mnc.backends.target import FLAGS, TargetOptions
 from mnc.errors import EXIT_INTERNAL, InputError, MncError
+from mnc.frontend.budget import parse_size
 from mnc.quant.calibrate import METHODS as CALIBRATION_METHODS
 from mnc.weights.layouts import LAYOUTS
 
@@ -40,6 +41,13 @@ def _whole_number(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _natural(text: str) -> int:
@@ -63,6 +71,12 @@ def _add_shape_options(p: argparse.ArgumentParser) -> None:
     group.add_argument("--resolution", type=_whole_number, help="input resolution in pixels")
     p.add_argument(
         "--classes", type=_whole_number, help="number of classes (default: the weights' classifier, else the spec's)"
+    )
+    p.add_argument(
+        "--max-memory",
+        type=_size,
+        metavar="SIZE",
+        help="refuse networks whose compile would need more (8G, 512M; default: the available memory)",
     )
 
 
@@ -250,6 +264,7 @@ def _compile(args) -> int:
         passes=args.passes,
         options=options,
         quantization=quantization,
+        max_memory=args.max_memory,
     )
     r = result.report
     v = r["verification"]
@@ -302,6 +317,7 @@ def _ir(args) -> int:
         seed=args.seed or 0,
         weights=args.weights,
         weights_layout=args.weights_layout,
+        max_memory=args.max_memory,
     )
     graph = built.graph
     if args.after != "none":
@@ -326,7 +342,7 @@ def _summary(args) -> int:
 
     spec = load_spec(args.spec)
     config = spec.config(args.alpha, args.rho, args.resolution, args.classes)
-    summary = summary_dict(spec, config, build_graph(spec, config))
+    summary = summary_dict(spec, config, build_graph(spec, config, args.max_memory))
     print(json.dumps(summary, indent=2) if args.json else format_table(summary))
     return 0
 
@@ -344,6 +360,7 @@ def _verify(args) -> int:
         seed=args.seed,
         weights=args.weights,
         weights_layout=args.weights_layout,
+        max_memory=args.max_memory,
     )
     if args.json:
         print(json.dumps(result, indent=2))

@@ -154,3 +154,40 @@ def test_concurrent_compiles_into_one_folder_leave_consistent_pairs(tmp_path):
     size, sha256 = digest(artifact)
     assert (report["artifact"]["size_bytes"], report["artifact"]["sha256"]) == (size, sha256)
     assert not list(tmp_path.glob(".*"))  # no staging folder or temporary file left
+
+
+# ---- resources are estimated before they are spent --------------------------------------------
+
+
+def _v2_with(old: str, new: str, tmp_path):
+    spec = tmp_path / "big.mnet"
+    text = (SPECS / "v2.mnet").read_text()
+    assert old in text
+    spec.write_text(text.replace(old, new))
+    return spec
+
+
+@pytest.mark.parametrize(
+    "old,new,message",
+    [
+        ("| 6 | 320  | 1 | 1 |", "| 6 | 100000000 | 1 | 1 |", "9.6e+10 parameters"),  # a huge width
+        ("| 6 | 320  | 1 | 1 |", "| 6 | 320  | 100000000 | 1 |", "parameters"),  # a huge repeat count
+        ("| 6 | 320  | 1 | 1 |", "| 100000 | 320  | 1 | 1 |", "parameters"),  # a huge expansion
+    ],
+)
+def test_a_network_too_large_for_the_machine_is_located_bad_input(tmp_path, capsys, old, new, message):
+    spec = _v2_with(old, new, tmp_path)
+    start = time.monotonic()
+    assert main(["compile", str(spec), "--target", "onnx", "-o", str(tmp_path / "out")]) == 2
+    assert time.monotonic() - start < 30  # not after lowering 10⁸ layers
+    err = capsys.readouterr().err
+    assert f"{spec}:34:20: error: the network is too large to compile from this row on" in err and message in err
+    assert "GiB" in err and not (tmp_path / "out").exists()
+
+
+def test_huge_class_counts_and_memory_limits_are_bad_input(capsys):
+    assert main(["summary", str(SPECS / "v2.mnet"), "--classes", "4294967296"]) == 2
+    assert "v2.mnet:37:20: error: the network is too large" in capsys.readouterr().err  # the fc row
+    assert main(["summary", str(SPECS / "v2.mnet"), "--max-memory", "10M"]) == 2
+    assert "the --max-memory limit is 0.00977 GiB" in capsys.readouterr().err
+    assert main(["summary", str(SPECS / "v2.mnet"), "--max-memory", "2G"]) == 0

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from mnc.errors import Collector
 from mnc.frontend.ast import CLASSES_SYMBOL, BlockDef, LayerRow
 from mnc.frontend.blocks import builtin_blocks, check_block
+from mnc.frontend.budget import Budget
 from mnc.frontend.lower import lower
 from mnc.frontend.parser import parse_file, parse_text
 from mnc.frontend.settings import Config, Settings, check_settings, resolve
@@ -70,8 +71,8 @@ def _blocks(definitions: list[BlockDef], problems: Collector) -> dict[str, Block
     return {**blocks, **own}
 
 
-def build_graph(spec: CheckedSpec, config: Config) -> Graph:
-    graph, _ = lower(spec.rows, spec.blocks, config)
+def build_graph(spec: CheckedSpec, config: Config, max_memory: int | None = None) -> Graph:
+    graph, _ = lower(spec.rows, spec.blocks, config, Budget.for_machine(max_memory))
     return graph
 
 

@@ -5,9 +5,11 @@ and pad convolutions as the spec says."""
 from __future__ import annotations
 
 import math
+from math import prod
 
 from mnc.errors import InputError
 from mnc.frontend.ast import CLASSES_SYMBOL, LayerRow
+from mnc.frontend.budget import Budget
 from mnc.frontend.settings import Config
 from mnc.ir.graph import Graph
 from mnc.ir.shapes import infer_node
@@ -26,8 +28,8 @@ class Emitter:
     """What a block sees while it emits: the current tensor, its shape, and helpers that
     name nodes `stage{row}.block{j}.{layer}` and attach the row's source position."""
 
-    def __init__(self, graph: Graph, config: Config):
-        self.graph, self.config = graph, config
+    def __init__(self, graph: Graph, config: Config, budget: Budget):
+        self.graph, self.config, self.budget = graph, config, budget
         self.current: str = ""
         self.row: LayerRow | None = None
         self.prefix = ""
@@ -57,6 +59,8 @@ class Emitter:
     def op(self, layer: str, op: str, inputs: list[str] | None = None, attrs: dict | None = None) -> str:
         name = self.graph.add(f"{self.prefix}.{layer}", op, inputs or [self.current], attrs=attrs, src=self.row.loc)
         infer_node(self.graph, name)
+        node = self.graph.node(name)
+        self.budget.add(sum(prod(s) for s in self.graph.param_shapes(name).values()), node.shape, self.row.loc)
         self.current = name
         return name
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from mnc.errors import Loc
 from mnc.frontend.ast import BlockDef, LayerRow
 from mnc.frontend.blocks import run_block
+from mnc.frontend.budget import Budget
 from mnc.frontend.emitter import Emitter
 from mnc.frontend.settings import Config
 from mnc.frontend.table import row_arguments
@@ -16,11 +17,14 @@ from mnc.ir.graph import Graph
 from mnc.ir.shapes import infer_node
 
 
-def lower(rows: list[LayerRow], blocks: dict[str, BlockDef], config: Config) -> tuple[Graph, dict[int, str]]:
-    """The graph, and the tensor entering each table row (by row index)."""
+def lower(
+    rows: list[LayerRow], blocks: dict[str, BlockDef], config: Config, budget: Budget | None = None
+) -> tuple[Graph, dict[int, str]]:
+    """The graph, and the tensor entering each table row (by row index). The budget (this machine's
+    memory by default) stops a network that would not fit at the row that makes it too large."""
     s = config.settings
     graph = Graph(s.name)
-    e = Emitter(graph, config)
+    e = Emitter(graph, config, budget or Budget.for_machine())
     first = rows[0].loc if rows else Loc("<spec>", 1, 1)
     e.current = graph.add(
         "input",

@@ -39,6 +39,7 @@ def build(
     weights: str | Path | None = None,
     weights_layout: str | None = None,
     timings: Timings | None = None,
+    max_memory: int | None = None,
 ) -> Built:
     """Spec → IR graph with α/ρ applied, shapes inferred, and weights: loaded from a checkpoint
     (whose classifier gives the class count unless `classes` is given) or initialised from `seed`."""
@@ -55,7 +56,7 @@ def build(
             classes = layout.classes(checkpoint.tensors)
     config = spec.config(alpha, rho, resolution, classes)
     with timings.stage("lower"):
-        graph = build_graph(spec, config)
+        graph = build_graph(spec, config, max_memory)
         graph.validate()
     with timings.stage("weights"):
         if checkpoint is not None:

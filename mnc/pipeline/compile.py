@@ -95,6 +95,7 @@ def compile_spec(
     passes: str = "default",
     options: TargetOptions | None = None,
     quantization: Quantization | None = None,
+    max_memory: int | None = None,
 ) -> CompileResult:
     backend = get_target(target)
     pipeline = resolve_pipeline(passes)
@@ -113,6 +114,7 @@ def compile_spec(
         seed=seed,
         weights=weights,
         weights_layout=weights_layout,
+        max_memory=max_memory,
     )
     timings = built.timings
     opts = target_options(backend, options or TargetOptions(), network_facts(built))
@@ -238,6 +240,7 @@ def verify_file(
     seed: int | None = None,
     weights=None,
     weights_layout=None,
+    max_memory: int | None = None,
 ) -> dict:
     """Re-check an artifact against the reference rebuilt from its spec. Settings the caller
     does not give come from the artifact's own record. Returns the verification section,
@@ -274,6 +277,7 @@ def verify_file(
         seed=seed,
         weights=weights,
         weights_layout=weights_layout,
+        max_memory=max_memory,
     )
     settings, res = built.spec.settings, built.config.resolution
     if record is not None and record.quantized:  # int8: rebuild the quantised IR from the recorded ranges
