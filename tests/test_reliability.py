@@ -191,3 +191,70 @@ def test_huge_class_counts_and_memory_limits_are_bad_input(capsys):
     assert main(["summary", str(SPECS / "v2.mnet"), "--max-memory", "10M"]) == 2
     assert "the --max-memory limit is 0.00977 GiB" in capsys.readouterr().err
     assert main(["summary", str(SPECS / "v2.mnet"), "--max-memory", "2G"]) == 0
+
+
+# ---- the same bytes on every machine ------------------------------------------------------------
+
+
+BUILDS = [
+    ["--target", "onnx"],
+    ["--target", "onnx", "--quantize", "int8", "--calib", "synthetic", "--calib-samples", "8"],
+    ["--target", "tflite", "--precision", "fp16"],
+]
+
+
+@pytest.mark.skipif("OPENBLAS_CORETYPE" in os.environ, reason="this machine sets the BLAS kernel itself")
+@pytest.mark.parametrize("kernel", ["Haswell", "Sandybridge"])
+def test_another_blas_kernel_gives_the_same_bytes(tmp_path, kernel):
+    digests = []
+    for env in ({}, {"OPENBLAS_CORETYPE": kernel}):
+        for i, args in enumerate(BUILDS):
+            out = tmp_path / f"{kernel}{len(env)}_{i}"
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "mnc",
+                    "compile",
+                    str(SPECS / "v2.mnet"),
+                    "--alpha",
+                    "0.5",
+                    "--resolution",
+                    "64",
+                    *args,
+                    "-o",
+                    str(out),
+                ],
+                env={**os.environ, **env},
+                capture_output=True,
+                text=True,
+            )
+            assert proc.returncode == 0, proc.stderr
+            (artifact,) = [p for p in out.iterdir() if not p.name.endswith(".report.json")]
+            digests.append(artifact.read_bytes())
+    assert digests[: len(BUILDS)] == digests[len(BUILDS) :]
+
+
+def test_another_summation_order_gives_the_same_bytes(tmp_path, monkeypatch):
+    from mnc.ir import kernels
+    from mnc.pipeline import Quantization, compile_spec
+
+    def build(out):
+        a = compile_spec(SPECS / "v3_small.mnet", resolution=64, out_dir=out / "f")
+        b = compile_spec(
+            SPECS / "v2.mnet",
+            alpha=0.5,
+            resolution=64,
+            out_dir=out / "q",
+            quantization=Quantization("synthetic", samples=8),
+        )
+        return a.artifact.read_bytes(), b.artifact.read_bytes()
+
+    before = build(tmp_path / "a")
+    dense = kernels._dense
+
+    def reversed_channels(x, w, sh, sw, ho, wo):  # the same products, summed in the opposite order
+        return dense(x[:, ::-1], w[:, ::-1], sh, sw, ho, wo)
+
+    monkeypatch.setattr(kernels, "_dense", reversed_channels)
+    assert build(tmp_path / "b") == before

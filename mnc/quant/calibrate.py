@@ -8,6 +8,7 @@ import numpy as np
 from mnc.ir.graph import Graph
 from mnc.ir.interpreter import Interpreter
 from mnc.ir.node import Node
+from mnc.reproducible import stable
 
 METHODS = {
     "minmax": "the smallest and largest value seen",
@@ -19,10 +20,11 @@ SAMPLE_PER_BATCH = 200_000  # values kept per tensor and batch for the percentil
 
 
 class RangeObserver(Interpreter):
-    """Runs the graph in float32 and keeps, per node, what its range needs."""
+    """Runs the graph in float64 and keeps, per node, what its range needs; ranges are kept to 16
+    significant bits, so they do not depend on the machine's BLAS kernel (mnc/reproducible.py)."""
 
     def __init__(self, graph: Graph, method: str):
-        super().__init__(graph, np.float32)
+        super().__init__(graph, np.float64)
         self.method = method
         self.observed: dict[str, list[np.ndarray]] = {}
         self.batch_start = 0
@@ -44,12 +46,12 @@ class RangeObserver(Interpreter):
         for name, parts in self.observed.items():
             if self.method == "minmax":
                 stacked = np.stack(parts)
-                ranges[name] = [float(stacked[:, 0].min()), float(stacked[:, 1].max())]
+                ranges[name] = [float(stable(stacked[:, 0].min())), float(stable(stacked[:, 1].max()))]
             else:
                 values = np.concatenate(parts)
                 ranges[name] = [
-                    float(np.percentile(values, 100 - PERCENTILE)),
-                    float(np.percentile(values, PERCENTILE)),
+                    float(stable(np.percentile(values, 100 - PERCENTILE))),
+                    float(stable(np.percentile(values, PERCENTILE))),
                 ]
         return ranges
 

@@ -18,6 +18,7 @@ from mnc.ir.graph import Graph
 from mnc.ir.interpreter import Interpreter
 from mnc.ir.node import Node
 from mnc.ir.ops import OPS
+from mnc.reproducible import stable
 from mnc.samples import STREAM_CALIBRATION, sample_images
 
 # Calibration sees a fixed number of pixels (two images at 224×224) however small the images:
@@ -34,8 +35,9 @@ class _Initialiser(Interpreter):
     """Sets each node's parameters just before it runs, from the activations that reach it."""
 
     def __init__(self, graph: Graph, seed: int):
-        # float32 is plenty for statistics (they are accumulated in float64) and twice as fast.
-        super().__init__(graph, np.float32)
+        # float64, and statistics kept to 16 significant bits: the same weights on every machine
+        # whatever its BLAS kernel (mnc/reproducible.py).
+        super().__init__(graph, np.float64)
         self.seed = seed
 
     def run_node(self, name: str, node: Node, xs: list[np.ndarray]) -> np.ndarray:
@@ -69,7 +71,7 @@ def _conv(rng, shapes, x):
 def _fc(rng, shapes, x):
     weight = rng.standard_normal(shapes["weight"])
     logits = x.reshape(x.shape[0], -1).astype(np.float64) @ weight.T
-    params = {"weight": weight / max(float(logits.std()), 1e-12)}
+    params = {"weight": weight / max(float(stable(logits.std())), 1e-12)}
     if "bias" in shapes:
         params["bias"] = rng.normal(0.0, 0.1, shapes["bias"])
     return params
@@ -81,8 +83,8 @@ def _batchnorm(rng, shapes, x):
     return {
         "gamma": rng.uniform(0.5, 1.5, channels),
         "beta": rng.normal(0.0, 0.25, channels),
-        "mean": x.mean(axis=axes, dtype=np.float64),
-        "var": x.var(axis=axes, dtype=np.float64),
+        "mean": stable(x.mean(axis=axes, dtype=np.float64)),
+        "var": stable(x.var(axis=axes, dtype=np.float64)),
     }
 
 
