@@ -282,13 +282,13 @@ def _compile(args) -> int:
             f"int8 ({q['calibration']}): against mnc's fake-quant reference SQNR {m['sqnr_db']} dB, cosine "
             f"{m['cosine']:.5f}; against fp32 SQNR {f['sqnr_db']} dB, top-1 agreement {f['top1_agreement']:.3f}"
         )
-    _print_check_summaries(v)
     for run in v.get("runs", []):
         m = run["metrics"]
         print(
             f"verified with {run['executor']}: max abs error {m['max_abs_err']:.3g}, max rel error "
             f"{m['max_rel_err']:.3g} (tolerance {v['tolerance']['max_rel_err']:g}), cosine {m['cosine']:.7f}"
         )
+    _print_check_summaries(v)
     print(f"  reference: {v['reference']}")
     print(f"report: {result.report_path}")
     return 0
@@ -298,6 +298,11 @@ def _print_check_summaries(verification: dict, indent: str = "") -> None:
     for section in verification.values():
         if isinstance(section, dict) and "summary" in section:
             print(indent + section["summary"])
+    if "constants" in verification:
+        print(
+            f"{indent}checked {verification['constants']['checked']} constants of the artifact: each equals the "
+            "spec's weights after the declared rounding, bit for bit"
+        )
 
 
 def _ir(args) -> int:
@@ -371,13 +376,13 @@ def _verify(args) -> int:
         if "versus_fp32" in result:
             m = result["metrics"]
             print(f"  int8 against mnc's fake-quant reference: SQNR {m['sqnr_db']} dB, cosine {m['cosine']:.5f}")
-            _print_check_summaries(result, indent="  ")
         for run in result.get("runs", []):
             m = run["metrics"]
             print(
                 f"  {run['executor']}: max abs error {m['max_abs_err']:.3g}, max rel error {m['max_rel_err']:.3g}, "
                 f"cosine {m['cosine']:.7f}"
             )
+        _print_check_summaries(result, indent="  ")
         if not result["spec"]["matches_artifact"]:
             print(f"note: {result['spec']['path']} differs from the spec the artifact was built from")
     return 0

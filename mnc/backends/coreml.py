@@ -158,9 +158,7 @@ def _program(graph: Graph, shape: tuple, target, options: CoreMLOptions):
                     values[name] = mb.cast(x=values[name], dtype="fp16", name="input_fp16")
                 values[name] = _quantised(mb, values[name], data, options, "input")
             else:
-                quantised = options.int8_activations and data.qparams
-                last = name in graph.outputs and options.precision != "fp16" and not quantised
-                op_name = output_name(graph) if last else _safe(name)
+                op_name = _op_name(graph, name, options.precision, options.int8_activations)
                 y = OPS[data.op](mb, op_name, _typed_params(data, options.precision), xs)
                 values[name] = _quantised(mb, y, data, options, _safe(name))
         (out,) = graph.outputs
@@ -171,6 +169,14 @@ def _program(graph: Graph, shape: tuple, target, options: CoreMLOptions):
         return values[out]
 
     return program
+
+
+def _op_name(graph: Graph, name: str, precision: str, int8_activations: bool) -> str:
+    """The MIL name of a node's op: the model's output name for the last one when it is the program's
+    output as it stands, else the node's name; its constants are named after it (`…_weight`)."""
+    quantised = int8_activations and graph.node(name).qparams is not None
+    last = name in graph.outputs and precision != "fp16" and not quantised
+    return output_name(graph) if last else _safe(name)
 
 
 def _typed_params(data: Node, precision: str) -> Node:
@@ -189,7 +195,7 @@ def _weight(mb, name: str, data: dict):
     """A conv/fc weight: a constant, or int8 values dequantised by Core ML when it loads the model."""
     q = data.qparams.weight if data.qparams is not None else None
     if q is None:
-        return data.params["weight"]
+        return mb.const(val=data.params["weight"], name=name + "_weight")
     dtype = data.params["weight"].dtype  # fp16 in fp16 programs
     return mb.constexpr_affine_dequantize(
         quantized_data=np.asarray(q.q, dtype=np.int8),
@@ -254,7 +260,7 @@ def _conv(mb, name, data, xs):
     y = mb.conv(
         x=xs[0],
         weight=_weight(mb, name, data),
-        bias=p.get("bias"),
+        bias=_const(mb, p.get("bias"), name + "_bias"),
         strides=a["stride"],
         pad_type="custom",
         pad=[top, bottom, left, right],
@@ -270,20 +276,24 @@ def _fc(mb, name, data, xs):
     y = mb.linear(
         x=xs[0],
         weight=_weight(mb, name, data),
-        bias=p.get("bias"),
+        bias=_const(mb, p.get("bias"), name + "_bias"),
         name=name if not a.get("fused_act") else name + "_preact",
     )
     return _activation(mb, a.get("fused_act"), y, name)
+
+
+def _const(mb, value, name: str):
+    return None if value is None else mb.const(val=value, name=name)
 
 
 def _batchnorm(mb, name, data, xs):
     p = data.params
     return mb.batch_norm(
         x=xs[0],
-        mean=p["mean"],
-        variance=p["var"],
-        gamma=p["gamma"],
-        beta=p["beta"],
+        mean=_const(mb, p["mean"], name + "_mean"),
+        variance=_const(mb, p["var"], name + "_var"),
+        gamma=_const(mb, p["gamma"], name + "_gamma"),
+        beta=_const(mb, p["beta"], name + "_beta"),
         epsilon=float(data.attrs["eps"]),
         name=name,
     )
@@ -404,6 +414,28 @@ class CoreMLTarget(Target):
         except Exception as exc:  # coremltools raises several types for a broken package
             raise InputError(f"'{path}' is not a readable Core ML package ({type(exc).__name__}: {exc})") from None
         return dict(spec.description.metadata.userDefined)
+
+    def constants(self, path: Path) -> dict[str, np.ndarray]:
+        """Every weight the saved package holds, read back by mnc's executor (fp16 values widened)."""
+        return CoreMLProgram(path).constants
+
+    def expected_constants(self, graph: Graph, record: ArtifactRecord) -> dict[str, np.ndarray]:
+        """What each layer's constants must be: its parameters in the program's precision; int8
+        weights as Core ML dequantises them when it loads the model."""
+        precision = record.precision or DEFAULT_PRECISION
+        dtype = np.float16 if precision == "fp16" else np.float32
+        int8_activations = bool(record.int8_activations)
+        expected = {}
+        for name in graph.topo():
+            node = _typed_params(graph.node(name), precision)
+            op_name = _op_name(graph, name, precision, int8_activations)
+            for key, value in node.params.items():
+                expected[f"{op_name}_{key}"] = value.astype(np.float32)
+            q = node.qparams.weight if node.qparams is not None else None
+            if q is not None:
+                scale = q.scale.astype(dtype).astype(np.float32).reshape(-1, *[1] * (q.q.ndim - 1))
+                expected[f"{op_name}_weight"] = (q.q.astype(np.float32) * scale).astype(np.float32)
+        return expected
 
     def executors(self) -> list[Executor]:
         simulated = Executor(

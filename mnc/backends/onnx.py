@@ -220,6 +220,27 @@ OPS = {
 }
 
 
+def expected_initializers(graph: Graph) -> dict[str, np.ndarray]:
+    """What every initialiser must hold, from the IR: float32 parameters; for quantised nodes their
+    int8 weights, int32 biases and per-channel scales, and each tensor's uint8 scale and zero point."""
+    expected = {}
+    for name in graph.topo():
+        node = graph.node(name)
+        q = node.qparams
+        for key, value in node.params.items():
+            t = getattr(q, key, None) if q is not None and key in ("weight", "bias") else None
+            if t is None:
+                expected[f"{name}.{key}"] = value.astype(np.float32)
+            else:
+                expected[f"{name}.{key}_q"] = t.q
+                expected[f"{name}.{key}_scale"] = np.asarray(t.scale, dtype=np.float32)
+                expected[f"{name}.{key}_zero_point"] = np.zeros(len(t.scale), dtype=t.q.dtype)
+        if q is not None:
+            expected[f"{name}.out_scale"] = np.asarray(q.output.scale, dtype=np.float32)
+            expected[f"{name}.out_zero_point"] = np.asarray(q.output.zero_point, dtype=np.uint8)
+    return expected
+
+
 def run_onnx(artifact, feeds: dict[str, np.ndarray], *, optimise: bool = True) -> list[np.ndarray]:
     """Run a model (a path or its bytes) with ONNX Runtime's CPU provider. With optimise (the default),
     all graph optimisations on: what a user's ONNX Runtime will actually execute."""
@@ -261,6 +282,13 @@ class OnnxTarget(Target):
         if not model.graph.node:
             raise InputError(f"'{path}' is not a readable ONNX model (it has no graph)")
         return {p.key: p.value for p in model.metadata_props}
+
+    def constants(self, path: Path) -> dict[str, np.ndarray]:
+        model = onnx.load(str(path), load_external_data=False)
+        return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+    def expected_constants(self, graph: Graph, record: ArtifactRecord) -> dict[str, np.ndarray]:
+        return expected_initializers(graph)
 
     def executors(self) -> list[Executor]:
         return [Executor("ONNX Runtime (CPUExecutionProvider, all graph optimisations)", run_onnx)]

@@ -181,6 +181,15 @@ class Target:
         """What runs a saved artifact, the main one first."""
         raise NotImplementedError
 
+    def constants(self, path: Path) -> dict[str, np.ndarray]:
+        """The constants (weights, biases, quantisation parameters) the saved artifact holds, by name."""
+        return {}
+
+    def expected_constants(self, graph: Graph, record: ArtifactRecord) -> dict[str, np.ndarray]:
+        """What those constants must be, exactly, computed from the emitted IR by the declared rounding
+        or quantisation. Empty: the target's constants are not checked (outputs still are)."""
+        return {}
+
 
 def output_name(graph: Graph) -> str:
     """What every target calls the network's output."""

@@ -319,13 +319,13 @@ def _conv(w: _Writer, graph: Graph, name: str, node: Node, xs: list[int]) -> Non
     b = w.bias(f"{name}.bias", node, out_channels)
     groups = a["groups"]
     if groups == 1:
-        filt = w.weights(f"{name}.weight", node, lambda a: a.transpose(0, 2, 3, 1), 0)  # OIHW → OHWI
+        filt = w.weights(f"{name}.weight", node, *weight_layout(graph, name))
         options = _options(
             schema.Conv2DOptionsT, padding=padding, strideH=sh, strideW=sw, dilationHFactor=1, dilationWFactor=1
         )
         builtin, options_type = Op.CONV_2D, Opt.Conv2DOptions
     elif groups == c_in:  # depthwise, with out_channels / c_in filters per input channel
-        filt = w.weights(f"{name}.weight", node, lambda a: a[:, 0].transpose(1, 2, 0)[None], 3)  # O1HW → 1HWO
+        filt = w.weights(f"{name}.weight", node, *weight_layout(graph, name))
         options = _options(
             schema.DepthwiseConv2DOptionsT,
             padding=padding,
@@ -346,19 +346,25 @@ def _conv(w: _Writer, graph: Graph, name: str, node: Node, xs: list[int]) -> Non
     _with_activation(w, name, node, emit)
 
 
-def _fc(w: _Writer, graph: Graph, name: str, node: Node, xs: list[int]) -> None:
-    out_features = node.params["weight"].shape[0]
-    (producer,) = graph.inputs_of(name)
-    source = graph.input_shapes(producer)[0] if graph.node(producer).op == "flatten" else None
-
-    def layout(weight: np.ndarray) -> np.ndarray:
+def weight_layout(graph: Graph, name: str):
+    """(IR weight → TFLite's layout, the axis of its output channels) for a conv or fc node."""
+    node = graph.node(name)
+    if node.op == "fc":
+        (producer,) = graph.inputs_of(name)
+        source = graph.input_shapes(producer)[0] if graph.node(producer).op == "flatten" else None
         if source is not None and len(source) == 3 and source[1] * source[2] > 1:
             # The flattened map was C×H×W in the IR and is H×W×C here: reorder the weight's columns.
             c, h, wd = source
-            return weight.reshape(-1, c, h, wd).transpose(0, 2, 3, 1).reshape(out_features, -1)
-        return weight
+            return (lambda a: a.reshape(-1, c, h, wd).transpose(0, 2, 3, 1).reshape(a.shape[0], -1)), 0
+        return (lambda a: a), 0
+    if node.attrs["groups"] == 1:
+        return (lambda a: a.transpose(0, 2, 3, 1)), 0  # OIHW → OHWI
+    return (lambda a: a[:, 0].transpose(1, 2, 0)[None]), 3  # depthwise: O1HW → 1HWO
 
-    filt = w.weights(f"{name}.weight", node, layout, 0)
+
+def _fc(w: _Writer, graph: Graph, name: str, node: Node, xs: list[int]) -> None:
+    out_features = node.params["weight"].shape[0]
+    filt = w.weights(f"{name}.weight", node, *weight_layout(graph, name))
     b = w.bias(f"{name}.bias", node, out_features)
 
     def emit(out: int, act: int) -> None:
@@ -532,6 +538,9 @@ def _buffer(data: bytes) -> _AlignedBuffer:
     b = _AlignedBuffer()
     b.data = data
     return b
+
+
+_NUMPY_TYPES = {T.FLOAT32: np.float32, T.FLOAT16: np.float16, T.INT32: np.int32, T.INT8: np.int8, T.UINT8: np.uint8}
 
 
 def _text(value) -> str:
@@ -730,6 +739,41 @@ class TFLiteTarget(Target):
                 f"{worst[1]:g} LSB from mnc's fake-quant reference of each (bound {LAYER_LSB_BOUND:g})",
             )
         ]
+
+    def constants(self, path: Path) -> dict[str, np.ndarray]:
+        model = read_model(path)
+        found = {}
+        for t in model.subgraphs[0].tensors:
+            data = model.buffers[t.buffer].data if t.buffer else None
+            if data is not None and t.type in _NUMPY_TYPES:
+                found[_text(t.name)] = np.frombuffer(
+                    np.asarray(data, np.uint8).tobytes(), _NUMPY_TYPES[t.type]
+                ).reshape(list(t.shape))
+        return found
+
+    def expected_constants(self, graph: Graph, record: ArtifactRecord) -> dict[str, np.ndarray]:
+        """Each conv/fc's weights and bias in TFLite's layout: float32, float16 in an fp16 model, or
+        the int8 weights and int32 biases of an int8 one."""
+        half = (record.precision or "fp32") == "fp16"
+        expected = {}
+        for name in graph.topo():
+            node = graph.node(name)
+            if node.op not in ("conv", "fc"):
+                continue
+            layout, _ = weight_layout(graph, name)
+            channels = node.params["weight"].shape[0]
+            bias = node.params["bias"] if node.attrs["bias"] else np.zeros(channels, np.float32)
+            q = node.qparams
+            if q is not None and q.weight is not None:
+                expected[f"{name}.weight"] = np.ascontiguousarray(layout(q.weight.q), dtype=np.int8)
+                expected[f"{name}.bias"] = q.bias.q if q.bias is not None else np.zeros(channels, np.int32)
+            elif half:
+                expected[f"{name}.weight.fp16"] = layout(node.params["weight"]).astype(np.float32).astype(np.float16)
+                expected[f"{name}.bias.fp16"] = bias.astype(np.float32).astype(np.float16)
+            else:
+                expected[f"{name}.weight"] = layout(node.params["weight"]).astype(np.float32)
+                expected[f"{name}.bias"] = bias.astype(np.float32)
+        return expected
 
     def executors(self) -> list[Executor]:
         return [

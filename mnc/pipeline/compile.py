@@ -23,6 +23,7 @@ from mnc.pipeline.build import Built, build
 from mnc.pipeline.quantize import PASS as QUANTIZE_PASS
 from mnc.pipeline.quantize import Quantization, quantize, quantize_with_ranges
 from mnc.verify.check import start_reference, verify_float, verify_int8
+from mnc.verify.constants import check_constants
 from mnc.weights.save import weights_bytes
 
 REPORT_SUFFIX = ".report.json"  # beside the artifact, named after it: every artifact keeps its own
@@ -173,6 +174,7 @@ def compile_spec(
                     image_input=bool(record.image_input),
                     timings=timings,
                 )
+            verification.constants = check_constants(backend, tmp, emitted, record)
             if not verification.passed:
                 raise VerificationError(verification.failure(out.name))
             size, sha256 = digest(tmp)
@@ -308,6 +310,11 @@ def verify_file(
             precision=(record.precision if record else None) or "fp32",
             image_input=bool(record and record.image_input),
         )
+        if record is not None:  # the IR the artifact was emitted from, for its constants
+            passes = list(record.passes)
+            quantized, _ = run_pipeline(built.graph, passes, options=pass_options(target, passes))
+    if record is not None:
+        verification.constants = check_constants(target, path, quantized, record)
     result = verification.as_dict()
     result.update(
         {

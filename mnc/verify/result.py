@@ -7,7 +7,16 @@ from dataclasses import dataclass, field
 
 from mnc.backends.target import Int8Check
 from mnc.verify import reference
+from mnc.verify.constants import ConstantsCheck
 from mnc.verify.metrics import FP32, Comparison, Tolerance
+
+
+def _failure(what: str, reasons: list[str]) -> str:
+    """One line: the first reason in full, then the other checks that failed too."""
+    if not reasons:
+        return f"verification of {what} failed"
+    also = "".join(f"; also{r if r.startswith(' ') else ' ' + r.lstrip(': ')}" for r in reasons[1:])
+    return f"verification of {what} failed{reasons[0]}{also}"
 
 
 def _verdict(passed: bool) -> str:
@@ -31,10 +40,10 @@ class ReferenceCheck:
             "verdict": _verdict(self.passed),
         }
 
-    def failure(self, what: str) -> str:
+    def reason(self) -> str:
         c = self.comparison
         return (
-            f"verification of {what} failed: the reference ({reference.DESCRIPTION}) disagrees with "
+            f": the reference ({reference.DESCRIPTION}) disagrees with "
             f"{reference.CHECK_DESCRIPTION}: max relative error {c.max_rel_err:.3g}, cosine {c.cosine:.6f}"
         )
 
@@ -64,10 +73,12 @@ class FloatVerification:
     tolerance: Tolerance
     precision: str
     runs: list[ExecutorRun] = field(default_factory=list)
+    constants: ConstantsCheck | None = None
 
     @property
     def passed(self) -> bool:
-        return self.reference_check.passed and all(r.passed for r in self.runs)
+        constants_ok = self.constants is None or self.constants.passed
+        return self.reference_check.passed and all(r.passed for r in self.runs) and constants_ok
 
     def as_dict(self) -> dict:
         first = self.runs[0].as_dict()
@@ -83,11 +94,12 @@ class FloatVerification:
         }
         if "error" in first:
             result["error"] = first["error"]
+        if self.constants is not None:
+            result["constants"] = self.constants.as_dict()
         return result
 
     def failure(self, what: str) -> str:
-        if not self.reference_check.passed:
-            return self.reference_check.failure(what)
+        reasons = [self.reference_check.reason()] if not self.reference_check.passed else []
         t = self.tolerance
         for run in self.runs:
             if run.passed:
@@ -100,11 +112,10 @@ class FloatVerification:
                     f"max relative error {m.max_rel_err:.3g} (tolerance {t.max_rel_err:g}), "
                     f"cosine {m.cosine:.6f} (minimum {t.min_cosine:g})"
                 )
-            return (
-                f"verification of {what} failed against the reference ({reference.DESCRIPTION}) "
-                f"with {run.executor}: {detail}"
-            )
-        return f"verification of {what} failed"
+            reasons.append(f" against the reference ({reference.DESCRIPTION}) with {run.executor}: {detail}")
+        if self.constants is not None and not self.constants.passed:
+            reasons.append(self.constants.reason())
+        return _failure(what, reasons)
 
 
 INT8_MIN_COSINE = 0.99  # of the artifact against mnc's fake-quant reference
@@ -124,6 +135,7 @@ class Int8Verification:
     checks: list[Int8Check]
     worst_layers: list[tuple[str, float]]
     end_to_end_gate: bool = True
+    constants: ConstantsCheck | None = None
 
     @property
     def passed(self) -> bool:
@@ -131,6 +143,7 @@ class Int8Verification:
             (self.versus_fake_quant["cosine"] >= INT8_MIN_COSINE or not self.end_to_end_gate)
             and all(c.passed for c in self.checks)
             and self.reference_check.passed
+            and (self.constants is None or self.constants.passed)
         )
 
     def as_dict(self) -> dict:
@@ -148,6 +161,7 @@ class Int8Verification:
             "metrics": self.versus_fake_quant,
             "versus_fp32": self.versus_fp32,
             **{c.name: {**c.section, **({"summary": c.summary} if c.summary else {})} for c in self.checks},
+            **({"constants": self.constants.as_dict()} if self.constants is not None else {}),
             "worst_layers_sqnr_db": [{"layer": n, "sqnr_db": round(v, 2)} for n, v in self.worst_layers],
             "tolerance": {
                 "min_cosine_vs_fake_quant": INT8_MIN_COSINE if self.end_to_end_gate else None,
@@ -157,13 +171,14 @@ class Int8Verification:
         }
 
     def failure(self, what: str) -> str:
-        if not self.reference_check.passed:
-            return self.reference_check.failure(what)
-        for check in self.checks:
-            if not check.passed:
-                return f"verification of {what} failed: {check.failure}"
+        reasons = [self.reference_check.reason()] if not self.reference_check.passed else []
+        reasons += [f": {check.failure}" for check in self.checks if not check.passed]
         m = self.versus_fake_quant
-        return (
-            f"verification of {what} failed: against mnc's fake-quant reference cosine {m['cosine']:.5f} "
-            f"(minimum {INT8_MIN_COSINE}), SQNR {m['sqnr_db']} dB"
-        )
+        if self.end_to_end_gate and m["cosine"] < INT8_MIN_COSINE:
+            reasons.append(
+                f": against mnc's fake-quant reference cosine {m['cosine']:.5f} (minimum {INT8_MIN_COSINE}), "
+                f"SQNR {m['sqnr_db']} dB"
+            )
+        if self.constants is not None and not self.constants.passed:
+            reasons.append(self.constants.reason())
+        return _failure(what, reasons)
