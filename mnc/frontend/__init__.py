@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from mnc.errors import Collector
+from mnc.errors import Collector, Loc
 from mnc.frontend.ast import CLASSES_SYMBOL, BlockDef, LayerRow
 from mnc.frontend.blocks import builtin_blocks, check_block
 from mnc.frontend.budget import Budget
@@ -50,6 +50,11 @@ def _check(ast) -> CheckedSpec:
     settings = check_settings(ast.settings, problems, ast.path)
     blocks = _blocks(ast.blocks, problems)
     rows = check_tables(ast.tables, blocks, problems)
+    if not rows and not problems.diagnostics:
+        problems.error(
+            "the spec has no layers; add a table whose header names the columns, e.g. | operator | c | n | s |",
+            ast.tables[0].header.loc if ast.tables else Loc.file(ast.path),
+        )
     problems.raise_if_any()
     spec = CheckedSpec(ast.path, ast.text, hashlib.sha256(ast.text.encode()).hexdigest(), settings, rows, blocks)
     _check_documented_sizes(spec)

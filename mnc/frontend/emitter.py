@@ -75,6 +75,12 @@ class Emitter:
         act: str | None = None,
         bn: bool = True,
     ) -> str:
+        if len(self.shape) != 3:
+            raise InputError(
+                f"a convolution needs a C×H×W feature map, but the rows above end in a flat vector of "
+                f"{self.shape[0]} values (a fully connected layer or a flatten comes before it)",
+                self.row.loc,
+            )
         _, h, w = self.shape
         if h < stride or w < stride:
             raise InputError(

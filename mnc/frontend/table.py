@@ -76,10 +76,6 @@ def check_tables(tables: list[Table], blocks: dict[str, BlockDef], problems: Col
             layer = _check_row(len(rows), dict(zip(columns, row.cells)), blocks, problems)
             if layer is not None:
                 rows.append(layer)
-    if not rows and not problems.diagnostics:
-        problems.error(
-            "the spec has no layers; add a table whose header names the columns, e.g. | operator | c | n | s |"
-        )
     return rows
 
 
