@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from conftest import SPECS
+from conftest import ROOT, SPECS
 
 from mnc.cli import main
 from mnc.io import digest
@@ -258,3 +258,44 @@ def test_another_summation_order_gives_the_same_bytes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(kernels, "_dense", reversed_channels)
     assert build(tmp_path / "b") == before
+
+
+# ---- bad weights files keep their exit 2 ---------------------------------------------------------
+
+
+def test_bad_weights_files_are_bad_input(tmp_path, capsys):
+    import numpy as np
+
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(
+        (ROOT / "tests" / "fixtures" / "torchvision" / "mobilenet_v2_w0.5.safetensors").read_bytes()[:5000]
+    )
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, a=np.array([object()], dtype=object))
+    folder = tmp_path / "folder.safetensors"
+    folder.mkdir()
+    cases = [
+        (truncated, "not a readable safetensors file"),
+        (pickled, "Object arrays cannot be loaded"),
+        (folder, "Is a directory"),
+    ]
+    for path, message in cases:
+        code = main(
+            [
+                "compile",
+                str(SPECS / "v2.mnet"),
+                "--alpha",
+                "0.5",
+                "--resolution",
+                "32",
+                "--weights",
+                str(path),
+                "--target",
+                "onnx",
+                "-o",
+                str(tmp_path / "out"),
+            ]
+        )
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and str(path) in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
