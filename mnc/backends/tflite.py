@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +37,6 @@ from mnc.backends.target import (
 from mnc.errors import InputError
 from mnc.ir.graph import Graph
 from mnc.ir.node import Affine, Node
-from mnc.parallel import process_pool
 
 Op = schema.BuiltinOperator
 Opt = schema.BuiltinOptions
@@ -591,13 +593,9 @@ def _quiet_native_stderr():
         os.close(saved)
 
 
-def _run_reference_kernels(artifact, feeds):
-    return run_litert(artifact, feeds, reference_kernels=True)
-
-
-def _int8_tensors(artifact, batch: np.ndarray) -> dict[str, tuple[np.ndarray, float, int]]:
-    """Every int8 activation of the model on a batch (NCHW), with the reference kernels: name →
-    (values as written, scale, zero point)."""
+def _int8_tensors(artifact, batch: np.ndarray) -> dict[str, np.ndarray]:
+    """Every int8 activation of the model on a batch (NCHW), with the reference kernels, keyed
+    'name|scale|zero point'."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     x = np.transpose(batch, (0, 2, 3, 1))
@@ -617,20 +615,52 @@ def _int8_tensors(artifact, batch: np.ndarray) -> dict[str, tuple[np.ndarray, fl
     for t in interpreter.get_tensor_details():
         scale, zero_point = t["quantization"]
         if t["dtype"] == np.int8 and scale > 0 and len(t["shape"]) > 1 and t["shape"][0] == len(x):
-            found[t["name"]] = (interpreter.get_tensor(t["index"]).copy(), float(scale), int(zero_point))
+            found[f"{t['name']}|{float(scale)!r}|{int(zero_point)}"] = interpreter.get_tensor(t["index"]).copy()
     return found
 
 
-def run_litert_reference(artifact, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """The reference kernels, in a child process: on some graphs they abort the process instead of
-    returning an error, and an abort must be a failed verification, not a crash of mnc."""
-    from concurrent.futures.process import BrokenProcessPool
+def _quantization(key: str) -> tuple[float, int]:
+    _, scale, zero_point = key.rsplit("|", 2)
+    return float(scale), int(zero_point)
 
-    with process_pool("spawn") as pool:
-        try:
-            return pool.submit(_run_reference_kernels, str(artifact), feeds).result()
-        except BrokenProcessPool:
-            raise RuntimeError("LiteRT's reference kernels aborted the process running this model") from None
+
+def _child_main(mode: str, artifact: str, folder: str) -> None:
+    batch = np.load(Path(folder) / "input.npy", allow_pickle=False)
+    if mode == "run":
+        (output,) = run_litert(artifact, {INPUT_NAME: batch}, reference_kernels=True)
+        np.savez(Path(folder) / "output.npz", output=output)
+    else:
+        np.savez(Path(folder) / "output.npz", **_int8_tensors(artifact, batch))
+
+
+def _in_child(mode: str, artifact, batch: np.ndarray) -> dict[str, np.ndarray]:
+    """Run LiteRT's reference kernels in a separate Python process (`python -m mnc.backends.tflite`):
+    on some graphs they abort the process instead of returning an error, and an abort must be a
+    failed verification, not a crash of mnc. A plain child process, not multiprocessing, so that
+    library users need no `if __name__ == "__main__"` guard."""
+    with tempfile.TemporaryDirectory(prefix="mnc-litert-") as tmp:
+        np.save(Path(tmp) / "input.npy", batch)
+        done = subprocess.run(
+            [sys.executable, "-m", "mnc.backends.tflite", mode, str(artifact), tmp],
+            capture_output=True,
+            text=True,
+            preexec_fn=_ignore_interrupts,
+        )
+        if done.returncode != 0:
+            why = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+            raise RuntimeError(f"LiteRT's reference kernels failed in their process ({why[0]})")
+        with np.load(Path(tmp) / "output.npz", allow_pickle=False) as out:
+            return {k: out[k] for k in out.files}
+
+
+def _ignore_interrupts() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+
+
+def run_litert_reference(artifact, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Run a .tflite with LiteRT's reference kernels, in a child process."""
+    ((_, batch),) = feeds.items()
+    return [_in_child("run", artifact, batch)["output"]]
 
 
 class TFLiteTarget(Target):
@@ -687,22 +717,14 @@ class TFLiteTarget(Target):
         """Every layer against the fake-quant reference of that layer, fed the artifact's own int8
         inputs (the reference kernels', in a child process): a wrong weight, scale or layout shows
         at its layer, and rounding differences cannot compound through the depth of the network."""
-        from concurrent.futures.process import BrokenProcessPool
 
         from mnc.quant.interpreter import FakeQuantInterpreter
 
-        with process_pool("spawn") as pool:
-            try:
-                tensors = pool.submit(_int8_tensors, str(artifact), feed).result()
-            except BrokenProcessPool:
-                return [
-                    Int8Check(
-                        "layers",
-                        {"error": "the reference kernels aborted"},
-                        False,
-                        "LiteRT's reference kernels aborted the process running this model",
-                    )
-                ]
+        try:
+            found = _in_child("tensors", artifact, feed)
+        except RuntimeError as exc:
+            return [Int8Check("layers", {"error": str(exc)}, False, str(exc))]
+        tensors = {k.rsplit("|", 2)[0]: (v, *_quantization(k)) for k, v in found.items()}
 
         def real(node_name: str) -> np.ndarray:
             values, scale, zero_point = tensors[f"{INPUT_NAME}.int8" if node_name in quantized.inputs else node_name]
@@ -783,3 +805,7 @@ class TFLiteTarget(Target):
 
 
 TARGET = TFLiteTarget()
+
+
+if __name__ == "__main__":
+    _child_main(*sys.argv[1:4])

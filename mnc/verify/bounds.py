@@ -1,0 +1,129 @@
+"""How far a correct floating-point evaluation of the IR may stray from the exact one, per output
+element, derived from the computation itself: the length of each accumulation and the magnitudes
+of its terms, propagated through the network.
+
+Rounding errors are modelled as independent, zero-mean and of relative size u (2⁻²⁴ in float32,
+2⁻¹¹ in float16), the usual probabilistic model of rounding-error analysis (Higham & Mary, 2019):
+
+- a dot product of n terms (conv, fc) adds variance u²·n·Σ(wᵢxᵢ)² (each partial sum rounded, its
+  size growing with √k), plus u_w²·Σ(wᵢxᵢ)² where the weights are stored rounded (fp16 weights);
+- every rounded result y adds u_out²·y² (op outputs, sums, products);
+- an error already present is carried forward linearly: through a conv/fc with the squared
+  weights, through an activation with its steepest slope, through batch norm with its scale,
+  through a product with the other factor, through softmax with its Jacobian.
+
+The comparison then allows K standard deviations per element (K = TOLERANCE_SIGMAS). The variance
+grows with width (n) and depth exactly as the errors do, so a deep or wide network is not failed
+for rounding it cannot avoid; a corruption is measured against the same per-element scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mnc.ir import kernels
+from mnc.ir.graph import Graph
+from mnc.ir.interpreter import Interpreter
+from mnc.ir.node import Node
+
+FP32_U = 2.0**-24
+FP16_U = 2.0**-11
+TOLERANCE_SIGMAS = 8.0
+# Steepest slope of each activation: how much an input error can grow through it.
+SLOPE = {"relu": 1.0, "relu6": 1.0, "sigmoid": 0.25, "hsigmoid": 1.0 / 6.0, "hswish": 1.5, "identity": 1.0}
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Unit roundoffs of one way of evaluating the network."""
+
+    accumulate: float  # sums inside an op
+    output: float  # every op's result
+    weights: float  # stored weights (0: exact)
+
+
+FLOAT32 = Precision(FP32_U, FP32_U, FP32_U)
+# fp16 programs (Core ML): weights and every op's result in fp16, sums inside an op in fp32 or better.
+FLOAT16 = Precision(FP32_U, FP16_U, FP16_U)
+# fp16 weights only, computed in float32 (TFLite's fp16 models: float16 weights behind DEQUANTIZE).
+FLOAT16_WEIGHTS = Precision(FP32_U, FP32_U, FP16_U)
+
+
+class RoundingVariance(Interpreter):
+    """Runs the IR in float64 and carries, beside each value, the variance of a rounded evaluation's
+    error in it. run_node returns the value; `variances` holds the rest."""
+
+    def __init__(self, graph: Graph, precision: Precision):
+        super().__init__(graph, np.float64)
+        self.precision = precision
+        self.variances: dict[str, np.ndarray] = {}
+
+    def run_node(self, name: str, node: Node, xs: list[np.ndarray]) -> np.ndarray:
+        y = super().run_node(name, node, xs)
+        p = self.precision
+        in_vars = [self.variances[q] for q in self.graph.inputs_of(name)]
+        params = self.params(node)
+        if node.op == "input":
+            var = (p.output * xs[0]) ** 2
+        elif node.op in ("conv", "fc"):
+            pre, var = self._linear(node, xs[0], in_vars[0], params)
+            fn = node.attrs.get("fused_act")
+            if fn is not None:
+                var = SLOPE[fn] ** 2 * var
+        elif node.op == "batchnorm":
+            scale = params["gamma"] / np.sqrt(params["var"] + node.attrs["eps"])
+            s = scale.reshape(1, -1, *[1] * (xs[0].ndim - 2))
+            var = s**2 * in_vars[0] + (p.output * s * xs[0]) ** 2
+        elif node.op == "act":
+            var = SLOPE[node.attrs["fn"]] ** 2 * in_vars[0]
+        elif node.op == "add":
+            var = sum(in_vars)
+        elif node.op == "mul":
+            a, b = xs
+            var = b**2 * in_vars[0] + a**2 * in_vars[1]
+        elif node.op == "global_avgpool":
+            hw = xs[0].shape[2] * xs[0].shape[3]
+            var = in_vars[0].mean(axis=(2, 3), keepdims=True) / hw + p.accumulate**2 * (xs[0] ** 2).mean(
+                axis=(2, 3), keepdims=True
+            )
+        elif node.op == "flatten":
+            var = in_vars[0].reshape(y.shape)
+        elif node.op == "softmax":
+            # dp_i = p_i (dz_i − Σ_j p_j dz_j), the terms taken as independent.
+            var = y**2 * (in_vars[0] + (y**2 * in_vars[0]).sum(axis=1, keepdims=True))
+        else:  # an op this model does not know: no allowance beyond its output's rounding
+            var = np.zeros_like(y)
+        self.variances[name] = var + (p.output * y) ** 2
+        return y
+
+    def _linear(self, node: Node, x: np.ndarray, var_x: np.ndarray, params: dict) -> tuple[np.ndarray, np.ndarray]:
+        a, p = node.attrs, self.precision
+        w2 = params["weight"] ** 2
+        if node.op == "conv":
+            n = int(np.prod(params["weight"].shape[1:]))
+            terms = kernels.conv2d(x**2, w2, None, a["stride"], a["pads"], a["groups"])
+            carried = kernels.conv2d(var_x, w2, None, a["stride"], a["pads"], a["groups"])
+        else:
+            n = params["weight"].shape[1]
+            terms = (x**2) @ w2.T
+            carried = var_x @ w2.T
+        return terms, carried + (p.accumulate**2 * n + p.weights**2) * terms
+
+
+def allowed_error(graph: Graph, images: np.ndarray, *precisions: Precision) -> np.ndarray:
+    """Per output element, how far apart evaluations at these precisions (and the exact result) may
+    be: TOLERANCE_SIGMAS standard deviations of their summed error variances."""
+    total = 0.0
+    for precision in precisions:
+        model = RoundingVariance(graph, precision)
+        model.run({graph.inputs[0]: images})
+        total = total + model.variances[graph.outputs[0]]
+    return TOLERANCE_SIGMAS * np.sqrt(total)
+
+
+def exceedance(actual: np.ndarray, expected: np.ndarray, allowed: np.ndarray) -> float:
+    """The largest |actual − expected| as a multiple of what is allowed there (≤ 1 passes)."""
+    floor = np.finfo(np.float32).tiny
+    return float((np.abs(np.asarray(actual, np.float64) - expected) / np.maximum(allowed, floor)).max())
