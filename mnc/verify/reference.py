@@ -6,14 +6,15 @@ from __future__ import annotations
 import numpy as np
 
 from mnc.ir.graph import Graph
-from mnc.ir.interpreter import run
+from mnc.verify.bounds import FLOAT32, RoundingVariance
 
 DESCRIPTION = "unoptimised fp32 IR exported to ONNX, run by ONNX Runtime with graph optimisations disabled"
 CHECK_DESCRIPTION = "mnc numpy interpreter (float64) on the unoptimised IR"
 
 
-def reference_outputs(graph: Graph, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ONNX Runtime reference, float64 interpreter result) for the unoptimised graph."""
+def reference_outputs(graph: Graph, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ONNX Runtime reference, float64 interpreter result, the variance of a float32 evaluation's
+    rounding error in each output element) for the unoptimised graph (mnc/verify/bounds.py)."""
     import onnxruntime as ort
 
     from mnc.backends import onnx as onnx_backend
@@ -26,5 +27,6 @@ def reference_outputs(graph: Graph, images: np.ndarray) -> tuple[np.ndarray, np.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
     (reference,) = session.run(None, {onnx_backend.INPUT_NAME: images})
-    (interpreted,) = run(graph, {graph.inputs[0]: images}).values()
-    return reference, interpreted
+    model = RoundingVariance(graph, FLOAT32)
+    (interpreted,) = model.run({graph.inputs[0]: images}).values()
+    return reference, interpreted, model.variances[graph.outputs[0]]
