@@ -45,8 +45,12 @@ def slope(fn: str, x: np.ndarray, sigma: np.ndarray) -> np.ndarray:
         return ((hi > 0) & (lo < 6)).astype(np.float64)
     if fn == "hsigmoid":
         return ((hi > -3) & (lo < 3)) / 6.0
-    if fn == "hswish":  # slope (2x + 3)/6 on (−3, 3), 0 below, 1 above
-        return np.where(hi <= -3, 0.0, np.clip(np.maximum(np.abs(2 * lo + 3), np.abs(2 * hi + 3)) / 6, 0, 1.5))
+    if fn == "hswish":  # slope 0 below −3, (2x + 3)/6 between, 1 above 3: at most 1.5, just below 3
+
+        def at(v):
+            return np.where(v < -3, 0.0, np.where(v > 3, 1.0, np.abs(2 * v + 3) / 6))
+
+        return np.where((lo < 3) & (hi > 3), 1.5, np.maximum(at(lo), at(hi)))
     if fn == "sigmoid":
         return np.full_like(x, 0.25)
     return np.ones_like(x)  # identity
