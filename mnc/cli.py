@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import signal
 import sys
@@ -59,9 +60,12 @@ def _natural(text: str) -> int:
 
 def _number(text: str) -> float:
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
+    return value
 
 
 def _add_shape_options(p: argparse.ArgumentParser) -> None:
@@ -113,7 +117,7 @@ def make_parser() -> argparse.ArgumentParser:
         prog="mnc",
         description="Compile MobileNet-style network specs into verified mobile models.",
         epilog="exit codes: 0 success, 2 bad input, 3 verification failed, 70 internal error (a crash file names "
-        "the traceback; --debug prints it), 130 interrupted, 143 terminated",
+        "the traceback; --debug prints it), 130 interrupted, 143 terminated, 141 output closed by its reader",
     )
     parser.add_argument("--version", action="version", version=f"mnc {__version__}")
     common = argparse.ArgumentParser(add_help=False)
@@ -280,7 +284,7 @@ def _compile(args) -> int:
             )
         print(
             f"int8 ({q['calibration']}): against mnc's fake-quant reference SQNR {m['sqnr_db']} dB, cosine "
-            f"{m['cosine']:.5f}; against fp32 SQNR {f['sqnr_db']} dB, top-1 agreement {f['top1_agreement']:.3f}"
+            f"{m['cosine']:.5f}; against fp32 SQNR {f['sqnr_db']} dB, top-1 agreement {_fraction(f['top1_agreement'])}"
         )
     for run in v.get("runs", []):
         m = run["metrics"]
@@ -292,6 +296,10 @@ def _compile(args) -> int:
     print(f"  reference: {v['reference']}")
     print(f"report: {result.report_path}")
     return 0
+
+
+def _fraction(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _allowance(verification: dict, metrics: dict) -> str:

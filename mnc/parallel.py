@@ -6,10 +6,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import multiprocessing
+import os
 import platform
 import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -27,6 +29,14 @@ def single_threaded_blas(function):
             return function(*args, **kwargs)
 
     return wrapper
+
+
+def child_environment() -> dict[str, str]:
+    """The environment of a child `python -m mnc…`: this mnc first on its path, wherever it was imported
+    from (an installed package, a checkout, a script that put it on sys.path)."""
+    here = str(Path(__file__).resolve().parents[1])
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": here + (os.pathsep + path if path else "")}
 
 
 def can_fork() -> bool:

@@ -28,8 +28,9 @@ def test_ort_model_with_operator_config_and_reproducible_bytes(tmp_path):
     assert a.artifact.read_bytes()[4:8] == b"ORTM"  # the ORT format's file identifier
     config = a.artifact.with_name(a.artifact.name[: -len(".ort")] + CONFIG_SUFFIX)
     assert "ai.onnx;" in config.read_text() and str(tmp_path) not in config.read_text()
-    if a.report["ort"]["reproducible_bytes"]:
-        assert a.artifact.read_bytes() == b.artifact.read_bytes()
+    if not a.report["ort"]["reproducible_bytes"]:
+        pytest.skip("address-space randomisation cannot be turned off here: ORT's bytes vary")
+    assert a.artifact.read_bytes() == b.artifact.read_bytes()
     assert main(["verify", str(a.artifact)]) == 0
 
 

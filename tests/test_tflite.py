@@ -296,3 +296,88 @@ def test_corrupted_int8_weights_fail_at_their_layer(tmp_path, capsys):
     broken.write_bytes(bytes(data))
     assert main(["verify", str(broken)]) == 3
     assert "layer 'stage3.block0.dw'" in capsys.readouterr().err
+
+
+FC_ON_A_MAP = """\
+name = flat
+input_channels = 3
+base_resolution = 16
+classes = 10
+activation = relu
+width_rounding = make_divisible(divisor=8)
+padding = same
+
+| operator       | c  | s |
+|----------------|----|---|
+| conv2d 3x3     | 16 | 2 |
+| fc             | k  |   |
+"""
+
+
+def test_int8_fc_on_a_spatial_map_is_checked_in_the_irs_order(tmp_path):
+    """The flattened map is H×W×C in TFLite and C×H×W in the IR: the layer check reorders it."""
+    from mnc.pipeline import Quantization
+
+    spec = tmp_path / "flat.mnet"
+    spec.write_text(FC_ON_A_MAP)
+    result = compile_spec(spec, target="tflite", out_dir=tmp_path, quantization=Quantization("synthetic", samples=8))
+    v = result.report["verification"]
+    assert v["layers"]["verdict"] == "pass" and v["metrics"]["cosine"] > 0.999
+    assert result.report["artifact"]["input"]["shape"] == ["batch", 16, 16, 3]  # the model's own NHWC
+
+
+def test_an_int8_artifact_the_runtime_rejects_is_a_failed_verification(tmp_path, capsys, monkeypatch):
+    from mnc.backends import tflite
+    from mnc.backends.target import Executor
+
+    def broken(artifact, feeds):
+        raise RuntimeError("cannot load model")
+
+    monkeypatch.setattr(tflite.TARGET, "executors", lambda: [Executor("broken runtime", broken)])
+    code = main(
+        [
+            "compile",
+            str(SPECS / "v1.mnet"),
+            "--alpha",
+            "0.25",
+            "--resolution",
+            "32",
+            "--target",
+            "tflite",
+            "--quantize",
+            "int8",
+            "--calib",
+            "synthetic",
+            "--calib-samples",
+            "4",
+            "-o",
+            str(tmp_path),
+        ]
+    )
+    assert code == 3 and "broken runtime could not run it: RuntimeError: cannot load model" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_an_int8_network_without_a_classifier_prints_its_figures(tmp_path, capsys):
+    spec = tmp_path / "pool.mnet"
+    spec.write_text(FC_ON_A_MAP.replace("| fc             | k  |   |", "| avgpool global |    |   |"))
+    assert (
+        main(
+            [
+                "compile",
+                str(spec),
+                "--target",
+                "tflite",
+                "--quantize",
+                "int8",
+                "--calib",
+                "synthetic",
+                "--calib-samples",
+                "4",
+                "-o",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
+    assert "top-1 agreement n/a" in capsys.readouterr().out

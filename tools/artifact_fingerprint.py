@@ -170,7 +170,7 @@ def tflite_facts(path: Path, shape: list[int], image: bool) -> dict:
     }
     interpreter = Interpreter(model_path=str(path), num_threads=1)
     (inp,) = interpreter.get_input_details()
-    x = np.transpose(seeded_inputs(shape, image), (0, 2, 3, 1))
+    x = seeded_inputs(shape, image)  # the report gives the model's own (NHWC) shape
     interpreter.resize_tensor_input(inp["index"], list(x.shape))
     interpreter.allocate_tensors()
     interpreter.set_tensor(inp["index"], np.ascontiguousarray(x, dtype=inp["dtype"]))

@@ -77,6 +77,8 @@ def convert(onnx_path: Path, ort_path: Path) -> bool:
         text=True,
     )
     if done.returncode != 0:
+        if not ort_path.parent.exists() or "Failed to save" in done.stderr or "No space" in done.stderr:
+            raise InputError(f"cannot write '{ort_path.name}' into '{ort_path.parent}': ONNX Runtime could not save it")
         raise RuntimeError(f"ONNX Runtime could not convert the model: {done.stderr.strip()[-500:]}")
     return fixed
 

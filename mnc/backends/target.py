@@ -164,6 +164,10 @@ class Target:
     def output_name(self, graph: Graph) -> str:
         return output_name(graph)
 
+    def layout(self, shape: tuple[int, ...]) -> list[int]:
+        """A per-sample IR shape (C, H, W) as the artifact's tensors hold it (NCHW unless overridden)."""
+        return list(shape)
+
     def write(self, graph: Graph, path: Path, record: ArtifactRecord, options) -> dict | None:
         """Write the artifact at `path` (and its companions beside it); may return facts of the
         build for the target's section of the report."""

@@ -37,6 +37,7 @@ from mnc.backends.target import (
 from mnc.errors import InputError
 from mnc.ir.graph import Graph
 from mnc.ir.node import Affine, Node
+from mnc.parallel import child_environment
 
 Op = schema.BuiltinOperator
 Opt = schema.BuiltinOptions
@@ -645,6 +646,7 @@ def _in_child(mode: str, artifact, batch: np.ndarray) -> dict[str, np.ndarray]:
             capture_output=True,
             text=True,
             preexec_fn=_ignore_interrupts,
+            env=child_environment(),
         )
         if done.returncode != 0:
             why = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
@@ -674,6 +676,10 @@ class TFLiteTarget(Target):
     ops = OPS
     activations = ACTIVATIONS
     fused_activations = tuple(FUSED)  # the others keep a tensor of their own: int8 needs its range
+
+    def layout(self, shape: tuple[int, ...]) -> list[int]:
+        return _nhwc(shape)[1:]
+
     int8_end_to_end_gate = False  # int8_checks compares every layer
 
     def make_options(self, values: dict, network: NetworkFacts) -> TFLiteOptions:
@@ -729,7 +735,13 @@ class TFLiteTarget(Target):
         def real(node_name: str) -> np.ndarray:
             values, scale, zero_point = tensors[f"{INPUT_NAME}.int8" if node_name in quantized.inputs else node_name]
             r = (values.astype(np.float64) - zero_point) * scale
-            return np.transpose(r, (0, 3, 1, 2)) if r.ndim == 4 else r
+            if r.ndim == 4:
+                return np.transpose(r, (0, 3, 1, 2))
+            flattened = quantized.input_shapes(node_name)[0] if quantized.node(node_name).op == "flatten" else None
+            if flattened is not None and len(flattened) == 3:  # held H×W×C here, C×H×W in the IR
+                c, h, w = flattened
+                return r.reshape(-1, h, w, c).transpose(0, 3, 1, 2).reshape(len(r), -1)
+            return r
 
         reference = FakeQuantInterpreter(quantized)
         layers, worst = {}, ("", 0.0)

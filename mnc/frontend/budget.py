@@ -4,6 +4,7 @@ not a MemoryError (or an hour of silence) later."""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from math import prod
@@ -80,6 +81,6 @@ def parse_size(text: str) -> int:
         value = float(number) * factor
     except ValueError:
         raise ValueError(f"expected a size such as 8G or 512M, got '{text}'") from None
-    if value <= 0:
-        raise ValueError(f"expected a size above 0, got '{text}'")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"expected a finite size above 0, got '{text}'")
     return int(value)

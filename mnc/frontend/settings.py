@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from mnc.errors import Collector, InputError, Loc, did_you_mean, one_of
@@ -227,7 +228,7 @@ def _check_ranges(values: dict, locs: dict[str, Loc], problems: Collector) -> No
 
 
 def alpha_problem(alpha: float) -> str | None:
-    if not alpha > 0:
+    if not alpha > 0 or not math.isfinite(alpha):
         return f"width multiplier α must be > 0, got {alpha:g}"
     if alpha > MAX_ALPHA:
         return f"width multiplier α = {alpha:g} is too large (at most {MAX_ALPHA:g}; the papers use 0.25–1.4)"
@@ -237,6 +238,8 @@ def alpha_problem(alpha: float) -> str | None:
 def rho_problem(rho: float, base: int | None) -> str | None:
     if not rho > 0:
         return f"resolution multiplier ρ must be > 0, got {rho:g}"
+    if not math.isfinite(rho) or rho > MAX_RESOLUTION:
+        return f"resolution multiplier ρ = {rho:g} is too large"
     if base and base >= 1:
         return resolution_problem(round(base * rho), f"ρ = {rho:g} gives resolution round({base}·{rho:g}) = ")
     return None

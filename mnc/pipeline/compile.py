@@ -223,8 +223,11 @@ def _report(
             "path": str(out),
             "size_bytes": size,
             "sha256": sha256,
-            "input": {"name": "input", "shape": ["batch", *graph.node(graph.inputs[0]).shape]},
-            "output": {"name": target.output_name(optimised), "shape": ["batch", *graph.node(graph.outputs[0]).shape]},
+            "input": {"name": "input", "shape": ["batch", *target.layout(graph.node(graph.inputs[0]).shape)]},
+            "output": {
+                "name": target.output_name(optimised),
+                "shape": ["batch", *target.layout(graph.node(graph.outputs[0]).shape)],
+            },
         },
         "verification": verification,
     }

@@ -50,7 +50,9 @@ def slope(fn: str, x: np.ndarray, sigma: np.ndarray) -> np.ndarray:
         def at(v):
             return np.where(v < -3, 0.0, np.where(v > 3, 1.0, np.abs(2 * v + 3) / 6))
 
-        return np.where((lo < 3) & (hi > 3), 1.5, np.maximum(at(lo), at(hi)))
+        steepest = np.maximum(at(lo), at(hi))
+        steepest = np.where((lo < -3) & (hi > -3), np.maximum(steepest, 0.5), steepest)  # −0.5 just above −3
+        return np.where((lo < 3) & (hi > 3), 1.5, steepest)
     if fn == "sigmoid":
         return np.full_like(x, 0.25)
     return np.ones_like(x)  # identity
@@ -80,6 +82,7 @@ class RoundingVariance(Interpreter):
         super().__init__(graph, np.float64)
         self.precision = precision
         self.variances: dict[str, np.ndarray] = {}
+        self._users_left = {n: len(graph.users(n)) for n in graph}
 
     def run_node(self, name: str, node: Node, xs: list[np.ndarray]) -> np.ndarray:
         y = super().run_node(name, node, xs)
@@ -118,6 +121,10 @@ class RoundingVariance(Interpreter):
         else:  # an op this model does not know: no allowance beyond its output's rounding
             var = np.zeros_like(y)
         self.variances[name] = var + (p.output * y) ** 2
+        for q in self.graph.inputs_of(name):  # as the values are freed: no variance outlives its users
+            self._users_left[q] -= 1
+            if self._users_left[q] == 0 and q not in self.graph.outputs:
+                del self.variances[q]
         return y
 
     def _linear(self, node: Node, x: np.ndarray, var_x: np.ndarray, params: dict) -> np.ndarray:

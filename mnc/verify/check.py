@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnc.backends.target import Target
+from mnc.backends.target import Int8Check, Target
 from mnc.ir.graph import Graph
 from mnc.ir.interpreter import run as interpret
 from mnc.parallel import run_split
@@ -115,9 +115,31 @@ def verify_int8(
         fake = FakeQuantInterpreter(quantized, activations=activations).run({quantized.inputs[0]: images}, keep=True)
         fp32 = interpret(optimised, {optimised.inputs[0]: images}, keep=True)
     executor = target.executors()[0]
-    with timings.stage("execute"):
-        (output,) = run_split(executor.run, artifact, {"input": feed}, executor.split_samples)
     out = quantized.outputs[0]
+    with timings.stage("execute"):
+        try:
+            (output,) = run_split(executor.run, artifact, {"input": feed}, executor.split_samples)
+            problem = (
+                None
+                if np.shape(output) == fake[out].shape
+                else (f"output shape {np.shape(output)} differs from the reference's {fake[out].shape}")
+            )
+        except Exception as exc:  # the runtime rejected the artifact: a failed check, not a crash
+            problem = f"{type(exc).__name__}: {exc}"
+    if problem is not None:
+        return Int8Verification(
+            ReferenceCheck(
+                compare(expected, interpreted), exceedance(expected, interpreted, TOLERANCE_SIGMAS * np.sqrt(variance))
+            ),
+            activations,
+            executor.label,
+            f"{INT8_BATCH} seeded image-like samples (verification stream)",
+            {"sqnr_db": None, "cosine": 0.0, "top1_agreement": None},
+            {"sqnr_db": None, "cosine": 0.0, "top1_agreement": None},
+            [Int8Check("runtime", {"error": problem}, False, f"{executor.label} could not run it: {problem}")],
+            [],
+            target.int8_end_to_end_gate,
+        )
     layers = sorted(((n, sqnr(fp32[n], fake[n])) for n in quantized.topo() if n in fp32), key=lambda kv: kv[1])
     return Int8Verification(
         ReferenceCheck(
