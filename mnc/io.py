@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import signal
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -123,8 +124,9 @@ def destination_lock(folder: Path):
 
 
 def publish(staged_path: Path, destination: Path, report_path: Path, report: bytes, companions=()) -> None:
-    """Put an artifact, its companions and its report in place as one step of one run."""
-    with destination_lock(destination.parent):
+    """Put an artifact, its companions and its report in place as one step of one run. Ctrl-C and
+    SIGTERM wait until the renames are done (only SIGKILL can come between them)."""
+    with destination_lock(destination.parent), _signals_held():
         try:
             for companion in companions:
                 install(companion, destination.parent / companion.name)
@@ -132,6 +134,16 @@ def publish(staged_path: Path, destination: Path, report_path: Path, report: byt
             install(staged_path, destination)
         except OSError as exc:
             raise output_error(destination, exc) from None
+
+
+@contextmanager
+def _signals_held():
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def digest(path: Path) -> tuple[int, str]:

@@ -55,7 +55,7 @@ class ReferenceCheck:
 
 DERIVED_FP32 = {
     "rule": f"every element within {TOLERANCE_SIGMAS:g} standard deviations of the float32 rounding error derived "
-    "from the computation (mnc/verify/bounds.py), and cosine ≥ 0.9999",
+    f"from the computation (mnc/verify/bounds.py), and cosine ≥ {FP32.min_cosine}",
 }
 
 
