@@ -17,6 +17,7 @@ import numpy as np
 from mnc.artifact import ArtifactRecord
 from mnc.backends.coreml_exec import CoreMLProgram, coremltools, load_spec, run_coreml
 from mnc.backends.target import (
+    INPUT_NAME,
     Choice,
     Executor,
     Int8Plan,
@@ -35,7 +36,6 @@ WEIGHT_BITS = 8  # Core ML's int8 kernels have no int16 pair sums to saturate
 ACTIVATION_INT8_TARGETS = ("iOS17", "iOS18", "macOS14", "macOS15")
 WEIGHT_INT8_TARGETS = ("iOS16", "macOS13", *ACTIVATION_INT8_TARGETS)
 WEIGHTS_SCHEME = "int8 weights (constexpr_affine_dequantize, per-output-channel symmetric)"
-INPUT_NAME = "input"
 DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", "macOS14", "macOS15")
 PRECISIONS = ("fp16", "fp32")
 DEFAULT_PRECISION = "fp16"  # what Core ML apps ship; fp32 on request

@@ -10,7 +10,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from mnc.artifact import ArtifactRecord
-from mnc.backends.target import Executor, Int8Check, Int8Plan, Target, output_name
+from mnc.backends.target import INPUT_NAME, Executor, Int8Check, Int8Plan, Target, output_name
 from mnc.errors import InputError
 from mnc.ir.graph import Graph
 from mnc.quant.scheme import ACTIVATION_LEVELS, weight_qmax
@@ -18,7 +18,6 @@ from mnc.quant.sqnr import sqnr
 
 OPSET = 17
 IR_VERSION = 8  # the ONNX IR version of opset 17; loadable by every ONNX Runtime since 1.11
-INPUT_NAME = "input"
 
 # ONNX Runtime's u8×s8 kernels on x86 without VNNI (AVX2) add two products into int16, which
 # saturates unless 255·(|w1| + |w2|) ≤ 32767, i.e. every |w| ≤ 64. The weights take the most bits

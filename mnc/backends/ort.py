@@ -87,7 +87,7 @@ def operator_config(ort_path: Path) -> bytes:
     """The operator config of a reduced-size ONNX Runtime build that runs this model."""
     from onnxruntime.tools.ort_format_model.utils import create_config_from_models
 
-    config = ort_path.with_name(ort_path.name[: -len(".ort")] + CONFIG_SUFFIX)
+    (config,) = TARGET.companions(ort_path)
     logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)  # it logs each file it writes
     with contextlib.redirect_stdout(io.StringIO()):
         create_config_from_models([ort_path], config, False)

@@ -195,6 +195,9 @@ class Target:
         return {}
 
 
+INPUT_NAME = "input"  # every artifact's input, whatever the target
+
+
 def output_name(graph: Graph) -> str:
     """What every target calls the network's output."""
     return "probabilities" if graph.node(graph.outputs[0]).op == "softmax" else "logits"

@@ -25,6 +25,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from mnc.artifact import ArtifactRecord
 from mnc.backends.target import (
+    INPUT_NAME,
     Choice,
     Executor,
     Int8Check,
@@ -43,7 +44,6 @@ Op = schema.BuiltinOperator
 Opt = schema.BuiltinOptions
 Act = schema.ActivationFunctionType
 T = schema.TensorType
-INPUT_NAME = "input"
 SIGNATURE = "serving_default"
 BUFFER_ALIGNMENT = 16  # the schema's force_align for buffer data, which the Python packer ignores
 PRECISIONS = ("fp32", "fp16")

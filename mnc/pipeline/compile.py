@@ -11,7 +11,7 @@ from pathlib import Path
 from mnc import __version__
 from mnc.artifact import ArtifactRecord
 from mnc.backends import get_target, target_of, target_options
-from mnc.backends.target import NetworkFacts, Target, TargetOptions
+from mnc.backends.target import INPUT_NAME, NetworkFacts, Target, TargetOptions
 from mnc.errors import InputError, VerificationError
 from mnc.frontend import load_spec, load_spec_text
 from mnc.io import digest, output_error, publish, staged, write_atomic
@@ -223,7 +223,7 @@ def _report(
             "path": str(out),
             "size_bytes": size,
             "sha256": sha256,
-            "input": {"name": "input", "shape": ["batch", *target.layout(graph.node(graph.inputs[0]).shape)]},
+            "input": {"name": INPUT_NAME, "shape": ["batch", *target.layout(graph.node(graph.inputs[0]).shape)]},
             "output": {
                 "name": target.output_name(optimised),
                 "shape": ["batch", *target.layout(graph.node(graph.outputs[0]).shape)],

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnc.backends.target import Int8Check, Target
+from mnc.backends.target import INPUT_NAME, Int8Check, Target
 from mnc.ir.graph import Graph
 from mnc.ir.interpreter import run as interpret
 from mnc.parallel import run_split
@@ -51,7 +51,7 @@ def verify_float(
     interpreter, and a disagreement there fails the check too."""
     timings = timings or Timings()
     pixels, images = verification_inputs(settings, resolution, seed)
-    feed = {"input": pixels if image_input else images}
+    feed = {INPUT_NAME: pixels if image_input else images}
     with timings.stage("reference"):  # with a future: only the time spent waiting for it
         if reference_future is not None:
             expected, interpreted, variance = reference_future.result()
@@ -118,7 +118,7 @@ def verify_int8(
     out = quantized.outputs[0]
     with timings.stage("execute"):
         try:
-            (output,) = run_split(executor.run, artifact, {"input": feed}, executor.split_samples)
+            (output,) = run_split(executor.run, artifact, {INPUT_NAME: feed}, executor.split_samples)
             problem = (
                 None
                 if np.shape(output) == fake[out].shape
