@@ -256,19 +256,13 @@ def _compile(args) -> int:
     result = compile_spec(
         args.spec,
         target=args.target,
-        alpha=args.alpha,
-        rho=args.rho,
-        resolution=args.resolution,
-        classes=args.classes,
         seed=args.seed or 0,
-        weights=args.weights,
-        weights_layout=args.weights_layout,
         save_weights=args.save_weights,
         out_dir=args.output_dir,
         passes=args.passes,
         options=options,
         quantization=quantization,
-        max_memory=args.max_memory,
+        **_network(args),
     )
     r = result.report
     v = r["verification"]
@@ -296,6 +290,19 @@ def _compile(args) -> int:
     print(f"  reference: {v['reference']}")
     print(f"report: {result.report_path}")
     return 0
+
+
+def _network(args) -> dict:
+    """What every command that builds a network takes from the shape and weights options."""
+    return {
+        "alpha": args.alpha,
+        "rho": args.rho,
+        "resolution": args.resolution,
+        "classes": args.classes,
+        "weights": args.weights,
+        "weights_layout": args.weights_layout,
+        "max_memory": args.max_memory,
+    }
 
 
 def _fraction(value) -> str:
@@ -329,14 +336,8 @@ def _ir(args) -> int:
         raise InputError(f"--after {args.after}: not a pass of the pipeline ({', '.join(pipeline) or 'empty'})")
     built = build(
         args.spec,
-        alpha=args.alpha,
-        rho=args.rho,
-        resolution=args.resolution,
-        classes=args.classes,
         seed=args.seed or 0,
-        weights=args.weights,
-        weights_layout=args.weights_layout,
-        max_memory=args.max_memory,
+        **_network(args),
     )
     graph = built.graph
     if args.after != "none":
@@ -372,14 +373,8 @@ def _verify(args) -> int:
     result = verify_file(
         args.artifact,
         spec_path=args.spec,
-        alpha=args.alpha,
-        rho=args.rho,
-        resolution=args.resolution,
-        classes=args.classes,
         seed=args.seed,
-        weights=args.weights,
-        weights_layout=args.weights_layout,
-        max_memory=args.max_memory,
+        **_network(args),
     )
     if args.json:
         print(json.dumps(result, indent=2))

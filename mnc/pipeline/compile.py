@@ -288,13 +288,13 @@ def verify_file(
     if record is not None and record.quantized:  # int8: rebuild the quantised IR from the recorded ranges
         passes = [p for p in record.passes if p != QUANTIZE_PASS]
         optimised, _ = run_pipeline(built.graph, passes, options=pass_options(target, passes))
-        quantized, _ = quantize_with_ranges(optimised, record.activation_ranges, record.weight_bits or 8)
+        emitted, _ = quantize_with_ranges(optimised, record.activation_ranges, record.weight_bits or 8)
         activations = record.int8_activations is not False
         verification = verify_int8(
             path,
             target,
             built.graph,
-            quantized,
+            emitted,
             optimised,
             settings,
             res,
@@ -315,9 +315,9 @@ def verify_file(
         )
         if record is not None:  # the IR the artifact was emitted from, for its constants
             passes = list(record.passes)
-            quantized, _ = run_pipeline(built.graph, passes, options=pass_options(target, passes))
+            emitted, _ = run_pipeline(built.graph, passes, options=pass_options(target, passes))
     if record is not None:
-        verification.constants = check_constants(target, path, quantized, record)
+        verification.constants = check_constants(target, path, emitted, record)
     result = verification.as_dict()
     result.update(
         {

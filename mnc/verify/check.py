@@ -61,9 +61,7 @@ def verify_float(
     # fp32 artifacts: the artifact and the reference are both float32 evaluations of the network.
     allowed = TOLERANCE_SIGMAS * np.sqrt(2 * variance) if precision != "fp16" else None
     result = FloatVerification(
-        ReferenceCheck(
-            compare(expected, interpreted), exceedance(expected, interpreted, TOLERANCE_SIGMAS * np.sqrt(variance))
-        ),
+        _reference_check(expected, interpreted, variance),
         f"{FLOAT_BATCH} seeded image-like samples (verification stream)"
         + ("; the artifact is fed 8-bit pixels, the reference their normalised values" if image_input else ""),
         tolerance,
@@ -126,33 +124,33 @@ def verify_int8(
             )
         except Exception as exc:  # the runtime rejected the artifact: a failed check, not a crash
             problem = f"{type(exc).__name__}: {exc}"
-    if problem is not None:
-        return Int8Verification(
-            ReferenceCheck(
-                compare(expected, interpreted), exceedance(expected, interpreted, TOLERANCE_SIGMAS * np.sqrt(variance))
-            ),
-            activations,
-            executor.label,
-            f"{INT8_BATCH} seeded image-like samples (verification stream)",
-            {"sqnr_db": None, "cosine": 0.0, "top1_agreement": None},
-            {"sqnr_db": None, "cosine": 0.0, "top1_agreement": None},
-            [Int8Check("runtime", {"error": problem}, False, f"{executor.label} could not run it: {problem}")],
-            [],
-            target.int8_end_to_end_gate,
-        )
-    layers = sorted(((n, sqnr(fp32[n], fake[n])) for n in quantized.topo() if n in fp32), key=lambda kv: kv[1])
+    if problem is None:
+        layers = sorted(((n, sqnr(fp32[n], fake[n])) for n in quantized.topo() if n in fp32), key=lambda kv: kv[1])
+        versus_fake, versus_fp32 = _quant_metrics(output, fake[out]), _quant_metrics(output, expected)
+        checks = target.int8_checks(artifact, quantized, feed, output)
+    else:
+        layers, versus_fake, versus_fp32 = [], _NO_METRICS, _NO_METRICS
+        checks = [Int8Check("runtime", {"error": problem}, False, f"{executor.label} could not run it: {problem}")]
     return Int8Verification(
-        ReferenceCheck(
-            compare(expected, interpreted), exceedance(expected, interpreted, TOLERANCE_SIGMAS * np.sqrt(variance))
-        ),
+        _reference_check(expected, interpreted, variance),
         activations,
         executor.label,
         f"{INT8_BATCH} seeded image-like samples (verification stream)",
-        _quant_metrics(output, fake[out]),
-        _quant_metrics(output, expected),
-        target.int8_checks(artifact, quantized, feed, output),
+        versus_fake,
+        versus_fp32,
+        checks,
         layers[:5],
         target.int8_end_to_end_gate,
+    )
+
+
+_NO_METRICS = {"sqnr_db": None, "cosine": 0.0, "top1_agreement": None}  # the artifact did not run
+
+
+def _reference_check(expected: np.ndarray, interpreted: np.ndarray, variance: np.ndarray) -> ReferenceCheck:
+    """The ONNX Runtime reference against the float64 interpreter, within float32's derived rounding."""
+    return ReferenceCheck(
+        compare(expected, interpreted), exceedance(expected, interpreted, TOLERANCE_SIGMAS * np.sqrt(variance))
     )
 
 
