@@ -325,3 +325,43 @@ def test_a_deep_network_is_not_failed_for_rounding_it_cannot_avoid(tmp_path):
     v = result.report["verification"]
     assert v["verdict"] == "pass" and v["reference_check"]["verdict"] == "pass"
     assert v["metrics"]["max_rel_err"] > 1e-4 and v["metrics"]["exceedance"] <= 1
+
+
+# ---- new ways to fail, each located -------------------------------------------------------------
+
+
+def test_new_bad_inputs_are_located_exit_2(tmp_path, capsys):
+    text = (SPECS / "v2.mnet").read_text()
+    cases = [
+        (
+            text.replace("base_resolution = 224", "base_resolution = 100000000"),
+            "'base_resolution' 100000000 is too large",
+            ":15:19: error:",
+        ),
+        (
+            text.replace("rho             = 1.0", "rho             = 1e999"),
+            "resolution multiplier ρ = inf is too large",
+            ":17:19: error:",
+        ),
+        (
+            text.replace("| 7² × 1280      | avgpool global        | - | -    | 1 | - |\n", "").replace(
+                "| 1 × 1 × 1280   | fc                    | - | k    | - | - |",
+                "| 1 × 1 × 1280   | fc                    | - | k    | - | - |\n| -              | conv2d 1x1            | - | 8    | 1 | 1 |",
+            ),
+            "a convolution needs a C×H×W feature map",
+            ":38:20: error:",
+        ),
+    ]
+    for i, (spec_text, message, place) in enumerate(cases):
+        spec = tmp_path / f"bad{i}.mnet"
+        spec.write_text(spec_text)
+        assert main(["summary", str(spec)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and f"{spec}{place}" in err, err
+
+
+@pytest.mark.parametrize("flag,value", [("--rho", "inf"), ("--alpha", "nan"), ("--max-memory", "1e400")])
+def test_non_finite_arguments_are_bad_input(capsys, flag, value):
+    with pytest.raises(SystemExit) as info:
+        main(["summary", str(SPECS / "v2.mnet"), flag, value])
+    assert info.value.code == 2 and f"argument {flag}: expected a finite" in capsys.readouterr().err
