@@ -349,7 +349,7 @@ def test_new_bad_inputs_are_located_exit_2(tmp_path, capsys):
                 "| 1 × 1 × 1280   | fc                    | - | k    | - | - |\n| -              | conv2d 1x1            | - | 8    | 1 | 1 |",
             ),
             "a convolution needs a C×H×W feature map",
-            ":38:20: error:",
+            ":37:20: error:",
         ),
     ]
     for i, (spec_text, message, place) in enumerate(cases):
