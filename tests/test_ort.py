@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, SPECS
 
+import mnc
+from mnc.backends import ort as ort_target
 from mnc.backends.ort import CONFIG_SUFFIX, run_ort
 from mnc.cli import main
 from mnc.frontend import load_spec
@@ -62,3 +64,22 @@ def test_a_changed_weight_fails_verify(tmp_path):
     broken = tmp_path / "broken.ort"
     broken.write_bytes(bytes(data))
     assert main(["verify", str(broken)]) == 3
+
+
+def test_ort_bytes_do_not_depend_on_the_callers_environment_or_folders(tmp_path, monkeypatch):
+    """A sweep's worker, a Dask worker and a shell differ in environment, working folder and staging
+    path: none of that may reach the bytes (it did: the hash seed and the sizes of strings the
+    converter's process allocated moved the addresses that order ONNX Runtime's table)."""
+    if not ort_target._aslr_can_be_disabled():
+        pytest.skip("address-space randomisation cannot be turned off here")
+    mnc.compile(SPECS / "v1.mnet", target="onnx", alpha=0.25, resolution=32, out_dir=tmp_path)
+    source = tmp_path / "v1_0.25_32.onnx"
+    ort_target.convert(source, tmp_path / "a.ort")
+    monkeypatch.setenv("MNC_TEST_PADDING", "x" * 4099)
+    monkeypatch.setenv("PYTHONHASHSEED", "random")
+    (tmp_path / "a much longer folder name" / "deeper").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a much longer folder name")
+    ort_target.convert(source, tmp_path / "a much longer folder name" / "deeper" / "b.ort")
+    assert (tmp_path / "a.ort").read_bytes() == (
+        tmp_path / "a much longer folder name" / "deeper" / "b.ort"
+    ).read_bytes()

@@ -4,8 +4,12 @@ x86-only NCHWc layout), with the operator config a reduced-size ONNX Runtime bui
 
 Reproducible bytes: ONNX Runtime writes its kernel-type resolver from a hash map whose seed comes
 from a memory address, so the entries' order changes from process to process. The conversion runs
-in a child process with address-space randomisation turned off (Linux `personality`), which makes
-the bytes the same from run to run; where that cannot be done, the report says the bytes vary.
+in a child process with address-space randomisation turned off (Linux `personality`). That alone
+is not enough: addresses then still follow what the process allocated before, which depends on its
+environment, its arguments and Python's string hashing. So the child also gets a fixed environment
+(hash seed 0), a fresh working folder and the same relative file names every time; then the bytes
+are the same from run to run, in any folder, from any caller (a sweep's worker, a Dask worker).
+Where randomisation cannot be turned off, the report says the bytes vary.
 """
 
 from __future__ import annotations
@@ -14,17 +18,21 @@ import contextlib
 import ctypes
 import io
 import logging
+import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from mnc.artifact import ArtifactRecord
 from mnc.backends import onnx as onnx_target
-from mnc.backends.target import Executor, Int8Plan, NetworkFacts, Target
+from mnc.backends.target import Executor, Int8Plan, NetworkFacts, Target, Timer
 from mnc.errors import InputError
+from mnc.io import output_error
 from mnc.ir.graph import Graph
 from mnc.quant.scheme import weight_qmax
 
@@ -67,15 +75,33 @@ def _aslr_can_be_disabled() -> bool:
     return probe.returncode == 0 and int(probe.stdout.strip() or "0", 16) & ADDR_NO_RANDOMIZE != 0
 
 
+def _fixed_environment() -> dict[str, str]:
+    """What the child's address layout may depend on, the same in every run: where it finds
+    Python's packages (which a caller can extend) and nothing else."""
+    env = {"PYTHONHASHSEED": "0", "PATH": os.defpath}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
+
+
 def convert(onnx_path: Path, ort_path: Path) -> bool:
     """ONNX → ORT format in a child process; returns whether the bytes are reproducible."""
     fixed = _aslr_can_be_disabled()
-    done = subprocess.run(
-        [sys.executable, "-c", _CONVERT, str(onnx_path), str(ort_path)],
-        preexec_fn=_without_aslr if fixed else None,
-        capture_output=True,
-        text=True,
-    )
+    with tempfile.TemporaryDirectory(prefix="mnc-ort-") as work:
+        shutil.copyfile(onnx_path, Path(work, "model.onnx"))
+        done = subprocess.run(
+            [sys.executable, "-c", _CONVERT, "model.onnx", "model.ort"],
+            cwd=work,
+            env=_fixed_environment(),
+            preexec_fn=_without_aslr if fixed else None,
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode == 0:
+            try:
+                shutil.move(Path(work, "model.ort"), ort_path)
+            except OSError as exc:
+                raise output_error(ort_path, exc) from None
     if done.returncode != 0:
         if not ort_path.parent.exists() or "Failed to save" in done.stderr or "No space" in done.stderr:
             raise InputError(f"cannot write '{ort_path.name}' into '{ort_path.parent}': ONNX Runtime could not save it")
@@ -160,6 +186,9 @@ class OrtTarget(Target):
         except Exception as exc:  # ONNX Runtime raises several types for a corrupt model
             raise InputError(f"'{path}' is not a readable ORT format model ({type(exc).__name__})") from None
         return dict(session.get_modelmeta().custom_metadata_map)
+
+    def timer(self, path: Path, threads: int) -> Timer:
+        return onnx_target.ort_timer(path, threads)
 
     def executors(self) -> list[Executor]:
         return [Executor("ONNX Runtime (CPUExecutionProvider, ORT format, x64 quantisation precision)", run_ort)]
