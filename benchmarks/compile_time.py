@@ -68,7 +68,7 @@ def compile_v2(repeats: int) -> None:
 
 def summary_scaling(repeats: int) -> None:
     from mnc.frontend import build_graph, load_spec_text
-    from mnc.summary import summary_dict
+    from mnc.summary_table import summary_dict
 
     print("\nmnc summary on synthetic specs (parse, check, lower, shape inference, costs), in-process:")
     print(f"  {'rows':>5} {'nodes':>7} {'median s':>9} {'µs/row':>8}")

@@ -19,12 +19,14 @@ import sys
 import tempfile
 import traceback
 
-from mnc import __version__
 from mnc.backends import TARGETS, targets_taking
-from mnc.backends.target import FLAGS, TargetOptions
+from mnc.backends.target import FLAGS
 from mnc.errors import EXIT_INTERNAL, InputError, MncError
 from mnc.frontend.budget import parse_size
+from mnc.latency import CPU_FLAGS
+from mnc.parallel import default_jobs
 from mnc.quant.calibrate import METHODS as CALIBRATION_METHODS
+from mnc.version import __version__
 from mnc.weights.layouts import LAYOUTS
 
 EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_BROKEN_PIPE = 130, 143, 141
@@ -68,6 +70,65 @@ def _number(text: str) -> float:
     return value
 
 
+def _list_of(kind):
+    """A comma-separated list of values of one kind (a sweep's axis)."""
+
+    def parse(text: str) -> list:
+        values = [kind(item.strip()) for item in text.split(",") if item.strip()]
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got '{text}'")
+        return values
+
+    return parse
+
+
+def _positive(text: str) -> int:
+    value = _whole_number(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ 1, got '{text}'")
+    return value
+
+
+def _add_timing_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=_positive, default=1, help="intra-op threads of the runtime (default: 1)")
+    p.add_argument("--warmup", type=_natural, default=10, metavar="N", help="untimed runs first (default: 10)")
+    p.add_argument("--runs", type=_positive, default=100, metavar="N", help="timed runs (default: 100)")
+
+
+def _add_calibration_options(quant, multiple: bool = False) -> None:
+    quant.add_argument(
+        "--quantize",
+        type=_list_of(_quantize_choice) if multiple else _quantize_choice,
+        metavar="int8" + ("[,none]" if multiple else ""),
+        help="post-training int8 quantisation" + ("; 'none,int8' builds both" if multiple else ""),
+    )
+    quant.add_argument(
+        "--calib",
+        metavar="DATA",
+        help="calibration data: a folder of images, a .npy/.npz array of preprocessed inputs, "
+        "or 'synthetic' (no real data)",
+    )
+    quant.add_argument(
+        "--calib-samples",
+        type=_whole_number,
+        default=100,
+        metavar="N",
+        help="how many calibration samples to use, chosen with --seed (default: 100)",
+    )
+    quant.add_argument(
+        "--calib-method",
+        choices=list(CALIBRATION_METHODS),
+        default="minmax",
+        help="activation ranges: " + "; ".join(f"{k}: {v}" for k, v in CALIBRATION_METHODS.items()),
+    )
+
+
+def _quantize_choice(text: str) -> str | None:
+    if text not in ("int8", "none"):
+        raise argparse.ArgumentTypeError(f"invalid choice: '{text}' (choose from 'int8', 'none')")
+    return None if text == "none" else text
+
+
 def _add_shape_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--alpha", type=_number, help="width multiplier α (default: the spec's)")
     group = p.add_mutually_exclusive_group()
@@ -98,7 +159,7 @@ def _add_weights_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=_natural, help="seed of the initial weights when no --weights (default: 0)")
 
 
-def _add_target_flags(group) -> None:
+def _add_target_flags(group, lists: set[str] = frozenset()) -> None:
     for flag in FLAGS.values():
         takers = []
         for name in targets_taking(flag.name):
@@ -108,6 +169,8 @@ def _add_target_flags(group) -> None:
         text = f"{flag.help} [{'; '.join(takers)}]"
         if flag.boolean:
             group.add_argument(flag.option, action="store_true", help=text)
+        elif flag.name in lists:
+            group.add_argument(flag.option, type=_list_of(str), metavar=f"{flag.metavar}[,…]", help=text)
         else:
             group.add_argument(flag.option, metavar=flag.metavar, help=text)
 
@@ -137,27 +200,7 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="PIPELINE",
         help="optimisation: 'default' (fold_bn, fuse_act, cleanup), 'none', or a comma list of passes",
     )
-    quant = p.add_argument_group("int8 quantisation")
-    quant.add_argument("--quantize", choices=["int8"], help="post-training int8 quantisation")
-    quant.add_argument(
-        "--calib",
-        metavar="DATA",
-        help="calibration data: a folder of images, a .npy/.npz array of preprocessed inputs, "
-        "or 'synthetic' (no real data)",
-    )
-    quant.add_argument(
-        "--calib-samples",
-        type=_whole_number,
-        default=100,
-        metavar="N",
-        help="how many calibration samples to use, chosen with --seed (default: 100)",
-    )
-    quant.add_argument(
-        "--calib-method",
-        choices=list(CALIBRATION_METHODS),
-        default="minmax",
-        help="activation ranges: " + "; ".join(f"{k}: {v}" for k, v in CALIBRATION_METHODS.items()),
-    )
+    _add_calibration_options(p.add_argument_group("int8 quantisation"))
     _add_target_flags(p.add_argument_group("target options (each taken by the targets named)"))
 
     p = sub.add_parser("ir", parents=[common], help="print the IR, before or after optimisation passes")
@@ -182,6 +225,57 @@ def make_parser() -> argparse.ArgumentParser:
     _add_shape_options(p)
     _add_weights_options(p)
     p.add_argument("--json", action="store_true", help="print the verification result as JSON")
+
+    p = sub.add_parser(
+        "bench",
+        parents=[common],
+        help="latency of an artifact in its runtime (ONNX Runtime for .onnx/.ort, LiteRT for .tflite)",
+        description="Median, p10, p90 and minimum latency of one inference (batch 1) after warm-up runs, in the "
+        "runtime an app would use: ONNX Runtime (.onnx, .ort), LiteRT with XNNPACK (.tflite), Core ML "
+        "(.mlpackage, macOS only). Idle runtime threads do not spin.",
+    )
+    p.add_argument("artifact", help="model file (.onnx, .ort, .tflite, .mlpackage)")
+    _add_timing_options(p)
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+
+    p = sub.add_parser(
+        "sweep",
+        parents=[common],
+        help="compile, verify, time and plot a grid of α × resolution × target",
+        description="Every combination of the lists given, each compiled and verified exactly as mnc compile "
+        "does it, written with its report under -o DIR, with DIR/sweep.csv, DIR/sweep.json and (with the "
+        "plot extra) DIR/sweep.png and .svg. Variants that differ only in precision or quantisation go in "
+        "sub-folders named after them. Exit code: 0 if every variant passed, else the worst of theirs.",
+    )
+    p.add_argument("spec", help="network spec (.mnet)")
+    p.add_argument("--alpha", type=_list_of(_number), help="width multipliers, comma-separated (default: the spec's)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--rho", type=_list_of(_number), help="resolution multipliers, comma-separated")
+    group.add_argument("--resolution", type=_list_of(_whole_number), help="input resolutions, comma-separated")
+    p.add_argument(
+        "--target", required=True, type=_list_of(str), help="targets, comma-separated: " + ", ".join(TARGETS)
+    )
+    p.add_argument("--classes", type=_whole_number, help="number of classes (default: the weights', else the spec's)")
+    p.add_argument("--max-memory", type=_size, metavar="SIZE", help="refuse variants whose compile would need more")
+    p.add_argument("-o", "--output-dir", default="sweep", help="where to write (default: sweep)")
+    _add_weights_options(p)
+    p.add_argument("--passes", default="default", metavar="PIPELINE", help="as for mnc compile (default: default)")
+    _add_calibration_options(p.add_argument_group("int8 quantisation"), multiple=True)
+    options = p.add_argument_group("target options (each given to the targets that take it)")
+    _add_target_flags(options, lists={"precision"})
+    runs = p.add_argument_group("where the builds run")
+    runs.add_argument(
+        "--jobs", type=_positive, help=f"builds at once on this machine (default: its cores, {default_jobs()})"
+    )
+    runs.add_argument(
+        "--cluster",
+        metavar="tcp://HOST:PORT",
+        help="send each build to this running Dask scheduler (pip install 'mnc[cluster]'); "
+        "artifacts and reports come back to -o DIR",
+    )
+    timing = p.add_argument_group("latency (after every build, here, one variant at a time)")
+    timing.add_argument("--bench", action="store_true", help="measure the latency of every artifact that passed")
+    _add_timing_options(timing)
     return parser
 
 
@@ -243,26 +337,22 @@ def _crash_report(argv) -> str:
 
 
 def _compile(args) -> int:
-    from mnc.pipeline import Quantization, compile_spec
+    from mnc.api import compile
 
-    options = TargetOptions(**{name: getattr(args, name) for name in FLAGS})
-    if args.calib is not None and args.quantize is None:
-        raise InputError("--calib is for --quantize int8")
-    quantization = (
-        Quantization(args.calib, args.calib_samples, args.calib_method, _progress if sys.stderr.isatty() else None)
-        if args.quantize
-        else None
-    )
-    result = compile_spec(
+    result = compile(
         args.spec,
         target=args.target,
         seed=args.seed or 0,
         save_weights=args.save_weights,
         out_dir=args.output_dir,
         passes=args.passes,
-        options=options,
-        quantization=quantization,
+        quantize=args.quantize,
+        calib=args.calib,
+        calib_samples=args.calib_samples,
+        calib_method=args.calib_method,
+        progress=_progress if sys.stderr.isatty() else None,
         **_network(args),
+        **{name: getattr(args, name) for name in FLAGS},
     )
     r = result.report
     v = r["verification"]
@@ -358,7 +448,7 @@ def _progress(done: int, total: int) -> None:
 
 def _summary(args) -> int:
     from mnc.frontend import build_graph, load_spec
-    from mnc.summary import format_table, summary_dict
+    from mnc.summary_table import format_table, summary_dict
 
     spec = load_spec(args.spec)
     config = spec.config(args.alpha, args.rho, args.resolution, args.classes)
@@ -397,7 +487,135 @@ def _verify(args) -> int:
     return 0
 
 
-_COMMANDS = {"compile": _compile, "ir": _ir, "summary": _summary, "verify": _verify}
+def _bench(args) -> int:
+    from mnc.latency import bench
+
+    latency = bench(args.artifact, threads=args.threads, warmup=args.warmup, runs=args.runs)
+    print(json.dumps(latency.as_dict(), indent=2) if args.json else latency.line())
+    if not args.json:
+        print(f"  cpu: {latency.cpu} ({', '.join(latency.cpu_flags) or 'no ' + '/'.join(CPU_FLAGS)})")
+    return 0
+
+
+def _sweep(args) -> int:
+    from mnc.variants import Shared, grid, sweep
+
+    shared = Shared(
+        spec=args.spec,
+        classes=args.classes,
+        weights=args.weights,
+        weights_layout=args.weights_layout,
+        seed=args.seed or 0,
+        passes=args.passes,
+        calib=args.calib,
+        calib_samples=args.calib_samples,
+        calib_method=args.calib_method,
+        max_memory=args.max_memory,
+        target_options={name: getattr(args, name) for name in FLAGS if name != "precision" and getattr(args, name)},
+    )
+    quantize = args.quantize or [None]
+    if args.calib is not None and quantize == [None]:
+        raise InputError("--calib is for --quantize int8")
+    variants = grid(
+        args.target,
+        args.alpha or [None],
+        args.resolution or [None],
+        args.rho or [None],
+        args.precision or [None],
+        quantize,
+    )
+    result = sweep(
+        shared,
+        variants,
+        args.output_dir,
+        jobs=args.jobs,
+        cluster=args.cluster,
+        measure=args.bench,
+        threads=args.threads,
+        warmup=args.warmup,
+        runs=args.runs,
+        progress=_sweep_progress(len(variants)),
+    )
+    print(format_sweep(result.records))
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print("wrote " + ", ".join(str(f) for f in result.files))
+    return result.exit_code
+
+
+def _sweep_progress(total: int):
+    """A progress bar on a terminal (tqdm); one plain line per variant otherwise (CI logs)."""
+    if sys.stderr.isatty():
+        import tqdm
+
+        tqdm.tqdm.monitor_interval = 0  # no monitor thread
+        bar = tqdm.tqdm(total=total, unit="variant", file=sys.stderr, dynamic_ncols=True)
+
+        def update(record: dict, done: int, total: int) -> None:
+            bar.set_postfix_str(f"{_variant_name(record)}: {record['verdict']}")
+            bar.update(1)
+            if done == total:
+                bar.close()
+
+        return update
+
+    def line(record: dict, done: int, total: int) -> None:
+        print(
+            f"[{done}/{total}] {_variant_name(record)}: {record['verdict']} ({record['compile_s']:.1f} s)",
+            file=sys.stderr,
+            flush=True,
+        )
+        if record["error"]:
+            print("  " + record["error"].replace("\n", "\n  "), file=sys.stderr, flush=True)
+
+    return line
+
+
+def _variant_name(record: dict) -> str:
+    if record["artifact"]:
+        return record["artifact"]
+    size = f"resolution {record['resolution']}" if record["resolution"] else f"ρ {record['rho']}"
+    words = (
+        record["target"],
+        f"α {record['alpha']}" if record["alpha"] else "",
+        size,
+        record["precision"] or "",
+        record["quantize"] or "",
+    )
+    return " ".join(w for w in words if w)
+
+
+def format_sweep(records: list[dict]) -> str:
+    header = ("target", "precision", "α", "res", "params", "MACs", "bytes", "latency ms", "verdict")
+    rows = [
+        (
+            r["target"] + (f" {r['quantize']}" if r["quantize"] else ""),
+            r["precision"] or "",
+            f"{r['alpha']:g}" if r["alpha"] is not None else "",
+            str(r["resolution"] or ""),
+            f"{r['params']:,}" if r["params"] is not None else "",
+            f"{r['macs'] / 1e6:.1f} M" if r["macs"] is not None else "",
+            f"{r['size_bytes']:,}" if r["size_bytes"] is not None else "",
+            f"{r['latency_ms']:.3f}" if r["latency_ms"] is not None else "",
+            r["verdict"],
+        )
+        for r in records
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    return "\n".join(
+        "  ".join(c.rjust(w) if 2 <= i <= 7 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        for cells in [header, *rows]
+    )
+
+
+_COMMANDS = {
+    "compile": _compile,
+    "ir": _ir,
+    "summary": _summary,
+    "verify": _verify,
+    "bench": _bench,
+    "sweep": _sweep,
+}
 
 
 def main_exit() -> None:

@@ -39,11 +39,26 @@ def child_environment() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": here + (os.pathsep + path if path else "")}
 
 
+_fork_allowed = True
+
+
+def never_fork() -> None:
+    """For a process whose other threads may hold locks at any moment (a Dask worker): a forked
+    child could inherit one held and wait forever, so this process computes beside itself in threads."""
+    global _fork_allowed
+    _fork_allowed = False
+
+
 def can_fork() -> bool:
     """Fork only where it is safe and pays: on Linux, in a process that has not started ONNX
     Runtime (whose runtime state a child must not inherit) — a fresh `mnc compile`, not a
     long-lived process that has compiled before."""
-    return platform.system() == "Linux" and "onnxruntime" not in sys.modules
+    return _fork_allowed and platform.system() == "Linux" and "onnxruntime" not in sys.modules
+
+
+def default_jobs() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _worker_init() -> None:
@@ -53,9 +68,11 @@ def _worker_init() -> None:
 
 
 @contextlib.contextmanager
-def process_pool(method: str = "fork"):
-    """One worker process; if the caller is interrupted, the worker is ended, not waited for."""
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context(method), initializer=_worker_init)
+def process_pool(method: str = "fork", workers: int = 1):
+    """Worker processes; if the caller is interrupted, the workers are ended, not waited for."""
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context(method), initializer=_worker_init
+    )
     try:
         yield pool
     except BaseException:

@@ -153,7 +153,7 @@ def test_compile_verifies_the_saved_package(tmp_path, spec, alpha, resolution, p
     )
     v = result.report["verification"]
     assert v["verdict"] == "pass" and "simulated: Core ML runtime not available" in v["executor"]
-    if precision == "fp32":  # every element within the rounding error derived for it (mnc/verify/bounds.py)
+    if precision == "fp32":  # every element within the rounding error derived for it (mnc/verification/bounds.py)
         assert v["metrics"]["exceedance"] <= 1 and v["metrics"]["max_rel_err"] <= 1e-4
     else:
         assert v["tolerance"]["max_rel_err"] == 0.15 and v["metrics"]["max_rel_err"] <= 0.15

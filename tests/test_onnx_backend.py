@@ -11,7 +11,7 @@ from mnc.backends.onnx import run_onnx
 from mnc.ir.interpreter import run
 from mnc.pipeline import build, record_of
 from mnc.samples import sample_images
-from mnc.verify.metrics import compare
+from mnc.verification.metrics import compare
 
 
 @pytest.fixture(scope="module")

@@ -88,7 +88,7 @@ def test_the_compiler_and_the_command_line_name_no_target():
     files = [
         ROOT / "mnc" / "cli.py",
         *sorted((ROOT / "mnc" / "pipeline").glob("*.py")),
-        *sorted((ROOT / "mnc" / "verify").glob("*.py")),
+        *sorted((ROOT / "mnc" / "verification").glob("*.py")),
     ]
     for path in files:
         named = _string_constants(path) & set(TARGETS)

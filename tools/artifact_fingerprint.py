@@ -190,7 +190,7 @@ def tflite_facts(path: Path, shape: list[int], image: bool) -> dict:
 
 def coreml_facts(path: Path, shape: list[int], image: bool) -> dict:
     try:
-        from mnc.verify.coreml_exec import CoreMLProgram, run_coreml
+        from mnc.verification.coreml_exec import CoreMLProgram, run_coreml
     except ImportError:
         from mnc.backends.coreml_exec import CoreMLProgram, run_coreml
 

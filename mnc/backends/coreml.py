@@ -23,8 +23,10 @@ from mnc.backends.target import (
     Int8Plan,
     NetworkFacts,
     Target,
+    Timer,
     output_name,
     read_labels,
+    timing_input,
 )
 from mnc.errors import InputError
 from mnc.ir.activations import IDENTITY
@@ -445,6 +447,27 @@ class CoreMLTarget(Target):
             split_samples=True,
         )
         return [simulated] + ([Executor("Core ML (MLModel.predict)", run_native)] if CORE_ML_AVAILABLE else [])
+
+    def timer(self, path: Path, threads: int) -> Timer:
+        """Core ML itself (MLModel.predict, every compute unit), on macOS only: mnc's executor on
+        Linux says nothing of a device's speed. Core ML chooses its own threads."""
+        if not CORE_ML_AVAILABLE:
+            raise InputError(
+                f"'{path}': timing a Core ML package needs macOS, where Core ML runs; on Linux mnc verifies "
+                "packages with its own executor, whose speed says nothing of a device's"
+            )
+        ct = coremltools()
+        model = ct.models.MLModel(str(path))
+        (described,) = model.get_spec().description.input
+        if described.type.HasField("imageType"):
+            from PIL import Image
+
+            t = described.type.imageType
+            value = Image.fromarray(timing_input((t.height, t.width, 3), np.uint8))
+        else:
+            value = timing_input([1, *list(described.type.multiArrayType.shape)[1:]], np.float32)
+        feed = {described.name: value}
+        return Timer(f"Core ML (coremltools {ct.__version__}, MLModel.predict)", lambda: model.predict(feed))
 
 
 TARGET = CoreMLTarget()

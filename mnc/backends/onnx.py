@@ -10,7 +10,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from mnc.artifact import ArtifactRecord
-from mnc.backends.target import INPUT_NAME, Executor, Int8Check, Int8Plan, Target, output_name
+from mnc.backends.target import INPUT_NAME, Executor, Int8Check, Int8Plan, Target, Timer, output_name, timing_input
 from mnc.errors import InputError
 from mnc.ir.graph import Graph
 from mnc.quant.scheme import ACTIVATION_LEVELS, weight_qmax
@@ -257,6 +257,32 @@ def run_onnx(artifact, feeds: dict[str, np.ndarray], *, optimise: bool = True) -
     return session.run(None, feeds)
 
 
+_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
+
+
+def ort_timer(path: Path, threads: int) -> Timer:
+    """A model (.onnx or .ort) in ONNX Runtime as an app runs it (all graph optimisations), with
+    `threads` intra-op threads that do not spin when idle: spinning threads of an idle session take
+    the core a measured one needs (benchmarks/ort_latency.py)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ONNX Runtime raises several types for a file it cannot load
+        raise InputError(f"'{path}' cannot be loaded by ONNX Runtime ({type(exc).__name__}: {exc})") from None
+    (inp,) = session.get_inputs()
+    shape = [d if isinstance(d, int) else 1 for d in inp.shape]  # batch 1
+    feed = {inp.name: timing_input(shape, _ORT_DTYPES.get(inp.type, np.float32))}
+    return Timer(f"ONNX Runtime {ort.__version__} (CPUExecutionProvider)", lambda: session.run(None, feed))
+
+
 class OnnxTarget(Target):
     name = "onnx"
     suffix = ".onnx"
@@ -291,6 +317,9 @@ class OnnxTarget(Target):
 
     def executors(self) -> list[Executor]:
         return [Executor("ONNX Runtime (CPUExecutionProvider, all graph optimisations)", run_onnx)]
+
+    def timer(self, path: Path, threads: int) -> Timer:
+        return ort_timer(path, threads)
 
     def int8_checks(self, artifact: Path, quantized: Graph, feed: np.ndarray, output: np.ndarray) -> list[Int8Check]:
         """Saturation is excluded by a bound on the weights (a proof, not a sample), and gating.

@@ -101,6 +101,25 @@ class Executor:
 
 
 @dataclass(frozen=True)
+class Timer:
+    """A saved artifact loaded in the runtime an app would use, for `mnc bench`: `run()` is one
+    inference on an input set beforehand, and nothing else."""
+
+    runtime: str  # the runtime and how it runs the model ("ONNX Runtime 1.32.0 (CPUExecutionProvider)")
+    run: Callable[[], object]
+
+
+def timing_input(shape, dtype) -> np.ndarray:
+    """A seeded input of a model's own shape and type (latency does not depend on the values)."""
+    rng = np.random.default_rng(0)
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(dtype)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+@dataclass(frozen=True)
 class Int8Check:
     """A target-specific check of an int8 artifact: its report section and whether it passed."""
 
@@ -184,6 +203,11 @@ class Target:
     def executors(self) -> list[Executor]:
         """What runs a saved artifact, the main one first."""
         raise NotImplementedError
+
+    def timer(self, path: Path, threads: int) -> Timer:
+        """The artifact loaded for timing with `threads` intra-op threads; InputError where its
+        runtime does not exist on this host."""
+        raise InputError(f"'{path}': {self.name} artifacts cannot be timed")
 
     def constants(self, path: Path) -> dict[str, np.ndarray]:
         """The constants (weights, biases, quantisation parameters) the saved artifact holds, by name."""

@@ -32,8 +32,10 @@ from mnc.backends.target import (
     Int8Plan,
     NetworkFacts,
     Target,
+    Timer,
     output_name,
     read_labels,
+    timing_input,
 )
 from mnc.errors import InputError
 from mnc.ir.graph import Graph
@@ -814,6 +816,22 @@ class TFLiteTarget(Target):
             Executor("LiteRT interpreter (default kernels, XNNPACK)", run_litert),
             Executor("LiteRT interpreter (reference kernels, in a child process)", run_litert_reference),
         ]
+
+    def timer(self, path: Path, threads: int) -> Timer:
+        """LiteRT with its default op resolver (XNNPACK), as an app runs the model."""
+        from importlib.metadata import version
+
+        from ai_edge_litert.interpreter import Interpreter
+
+        try:
+            with _quiet_native_stderr():
+                interpreter = Interpreter(model_path=str(path), num_threads=threads)
+                interpreter.allocate_tensors()
+        except Exception as exc:  # LiteRT raises ValueError/RuntimeError for a file it cannot load
+            raise InputError(f"'{path}' cannot be loaded by LiteRT ({type(exc).__name__}: {exc})") from None
+        (inp,) = interpreter.get_input_details()
+        interpreter.set_tensor(inp["index"], timing_input(list(inp["shape"]), inp["dtype"]))
+        return Timer(f"LiteRT {version('ai-edge-litert')} (default op resolver, XNNPACK)", interpreter.invoke)
 
 
 TARGET = TFLiteTarget()

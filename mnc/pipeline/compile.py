@@ -8,7 +8,6 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from mnc import __version__
 from mnc.artifact import ArtifactRecord
 from mnc.backends import get_target, target_of, target_options
 from mnc.backends.target import INPUT_NAME, NetworkFacts, Target, TargetOptions
@@ -22,11 +21,17 @@ from mnc.passes.manager import resolve_pipeline, run_pipeline
 from mnc.pipeline.build import Built, build
 from mnc.pipeline.quantize import PASS as QUANTIZE_PASS
 from mnc.pipeline.quantize import Quantization, quantize, quantize_with_ranges
-from mnc.verify.check import start_reference, verify_float, verify_int8
-from mnc.verify.constants import check_constants
+from mnc.verification.check import start_reference, verify_float, verify_int8
+from mnc.verification.constants import check_constants
+from mnc.version import __version__
 from mnc.weights.save import weights_bytes
 
 REPORT_SUFFIX = ".report.json"  # beside the artifact, named after it: every artifact keeps its own
+
+
+def report_bytes(report: dict) -> bytes:
+    """A report as written beside its artifact."""
+    return (json.dumps(report, indent=2) + "\n").encode()
 
 
 @dataclass
@@ -190,7 +195,7 @@ def compile_spec(
                 report["weights"]["saved_to"] = str(save_weights)
             report["timings_s"] = timings.as_dict()
             report_path = out.with_name(out.name + REPORT_SUFFIX)
-            publish(tmp, out, report_path, (json.dumps(report, indent=2) + "\n").encode(), backend.companions(tmp))
+            publish(tmp, out, report_path, report_bytes(report), backend.companions(tmp))
     return CompileResult(out, report_path, report)
 
 

@@ -24,6 +24,9 @@ class Quantization:
     samples: int = 100
     method: str = "minmax"
     progress: object = None  # progress(done, total) during calibration
+    # How the data is named in the artifact and its report (default: calib as given). A sweep's
+    # remote worker reads a copy of the data and names it as the user did: the same bytes result.
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,9 @@ def quantize(optimised: Graph, built: Built, q: Quantization, plan: Int8Plan) ->
     if q.method not in METHODS:
         raise InputError(f"--calib-method {q.method}: choose one of {', '.join(METHODS)}")
     with built.timings.stage("calibrate"):
-        data, described = load_calibration(q.calib, built.spec.settings, built.config.resolution, q.samples, built.seed)
+        data, described = load_calibration(
+            q.calib, built.spec.settings, built.config.resolution, q.samples, built.seed, q.name
+        )
         ranges = activation_ranges(optimised, data, q.method, q.progress)
     quantized, records = quantize_with_ranges(optimised, ranges, plan.weight_bits)
     info = {

@@ -14,8 +14,11 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 STREAM_SYNTHETIC = 2
 
 
-def load_calibration(source: str, settings, resolution: int, samples: int, seed: int) -> tuple[np.ndarray, str]:
-    """(inputs N×C×R×R float32, a description for the report). `samples` are chosen with `seed`."""
+def load_calibration(
+    source: str, settings, resolution: int, samples: int, seed: int, name: str | None = None
+) -> tuple[np.ndarray, str]:
+    """(inputs N×C×R×R float32, a description for the report, naming the data `name` or else
+    `source`). `samples` are chosen with `seed`."""
     if samples < 1:
         raise InputError(f"--calib-samples {samples}: need at least one sample")
     if source == "synthetic":
@@ -39,7 +42,7 @@ def load_calibration(source: str, settings, resolution: int, samples: int, seed:
         data = data[np.sort(np.random.default_rng([seed, 3]).choice(len(data), samples, replace=False))]
     if not np.all(np.isfinite(data)):
         raise InputError("calibration data contains NaN or infinite values", Loc.file(source))
-    return np.ascontiguousarray(data, dtype=np.float32), f"{kind}: {source} ({len(data)} samples)"
+    return np.ascontiguousarray(data, dtype=np.float32), f"{kind}: {name or source} ({len(data)} samples)"
 
 
 def _folder(path: Path, settings, resolution: int, samples: int, seed: int) -> np.ndarray:

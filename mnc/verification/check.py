@@ -15,11 +15,11 @@ from mnc.parallel import run_split
 from mnc.quant.interpreter import FakeQuantInterpreter
 from mnc.quant.sqnr import sqnr
 from mnc.timing import Timings
-from mnc.verify import reference
-from mnc.verify.bounds import TOLERANCE_SIGMAS, exceedance
-from mnc.verify.inputs import FLOAT_BATCH, INT8_BATCH, verification_inputs
-from mnc.verify.metrics import FP16, FP32, compare
-from mnc.verify.result import (
+from mnc.verification import reference
+from mnc.verification.bounds import TOLERANCE_SIGMAS, exceedance
+from mnc.verification.inputs import FLOAT_BATCH, INT8_BATCH, verification_inputs
+from mnc.verification.metrics import FP16, FP32, compare
+from mnc.verification.result import (
     ExecutorRun,
     FloatVerification,
     Int8Verification,

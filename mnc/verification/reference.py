@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from mnc.ir.graph import Graph
-from mnc.verify.bounds import FLOAT32, RoundingVariance
+from mnc.verification.bounds import FLOAT32, RoundingVariance
 
 DESCRIPTION = "unoptimised fp32 IR exported to ONNX, run by ONNX Runtime with graph optimisations disabled"
 CHECK_DESCRIPTION = "mnc numpy interpreter (float64) on the unoptimised IR"
@@ -14,7 +14,7 @@ CHECK_DESCRIPTION = "mnc numpy interpreter (float64) on the unoptimised IR"
 
 def reference_outputs(graph: Graph, images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ONNX Runtime reference, float64 interpreter result, the variance of a float32 evaluation's
-    rounding error in each output element) for the unoptimised graph (mnc/verify/bounds.py)."""
+    rounding error in each output element) for the unoptimised graph (mnc/verification/bounds.py)."""
     import onnxruntime as ort
 
     from mnc.backends import onnx as onnx_backend

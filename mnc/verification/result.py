@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mnc.backends.target import Int8Check
-from mnc.verify import reference
-from mnc.verify.bounds import TOLERANCE_SIGMAS
-from mnc.verify.constants import ConstantsCheck
-from mnc.verify.metrics import FP32, Comparison, Tolerance
+from mnc.verification import reference
+from mnc.verification.bounds import TOLERANCE_SIGMAS
+from mnc.verification.constants import ConstantsCheck
+from mnc.verification.metrics import FP32, Comparison, Tolerance
 
 
 def _failure(what: str, reasons: list[str]) -> str:
@@ -55,7 +55,7 @@ class ReferenceCheck:
 
 DERIVED_FP32 = {
     "rule": f"every element within {TOLERANCE_SIGMAS:g} standard deviations of the float32 rounding error derived "
-    f"from the computation (mnc/verify/bounds.py), and cosine ≥ {FP32.min_cosine}",
+    f"from the computation (mnc/verification/bounds.py), and cosine ≥ {FP32.min_cosine}",
 }
 
 

@@ -1,0 +1,424 @@
+"""`mnc sweep`: the MobileNet papers' family of models, every α × resolution (or ρ) × target
+(× precision × quantisation), each compiled and verified exactly as `mnc compile` does it (same
+bytes), written with its report under one folder, optionally timed, then tabulated and plotted.
+
+Builds run in worker processes (--jobs, default one per core) or on a running Dask scheduler
+(--cluster). A remote worker gets the spec, weights, labels and calibration data as bytes, builds
+in a folder of its own and sends back the artifact, its companions and its report, which are put in
+place here as a local build would put them. Latency is measured afterwards, here, one variant at a
+time, with nothing else running. A variant that fails is recorded with its error; the others go on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import tempfile
+import time
+import traceback
+from concurrent.futures import as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterable
+
+from mnc import api
+from mnc.backends import TARGETS, get_target
+from mnc.errors import EXIT_INTERNAL, InputError, MncError
+from mnc.io import publish, staged, write_atomic
+from mnc.latency import CPU_FLAGS, bench, cpu
+from mnc.parallel import can_fork, default_jobs, never_fork, process_pool
+from mnc.pipeline.compile import REPORT_SUFFIX, report_bytes
+from mnc.version import __version__
+
+VERDICTS = {0: "pass", 2: "bad input", 3: "verification failed", EXIT_INTERNAL: "internal error"}
+
+# One row of sweep.csv, one record of sweep.json (the JSON adds nothing, and keeps numbers as numbers).
+FIELDS = (
+    "target",
+    "alpha",
+    "resolution",
+    "rho",
+    "precision",
+    "quantize",
+    "params",
+    "macs",
+    "size_bytes",
+    "sha256",
+    "verdict",
+    "exit_code",
+    "error",
+    "compile_s",
+    "latency_ms",
+    "latency_p10_ms",
+    "latency_p90_ms",
+    "latency_min_ms",
+    "threads",
+    "runtime",
+    "artifact",
+    "report",
+)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One point of the grid. None: the spec's (or the target's) own value."""
+
+    target: str
+    alpha: float | None = None
+    resolution: int | None = None
+    rho: float | None = None
+    precision: str | None = None
+    quantize: str | None = None
+
+    @property
+    def folder(self) -> str:
+        """Where under the sweep's folder it is written: variants that differ only in precision or
+        quantisation would otherwise have the same file name."""
+        return "-".join(p for p in (self.precision, self.quantize) if p)
+
+    def label(self) -> str:
+        size = f"resolution {self.resolution}" if self.resolution else f"ρ {self.rho:g}" if self.rho else ""
+        words = [
+            self.target,
+            f"α {self.alpha:g}" if self.alpha else "",
+            size,
+            self.precision or "",
+            self.quantize or "",
+        ]
+        return " ".join(w for w in words if w)
+
+
+@dataclass(frozen=True)
+class Shared:
+    """What every variant of a sweep shares: all that `mnc compile` takes but the grid's axes."""
+
+    spec: str
+    classes: int | None = None
+    weights: str | None = None
+    weights_layout: str | None = None
+    seed: int = 0
+    passes: str = "default"
+    calib: str | None = None
+    calib_samples: int = 100
+    calib_method: str = "minmax"
+    calib_name: str | None = None  # how a remote copy of the data is named (as the user named it)
+    max_memory: int | None = None
+    target_options: dict = field(default_factory=dict)  # image_input, labels, deployment_target
+
+    def compile_kwargs(self, variant: Variant, out_dir: Path) -> dict:
+        options = {k: v for k, v in self.target_options.items() if k in TARGETS[variant.target].choices}
+        if variant.precision:
+            options["precision"] = variant.precision
+        return {
+            "spec": self.spec,
+            "target": variant.target,
+            "alpha": variant.alpha,
+            "resolution": variant.resolution,
+            "rho": variant.rho,
+            "classes": self.classes,
+            "out_dir": out_dir / variant.folder,
+            "weights": self.weights,
+            "weights_layout": self.weights_layout,
+            "seed": self.seed,
+            "passes": self.passes,
+            "quantize": variant.quantize,
+            "calib": self.calib if variant.quantize else None,
+            "calib_samples": self.calib_samples,
+            "calib_method": self.calib_method,
+            "calib_name": self.calib_name,
+            "max_memory": self.max_memory,
+            **options,
+        }
+
+
+def grid(
+    targets: Iterable[str],
+    alphas: Iterable[float | None] = (None,),
+    resolutions: Iterable[int | None] = (None,),
+    rhos: Iterable[float | None] = (None,),
+    precisions: Iterable[str | None] = (None,),
+    quantize: Iterable[str | None] = (None,),
+) -> list[Variant]:
+    """Every combination, in this order (targets outermost). A precision goes only to the targets
+    that take one; the others get one variant at their own precision."""
+    resolutions, rhos = list(resolutions), list(rhos)
+    if resolutions != [None] and rhos != [None]:
+        raise InputError("give --resolution or --rho, not both")
+    sizes = [(r, None) for r in resolutions] if rhos == [None] else [(None, r) for r in rhos]
+    variants: list[Variant] = []
+    for name in targets:
+        takes_precision = "precision" in get_target(name).choices
+        for alpha in alphas:
+            for resolution, rho in sizes:
+                for precision in precisions if takes_precision else [None]:
+                    for q in quantize:
+                        v = Variant(name, alpha, resolution, rho, precision, q)
+                        if v not in variants:
+                            variants.append(v)
+    return variants
+
+
+def _record(variant: Variant, exit_code: int, seconds: float, error: str = "", result=None) -> dict:
+    record = dict.fromkeys(FIELDS)
+    record.update(asdict(variant))
+    record.update(
+        verdict=VERDICTS.get(exit_code, f"exit {exit_code}"), exit_code=exit_code, compile_s=round(seconds, 3)
+    )
+    record["error"] = error or None
+    if result is not None:
+        r = result.report
+        target_section = r.get(variant.target, {})
+        record.update(
+            alpha=r["alpha"],
+            resolution=r["resolution"],
+            rho=r["rho"],
+            precision=target_section.get("precision", "fp32"),
+            params=r["params"],
+            macs=r["macs"],
+            size_bytes=r["artifact"]["size_bytes"],
+            sha256=r["artifact"]["sha256"],
+            artifact=str(result.artifact),
+            report=str(result.report_path),
+        )
+    return record
+
+
+def compile_variant(shared: Shared, variant: Variant, out_dir: Path) -> dict:
+    """Compile one variant as `mnc compile` would; its record, whether it passed or not."""
+    start = time.perf_counter()
+    try:
+        result = api.compile(**shared.compile_kwargs(variant, Path(out_dir)))
+    except MncError as exc:
+        return _record(variant, exc.exit_code, time.perf_counter() - start, exc.render())
+    except Exception as exc:  # a bug in mnc: recorded like the rest, with its traceback
+        text = f"internal error (a bug in mnc): {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        return _record(variant, EXIT_INTERNAL, time.perf_counter() - start, text)
+    return _record(variant, 0, time.perf_counter() - start, result=result)
+
+
+# ---- where the builds run ------------------------------------------------------------------------
+
+
+def _run_local(shared: Shared, variants: list[Variant], out_dir: Path, jobs: int, done: Callable) -> None:
+    # Workers forked before anything started ONNX Runtime can each fork again for the reference.
+    with process_pool("fork" if can_fork() else "spawn", workers=max(1, min(jobs, len(variants)))) as pool:
+        futures = {pool.submit(compile_variant, shared, v, out_dir): v for v in variants}
+        for future in as_completed(futures):
+            variant = futures[future]
+            try:
+                done(variant, future.result())
+            except BrokenProcessPool as exc:
+                done(variant, _record(variant, EXIT_INTERNAL, 0.0, f"the worker process died ({exc})"))
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    if root.is_file():
+        return {"": root.read_bytes()}
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _materialise(files: dict[str, bytes], at: Path) -> Path:
+    for rel, data in files.items():
+        path = at / rel if rel else at
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return at
+
+
+def _inputs(shared: Shared) -> dict[str, tuple[str, dict[str, bytes]]]:
+    """The files a remote worker needs, by role: (file name, contents)."""
+    paths = {"spec": shared.spec, "weights": shared.weights, "labels": shared.target_options.get("labels")}
+    if shared.calib not in (None, "synthetic"):
+        paths["calib"] = shared.calib
+    found = {}
+    for role, path in paths.items():
+        if path is None:
+            continue
+        p = Path(path)
+        if not p.exists():
+            raise InputError(f"cannot read '{path}' to send it to the cluster: no such file or directory")
+        found[role] = (p.name, _files(p))
+    return found
+
+
+def remote_compile(shared: Shared, inputs: dict, variant: Variant) -> tuple[dict, dict]:
+    """A Dask task: build one variant from copies of its inputs in a folder of the worker's own.
+    Returns its record and, if it passed, the files to install: the artifact's, its companions',
+    and its report (as a dict)."""
+    never_fork()  # a worker has threads of its own: a forked child could inherit a held lock
+    with tempfile.TemporaryDirectory(prefix="mnc-sweep-") as tmp:
+        copies = {role: str(_materialise(files, Path(tmp, "in", role, name))) for role, (name, files) in inputs.items()}
+        local = replace(
+            shared,
+            spec=copies["spec"],
+            weights=copies.get("weights", shared.weights),
+            calib=copies.get("calib", shared.calib),
+            calib_name=shared.calib,
+            target_options={**shared.target_options, **({"labels": copies["labels"]} if "labels" in copies else {})},
+        )
+        record = compile_variant(local, variant, Path(tmp, "out"))
+        if record["exit_code"] != 0:
+            return record, {}
+        artifact = Path(record["artifact"])
+        target = get_target(variant.target)
+        return record, {
+            "artifact": _files(artifact),
+            "companions": {p.name: p.read_bytes() for p in target.companions(artifact)},
+            "report": json.loads(Path(record["report"]).read_text()),
+        }
+
+
+def _install_remote(shared: Shared, variant: Variant, record: dict, files: dict, out_dir: Path) -> dict:
+    """Put a remote build in place here, its report's paths made the ones a local build writes."""
+    if record["exit_code"] != 0:
+        return record
+    name = Path(record["artifact"]).name
+    destination = out_dir / variant.folder / name
+    report = files["report"]
+    report["artifact"]["path"] = str(destination)
+    report["spec"]["path"] = shared.spec
+    if "file" in report["weights"]:
+        report["weights"]["file"] = shared.weights
+    with staged(destination) as tmp:
+        _materialise(files["artifact"], tmp)
+        companions = [_materialise({"": data}, tmp.parent / n) for n, data in files["companions"].items()]
+        report_path = destination.with_name(name + REPORT_SUFFIX)
+        publish(tmp, destination, report_path, report_bytes(report), companions)
+    return {**record, "artifact": str(destination), "report": str(report_path)}
+
+
+def _run_cluster(shared: Shared, variants: list[Variant], out_dir: Path, address: str, done: Callable) -> None:
+    try:
+        from distributed import Client
+        from distributed import as_completed as completed
+    except ImportError:
+        raise InputError("--cluster needs Dask's distributed scheduler client: pip install 'mnc[cluster]'") from None
+    inputs = _inputs(shared)
+    try:
+        client = Client(address, timeout="10s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise InputError(f"--cluster {address}: cannot reach a Dask scheduler there ({exc})") from None
+    with client:
+        [shipped] = client.scatter([inputs], broadcast=True)
+        futures = {client.submit(remote_compile, shared, shipped, v, pure=False): v for v in variants}
+        for future in completed(futures):
+            variant = futures[future]
+            try:
+                record, files = future.result()
+            except Exception as exc:  # the worker died or could not import mnc
+                failure = f"the Dask task failed: {type(exc).__name__}: {exc}"
+                done(variant, _record(variant, EXIT_INTERNAL, 0.0, failure))
+                continue
+            done(variant, _install_remote(shared, variant, record, files, out_dir))
+
+
+# ---- the sweep -----------------------------------------------------------------------------------
+
+
+@dataclass
+class SweepResult:
+    records: list[dict]  # in grid order
+    files: list[Path]  # sweep.csv, sweep.json and the plots written
+    notes: list[str]  # what the user should know (a plot not drawn, latency not measured)
+
+    @property
+    def exit_code(self) -> int:
+        """0 if every variant passed, else the worst exit code of the variants."""
+        return max((r["exit_code"] for r in self.records), default=0)
+
+
+def sweep(
+    shared: Shared,
+    variants: list[Variant],
+    out_dir: str | Path = "sweep",
+    *,
+    jobs: int | None = None,
+    cluster: str | None = None,
+    measure: bool = False,
+    threads: int = 1,
+    warmup: int = 10,
+    runs: int = 100,
+    progress: Callable[[dict, int, int], None] | None = None,
+    plot: bool = True,
+) -> SweepResult:
+    """Build every variant, then (with measure) time each that passed, then write the table and
+    the plots. progress(record, done, total) is called as each build ends."""
+    if not variants:
+        raise InputError("the sweep has no variants")
+    if jobs is not None and jobs < 1:
+        raise InputError(f"--jobs {jobs}: at least 1")
+    out = Path(out_dir)
+    results: dict[Variant, dict] = {}
+
+    def finished(variant: Variant, record: dict) -> None:
+        results[variant] = record
+        if progress:
+            progress(record, len(results), len(variants))
+
+    if cluster:
+        _run_cluster(shared, variants, out, cluster, finished)
+    else:
+        _run_local(shared, variants, out, jobs or default_jobs(), finished)
+    records = [results[v] for v in variants]
+    notes = []
+    if measure:
+        notes += _measure(records, threads, warmup, runs)
+    files = _write_tables(records, out, shared, measure)
+    if plot:
+        try:
+            from mnc.plot import plot_sweep
+        except ImportError:
+            notes.append("no plot: matplotlib is not installed (pip install 'mnc[plot]')")
+        else:
+            files += plot_sweep(records, out, title=f"{Path(shared.spec).stem}: {cpu_line()}")
+    return SweepResult(records, files, notes)
+
+
+def _measure(records: list[dict], threads: int, warmup: int, runs: int) -> list[str]:
+    """Time every artifact that passed, one at a time, here; a runtime this host lacks is a note."""
+    untimed: dict[str, list[str]] = {}
+    for record in records:
+        if record["exit_code"] != 0:
+            continue
+        try:
+            latency = bench(record["artifact"], threads=threads, warmup=warmup, runs=runs)
+        except InputError as exc:
+            reason = str(exc).replace(f"'{record['artifact']}': ", "")
+            untimed.setdefault(reason, []).append(Path(record["artifact"]).name)
+            continue
+        record.update(
+            latency_ms=latency.median_ms,
+            latency_p10_ms=latency.p10_ms,
+            latency_p90_ms=latency.p90_ms,
+            latency_min_ms=latency.min_ms,
+            threads=latency.threads,
+            runtime=latency.runtime,
+        )
+    return [f"latency not measured for {len(names)} artifact(s): {reason}" for reason, names in untimed.items()]
+
+
+def cpu_line() -> str:
+    name, flags = cpu()
+    return f"{name} ({', '.join(flags) or 'none of ' + ', '.join(CPU_FLAGS)})"
+
+
+def _write_tables(records: list[dict], out: Path, shared: Shared, measured: bool) -> list[Path]:
+    name, flags = cpu()
+    document = {
+        "mnc_version": __version__,
+        "spec": shared.spec,
+        "machine": {"cpu": name, "cpu_flags": flags, "python": sys.version.split()[0]} if measured else None,
+        "fields": list(FIELDS),
+        "variants": records,
+    }
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: "" if v is None else v for k, v in r.items()} for r in records)
+    written = [out / "sweep.csv", out / "sweep.json"]
+    write_atomic(written[0], text.getvalue().encode())
+    write_atomic(written[1], (json.dumps(document, indent=2) + "\n").encode())
+    return written

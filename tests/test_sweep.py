@@ -1,0 +1,211 @@
+"""`mnc sweep`, `mnc bench` and the Python API: the grid's files, its records against `mnc summary`
+and separate `mnc compile` runs, failing variants, the table schema, the plot, latency figures,
+and the same sweep through a Dask cluster."""
+
+import csv
+import hashlib
+import json
+import platform
+import xml.etree.ElementTree as ElementTree
+
+import numpy as np
+import pytest
+from conftest import SPECS, TINY
+
+import mnc
+from mnc import parallel, variants
+from mnc.cli import main
+from mnc.errors import InputError, VerificationError
+from mnc.variants import FIELDS, Shared, Variant, grid, sweep
+
+V1 = str(SPECS / "v1.mnet")
+
+
+def _run(argv) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def _sha256(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def small_sweep(tmp_path_factory):
+    """2 α × 2 resolutions on ONNX, two builds at a time, timed: as a user runs it."""
+    out = tmp_path_factory.mktemp("sweep")
+    argv = ["sweep", V1, "--alpha", "0.25,0.5", "--resolution", "32,64", "--target", "onnx", "-o", str(out)]
+    code = _run([*argv, "--jobs", "2", "--bench", "--runs", "5", "--warmup", "1"])
+    return out, code
+
+
+def test_sweep_writes_every_variant_its_report_and_the_tables(small_sweep):
+    out, code = small_sweep
+    assert code == 0
+    names = [f"v1_{a}_{r}.onnx" for a in ("0.25", "0.5") for r in (32, 64)]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*names, *(n + ".report.json" for n in names), "sweep.csv", "sweep.json", "sweep.png", "sweep.svg"]
+    )
+    document = json.loads((out / "sweep.json").read_text())
+    records = document["variants"]
+    assert [(r["alpha"], r["resolution"]) for r in records] == [(0.25, 32), (0.25, 64), (0.5, 32), (0.5, 64)]
+    assert document["fields"] == list(FIELDS) and all(list(r) == list(FIELDS) for r in records)
+    assert document["machine"]["cpu_flags"] is not None  # latency figures name the CPU they come from
+    for r in records:
+        report = json.loads((out / (r["artifact"].split("/")[-1] + ".report.json")).read_text())
+        assert r["verdict"] == "pass" and r["exit_code"] == 0 and r["error"] is None
+        assert r["sha256"] == report["artifact"]["sha256"] == _sha256(r["artifact"])
+        assert r["size_bytes"] == report["artifact"]["size_bytes"]
+        assert isinstance(r["latency_ms"], float) and r["latency_min_ms"] <= r["latency_ms"] <= r["latency_p90_ms"]
+        assert r["threads"] == 1 and "ONNX Runtime" in r["runtime"]
+    with open(out / "sweep.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == list(FIELDS)
+    assert [(row["alpha"], row["resolution"], row["sha256"]) for row in rows] == [
+        (str(r["alpha"]), str(r["resolution"]), r["sha256"]) for r in records
+    ]
+
+
+def test_sweep_records_equal_mnc_summary_and_separate_compiles(small_sweep, tmp_path, capsys):
+    out, _ = small_sweep
+    for r in json.loads((out / "sweep.json").read_text())["variants"]:
+        size = ["--alpha", str(r["alpha"]), "--resolution", str(r["resolution"])]
+        capsys.readouterr()
+        assert _run(["summary", V1, *size, "--json"]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert (r["params"], r["macs"]) == (summary["params"], summary["macs"])
+        assert _run(["compile", V1, *size, "--target", "onnx", "-o", str(tmp_path)]) == 0
+        assert _sha256(tmp_path / r["artifact"].split("/")[-1]) == r["sha256"]
+
+
+def test_sweep_plot_is_a_picture_with_content(small_sweep):
+    out, _ = small_sweep
+    from PIL import Image
+
+    with Image.open(out / "sweep.png") as image:
+        pixels = np.asarray(image.convert("RGB"))
+    assert pixels.shape[0] > 300 and pixels.shape[1] > 600
+    coloured = np.any(np.abs(pixels.astype(int) - pixels.mean(axis=2, keepdims=True)) > 40, axis=2)
+    assert coloured.mean() > 0.002  # the series' markers and lines, not only black text on white
+    root = ElementTree.parse(out / "sweep.svg").getroot()
+    assert root.tag.endswith("svg") and len(list(root.iter())) > 100
+
+
+def test_a_failing_variant_is_recorded_and_the_others_go_on(tmp_path, capsys):
+    # Resolution 8 collapses V1's feature map: bad input for that variant, at its row in the spec.
+    code = _run(["sweep", V1, "--alpha", "0.25", "--resolution", "32,8", "--target", "onnx", "-o", str(tmp_path)])
+    assert code == 2
+    records = json.loads((tmp_path / "sweep.json").read_text())["variants"]
+    passed, failed = records
+    assert passed["verdict"] == "pass" and (tmp_path / "v1_0.25_32.onnx").exists()
+    assert failed["verdict"] == "bad input" and failed["exit_code"] == 2 and failed["sha256"] is None
+    assert "v1.mnet:31:" in failed["error"] and "resolution 8 is too small" in failed["error"]
+    assert not (tmp_path / "v1_0.25_8.onnx").exists()
+    err = capsys.readouterr().err
+    assert "[2/2]" in err and "bad input" in err  # plain progress lines when stderr is not a terminal
+
+
+def test_the_sweep_exit_code_is_the_worst_of_its_variants(tmp_path, monkeypatch):
+    def failing(*args, **kwargs):
+        raise VerificationError("verification failed: injected")
+
+    monkeypatch.setattr(variants.api, "compile", failing)
+    record = variants.compile_variant(Shared(V1), Variant("onnx", 0.25, 32), tmp_path)
+    assert (record["verdict"], record["exit_code"]) == ("verification failed", 3)
+    result = variants.SweepResult([dict(record, exit_code=c) for c in (0, 3, 2)], [], [])
+    assert result.exit_code == 3
+
+
+def test_variants_differing_only_in_precision_or_quantisation_get_folders_of_their_own(tmp_path):
+    shared = Shared(V1, calib="synthetic", calib_samples=4)
+    grid_ = grid(["onnx", "tflite"], [0.25], [32], precisions=["fp32", "fp16"], quantize=[None, "int8"])
+    # ONNX takes no precision: one variant per quantisation; TFLite int8 with fp16 is refused by the target.
+    assert len(grid_) == 2 + 4
+    result = sweep(shared, grid_, tmp_path, jobs=1, plot=False)
+    by = {(r["target"], r["precision"], r["quantize"]): r for r in result.records}
+    assert by[("onnx", "fp32", None)]["artifact"] == str(tmp_path / "v1_0.25_32.onnx")
+    assert by[("onnx", "fp32", "int8")]["artifact"] == str(tmp_path / "int8" / "v1_0.25_32.onnx")
+    assert by[("tflite", "fp16", None)]["artifact"] == str(tmp_path / "fp16" / "v1_0.25_32.tflite")
+    assert by[("tflite", "fp32", "int8")]["verdict"] == "pass"
+    refused = by[("tflite", "fp16", "int8")]
+    assert refused["exit_code"] == 2 and "int8 models keep int8 weights" in refused["error"]
+    assert result.exit_code == 2
+
+
+def test_sweep_arguments_are_checked(tmp_path, capsys):
+    base = ["sweep", V1, "--target", "onnx", "-o", str(tmp_path)]
+    assert _run([*base, "--alpha", "0.5,wide"]) == 2
+    assert "expected a number, got 'wide'" in capsys.readouterr().err
+    assert _run([*base, "--jobs", "0"]) == 2
+    assert _run([*base, "--target", "onnx,tensorrt"]) == 2
+    assert "unknown target 'tensorrt'" in capsys.readouterr().err
+    assert _run([*base, "--calib", "synthetic"]) == 2
+    assert "--calib is for --quantize int8" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing written for a sweep refused before it starts
+
+
+@pytest.mark.parametrize("target", ["onnx", "tflite", "ort"])
+def test_bench_json_has_the_latency_figures(target, tmp_path, capsys):
+    assert _run(["compile", V1, "--alpha", "0.25", "--resolution", "32", "--target", target, "-o", str(tmp_path)]) == 0
+    (artifact,) = [p for p in tmp_path.iterdir() if p.name.endswith("." + target)]
+    capsys.readouterr()
+    assert _run(["bench", str(artifact), "--threads", "2", "--runs", "7", "--warmup", "2", "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert {"median_ms", "p10_ms", "p90_ms", "min_ms", "runs", "threads", "runtime", "cpu_flags"} <= set(figures)
+    assert (figures["runs"], figures["threads"], figures["warmup"]) == (7, 2, 2)
+    assert 0 < figures["min_ms"] <= figures["p10_ms"] <= figures["median_ms"] <= figures["p90_ms"]
+    assert ("LiteRT" if target == "tflite" else "ONNX Runtime") in figures["runtime"]
+
+
+def test_bench_refuses_what_it_cannot_time(tmp_path, capsys):
+    assert _run(["bench", str(tmp_path / "missing.onnx")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    (tmp_path / "broken.tflite").write_bytes(b"not a model")
+    assert _run(["bench", str(tmp_path / "broken.tflite")]) == 2
+    assert "cannot be loaded by LiteRT" in capsys.readouterr().err
+    if platform.system() != "Darwin":
+        assert (
+            _run(["compile", V1, "--alpha", "0.25", "--resolution", "32", "--target", "coreml", "-o", str(tmp_path)])
+            == 0
+        )
+        assert _run(["bench", str(tmp_path / "v1_0.25_32.mlpackage")]) == 2
+        assert "needs macOS" in capsys.readouterr().err
+
+
+def test_python_api_is_the_command_line(tmp_path):
+    result = mnc.compile(V1, target="tflite", alpha=0.25, resolution=32, out_dir=tmp_path, precision="fp16")
+    assert result.report["verification"]["verdict"] == "pass" and result.report["tflite"]["precision"] == "fp16"
+    assert mnc.summary(V1, alpha=0.25, resolution=32)["macs"] == result.report["macs"]
+    assert mnc.verify(result.artifact)["verdict"] == "pass"
+    assert mnc.bench(result.artifact, runs=3, warmup=0).runs == 3
+    with pytest.raises(InputError, match="--calib is for --quantize int8"):
+        mnc.compile(V1, out_dir=tmp_path, calib="synthetic")
+    with pytest.raises(TypeError, match="unknown target option"):
+        mnc.compile(V1, out_dir=tmp_path, precission="fp16")
+
+
+def test_sweep_on_a_dask_cluster_brings_back_the_same_artifacts(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    spec = tmp_path / "tiny.mnet"
+    spec.write_text(TINY)
+    shared = Shared(str(spec), calib="synthetic", calib_samples=4)
+    grid_ = grid(["onnx", "ort"], [0.5, 1.0], [32], quantize=[None, "int8"])
+    local = sweep(shared, grid_, tmp_path / "local", jobs=1, plot=False)
+    try:
+        with distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster:
+            remote = sweep(shared, grid_, tmp_path / "remote", cluster=cluster.scheduler_address, plot=False)
+    finally:
+        parallel._fork_allowed = True  # the in-process worker said never to fork; this process may again
+    assert local.exit_code == remote.exit_code == 0
+    for a, b in zip(local.records, remote.records):
+        assert a["sha256"] == b["sha256"] and a["params"] == b["params"]
+        assert b["artifact"].startswith(str(tmp_path / "remote"))
+        assert open(a["artifact"], "rb").read() == open(b["artifact"], "rb").read()
+        report = json.loads(open(b["report"]).read())
+        assert report["artifact"]["path"] == b["artifact"] and report["spec"]["path"] == str(spec)
+    config = "tiny_1.0_32.required_operators.config"
+    assert (tmp_path / "remote" / config).read_bytes() == (tmp_path / "local" / config).read_bytes()
