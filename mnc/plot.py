@@ -16,6 +16,7 @@ from matplotlib.ticker import FuncFormatter
 from mnc.io import write_atomic
 
 MARKERS = "osD^v<>pPX*h"
+LINES = ("-", "--", ":", "-.")
 
 
 def _kind(r: dict) -> str:
@@ -43,7 +44,11 @@ def plot_sweep(records: list[dict], out: Path, title: str) -> list[Path]:
     """Write out/sweep.png and out/sweep.svg; returns their paths."""
     series = _groups(records, lambda r: f"{_kind(r)} α={r['alpha']:g}")
     kinds = _groups(records, _kind)
+    # One colour per α, one marker and line style per target (and precision): a family reads as one colour.
     marker = {kind: MARKERS[i % len(MARKERS)] for i, kind in enumerate(kinds)}
+    line_style = {kind: LINES[i % len(LINES)] for i, kind in enumerate(kinds)}
+    alphas = sorted({r["alpha"] for group in kinds.values() for r in group}, reverse=True)
+    colour = {a: f"C{i % 10}" for i, a in enumerate(alphas)}
     figure = Figure(figsize=(13, 5.5), layout="constrained")
     latency_axes, size_axes = figure.subplots(1, 2)
     timed = [r for group in series.values() for r in group if r["latency_ms"] is not None]
@@ -51,10 +56,13 @@ def plot_sweep(records: list[dict], out: Path, title: str) -> list[Path]:
         points = sorted((r for r in group if r["latency_ms"] is not None), key=lambda r: r["macs"])
         if not points:
             continue
+        kind = _kind(points[0])
         (line,) = latency_axes.plot(
             [r["macs"] / 1e6 for r in points],
             [r["latency_ms"] for r in points],
-            marker=marker[_kind(points[0])],
+            marker=marker[kind],
+            linestyle=line_style[kind],
+            color=colour[points[0]["alpha"]],
             label=label,
         )
         for r in points:
@@ -78,13 +86,14 @@ def plot_sweep(records: list[dict], out: Path, title: str) -> list[Path]:
     for kind, group in kinds.items():
         by_alpha = {r["alpha"]: r for r in group}  # resolution changes neither parameters nor size
         points = [by_alpha[a] for a in sorted(by_alpha)]
-        (line,) = size_axes.plot(
+        size_axes.plot(
             [r["params"] / 1e6 for r in points],
             [r["size_bytes"] / 1e6 for r in points],
             marker=marker[kind],
-            linestyle="--",
+            linestyle=line_style[kind],
+            color="0.4",
+            markerfacecolor="none",
             label=kind,
-            alpha=0.8,
         )
         for r in points:
             size_axes.annotate(
@@ -93,7 +102,7 @@ def plot_sweep(records: list[dict], out: Path, title: str) -> list[Path]:
                 textcoords="offset points",
                 xytext=(4, -10),
                 fontsize=7,
-                color=line.get_color(),
+                color=colour[r["alpha"]],
             )
     if kinds:
         size_axes.set(xscale="log", yscale="log", xlabel="million parameters", ylabel="artifact size (MB)")
