@@ -288,10 +288,10 @@ def main(argv: list[str] | None = None) -> int:
         print(exc.render(), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("mnc: interrupted; nothing was written", file=sys.stderr)
+        print("mnc: interrupted; nothing half-written is left", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Terminated:
-        print("mnc: terminated; nothing was written", file=sys.stderr)
+        print("mnc: terminated; nothing half-written is left", file=sys.stderr)
         return EXIT_TERMINATED
     except BrokenPipeError:  # the reader went away (`mnc summary … | head -1`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

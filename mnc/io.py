@@ -73,12 +73,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _remove_stale_staging(destination: Path) -> None:
-    """Staging folders of runs that were killed (their process is gone)."""
-    for sibling in destination.parent.glob(f".{destination.name}.*.staging"):
-        pid = sibling.name[len(destination.name) + 2 :].split(".", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            shutil.rmtree(sibling, ignore_errors=True)
+def remove_stale_staging(folder: Path, name: str = "*") -> None:
+    """Staging folders in `folder` (of the artifact `name`, or of any) left by runs that were killed:
+    their process is gone. Named .NAME.PID.RANDOM.staging."""
+    for staging in folder.glob(f".{name}.*.staging"):
+        parts = staging.name[: -len(".staging")].rsplit(".", 2)
+        if len(parts) == 3 and parts[1].isdigit() and int(parts[1]) != os.getpid() and not _alive(int(parts[1])):
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextmanager
@@ -86,7 +87,7 @@ def staged(destination: Path):
     """Yield a path beside `destination` to build the artifact at; it is removed unless installed."""
     try:
         destination.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_staging(destination)
+        remove_stale_staging(destination.parent, destination.name)
         workdir = Path(
             tempfile.mkdtemp(prefix=f".{destination.name}.{os.getpid()}.", suffix=".staging", dir=destination.parent)
         )

@@ -67,17 +67,47 @@ def _worker_init() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+class Stop(BaseException):
+    """SIGTERM in a worker whose task cleans up after itself (process_pool(cleanup=True))."""
+
+
+def _cleanup_worker_init() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def stop(signum, frame):
+        raise Stop()
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 @contextlib.contextmanager
-def process_pool(method: str = "fork", workers: int = 1):
-    """Worker processes; if the caller is interrupted, the workers are ended, not waited for."""
+def exit_when_stopped():
+    """Around a task of a process_pool(cleanup=True): on SIGTERM the task unwinds (its `finally`
+    blocks remove what it staged, its own workers are ended), then the worker leaves at once; it
+    must not go back to a queue whose other end is gone."""
+    try:
+        yield
+    except Stop:
+        os._exit(143)
+
+
+@contextlib.contextmanager
+def process_pool(method: str = "fork", workers: int = 1, cleanup: bool = False):
+    """Worker processes; if the caller is interrupted, the workers are ended, not waited for. With
+    cleanup, each worker's task gets the chance to clean up first (see exit_when_stopped)."""
     pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context(method), initializer=_worker_init
+        max_workers=workers,
+        mp_context=multiprocessing.get_context(method),
+        initializer=_cleanup_worker_init if cleanup else _worker_init,
     )
     try:
         yield pool
     except BaseException:
-        for process in list(getattr(pool, "_processes", {}).values()):
+        processes = list(getattr(pool, "_processes", {}).values())
+        for process in processes:
             process.terminate()
+        for process in processes:  # gone before the caller cleans up after them
+            process.join(timeout=10)
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)

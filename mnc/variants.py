@@ -26,10 +26,11 @@ from typing import Callable, Iterable
 
 from mnc import api
 from mnc.backends import TARGETS, get_target
+from mnc.backends.target import FLAGS
 from mnc.errors import EXIT_INTERNAL, InputError, MncError
-from mnc.io import publish, staged, write_atomic
+from mnc.io import publish, remove_stale_staging, staged, write_atomic
 from mnc.latency import CPU_FLAGS, bench, cpu
-from mnc.parallel import can_fork, default_jobs, never_fork, process_pool
+from mnc.parallel import can_fork, default_jobs, exit_when_stopped, never_fork, process_pool
 from mnc.pipeline.compile import REPORT_SUFFIX, report_bytes
 from mnc.version import __version__
 
@@ -202,10 +203,16 @@ def compile_variant(shared: Shared, variant: Variant, out_dir: Path) -> dict:
 # ---- where the builds run ------------------------------------------------------------------------
 
 
+def _local_task(shared: Shared, variant: Variant, out_dir: Path) -> dict:
+    with exit_when_stopped():
+        return compile_variant(shared, variant, out_dir)
+
+
 def _run_local(shared: Shared, variants: list[Variant], out_dir: Path, jobs: int, done: Callable) -> None:
     # Workers forked before anything started ONNX Runtime can each fork again for the reference.
-    with process_pool("fork" if can_fork() else "spawn", workers=max(1, min(jobs, len(variants)))) as pool:
-        futures = {pool.submit(compile_variant, shared, v, out_dir): v for v in variants}
+    workers = max(1, min(jobs, len(variants)))
+    with process_pool("fork" if can_fork() else "spawn", workers=workers, cleanup=True) as pool:
+        futures = {pool.submit(_local_task, shared, v, out_dir): v for v in variants}
         for future in as_completed(futures):
             variant = futures[future]
             try:
@@ -260,7 +267,10 @@ def remote_compile(shared: Shared, inputs: dict, variant: Variant) -> tuple[dict
             target_options={**shared.target_options, **({"labels": copies["labels"]} if "labels" in copies else {})},
         )
         record = compile_variant(local, variant, Path(tmp, "out"))
-        if record["exit_code"] != 0:
+        if record["exit_code"] != 0:  # its message names the user's files, not these copies
+            for role, copy in copies.items():
+                original = shared.target_options["labels"] if role == "labels" else getattr(shared, role)
+                record["error"] = record["error"].replace(copy, str(original))
             return record, {}
         artifact = Path(record["artifact"])
         target = get_target(variant.target)
@@ -348,6 +358,10 @@ def sweep(
     the plots. progress(record, done, total) is called as each build ends."""
     if not variants:
         raise InputError("the sweep has no variants")
+    for name in [*shared.target_options, *(["precision"] if any(v.precision for v in variants) else [])]:
+        if not any(name in TARGETS[v.target].choices for v in variants):
+            takers = [t for t in TARGETS if name in TARGETS[t].choices]
+            raise InputError(f"{FLAGS[name].option}: no target of this sweep takes it (only {', '.join(takers)})")
     if jobs is not None and jobs < 1:
         raise InputError(f"--jobs {jobs}: at least 1")
     out = Path(out_dir)
@@ -358,10 +372,16 @@ def sweep(
         if progress:
             progress(record, len(results), len(variants))
 
-    if cluster:
-        _run_cluster(shared, variants, out, cluster, finished)
-    else:
-        _run_local(shared, variants, out, jobs or default_jobs(), finished)
+    try:
+        if cluster:
+            _run_cluster(shared, variants, out, cluster, finished)
+        else:
+            _run_local(shared, variants, out, jobs or default_jobs(), finished)
+    except BaseException:  # interrupted: the variants done stay, the workers' half-built ones go
+        for folder in {out / v.folder for v in variants}:
+            if folder.is_dir():
+                remove_stale_staging(folder)
+        raise
     records = [results[v] for v in variants]
     notes = []
     if measure:

@@ -49,7 +49,7 @@ def test_a_signal_mid_compile_ends_cleanly(tmp_path, sig, code, word):
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
-    assert err.strip() == f"mnc: {word}; nothing was written"  # one line, no traceback (a worker's neither)
+    assert err.strip() == f"mnc: {word}; nothing half-written is left"  # one line, no traceback (a worker's neither)
     assert list(out.iterdir()) == []  # no artifact, no report, no staging folder
     time.sleep(0.2)
     assert _group_gone(proc.pid)  # no worker process left behind

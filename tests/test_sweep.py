@@ -5,7 +5,12 @@ and the same sweep through a Dask cluster."""
 import csv
 import hashlib
 import json
+import os
 import platform
+import signal
+import subprocess
+import sys
+import time
 import xml.etree.ElementTree as ElementTree
 
 import numpy as np
@@ -143,6 +148,8 @@ def test_sweep_arguments_are_checked(tmp_path, capsys):
     assert "unknown target 'tensorrt'" in capsys.readouterr().err
     assert _run([*base, "--calib", "synthetic"]) == 2
     assert "--calib is for --quantize int8" in capsys.readouterr().err
+    assert _run([*base, "--deployment-target", "iOS17"]) == 2
+    assert "--deployment-target: no target of this sweep takes it (only coreml)" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing written for a sweep refused before it starts
 
 
@@ -198,9 +205,13 @@ def test_sweep_on_a_dask_cluster_brings_back_the_same_artifacts(tmp_path):
             n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
         ) as cluster:
             remote = sweep(shared, grid_, tmp_path / "remote", cluster=cluster.scheduler_address, plot=False)
+            # A variant that fails on a worker is reported with the user's spec path, not the worker's copy.
+            failed = sweep(shared, grid(["onnx"], [0.5], [2]), tmp_path / "bad", cluster=cluster.scheduler_address)
     finally:
         parallel._fork_allowed = True  # the in-process worker said never to fork; this process may again
     assert local.exit_code == remote.exit_code == 0
+    (record,) = failed.records
+    assert record["exit_code"] == 2 and record["error"].startswith(f"{spec}:"), record["error"]
     for a, b in zip(local.records, remote.records):
         assert a["sha256"] == b["sha256"] and a["params"] == b["params"]
         assert b["artifact"].startswith(str(tmp_path / "remote"))
@@ -209,3 +220,38 @@ def test_sweep_on_a_dask_cluster_brings_back_the_same_artifacts(tmp_path):
         assert report["artifact"]["path"] == b["artifact"] and report["spec"]["path"] == str(spec)
     config = "tiny_1.0_32.required_operators.config"
     assert (tmp_path / "remote" / config).read_bytes() == (tmp_path / "local" / config).read_bytes()
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_mid_sweep_leaves_finished_pairs_and_nothing_half_built(tmp_path, sig, code):
+    out = tmp_path / "out"
+    argv = ["sweep", str(SPECS / "v2.mnet"), "--alpha", "1.0,0.75", "--resolution", "224,192"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnc", *argv, "--target", "coreml,onnx", "--jobs", "2", "-o", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while not any(out.glob(".*.staging")) and time.monotonic() < deadline:  # builds have started
+        time.sleep(0.02)
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].endswith("nothing half-written is left")
+    assert not list(out.rglob(".*.staging"))  # the workers' half-built variants are gone
+    artifacts = [p for p in out.iterdir() if not p.name.endswith(".report.json")]
+    assert all((p.parent / (p.name + ".report.json")).exists() for p in artifacts)  # finished ones, whole
+    # No worker left behind. One that exited after its parent is reaped by init, which here can take
+    # a second or two (seen: a zombie for 1.5 s), so allow it that long.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("processes of the sweep are still running 10 s after it ended")
