@@ -3,7 +3,7 @@
 Builds mnc's V2 1.0/224, V1 1.0/224 and V1 0.5/160 ONNX models (default passes) and the peer's
 torchvision MobileNetV2 1.0/224 export (../shared/bench/peer_onnx.py, which needs the optional,
 large `pip install torch==2.14.1 torchvision==0.29.1`, run by --peer-python), then measures all
-of them in one process with identical session options, at 1 and 2 intra-op threads. Models
+of them in one process with the session options `mnc bench` uses, at 1 and 2 intra-op threads. Models
 alternate on every run, so bursts of noise from other tenants of the host fall on all of them
 alike. Thread spinning is off for every session (see session()): with it on, interleaved
 sessions slow each other down at 2 threads (seen here: medians jumping between 6.4 and 8.5 ms,
@@ -29,6 +29,8 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from mnc.backends.onnx import ort_timer  # noqa: E402
+from mnc.latency import cpu  # noqa: E402
 from mnc.pipeline import compile_spec  # noqa: E402
 
 PEER_SCRIPT = ROOT.parent / "shared" / "bench" / "peer_onnx.py"
@@ -40,37 +42,24 @@ MNC_MODELS = [
 PEER_MACS = 300_774_272  # torchvision MobileNetV2 1.0/224 (its published 0.30 GFLOPS)
 
 
-def session(path: Path, threads: int) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Each session owns an intra-op pool whose threads spin after a run; with several sessions
-    # interleaved on 2 cores, the idle ones' spinning steals the core the running one needs.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def measure(models: dict[str, Path], threads: int, warmup: int, rounds: int, per_round: int) -> dict[str, list[float]]:
-    sessions, feeds = {}, {}
-    for name, path in models.items():
-        s = session(path, threads)
-        shape = [d if isinstance(d, int) else 1 for d in s.get_inputs()[0].shape]
-        sessions[name] = s
-        feeds[name] = {s.get_inputs()[0].name: np.random.default_rng(0).standard_normal(shape).astype(np.float32)}
+    # The sessions `mnc bench` times (backends/onnx.py ort_timer): thread spinning off, since each
+    # session owns an intra-op pool whose threads spin after a run, and with several sessions
+    # interleaved on 2 cores the idle ones' spinning steals the core the running one needs.
+    timers = {name: ort_timer(path, threads) for name, path in models.items()}
+    for timer in timers.values():
         for _ in range(warmup):
-            s.run(None, feeds[name])
+            timer.run()
     times: dict[str, list[float]] = {name: [] for name in models}
-    order = list(sessions)
+    order = list(timers)
     for r in range(rounds):
         # Rotate the order every round: a model's position within a round shifts its timing by
         # as much as the differences measured here (seen here: the same model 0.8 % apart).
         for name in order[r % len(order) :] + order[: r % len(order)]:
-            s = sessions[name]
+            run = timers[name].run
             for _ in range(per_round):
                 start = time.perf_counter()
-                s.run(None, feeds[name])
+                run()
                 times[name].append(time.perf_counter() - start)
     return times
 
@@ -110,6 +99,8 @@ def main() -> None:
             )
         models["peer v2 1.0/224 (torchvision)"], macs["peer v2 1.0/224 (torchvision)"] = peer, PEER_MACS
 
+        name, flags = cpu()
+        print(f"host CPU: {name}; flags: {', '.join(flags)}")
         print(
             f"onnxruntime {ort.__version__}; {args.rounds * args.per_round} runs per model and thread count, "
             f"interleaved, after {args.warmup} warm-up runs; batch 1"

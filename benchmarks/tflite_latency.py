@@ -40,21 +40,12 @@ from ai_edge_litert.interpreter import Interpreter
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from mnc.latency import cpu  # noqa: E402
 from mnc.pipeline import Quantization, compile_spec  # noqa: E402
 
 PEER_SCRIPT = ROOT.parent / "shared" / "bench" / "peer_tflite.py"
 SPEC = ROOT / "specs" / "v2.mnet"
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni")
 CALIB_SAMPLES = 16
-
-
-def cpu_flags() -> str:
-    flags: set[str] = set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
-    return ", ".join(f"{f} {'yes' if f in flags else 'no'}" for f in CPU_FLAGS)
 
 
 def peer_command(python: str, out: Path, int8: bool) -> list[str]:
@@ -120,7 +111,8 @@ def main() -> None:
     p.add_argument("--per-round", type=int, default=1, help="consecutive runs of one model before the next")
     p.add_argument("--repeats", type=int, default=3, help="whole-process compile runs of each")
     args = p.parse_args()
-    print(f"host CPU flags: {cpu_flags()}")
+    name, flags = cpu()
+    print(f"host CPU: {name}; flags: {', '.join(flags)}")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
