@@ -112,9 +112,9 @@ def test_unreadable_and_unknown_files(tmp_path):
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
     assert "not a readable safetensors file" in _errors(weights=junk).render()
-    other = tmp_path / "weights.h5"
+    other = tmp_path / "weights.ckpt"
     other.write_bytes(b"x")
-    assert "unknown weights format '.h5'" in _errors(weights=other).render()
+    assert "unknown weights format '.ckpt'" in _errors(weights=other).render()
     assert "cannot read weights" in _errors(weights=tmp_path / "absent.safetensors").render()
     names = tmp_path / "names.npz"
     np.savez(names, **{"conv_a": np.zeros(3, np.float32)})

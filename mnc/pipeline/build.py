@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from mnc.errors import InputError, Loc
@@ -48,12 +48,14 @@ def build(
         with timings.stage("parse"):
             spec = load_spec(spec)
     checkpoint = layout = None
+    overridden: dict = {}
     if weights is not None:
         with timings.stage("read_weights"):
             checkpoint = read_weights(weights)
             layout = choose_layout(set(checkpoint.tensors), weights_layout, Loc.file(checkpoint.path))
         if classes is None:
             classes = layout.classes(checkpoint.tensors)
+        spec, overridden = _with_conventions(spec, checkpoint.conventions)
     config = spec.config(alpha, rho, resolution, classes)
     with timings.stage("lower"):
         graph = build_graph(spec, config, max_memory)
@@ -66,11 +68,27 @@ def build(
                 _add_fit_hint(exc, spec, config, checkpoint, layout)
                 raise
             source = {"file": checkpoint.path, "sha256": checkpoint.sha256, "layout": layout.name}
+            if overridden:
+                source["conventions"] = overridden
         else:
             init_weights(graph, spec.settings, seed)
             source = {"seed": seed, "init": "He-normal convolutions, batch norm calibrated on seeded images"}
         graph.validate(require_params=True)
     return Built(spec, config, graph, seed, source, timings)
+
+
+def _with_conventions(spec: CheckedSpec, conventions: dict) -> tuple[CheckedSpec, dict]:
+    """The spec with the settings its weights' framework computes with (Keras: TensorFlow's SAME
+    padding, batch-norm ε 1e-3, inputs in [-1, 1]); what changed, as {setting: {spec, used}}."""
+    changed = {
+        name: {"spec": getattr(spec.settings, name), "used": value}
+        for name, value in conventions.items()
+        if getattr(spec.settings, name) != value
+    }
+    if not changed:
+        return spec, {}
+    settings = replace(spec.settings, **{name: c["used"] for name, c in changed.items()})
+    return replace(spec, settings=settings), changed
 
 
 def _add_fit_hint(
@@ -82,7 +100,7 @@ def _add_fit_hint(
             continue
         try:
             other = build_graph(spec, spec.config(alpha, resolution=config.resolution, classes=config.classes))
-            shapes = expected_shapes(other, layout)
+            shapes = expected_shapes(other, layout, list(checkpoint.tensors))
         except InputError:
             continue
         if all(k in checkpoint.tensors and tuple(checkpoint.tensors[k].shape) == s for k, s in shapes.items()):

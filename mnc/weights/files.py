@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,10 @@ class WeightsFile:
     tensors: dict[str, np.ndarray]
     metadata: dict[str, str]
     sha256: str
+    # Settings the framework's layers compute with, which a build applies (Keras: padding, batch-norm ε,
+    # input normalisation); and a Keras file's model config, for `mnc import`.
+    conventions: dict = field(default_factory=dict)
+    model_config: dict | None = None
 
 
 def read_weights(path: str | Path) -> WeightsFile:
@@ -36,10 +40,17 @@ def read_weights(path: str | Path) -> WeightsFile:
         tensors, metadata = _npz(path, loc), {}
     elif suffix in (".pt", ".pth"):
         tensors, metadata = _torch(path, loc), {}
+    elif suffix in (".keras", ".h5"):
+        from mnc.weights.keras import read_keras
+
+        model = read_keras(path, raw, loc)
+        if not model.tensors:
+            raise InputError("the Keras model has no weighted layers", loc)
+        return WeightsFile(path, model.tensors, {}, hashlib.sha256(raw).hexdigest(), model.conventions, model.config)
     else:
         raise InputError(
-            f"unknown weights format '{suffix or path}'; use .safetensors, .npz, or .pt/.pth "
-            "(PyTorch state dicts need torch installed)",
+            f"unknown weights format '{suffix or path}'; use .safetensors, .npz, .pt/.pth "
+            "(PyTorch state dicts need torch installed), or a Keras model (.keras, .h5)",
             loc,
         )
     if not tensors:

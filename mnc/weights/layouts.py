@@ -27,7 +27,7 @@ class Layout:
     name: str
     description: str
     detect: Callable[[set[str]], bool]
-    slots: Callable[[Graph], list[Slot]]
+    slots: Callable[[Graph, list[str]], list[Slot]]  # (the network, the file's tensor names in order)
     classes: Callable[[dict], int | None]
     ignored: Callable[[str], bool] = lambda key: False
 
@@ -43,7 +43,7 @@ def _param_names(graph: Graph, node: str) -> list[str]:
 # ---- mnc: IR node names, as `--save-weights` writes them ---------------------------------------
 
 
-def _mnc_slots(graph: Graph) -> list[Slot]:
+def _mnc_slots(graph: Graph, keys: list[str]) -> list[Slot]:
     return [Slot(f"{n}.{p}", n, p) for n in _param_nodes(graph) for p in _param_names(graph, n)]
 
 
@@ -77,7 +77,7 @@ def _blocks(graph: Graph) -> "OrderedDict[str, list[str]]":
     return grouped
 
 
-def _tv_v2_slots(graph: Graph) -> list[Slot]:
+def _tv_v2_slots(graph: Graph, keys: list[str]) -> list[Slot]:
     slots: list[Slot] = []
     feature = 0
     for block, nodes in _blocks(graph).items():
@@ -129,7 +129,7 @@ TORCHVISION_MOBILENET_V2 = Layout(
 # Conv2dNormActivation; classifier.0 and classifier.3 are the Linear layers (1 is Hardswish, 2 Dropout).
 
 
-def _tv_v3_slots(graph: Graph) -> list[Slot]:
+def _tv_v3_slots(graph: Graph, keys: list[str]) -> list[Slot]:
     slots: list[Slot] = []
     feature = 0
     classifiers = iter(("classifier.0", "classifier.3"))
@@ -184,7 +184,65 @@ TORCHVISION_MOBILENET_V3 = Layout(
     ignored=lambda key: key.endswith(".num_batches_tracked"),
 )
 
-LAYOUTS = {layout.name: layout for layout in (MNC, TORCHVISION_MOBILENET_V2, TORCHVISION_MOBILENET_V3)}
+# ---- Keras ------------------------------------------------------------------------------------
+# mnc/weights/keras.py names tensors '<Keras layer>/<variable>' in the model's layer order, which is
+# the order of computation; the network's weighted layers are matched with them one by one, each
+# with its kind: a convolution takes a Conv2D or DepthwiseConv2D kernel, a batch norm a
+# BatchNormalization, a fully connected layer a Dense kernel (or a 1×1 Conv2D: Keras's MobileNet
+# classifier). Names and shapes are then checked as for every layout.
+
+KERAS_VARIABLES = {
+    "conv": {"weight": ("kernel", "depthwise_kernel"), "bias": ("bias",)},
+    "batchnorm": {"gamma": ("gamma",), "beta": ("beta",), "mean": ("moving_mean",), "var": ("moving_variance",)},
+    "fc": {"weight": ("kernel",), "bias": ("bias",)},
+}
+_KERAS_KIND = {"kernel": "conv", "depthwise_kernel": "conv", "moving_mean": "batchnorm"}
+
+
+def _keras_layers(keys: list[str]) -> "OrderedDict[str, dict[str, str]]":
+    grouped: OrderedDict[str, dict[str, str]] = OrderedDict()
+    for key in keys:
+        layer, _, variable = key.rpartition("/")
+        grouped.setdefault(layer, {})[variable] = key
+    return grouped
+
+
+def _keras_slots(graph: Graph, keys: list[str]) -> list[Slot]:
+    slots: list[Slot] = []
+    layers = iter(_keras_layers(keys).items())
+    for node in _param_nodes(graph):
+        op = graph.node(node).op
+        layer, variables = next(layers, ("(no Keras layer left)", {}))  # reported as missing, with shapes
+        if not variables:
+            slots += [Slot(f"{layer}/{param}", node, param) for param in _param_names(graph, node)]
+            continue
+        kind = next((_KERAS_KIND[v] for v in variables if v in _KERAS_KIND), None)
+        if kind != op and not (op == "fc" and kind == "conv" and "depthwise_kernel" not in variables):
+            raise InputError(
+                f"the Keras model's layer '{layer}' ({', '.join(variables)}) is where this network has "
+                f"layer '{node}' ({op}): the spec does not describe this model",
+                graph.node(node).src,
+            )
+        for param in _param_names(graph, node):
+            name = next((variables[v] for v in KERAS_VARIABLES[op][param] if v in variables), f"{layer}/{param}")
+            slots.append(Slot(name, node, param))
+    return slots
+
+
+def _keras_classes(tensors: dict) -> int | None:
+    kernels = [k for k in tensors if k.endswith("/kernel")]
+    return int(tensors[kernels[-1]].shape[0]) if kernels else None
+
+
+KERAS = Layout(
+    "keras",
+    "a Keras model (.keras or .h5): its layers in order, Conv2D/DepthwiseConv2D, BatchNormalization, Dense",
+    detect=lambda keys: any(k.endswith("/moving_mean") for k in keys),
+    slots=_keras_slots,
+    classes=_keras_classes,
+)
+
+LAYOUTS = {layout.name: layout for layout in (MNC, TORCHVISION_MOBILENET_V2, TORCHVISION_MOBILENET_V3, KERAS)}
 
 
 def choose_layout(keys: set[str], name: str | None, loc) -> Layout:

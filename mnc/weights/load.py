@@ -16,9 +16,9 @@ class WeightsMismatch(InputError):
     """Names or shapes that do not fit the network; the compiler may add a hint (the α they fit)."""
 
 
-def expected_shapes(graph: Graph, layout: Layout) -> dict[str, tuple]:
+def expected_shapes(graph: Graph, layout: Layout, keys: list[str]) -> dict[str, tuple]:
     shapes = {}
-    for slot in layout.slots(graph):
+    for slot in layout.slots(graph, keys):
         shapes[slot.key] = tuple(graph.param_shapes(slot.node)[slot.param])
     return shapes
 
@@ -28,7 +28,7 @@ def load_weights(graph: Graph, weights: WeightsFile, layout: Layout) -> None:
     tensor is an InputError naming the tensor, both shapes, the IR node and its spec line."""
     file_loc = Loc.file(weights.path)
     problems = Collector()
-    slots = layout.slots(graph)
+    slots = layout.slots(graph, list(weights.tensors))
     wanted = {s.key for s in slots}
     loaded: dict[str, dict] = {}
     missing, mismatched = [], []

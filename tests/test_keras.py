@@ -1,0 +1,131 @@
+"""Keras models in: .keras and .h5 files read without TensorFlow, compiled with Keras's conventions,
+and the artifacts' outputs against the outputs Keras computed (tests/fixtures/keras, written by
+tools/make_keras_fixtures.py with TensorFlow 2.21 / Keras 3)."""
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from conftest import ROOT, SPECS
+
+import mnc
+from mnc.backends.onnx import run_onnx
+from mnc.backends.tflite import run_litert
+from mnc.cli import main
+
+KERAS = ROOT / "tests" / "fixtures" / "keras"
+V2, V1, V2_TOP = "keras_mobilenet_v2_a0.35", "keras_mobilenet_a0.25", "keras_mobilenet_v2_a0.35_top"
+
+
+def _run(argv) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _keras_io(name: str):
+    data = np.load(KERAS / f"{name}_io.npz")
+    return data["input"], data["output"]  # NHWC in [-1, 1], Keras's softmax output
+
+
+@pytest.mark.parametrize(
+    "name,spec,alpha,suffix,target",
+    [
+        (V2, "v2.mnet", 0.35, ".keras", "onnx"),
+        (V2, "v2.mnet", 0.35, ".h5", "tflite"),
+        (V1, "v1.mnet", 0.25, ".keras", "tflite"),
+        (V1, "v1.mnet", 0.25, ".h5", "onnx"),
+        (V2_TOP, "v2.mnet", 0.35, ".keras", "onnx"),
+    ],
+)
+def test_a_bundled_spec_with_keras_weights_computes_what_keras_computed(tmp_path, name, spec, alpha, suffix, target):
+    x, expected = _keras_io(name)
+    result = mnc.compile(
+        SPECS / spec,
+        target=target,
+        alpha=alpha,
+        resolution=x.shape[1],
+        weights=KERAS / f"{name}{suffix}",
+        out_dir=tmp_path,
+    )
+    report = result.report
+    assert report["weights"]["layout"] == "keras" and report["classes"] == expected.shape[1]
+    # What differs from the spec is applied and reported: V2's spec follows torchvision (symmetric
+    # padding, ε 1e-5, ImageNet mean/std); V1's follows TF-slim, which Keras shares but for ε and ReLU6.
+    used = {k: v["used"] for k, v in report["weights"]["conventions"].items()}
+    keras = {"padding": "same", "batchnorm_eps": 0.001, "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    assert used == (keras if spec == "v2.mnet" else {"batchnorm_eps": 0.001, "activation": "relu6"})
+    run = run_onnx if target == "onnx" else run_litert
+    (y,) = run(result.artifact, {"input": x.transpose(0, 3, 1, 2).copy()})
+    y = y.reshape(len(x), -1)
+    probabilities = y if report["artifact"]["output"]["name"] == "probabilities" else _softmax(y)  # V1 ends in softmax
+    assert np.abs(expected - expected.mean(axis=0)).max() > 0.05  # Keras's outputs depend on the input
+    np.testing.assert_allclose(probabilities, expected, atol=2e-5, rtol=0)  # float32 both, summed differently
+
+
+def test_the_artifact_takes_keras_input_as_an_image(tmp_path):
+    """--image-input normalises as Keras's preprocess_input does (pixel / 127.5 − 1)."""
+    x, expected = _keras_io(V2)
+    pixels = np.round((x + 1) * 127.5).clip(0, 255)
+    result = mnc.compile(
+        SPECS / "v2.mnet",
+        target="onnx",
+        alpha=0.35,
+        resolution=96,
+        weights=KERAS / f"{V2}.keras",
+        out_dir=tmp_path,
+    )
+    (logits,) = run_onnx(result.artifact, {"input": (pixels / 127.5 - 1).transpose(0, 3, 1, 2).astype(np.float32)})
+    image = mnc.compile(
+        SPECS / "v2.mnet",
+        target="tflite",
+        alpha=0.35,
+        resolution=96,
+        weights=KERAS / f"{V2}.keras",
+        out_dir=tmp_path / "image",
+        image_input=True,
+    )
+    (from_pixels,) = run_litert(image.artifact, {"input": pixels.transpose(0, 3, 1, 2).astype(np.uint8)})
+    np.testing.assert_allclose(from_pixels, logits, atol=1e-4 * np.abs(logits).max())
+
+
+def test_keras_weights_that_do_not_fit_the_spec_are_a_located_error(tmp_path, capsys):
+    argv = ["compile", str(SPECS / "v2.mnet"), "--alpha", "0.35", "--target", "onnx", "-o", str(tmp_path)]
+    assert _run([*argv, "--weights", str(KERAS / f"{V1}.keras")]) == 2
+    err = capsys.readouterr().err
+    assert f"v2.mnet:27:20: error: {KERAS / V1}.keras: tensor 'conv1/kernel' has shape [8, 3, 3, 3]" in err, err
+    argv[3] = "0.5"
+    assert _run([*argv, "--weights", str(KERAS / f"{V2}.h5")]) == 2
+    err = capsys.readouterr().err
+    assert "has shape" in err and "these weights fit α = 0.35" in err, err
+    assert not any(tmp_path.iterdir())
+
+
+def test_damaged_keras_files_are_bad_input(tmp_path, capsys):
+    argv = ["compile", str(SPECS / "v2.mnet"), "--target", "onnx", "-o", str(tmp_path / "out"), "--weights"]
+    truncated = tmp_path / "truncated.keras"
+    truncated.write_bytes((KERAS / f"{V2}.keras").read_bytes()[:50_000])
+    assert _run([*argv, str(truncated)]) == 2
+    assert f"{truncated}: error: not a readable Keras model file" in capsys.readouterr().err
+    no_weights = tmp_path / "config_only.keras"
+    with zipfile.ZipFile(KERAS / f"{V2}.keras") as source, zipfile.ZipFile(no_weights, "w") as copy:
+        copy.writestr("config.json", source.read("config.json"))
+    assert _run([*argv, str(no_weights)]) == 2
+    assert "not a readable Keras model file" in capsys.readouterr().err
+    plain = tmp_path / "plain.h5"
+    import h5py
+
+    with h5py.File(plain, "w") as f:
+        f["x"] = np.zeros(3)
+    assert _run([*argv, str(plain)]) == 2
+    assert "without a Keras model config" in capsys.readouterr().err
+    config = json.loads(zipfile.ZipFile(KERAS / f"{V2}.keras").read("config.json"))
+    assert config["class_name"] == "Functional"  # the fixture is what the reader expects
+    assert not (tmp_path / "out").exists()
