@@ -227,6 +227,19 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the verification result as JSON")
 
     p = sub.add_parser(
+        "import",
+        parents=[common],
+        help="write a spec and mnc weights from a trained Keras model (.keras, .h5)",
+        description="Reads a Keras model built on Keras's MobileNet or MobileNetV2 application (with its top, "
+        "or GlobalAveragePooling2D + Dropout + Dense of your own) without TensorFlow, and writes DIR/NAME.mnet, "
+        "a spec with one row per stage and the model's settings (α, resolution, classes, Keras's padding, "
+        "batch-norm ε, activation and input normalisation), and DIR/NAME.safetensors, its weights.",
+    )
+    p.add_argument("checkpoint", help="the trained model (.keras or .h5)")
+    p.add_argument("-o", "--output-dir", default=".", help="where to write (default: the current folder)")
+    p.add_argument("--name", help="the spec's name and file name (default: the checkpoint's)")
+
+    p = sub.add_parser(
         "bench",
         parents=[common],
         help="latency of an artifact in its runtime (ONNX Runtime for .onnx/.ort, LiteRT for .tflite)",
@@ -487,6 +500,18 @@ def _verify(args) -> int:
     return 0
 
 
+def _import(args) -> int:
+    from mnc.importer import import_model
+
+    done = import_model(args.checkpoint, args.output_dir, args.name)
+    print(
+        f"wrote {done.spec_path} (Keras {done.family}, α {done.alpha:g}, {done.resolution}×{done.resolution}, "
+        f"{done.classes} classes) and {done.weights_path} ({done.params:,} parameters)"
+    )
+    print(f"  compile it: mnc compile {done.spec_path} --weights {done.weights_path} --target onnx")
+    return 0
+
+
 def _bench(args) -> int:
     from mnc.latency import bench
 
@@ -613,6 +638,7 @@ _COMMANDS = {
     "ir": _ir,
     "summary": _summary,
     "verify": _verify,
+    "import": _import,
     "bench": _bench,
     "sweep": _sweep,
 }

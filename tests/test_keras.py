@@ -129,3 +129,69 @@ def test_damaged_keras_files_are_bad_input(tmp_path, capsys):
     config = json.loads(zipfile.ZipFile(KERAS / f"{V2}.keras").read("config.json"))
     assert config["class_name"] == "Functional"  # the fixture is what the reader expects
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "name,suffix,family,alpha,softmax_rows",
+    [
+        (V2, ".keras", "MobileNetV2", 0.35, 1),
+        (V1, ".h5", "MobileNet (V1)", 0.25, 1),
+        (V2_TOP, ".keras", "MobileNetV2", 0.35, 1),
+    ],
+)
+def test_import_writes_a_spec_and_weights_that_compute_what_keras_computed(
+    tmp_path, capsys, name, suffix, family, alpha, softmax_rows
+):
+    assert _run(["import", str(KERAS / f"{name}{suffix}"), "-o", str(tmp_path), "--name", "mine"]) == 0
+    assert f"(Keras {family}, α {alpha:g}," in capsys.readouterr().out
+    spec, weights = tmp_path / "mine.mnet", tmp_path / "mine.safetensors"
+    text = spec.read_text()
+    x, expected = _keras_io(name)
+    # One row per stage, as the bundled specs; the model's settings.
+    assert text.count("| bottleneck ") == 7 if "V2" in family else text.count("| dwsep ") == 9
+    assert f"alpha           = {alpha:g}" in text and f"resolution      = {x.shape[1]}" in text
+    assert "padding         = same" in text and "batchnorm_eps   = 0.001" in text and "relu6" in text
+    assert text.count("| softmax") == softmax_rows
+    result = mnc.compile(spec, target="onnx", weights=weights, out_dir=tmp_path / "build")
+    assert result.report["weights"]["layout"] == "mnc" and "conventions" not in result.report["weights"]
+    (probabilities,) = run_onnx(result.artifact, {"input": x.transpose(0, 3, 1, 2).copy()})
+    np.testing.assert_allclose(probabilities.reshape(len(x), -1), expected, atol=2e-5, rtol=0)
+
+
+def _edited(tmp_path, edit) -> str:
+    """A copy of the V2 fixture whose config.json `edit` changed."""
+    path = tmp_path / "edited.keras"
+    with zipfile.ZipFile(KERAS / f"{V2}.keras") as source, zipfile.ZipFile(path, "w") as copy:
+        for item in source.namelist():
+            data = source.read(item)
+            if item == "config.json":
+                config = json.loads(data)
+                edit(config)
+                data = json.dumps(config).encode()
+            copy.writestr(item, data)
+    return str(path)
+
+
+def test_import_refuses_what_it_cannot_map_naming_the_layer(tmp_path, capsys):
+    def lstm(config):
+        config["config"]["layers"][2]["class_name"] = "LSTM"
+
+    def tanh(config):
+        config["config"]["layers"][-1]["config"]["activation"] = "tanh"
+
+    def renamed(config):
+        for layer in config["config"]["layers"][1]["config"]["layers"]:
+            layer["config"]["name"] = layer["config"]["name"].replace("block", "stage")
+
+    for edit, message in [
+        (lstm, "layer 'global_average_pooling2d' (LSTM): mnc import cannot map a LSTM layer"),
+        (tanh, "layer 'breeds': a classifier with activation 'tanh'"),
+        (renamed, "neither's layers"),
+    ]:
+        path = _edited(tmp_path, edit)
+        assert _run(["import", path, "-o", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"{path}: error: ") and message in err, err
+    assert _run(["import", str(SPECS / "v1.mnet"), "-o", str(tmp_path / "out")]) == 2
+    assert "reads Keras models (.keras, .h5)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

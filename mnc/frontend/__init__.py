@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from mnc.errors import Collector, Loc
 from mnc.frontend.ast import CLASSES_SYMBOL, BlockDef, LayerRow
@@ -35,6 +36,13 @@ class CheckedSpec:
         classes: int | None = None,
     ) -> Config:
         return resolve(self.settings, alpha, rho, resolution, classes)
+
+
+def bundled_spec(name: str) -> Path:
+    """A spec of the top-level specs/ folder, which an installed mnc carries inside the package."""
+    here = Path(__file__).resolve().parent.parent
+    packaged = here / "specs" / name
+    return packaged if packaged.exists() else here.parent / "specs" / name
 
 
 def load_spec(path) -> CheckedSpec:

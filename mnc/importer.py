@@ -1,0 +1,204 @@
+"""`mnc import`: a trained model in, a spec and weights out. The spec reads like the bundled ones
+(one row per stage) and can be edited like any spec; the weights are in mnc's own layout.
+
+Keras models (.keras, .h5) built on Keras's MobileNet or MobileNetV2 application, with or without
+its top, or with the usual classifier head of one's own (GlobalAveragePooling2D, Dropout, Dense).
+The architecture is read from the model's config: the backbone's family from its layer names,
+α from its widths (the α at which the family's spec takes every tensor of the file), the
+resolution from its input shape, the classes and the final softmax from the classifier; Keras's
+conventions (SAME padding, batch-norm ε, ReLU6, inputs in [-1, 1]) become the spec's settings.
+Anything else is refused, naming the layer.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from mnc.errors import InputError, Loc
+from mnc.frontend import bundled_spec, load_spec_text
+from mnc.io import write_atomic
+from mnc.pipeline.build import build
+from mnc.weights.files import read_weights
+from mnc.weights.keras import layers
+from mnc.weights.load import WeightsMismatch
+from mnc.weights.save import weights_bytes
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str  # in words
+    spec: str  # the bundled spec it is written from
+    marker: str  # a layer name only this family's Keras application has
+    alphas: tuple[float, ...]  # the α Keras offers
+    softmax_row: str  # the table row of a final softmax, in the spec's columns
+
+
+FAMILIES = (
+    Family(
+        "MobileNetV2",
+        "v2.mnet",
+        "block_1_expand",
+        (0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
+        "| 1 × 1 × k      | softmax               | - | -    | 1 | - |",
+    ),
+    Family(
+        "MobileNet (V1)",
+        "v1.mnet",
+        "conv_dw_1",
+        (0.25, 0.5, 0.75, 1.0),
+        "| 1² × k         | softmax      | -    | 1 | - |",
+    ),
+)
+# Layers of a head (or of the glue around a backbone) that compute nothing an inference needs
+# beyond what the spec's `avgpool global | fc | softmax` rows say.
+HEAD_LAYERS = {"InputLayer", "GlobalAveragePooling2D", "Dropout", "Flatten", "Reshape", "Activation", "Dense", "Conv2D"}
+BACKBONE_LAYERS = {"InputLayer", "Conv2D", "DepthwiseConv2D", "BatchNormalization", "ReLU", "ZeroPadding2D", "Add"}
+
+
+@dataclass(frozen=True)
+class Imported:
+    spec_path: Path
+    weights_path: Path
+    family: str
+    alpha: float
+    resolution: int
+    classes: int
+    params: int
+
+
+def import_model(checkpoint: str | Path, out_dir: str | Path = ".", name: str | None = None) -> Imported:
+    path = Path(checkpoint)
+    loc = Loc.file(str(path))
+    if path.suffix.lower() not in (".keras", ".h5"):
+        raise InputError(f"mnc import reads Keras models (.keras, .h5), not '{path.suffix or path.name}'", loc)
+    weights = read_weights(path)
+    config = weights.model_config
+    family = _family(config, loc)
+    classes, softmax = _head(config, family, loc)
+    name = name or re.sub(r"\W+", "_", path.stem)
+    resolution = _resolution(config)
+    conventions = weights.conventions
+    for alpha in family.alphas:
+        text = _spec_text(family, name, path.name, alpha, resolution, classes, softmax, conventions)
+        spec = load_spec_text(text, str(Path(out_dir) / f"{name}.mnet"))
+        try:
+            built = build(spec, weights=str(path), weights_layout="keras")
+        except WeightsMismatch:
+            continue
+        break
+    else:
+        raise InputError(
+            f"the model's widths fit no α of Keras's {family.name} ({', '.join(map(str, family.alphas))})", loc
+        )
+    out = Path(out_dir)
+    spec_path, weights_path = out / f"{name}.mnet", out / f"{name}.safetensors"
+    meta = {"imported_from": path.name, "spec_sha256": spec.sha256}
+    write_atomic(weights_path, weights_bytes(built.graph, meta))
+    write_atomic(spec_path, text.encode())
+    params = sum(a.size for n in built.graph.topo() for a in built.graph.node(n).params.values())
+    return Imported(spec_path, weights_path, family.name, alpha, built.config.resolution, classes, params)
+
+
+def _family(config: dict, loc: Loc) -> Family:
+    names = {layer["config"]["name"] for layer in layers(config)}
+    found = [f for f in FAMILIES if f.marker in names]
+    if len(found) != 1:
+        raise InputError(
+            "mnc import reads models built on Keras's MobileNet or MobileNetV2 application; this model has "
+            f"neither's layers (such as {', '.join(f.marker for f in FAMILIES)})",
+            loc,
+        )
+    for layer in layers(config):
+        kind, layer_name = layer["class_name"], layer["config"]["name"]
+        if kind not in BACKBONE_LAYERS | HEAD_LAYERS:
+            raise InputError(f"layer '{layer_name}' ({kind}): mnc import cannot map a {kind} layer", loc)
+    return found[0]
+
+
+def _head(config: dict, family: Family, loc: Loc) -> tuple[int, bool]:
+    """The classes and whether the model ends in a softmax, from the layers after the backbone's
+    last convolution: one classifier (Dense, or the 1×1 Conv2D of Keras's MobileNet top)."""
+    all_layers = list(layers(config))
+    pooled = next((i for i, layer in enumerate(all_layers) if layer["class_name"] == "GlobalAveragePooling2D"), None)
+    if pooled is None:
+        raise InputError("the model has no GlobalAveragePooling2D: mnc import needs a classifier head", loc)
+    head = all_layers[pooled + 1 :]
+    classifiers = [layer for layer in head if layer["class_name"] in ("Dense", "Conv2D")]
+    if len(classifiers) != 1:
+        names = ", ".join(f"'{c['config']['name']}'" for c in classifiers) or "none"
+        raise InputError(f"the head has {len(classifiers)} classifier layers ({names}); mnc import maps one", loc)
+    (classifier,) = classifiers
+    c = classifier["config"]
+    classes = int(c.get("units") or c.get("filters"))
+    activations = [c.get("activation", "linear")] + [
+        layer["config"]["activation"] for layer in head if layer["class_name"] == "Activation"
+    ]
+    unknown = [a for a in activations if a not in ("linear", "softmax")]
+    if unknown:
+        raise InputError(
+            f"layer '{c['name']}': a classifier with activation '{unknown[0]}' (mnc import maps linear or softmax)",
+            loc,
+        )
+    return classes, "softmax" in activations
+
+
+def _resolution(config: dict) -> int | None:
+    for layer in layers(config):
+        if layer["class_name"] == "InputLayer":
+            shape = layer["config"].get("batch_shape") or layer["config"].get("batch_input_shape")
+            if shape and shape[1] and shape[1] == shape[2]:
+                return int(shape[1])
+    return None
+
+
+def _spec_text(
+    family: Family,
+    name: str,
+    source: str,
+    alpha: float,
+    resolution: int | None,
+    classes: int,
+    softmax: bool,
+    conventions: dict,
+) -> str:
+    """The family's bundled spec with this model's settings, and its softmax row as the model has it."""
+    text = bundled_spec(family.spec).read_text()
+    header = (
+        f"# Imported by `mnc import` from {source}: Keras's {family.name} backbone, α {alpha:g}, {classes} "
+        f"classes.\n# The table is the {family.name} of specs/{family.spec}; the settings are the model's.\n\n"
+    )
+    settings = {
+        "name": name,
+        "description": f'"{family.name} α {alpha:g}, {classes} classes (imported from {source})"',
+        "alpha": f"{alpha:g}",
+        "classes": str(classes),
+        "resolution": str(resolution) if resolution else None,
+        "rho": None,
+        **{k: _value(v) for k, v in conventions.items()},
+    }
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    first_row = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    out, written = [], set()
+    for line in lines[:first_row]:
+        key = line.split("=", 1)[0].strip() if "=" in line else None
+        if key in settings:
+            written.add(key)
+            line = None if settings[key] is None else f"{key:<16}= {settings[key]}"
+        if line is not None:
+            out.append(line)
+    while out and not out[-1].strip():
+        out.pop()
+    out += [f"{k:<16}= {v}" for k, v in settings.items() if k not in written and v is not None]
+    out.append("")
+    out += [line for line in lines[first_row:] if not re.match(r"\|[^|]*\|\s*softmax\b", line)]
+    if softmax:
+        out.append(family.softmax_row)
+    return header + "\n".join(out).lstrip("\n") + "\n"
+
+
+def _value(value) -> str:
+    if isinstance(value, tuple):
+        return ", ".join(f"{v:g}" for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
