@@ -23,7 +23,6 @@ from mnc.backends import TARGETS, targets_taking
 from mnc.backends.target import FLAGS
 from mnc.errors import EXIT_INTERNAL, InputError, MncError
 from mnc.frontend.budget import parse_size
-from mnc.latency import CPU_FLAGS
 from mnc.parallel import default_jobs
 from mnc.quant.calibrate import METHODS as CALIBRATION_METHODS
 from mnc.version import __version__
@@ -96,12 +95,15 @@ def _add_timing_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_calibration_options(quant, multiple: bool = False) -> None:
-    quant.add_argument(
-        "--quantize",
-        type=_list_of(_quantize_choice) if multiple else _quantize_choice,
-        metavar="int8" + ("[,none]" if multiple else ""),
-        help="post-training int8 quantisation" + ("; 'none,int8' builds both" if multiple else ""),
-    )
+    if multiple:
+        quant.add_argument(
+            "--quantize",
+            type=_list_of(_quantize_choice),
+            metavar="int8[,none]",
+            help="post-training int8 quantisation; 'none,int8' builds both",
+        )
+    else:
+        quant.add_argument("--quantize", choices=["int8"], help="post-training int8 quantisation")
     quant.add_argument(
         "--calib",
         metavar="DATA",
@@ -460,25 +462,25 @@ def _progress(done: int, total: int) -> None:
 
 
 def _summary(args) -> int:
-    from mnc.frontend import build_graph, load_spec
-    from mnc.summary_table import format_table, summary_dict
+    from mnc.api import summary as summarise
+    from mnc.summary_table import format_table
 
-    spec = load_spec(args.spec)
-    config = spec.config(args.alpha, args.rho, args.resolution, args.classes)
-    summary = summary_dict(spec, config, build_graph(spec, config, args.max_memory))
+    summary = summarise(
+        args.spec,
+        alpha=args.alpha,
+        rho=args.rho,
+        resolution=args.resolution,
+        classes=args.classes,
+        max_memory=args.max_memory,
+    )
     print(json.dumps(summary, indent=2) if args.json else format_table(summary))
     return 0
 
 
 def _verify(args) -> int:
-    from mnc.pipeline import verify_file
+    from mnc.api import verify
 
-    result = verify_file(
-        args.artifact,
-        spec_path=args.spec,
-        seed=args.seed,
-        **_network(args),
-    )
+    result = verify(args.artifact, spec=args.spec, seed=args.seed, **_network(args))
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -513,12 +515,13 @@ def _import(args) -> int:
 
 
 def _bench(args) -> int:
-    from mnc.latency import bench
+    from mnc.api import bench
+    from mnc.latency import cpu_line
 
     latency = bench(args.artifact, threads=args.threads, warmup=args.warmup, runs=args.runs)
     print(json.dumps(latency.as_dict(), indent=2) if args.json else latency.line())
     if not args.json:
-        print(f"  cpu: {latency.cpu} ({', '.join(latency.cpu_flags) or 'no ' + '/'.join(CPU_FLAGS)})")
+        print(f"  cpu: {cpu_line()}")
     return 0
 
 
@@ -576,17 +579,18 @@ def _sweep_progress(total: int):
         tqdm.tqdm.monitor_interval = 0  # no monitor thread
         bar = tqdm.tqdm(total=total, unit="variant", file=sys.stderr, dynamic_ncols=True)
 
-        def update(record: dict, done: int, total: int) -> None:
-            bar.set_postfix_str(f"{_variant_name(record)}: {record['verdict']}")
+        def update(variant, record: dict, done: int, total: int) -> None:
+            bar.set_postfix_str(f"{record['artifact'] or variant.label()}: {record['verdict']}")
             bar.update(1)
             if done == total:
                 bar.close()
 
         return update
 
-    def line(record: dict, done: int, total: int) -> None:
+    def line(variant, record: dict, done: int, total: int) -> None:
         print(
-            f"[{done}/{total}] {_variant_name(record)}: {record['verdict']} ({record['compile_s']:.1f} s)",
+            f"[{done}/{total}] {record['artifact'] or variant.label()}: {record['verdict']} "
+            f"({record['compile_s']:.1f} s)",
             file=sys.stderr,
             flush=True,
         )
@@ -594,20 +598,6 @@ def _sweep_progress(total: int):
             print("  " + record["error"].replace("\n", "\n  "), file=sys.stderr, flush=True)
 
     return line
-
-
-def _variant_name(record: dict) -> str:
-    if record["artifact"]:
-        return record["artifact"]
-    size = f"resolution {record['resolution']}" if record["resolution"] else f"ρ {record['rho']}"
-    words = (
-        record["target"],
-        f"α {record['alpha']}" if record["alpha"] else "",
-        size,
-        record["precision"] or "",
-        record["quantize"] or "",
-    )
-    return " ".join(w for w in words if w)
 
 
 def format_sweep(records: list[dict]) -> str:

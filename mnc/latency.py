@@ -95,3 +95,9 @@ def cpu() -> tuple[str, list[str]]:
     except OSError:
         pass
     return name, [f for f in CPU_FLAGS if f in flags]
+
+
+def cpu_line() -> str:
+    """The processor and its flags, as figures are labelled with them."""
+    name, flags = cpu()
+    return f"{name} ({', '.join(flags) or 'none of ' + ', '.join(CPU_FLAGS)})"

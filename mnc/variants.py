@@ -28,15 +28,16 @@ from mnc import api
 from mnc.backends import TARGETS, get_target
 from mnc.backends.target import FLAGS
 from mnc.errors import EXIT_INTERNAL, InputError, MncError
+from mnc.frontend import load_spec
 from mnc.io import publish, remove_stale_staging, staged, write_atomic
-from mnc.latency import CPU_FLAGS, bench, cpu
+from mnc.latency import bench, cpu, cpu_line
 from mnc.parallel import can_fork, default_jobs, exit_when_stopped, never_fork, process_pool
 from mnc.pipeline.compile import REPORT_SUFFIX, report_bytes
 from mnc.version import __version__
 
 VERDICTS = {0: "pass", 2: "bad input", 3: "verification failed", EXIT_INTERNAL: "internal error"}
 
-# One row of sweep.csv, one record of sweep.json (the JSON adds nothing, and keeps numbers as numbers).
+# One row of sweep.csv, one record of sweep.json (which adds the machine, and keeps numbers as numbers).
 FIELDS = (
     "target",
     "alpha",
@@ -149,6 +150,10 @@ def grid(
     if resolutions != [None] and rhos != [None]:
         raise InputError("give --resolution or --rho, not both")
     sizes = [(r, None) for r in resolutions] if rhos == [None] else [(None, r) for r in rhos]
+    targets, precisions = list(targets), list(precisions)
+    if precisions != [None] and not any("precision" in get_target(t).choices for t in targets):
+        takers = [t for t in TARGETS if "precision" in TARGETS[t].choices]
+        raise InputError(f"--precision: no target of this sweep takes it (only {', '.join(takers)})")
     variants: list[Variant] = []
     for name in targets:
         takes_precision = "precision" in get_target(name).choices
@@ -351,26 +356,35 @@ def sweep(
     threads: int = 1,
     warmup: int = 10,
     runs: int = 100,
-    progress: Callable[[dict, int, int], None] | None = None,
+    progress: Callable[[Variant, dict, int, int], None] | None = None,
     plot: bool = True,
 ) -> SweepResult:
     """Build every variant, then (with measure) time each that passed, then write the table and
-    the plots. progress(record, done, total) is called as each build ends."""
+    the plots. progress(variant, record, done, total) is called as each build ends.
+
+    Local builds run in worker processes; where this process cannot fork (it has run ONNX Runtime
+    already, as after mnc.compile) they are spawned, and Python then imports the calling script
+    in each worker: a script must call sweep() under `if __name__ == "__main__":`."""
     if not variants:
         raise InputError("the sweep has no variants")
-    for name in [*shared.target_options, *(["precision"] if any(v.precision for v in variants) else [])]:
+    for name in shared.target_options:
         if not any(name in TARGETS[v.target].choices for v in variants):
             takers = [t for t in TARGETS if name in TARGETS[t].choices]
             raise InputError(f"{FLAGS[name].option}: no target of this sweep takes it (only {', '.join(takers)})")
     if jobs is not None and jobs < 1:
         raise InputError(f"--jobs {jobs}: at least 1")
+    if any(v.quantize for v in variants) and shared.calib is None:
+        raise InputError("--quantize int8 needs calibration data: --calib FOLDER|FILE.npy|FILE.npz|synthetic")
+    load_spec(shared.spec)  # a spec that cannot be read is one error, not one per variant
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"cannot write into '{out}': it is a file, not a folder")
     results: dict[Variant, dict] = {}
 
     def finished(variant: Variant, record: dict) -> None:
         results[variant] = record
         if progress:
-            progress(record, len(results), len(variants))
+            progress(variant, record, len(results), len(variants))
 
     try:
         if cluster:
@@ -384,9 +398,10 @@ def sweep(
         raise
     records = [results[v] for v in variants]
     notes = []
+    files = _write_tables(records, out, shared)  # now, so that a stop while timing keeps them
     if measure:
         notes += _measure(records, threads, warmup, runs)
-    files = _write_tables(records, out, shared, measure)
+        files = _write_tables(records, out, shared)
     if plot:
         try:
             from mnc.plot import plot_sweep
@@ -406,7 +421,7 @@ def _measure(records: list[dict], threads: int, warmup: int, runs: int) -> list[
         try:
             latency = bench(record["artifact"], threads=threads, warmup=warmup, runs=runs)
         except InputError as exc:
-            reason = str(exc).replace(f"'{record['artifact']}': ", "")
+            reason = exc.diagnostics[0].message.replace(f"'{record['artifact']}': ", "")
             untimed.setdefault(reason, []).append(Path(record["artifact"]).name)
             continue
         record.update(
@@ -417,20 +432,15 @@ def _measure(records: list[dict], threads: int, warmup: int, runs: int) -> list[
             threads=latency.threads,
             runtime=latency.runtime,
         )
-    return [f"latency not measured for {len(names)} artifact(s): {reason}" for reason, names in untimed.items()]
+    return [f"latency not measured for {', '.join(names)}: {reason}" for reason, names in untimed.items()]
 
 
-def cpu_line() -> str:
-    name, flags = cpu()
-    return f"{name} ({', '.join(flags) or 'none of ' + ', '.join(CPU_FLAGS)})"
-
-
-def _write_tables(records: list[dict], out: Path, shared: Shared, measured: bool) -> list[Path]:
+def _write_tables(records: list[dict], out: Path, shared: Shared) -> list[Path]:
     name, flags = cpu()
     document = {
         "mnc_version": __version__,
         "spec": shared.spec,
-        "machine": {"cpu": name, "cpu_flags": flags, "python": sys.version.split()[0]} if measured else None,
+        "machine": {"cpu": name, "cpu_flags": flags, "python": sys.version.split()[0]},
         "fields": list(FIELDS),
         "variants": records,
     }

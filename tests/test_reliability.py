@@ -118,12 +118,12 @@ def test_a_file_size_limit_is_bad_input_and_leaves_nothing(tmp_path):
 
 
 def test_an_internal_error_is_one_line_naming_a_crash_file(monkeypatch, capsys):
-    import mnc.summary_table
+    import mnc.api
 
     def broken(*args):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(mnc.summary_table, "summary_dict", broken)
+    monkeypatch.setattr(mnc.api, "summary_dict", broken)
     assert main(["summary", str(SPECS / "v1.mnet")]) == 70
     err = capsys.readouterr().err
     assert err.startswith("mnc: internal error (a bug in mnc): ZeroDivisionError: a bug; the traceback is in ")

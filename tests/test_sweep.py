@@ -148,6 +148,16 @@ def test_sweep_arguments_are_checked(tmp_path, capsys):
     assert "unknown target 'tensorrt'" in capsys.readouterr().err
     assert _run([*base, "--calib", "synthetic"]) == 2
     assert "--calib is for --quantize int8" in capsys.readouterr().err
+    assert _run([*base, "--precision", "fp16"]) == 2
+    assert "--precision: no target of this sweep takes it (only coreml, tflite)" in capsys.readouterr().err
+    assert _run([*base, "--quantize", "none,int8"]) == 2
+    assert "--quantize int8 needs calibration data" in capsys.readouterr().err
+    assert _run(["sweep", str(tmp_path / "absent.mnet"), *base[2:]]) == 2
+    assert "absent.mnet" in capsys.readouterr().err
+    (tmp_path / "a file").write_text("")
+    assert _run([*base[:-1], str(tmp_path / "a file")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    (tmp_path / "a file").unlink()
     assert _run([*base, "--deployment-target", "iOS17"]) == 2
     assert "--deployment-target: no target of this sweep takes it (only coreml)" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing written for a sweep refused before it starts
