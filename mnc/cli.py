@@ -231,13 +231,14 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "import",
         parents=[common],
-        help="write a spec and mnc weights from a trained Keras model (.keras, .h5)",
+        help="write a spec and mnc weights from a trained Keras model (.keras, .h5) or timm state dict",
         description="Reads a Keras model built on Keras's MobileNet or MobileNetV2 application (with its top, "
-        "or GlobalAveragePooling2D + Dropout + Dense of your own) without TensorFlow, and writes DIR/NAME.mnet, "
+        "or GlobalAveragePooling2D + Dropout + Dense of your own) without TensorFlow, or a timm MobileNetV1/V2/V3 "
+        "state dict (.safetensors, .npz, .pth), and writes DIR/NAME.mnet, "
         "a spec with one row per stage and the model's settings (α, resolution, classes, Keras's padding, "
         "batch-norm ε, activation and input normalisation), and DIR/NAME.safetensors, its weights.",
     )
-    p.add_argument("checkpoint", help="the trained model (.keras or .h5)")
+    p.add_argument("checkpoint", help="the trained model (.keras, .h5; a timm .safetensors/.npz/.pth)")
     p.add_argument("-o", "--output-dir", default=".", help="where to write (default: the current folder)")
     p.add_argument("--name", help="the spec's name and file name (default: the checkpoint's)")
 
@@ -507,7 +508,7 @@ def _import(args) -> int:
 
     done = import_model(args.checkpoint, args.output_dir, args.name)
     print(
-        f"wrote {done.spec_path} (Keras {done.family}, α {done.alpha:g}, {done.resolution}×{done.resolution}, "
+        f"wrote {done.spec_path} ({done.family}, α {done.alpha:g}, {done.resolution}×{done.resolution}, "
         f"{done.classes} classes) and {done.weights_path} ({done.params:,} parameters)"
     )
     print(f"  compile it: mnc compile {done.spec_path} --weights {done.weights_path} --target onnx")

@@ -1,6 +1,11 @@
 """`mnc import`: a trained model in, a spec and weights out. The spec reads like the bundled ones
 (one row per stage) and can be edited like any spec; the weights are in mnc's own layout.
 
+timm state dicts of MobileNetV1, V2 and V3 (mobilenetv1_100, mobilenetv2_050, mobilenetv3_large_100 …):
+a state dict carries no config, so each bundled family is tried at each of timm's widths until one
+takes every tensor (names, kinds and shapes); the classes come from the classifier, the resolution is
+the spec's, and timm's conventions (symmetric padding, ε 1e-5, ReLU6 for V1/V2) become settings.
+
 Keras models (.keras, .h5) built on Keras's MobileNet or MobileNetV2 application, with or without
 its top, or with the usual classifier head of one's own (GlobalAveragePooling2D, Dropout, Dense).
 The architecture is read from the model's config: the backbone's family from its layer names,
@@ -19,10 +24,11 @@ from pathlib import Path
 from mnc.errors import InputError, Loc
 from mnc.frontend import bundled_spec, load_spec_text
 from mnc.io import write_atomic
+from mnc.ir.cost import graph_cost
 from mnc.pipeline.build import build
 from mnc.weights.files import read_weights
 from mnc.weights.keras import layers
-from mnc.weights.load import WeightsMismatch
+from mnc.weights.layouts import KERAS, TIMM, choose_layout
 from mnc.weights.save import weights_bytes
 
 
@@ -51,6 +57,14 @@ FAMILIES = (
         "| 1² × k         | softmax      | -    | 1 | - |",
     ),
 )
+# timm's MobileNets at the widths timm names them with (mobilenetv2_050 …). timm keeps V3's stem at
+# 16 channels for every α where the V3 specs scale it, so only its α 1.0 V3s are written.
+TIMM_FAMILIES = (
+    Family("MobileNetV2", "v2.mnet", "", (0.35, 0.5, 0.75, 1.0, 1.4), FAMILIES[0].softmax_row),
+    Family("MobileNetV3-Large", "v3_large.mnet", "", (1.0,), ""),
+    Family("MobileNetV3-Small", "v3_small.mnet", "", (1.0,), ""),
+    Family("MobileNet (V1)", "v1.mnet", "", (1.0, 1.25), FAMILIES[1].softmax_row),
+)
 # Layers of a head (or of the glue around a backbone) that compute nothing an inference needs
 # beyond what the spec's `avgpool global | fc | softmax` rows say.
 HEAD_LAYERS = {"InputLayer", "GlobalAveragePooling2D", "Dropout", "Flatten", "Reshape", "Activation", "Dense", "Conv2D"}
@@ -71,34 +85,48 @@ class Imported:
 def import_model(checkpoint: str | Path, out_dir: str | Path = ".", name: str | None = None) -> Imported:
     path = Path(checkpoint)
     loc = Loc.file(str(path))
-    if path.suffix.lower() not in (".keras", ".h5"):
-        raise InputError(f"mnc import reads Keras models (.keras, .h5), not '{path.suffix or path.name}'", loc)
     weights = read_weights(path)
-    config = weights.model_config
-    family = _family(config, loc)
-    classes, softmax = _head(config, family, loc)
+    layout = choose_layout(set(weights.tensors), None, loc)
+    if layout is KERAS:
+        config = weights.model_config
+        families = [_family(config, loc)]
+        classes, softmax = _head(config, loc)
+        resolution, source = _resolution(config), "Keras"
+    elif layout is TIMM:  # a state dict says neither resolution nor family: each family is tried
+        families, softmax, resolution, source = list(TIMM_FAMILIES), False, None, "timm"
+        classes = layout.classes(weights.tensors)
+    else:
+        raise InputError(
+            f"mnc import reads Keras models (.keras, .h5) and timm state dicts; these weights are in the "
+            f"'{layout.name}' layout: give them to mnc compile with --weights and the spec they fit",
+            loc,
+        )
     name = name or re.sub(r"\W+", "_", path.stem)
-    resolution = _resolution(config)
-    conventions = weights.conventions
-    for alpha in family.alphas:
-        text = _spec_text(family, name, path.name, alpha, resolution, classes, softmax, conventions)
-        spec = load_spec_text(text, str(Path(out_dir) / f"{name}.mnet"))
-        try:
-            built = build(spec, weights=str(path), weights_layout="keras")
-        except WeightsMismatch:
+    conventions = {**layout.conventions(set(weights.tensors)), **weights.conventions}
+    for family in families:
+        for alpha in family.alphas:
+            text = _spec_text(family, source, name, path.name, alpha, resolution, classes, softmax, conventions)
+            spec = load_spec_text(text, str(Path(out_dir) / f"{name}.mnet"))
+            try:
+                built = build(spec, weights=str(path), weights_layout=layout.name)
+            except InputError:  # names, kinds or shapes that do not fit this family at this α
+                continue
+            break
+        else:
             continue
         break
     else:
+        tried = "; ".join(f"{f.name} α {', '.join(map(str, f.alphas))}" for f in families)
         raise InputError(
-            f"the model's widths fit no α of Keras's {family.name} ({', '.join(map(str, family.alphas))})", loc
+            f"the model's layers and widths fit none of {source}'s MobileNets as mnc writes them ({tried})", loc
         )
     out = Path(out_dir)
     spec_path, weights_path = out / f"{name}.mnet", out / f"{name}.safetensors"
     meta = {"imported_from": path.name, "spec_sha256": spec.sha256}
     write_atomic(weights_path, weights_bytes(built.graph, meta))
     write_atomic(spec_path, text.encode())
-    params = sum(a.size for n in built.graph.topo() for a in built.graph.node(n).params.values())
-    return Imported(spec_path, weights_path, family.name, alpha, built.config.resolution, classes, params)
+    params = graph_cost(built.graph).params  # counted as `mnc summary` counts them
+    return Imported(spec_path, weights_path, f"{source} {family.name}", alpha, built.config.resolution, classes, params)
 
 
 def _family(config: dict, loc: Loc) -> Family:
@@ -117,7 +145,7 @@ def _family(config: dict, loc: Loc) -> Family:
     return found[0]
 
 
-def _head(config: dict, family: Family, loc: Loc) -> tuple[int, bool]:
+def _head(config: dict, loc: Loc) -> tuple[int, bool]:
     """The classes and whether the model ends in a softmax, from the layers after the backbone's
     last convolution: one classifier (Dense, or the 1×1 Conv2D of Keras's MobileNet top)."""
     all_layers = list(layers(config))
@@ -155,8 +183,9 @@ def _resolution(config: dict) -> int | None:
 
 def _spec_text(
     family: Family,
-    name: str,
     source: str,
+    name: str,
+    file: str,
     alpha: float,
     resolution: int | None,
     classes: int,
@@ -166,12 +195,12 @@ def _spec_text(
     """The family's bundled spec with this model's settings, and its softmax row as the model has it."""
     text = bundled_spec(family.spec).read_text()
     header = (
-        f"# Imported by `mnc import` from {source}: Keras's {family.name} backbone, α {alpha:g}, {classes} "
-        f"classes.\n# The table is the {family.name} of specs/{family.spec}; the settings are the model's.\n\n"
+        f"# Imported by `mnc import` from {file}: {source}'s {family.name}, α {alpha:g}, {classes} classes.\n"
+        f"# The table is the {family.name} of specs/{family.spec}; the settings are the model's.\n\n"
     )
     settings = {
         "name": name,
-        "description": f'"{family.name} α {alpha:g}, {classes} classes (imported from {source})"',
+        "description": f'"{source} {family.name} α {alpha:g}, {classes} classes (imported from {file})"',
         "alpha": f"{alpha:g}",
         "classes": str(classes),
         "resolution": str(resolution) if resolution else None,

@@ -193,5 +193,8 @@ def test_import_refuses_what_it_cannot_map_naming_the_layer(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith(f"{path}: error: ") and message in err, err
     assert _run(["import", str(SPECS / "v1.mnet"), "-o", str(tmp_path / "out")]) == 2
-    assert "reads Keras models (.keras, .h5)" in capsys.readouterr().err
+    assert "unknown weights format '.mnet'" in capsys.readouterr().err
+    torchvision = ROOT / "tests" / "fixtures" / "torchvision" / "mobilenet_v2_w0.35.safetensors"
+    assert _run(["import", str(torchvision), "-o", str(tmp_path / "out")]) == 2
+    assert "in the 'torchvision_mobilenet_v2' layout: give them to mnc compile" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

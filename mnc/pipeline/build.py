@@ -55,7 +55,8 @@ def build(
             layout = choose_layout(set(checkpoint.tensors), weights_layout, Loc.file(checkpoint.path))
         if classes is None:
             classes = layout.classes(checkpoint.tensors)
-        spec, overridden = _with_conventions(spec, checkpoint.conventions)
+        conventions = {**layout.conventions(set(checkpoint.tensors)), **checkpoint.conventions}
+        spec, overridden = _with_conventions(spec, conventions)
     config = spec.config(alpha, rho, resolution, classes)
     with timings.stage("lower"):
         graph = build_graph(spec, config, max_memory)

@@ -30,6 +30,8 @@ class Layout:
     slots: Callable[[Graph, list[str]], list[Slot]]  # (the network, the file's tensor names in order)
     classes: Callable[[dict], int | None]
     ignored: Callable[[str], bool] = lambda key: False
+    # Settings the framework's layers compute with, which a build applies to the spec (from the names).
+    conventions: Callable[[set[str]], dict] = lambda keys: {}
 
 
 def _param_nodes(graph: Graph) -> list[str]:
@@ -184,65 +186,140 @@ TORCHVISION_MOBILENET_V3 = Layout(
     ignored=lambda key: key.endswith(".num_batches_tracked"),
 )
 
-# ---- Keras ------------------------------------------------------------------------------------
-# mnc/weights/keras.py names tensors '<Keras layer>/<variable>' in the model's layer order, which is
-# the order of computation; the network's weighted layers are matched with them one by one, each
-# with its kind: a convolution takes a Conv2D or DepthwiseConv2D kernel, a batch norm a
-# BatchNormalization, a fully connected layer a Dense kernel (or a 1×1 Conv2D: Keras's MobileNet
-# classifier). Names and shapes are then checked as for every layout.
-
-KERAS_VARIABLES = {
-    "conv": {"weight": ("kernel", "depthwise_kernel"), "bias": ("bias",)},
-    "batchnorm": {"gamma": ("gamma",), "beta": ("beta",), "mean": ("moving_mean",), "var": ("moving_variance",)},
-    "fc": {"weight": ("kernel",), "bias": ("bias",)},
-}
-_KERAS_KIND = {"kernel": "conv", "depthwise_kernel": "conv", "moving_mean": "batchnorm"}
+# ---- in order: Keras models and timm state dicts ----------------------------------------------
+# A Keras file (mnc/weights/keras.py names its tensors '<layer>/<variable>') and a timm state dict
+# ('<module>.<parameter>') both list their weighted layers in the order of computation; the
+# network's weighted layers are matched with them one by one, each with its kind: a convolution
+# takes a convolution kernel, a batch norm a batch norm, a fully connected layer a dense kernel or
+# a 1×1 convolution (Keras's MobileNet classifier, timm's conv_head). Names and shapes are then
+# checked as for every layout.
 
 
-def _keras_layers(keys: list[str]) -> "OrderedDict[str, dict[str, str]]":
-    grouped: OrderedDict[str, dict[str, str]] = OrderedDict()
-    for key in keys:
-        layer, _, variable = key.rpartition("/")
-        grouped.setdefault(layer, {})[variable] = key
-    return grouped
+@dataclass(frozen=True)
+class InOrder:
+    separator: str  # between layer and variable in a tensor's name
+    variables: dict[str, dict[str, tuple[str, ...]]]  # IR op → IR param → the file's variable names
+    kinds: dict[str, str]  # a variable that tells the layer's kind → IR op (the first found decides)
+    framework: str
+    order: Callable[[list[str]], list[str]] = list  # the keys in the order of computation
+
+    def layers(self, keys: list[str]) -> "OrderedDict[str, dict[str, str]]":
+        grouped: OrderedDict[str, dict[str, str]] = OrderedDict()
+        for key in self.order(keys):
+            layer, _, variable = key.rpartition(self.separator)
+            grouped.setdefault(layer, {})[variable] = key
+        return OrderedDict((k, v) for k, v in grouped.items() if any(name in self.kinds for name in v))
+
+    def slots(self, graph: Graph, keys: list[str]) -> list[Slot]:
+        slots: list[Slot] = []
+        layers = iter(self.layers(keys).items())
+        for node in _param_nodes(graph):
+            op = graph.node(node).op
+            layer, variables = next(layers, (f"(no {self.framework} layer left)", {}))  # reported as missing
+            if not variables:
+                slots += [Slot(f"{layer}{self.separator}{p}", node, p) for p in _param_names(graph, node)]
+                continue
+            kind = next(op for v, op in self.kinds.items() if v in variables)
+            if kind != op and not (op == "fc" and kind == "conv"):
+                raise InputError(
+                    f"the {self.framework} model's layer '{layer}' ({', '.join(variables)}) is where this network "
+                    f"has layer '{node}' ({op}): the spec does not describe this model",
+                    graph.node(node).src,
+                )
+            for param in _param_names(graph, node):
+                found = next((variables[v] for v in self.variables[op][param] if v in variables), None)
+                slots.append(Slot(found or f"{layer}{self.separator}{param}", node, param))
+        return slots
 
 
-def _keras_slots(graph: Graph, keys: list[str]) -> list[Slot]:
-    slots: list[Slot] = []
-    layers = iter(_keras_layers(keys).items())
-    for node in _param_nodes(graph):
-        op = graph.node(node).op
-        layer, variables = next(layers, ("(no Keras layer left)", {}))  # reported as missing, with shapes
-        if not variables:
-            slots += [Slot(f"{layer}/{param}", node, param) for param in _param_names(graph, node)]
-            continue
-        kind = next((_KERAS_KIND[v] for v in variables if v in _KERAS_KIND), None)
-        if kind != op and not (op == "fc" and kind == "conv" and "depthwise_kernel" not in variables):
-            raise InputError(
-                f"the Keras model's layer '{layer}' ({', '.join(variables)}) is where this network has "
-                f"layer '{node}' ({op}): the spec does not describe this model",
-                graph.node(node).src,
-            )
-        for param in _param_names(graph, node):
-            name = next((variables[v] for v in KERAS_VARIABLES[op][param] if v in variables), f"{layer}/{param}")
-            slots.append(Slot(name, node, param))
-    return slots
-
-
-def _keras_classes(tensors: dict) -> int | None:
-    kernels = [k for k in tensors if k.endswith("/kernel")]
-    return int(tensors[kernels[-1]].shape[0]) if kernels else None
-
-
+KERAS_ORDER = InOrder(
+    "/",
+    {
+        "conv": {"weight": ("kernel", "depthwise_kernel"), "bias": ("bias",)},
+        "batchnorm": {"gamma": ("gamma",), "beta": ("beta",), "mean": ("moving_mean",), "var": ("moving_variance",)},
+        "fc": {"weight": ("kernel",), "bias": ("bias",)},
+    },
+    {"kernel": "conv", "depthwise_kernel": "conv", "moving_mean": "batchnorm"},
+    "Keras",
+)
 KERAS = Layout(
     "keras",
     "a Keras model (.keras or .h5): its layers in order, Conv2D/DepthwiseConv2D, BatchNormalization, Dense",
     detect=lambda keys: any(k.endswith("/moving_mean") for k in keys),
-    slots=_keras_slots,
-    classes=_keras_classes,
+    slots=KERAS_ORDER.slots,
+    classes=lambda tensors: _last_kernel_rows(tensors, "/kernel"),
 )
 
-LAYOUTS = {layout.name: layout for layout in (MNC, TORCHVISION_MOBILENET_V2, TORCHVISION_MOBILENET_V3, KERAS)}
+# A state dict's order is not to be trusted (safetensors sorts its names): timm's module names give
+# it. An inverted residual computes conv_pw, conv_dw, its squeeze-excite, conv_pwl, with bn1…bn3 after
+# each; a depthwise-separable block conv_dw, squeeze-excite, conv_pw, with bn1 and bn2.
+_TIMM_TOP = {"conv_stem": 0, "bn1": 1, "blocks": 2, "conv_head": 3, "bn2": 4, "classifier": 5}
+_TIMM_INVERTED = ("conv_pw", "bn1", "conv_dw", "bn2", "se.conv_reduce", "se.conv_expand", "conv_pwl", "bn3")
+_TIMM_SEPARABLE = ("conv_dw", "bn1", "se.conv_reduce", "se.conv_expand", "conv_pw", "bn2")
+_TIMM_CONV = ("conv", "bn1")
+
+
+def _timm_order(keys: list[str]) -> list[str]:
+    inverted = {k.split(".conv_pwl.")[0] for k in keys if ".conv_pwl." in k}  # blocks.S.B of inverted residuals
+
+    def rank(key: str) -> tuple:
+        parts = key.split(".")
+        top = _TIMM_TOP.get(parts[0], len(_TIMM_TOP))
+        if parts[0] != "blocks" or len(parts) < 5 or not (parts[1].isdigit() and parts[2].isdigit()):
+            return (top, 0, 0, 0, key)
+        module = ".".join(parts[3:-1])
+        if ".".join(parts[:3]) in inverted:
+            units = _TIMM_INVERTED
+        else:
+            units = (
+                _TIMM_SEPARABLE
+                if "conv_dw" in {k.split(".")[3] for k in keys if k.startswith(".".join(parts[:3]) + ".")}
+                else _TIMM_CONV
+            )
+        return (top, int(parts[1]), int(parts[2]), units.index(module) if module in units else len(units), key)
+
+    return sorted(keys, key=rank)
+
+
+TIMM_ORDER = InOrder(
+    ".",
+    {
+        "conv": {"weight": ("weight",), "bias": ("bias",)},
+        "batchnorm": {"gamma": ("weight",), "beta": ("bias",), "mean": ("running_mean",), "var": ("running_var",)},
+        "fc": {"weight": ("weight",), "bias": ("bias",)},
+    },
+    {"running_mean": "batchnorm", "weight": "conv"},  # a batch norm has a weight too: running_mean decides
+    "timm",
+    order=_timm_order,
+)
+
+
+def _timm_conventions(keys: set[str]) -> dict:
+    """timm's MobileNets are PyTorch's: symmetric padding, ε 1e-5; V1 and V2 use ReLU6 throughout
+    (V3 mixes activations, which its blocks say)."""
+    conventions = {"padding": "symmetric", "batchnorm_eps": 1e-5}
+    if not any(".se." in k for k in keys):
+        conventions["activation"] = "relu6"
+    return conventions
+
+
+TIMM = Layout(
+    "timm",
+    "a timm MobileNetV1/V2/V3 state dict (conv_stem, blocks.S.B…, conv_head, classifier)",
+    detect=lambda keys: "conv_stem.weight" in keys and any(k.startswith("blocks.0.0.") for k in keys),
+    slots=TIMM_ORDER.slots,
+    classes=lambda tensors: int(tensors["classifier.weight"].shape[0]) if "classifier.weight" in tensors else None,
+    ignored=lambda key: key.endswith(".num_batches_tracked"),
+    conventions=_timm_conventions,
+)
+
+
+def _last_kernel_rows(tensors: dict, suffix: str) -> int | None:
+    kernels = [k for k in tensors if k.endswith(suffix)]
+    return int(tensors[kernels[-1]].shape[0]) if kernels else None
+
+
+LAYOUTS = {layout.name: layout for layout in (MNC, TORCHVISION_MOBILENET_V2, TORCHVISION_MOBILENET_V3, KERAS, TIMM)}
 
 
 def choose_layout(keys: set[str], name: str | None, loc) -> Layout:
