@@ -108,7 +108,7 @@ def import_model(checkpoint: str | Path, out_dir: str | Path = ".", name: str | 
             text = _spec_text(family, source, name, path.name, alpha, resolution, classes, softmax, conventions)
             spec = load_spec_text(text, str(Path(out_dir) / f"{name}.mnet"))
             try:
-                built = build(spec, weights=str(path), weights_layout=layout.name)
+                built = build(spec, weights=weights, weights_layout=layout.name)  # read once, tried often
             except InputError:  # names, kinds or shapes that do not fit this family at this α
                 continue
             break

@@ -36,13 +36,14 @@ def build(
     resolution=None,
     classes=None,
     seed: int = 0,
-    weights: str | Path | None = None,
+    weights: str | Path | WeightsFile | None = None,
     weights_layout: str | None = None,
     timings: Timings | None = None,
     max_memory: int | None = None,
 ) -> Built:
-    """Spec → IR graph with α/ρ applied, shapes inferred, and weights: loaded from a checkpoint
-    (whose classifier gives the class count unless `classes` is given) or initialised from `seed`."""
+    """Spec → IR graph with α/ρ applied, shapes inferred, and weights: loaded from a checkpoint (a
+    path, or a file already read) whose classifier gives the class count unless `classes` is
+    given, or initialised from `seed`."""
     timings = timings or Timings()
     if not isinstance(spec, CheckedSpec):
         with timings.stage("parse"):
@@ -51,7 +52,7 @@ def build(
     overridden: dict = {}
     if weights is not None:
         with timings.stage("read_weights"):
-            checkpoint = read_weights(weights)
+            checkpoint = weights if isinstance(weights, WeightsFile) else read_weights(weights)
             layout = choose_layout(set(checkpoint.tensors), weights_layout, Loc.file(checkpoint.path))
         if classes is None:
             classes = layout.classes(checkpoint.tensors)

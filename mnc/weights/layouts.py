@@ -260,23 +260,23 @@ _TIMM_CONV = ("conv", "bn1")
 
 
 def _timm_order(keys: list[str]) -> list[str]:
-    inverted = {k.split(".conv_pwl.")[0] for k in keys if ".conv_pwl." in k}  # blocks.S.B of inverted residuals
+    units: dict[str, tuple[str, ...]] = {}  # blocks.S.B → its kind's module order
+    for key in keys:
+        parts = key.split(".")
+        if parts[0] == "blocks" and len(parts) >= 5:
+            block, module = ".".join(parts[:3]), parts[3]
+            if module == "conv_pwl":
+                units[block] = _TIMM_INVERTED
+            elif module == "conv_dw" and units.get(block) is not _TIMM_INVERTED:
+                units[block] = _TIMM_SEPARABLE
 
     def rank(key: str) -> tuple:
         parts = key.split(".")
         top = _TIMM_TOP.get(parts[0], len(_TIMM_TOP))
         if parts[0] != "blocks" or len(parts) < 5 or not (parts[1].isdigit() and parts[2].isdigit()):
             return (top, 0, 0, 0, key)
-        module = ".".join(parts[3:-1])
-        if ".".join(parts[:3]) in inverted:
-            units = _TIMM_INVERTED
-        else:
-            units = (
-                _TIMM_SEPARABLE
-                if "conv_dw" in {k.split(".")[3] for k in keys if k.startswith(".".join(parts[:3]) + ".")}
-                else _TIMM_CONV
-            )
-        return (top, int(parts[1]), int(parts[2]), units.index(module) if module in units else len(units), key)
+        order, module = units.get(".".join(parts[:3]), _TIMM_CONV), ".".join(parts[3:-1])
+        return (top, int(parts[1]), int(parts[2]), order.index(module) if module in order else len(order), key)
 
     return sorted(keys, key=rank)
 
