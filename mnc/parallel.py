@@ -71,13 +71,30 @@ class Stop(BaseException):
     """SIGTERM in a worker whose task cleans up after itself (process_pool(cleanup=True))."""
 
 
+_task_running = False
+
+
+def _stop(signum, frame):
+    if _task_running:
+        raise Stop()
+    os._exit(143)  # between tasks: nothing of ours to clean up, and no traceback from the pool's loop
+
+
+def _stop_again(unraisable) -> None:
+    """A Stop that lands in a finalizer or __del__ is printed and swallowed by Python (seen: in
+    multiprocessing's close_fds while a forked child was reaped), and the task would go on building
+    after its parent had left. Raise it again a moment later, where the task can unwind."""
+    if isinstance(unraisable.exc_value, Stop):
+        signal.signal(signal.SIGALRM, _stop)
+        signal.setitimer(signal.ITIMER_REAL, 0.001)
+    else:
+        sys.__unraisablehook__(unraisable)
+
+
 def _cleanup_worker_init() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-    def stop(signum, frame):
-        raise Stop()
-
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, _stop)
+    sys.unraisablehook = _stop_again
 
 
 @contextlib.contextmanager
@@ -85,10 +102,14 @@ def exit_when_stopped():
     """Around a task of a process_pool(cleanup=True): on SIGTERM the task unwinds (its `finally`
     blocks remove what it staged, its own workers are ended), then the worker leaves at once; it
     must not go back to a queue whose other end is gone."""
+    global _task_running
+    _task_running = True
     try:
         yield
     except Stop:
         os._exit(143)
+    finally:
+        _task_running = False
 
 
 @contextlib.contextmanager

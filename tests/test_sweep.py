@@ -265,3 +265,29 @@ def test_a_signal_mid_sweep_leaves_finished_pairs_and_nothing_half_built(tmp_pat
         time.sleep(0.05)
     else:
         pytest.fail("processes of the sweep are still running 10 s after it ended")
+
+
+STOPPED_IN_A_FINALIZER = """
+import os, signal, sys, time
+from mnc import parallel
+
+class Slow:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives while Python runs a finalizer
+        time.sleep(0.2)
+
+parallel._cleanup_worker_init()
+with parallel.exit_when_stopped():
+    Slow()
+    for _ in range(200):
+        time.sleep(0.01)
+    print("the task went on after SIGTERM")
+"""
+
+
+def test_a_stop_swallowed_by_a_finalizer_still_ends_the_task():
+    # Python prints and drops exceptions raised in __del__ and weakref finalizers; a worker stopped
+    # there must still unwind its task and leave, silently.
+    done = subprocess.run([sys.executable, "-c", STOPPED_IN_A_FINALIZER], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 143, done.stderr
+    assert done.stdout == "" and "Traceback" not in done.stderr and "Exception ignored" not in done.stderr
