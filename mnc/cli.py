@@ -151,7 +151,7 @@ def _add_weights_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weights",
         metavar="FILE",
-        help="trained weights: .safetensors, .npz, or .pt/.pth (needs torch; loaded with weights_only=True)",
+        help="trained weights: .safetensors, .npz, .pt/.pth (read without torch; no code runs) or .keras/.h5",
     )
     p.add_argument(
         "--weights-layout",

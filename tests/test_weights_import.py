@@ -1,7 +1,8 @@
 """Trained weights in: parity with torchvision, and a located error for every way a checkpoint can be wrong."""
 
-import builtins
 import json
+import os
+import pickle
 
 import numpy as np
 import onnx
@@ -142,20 +143,20 @@ def test_layout_can_be_chosen_and_a_wrong_choice_is_explained():
     )
 
 
-def test_pytorch_checkpoint_without_torch_explains_how_to_convert(tmp_path, monkeypatch):
-    real_import = builtins.__import__
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
 
-    def no_torch(name, *args, **kwargs):
-        if name == "torch":
-            raise ImportError("No module named 'torch'")
-        return real_import(name, *args, **kwargs)
 
-    monkeypatch.setattr(builtins, "__import__", no_torch)
+def test_a_checkpoint_that_would_run_code_is_refused_unrun(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     pt = tmp_path / "model.pt"
-    pt.write_bytes(b"whatever")
+    pt.write_bytes(pickle.dumps({"weight": _Boom()}))
     text = _errors(weights=pt).render()
-    assert "reading a PyTorch checkpoint needs torch" in text and "save_file(torch.load(" in text
-    assert "weights_only=True" in text
+    assert "cannot read PyTorch checkpoint" in text and "posix.system" in text and "not read" in text
+    assert not (tmp_path / "pwned").exists()
+    pt.write_bytes(b"whatever")
+    assert "cannot read PyTorch checkpoint: not a readable PyTorch checkpoint" in _errors(weights=pt).render()
 
 
 def test_saved_weights_reload_to_the_same_model(tmp_path):

@@ -1,5 +1,5 @@
-"""Reading weight files into numpy: safetensors (preferred), npz, and PyTorch state dicts
-(only through torch.load(weights_only=True), so a checkpoint can never run code here)."""
+"""Reading weight files into numpy: safetensors (preferred), npz, PyTorch state dicts (without torch,
+and without running their pickles: mnc/weights/torch_pickle.py) and Keras models."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def read_weights(path: str | Path) -> WeightsFile:
     elif suffix == ".npz":
         tensors, metadata = _npz(path, loc), {}
     elif suffix in (".pt", ".pth"):
-        tensors, metadata = _torch(path, loc), {}
+        tensors, metadata = _torch(raw, loc), {}
     elif suffix in (".keras", ".h5"):
         from mnc.weights.keras import read_keras
 
@@ -50,7 +50,7 @@ def read_weights(path: str | Path) -> WeightsFile:
     else:
         raise InputError(
             f"unknown weights format '{suffix or path}'; use .safetensors, .npz, .pt/.pth "
-            "(PyTorch state dicts need torch installed), or a Keras model (.keras, .h5)",
+            "(PyTorch state dicts), or a Keras model (.keras, .h5)",
             loc,
         )
     if not tensors:
@@ -85,25 +85,13 @@ def _npz(path: str, loc: Loc) -> dict[str, np.ndarray]:
         raise InputError(f"not a readable .npz archive: {exc}", loc) from None
 
 
-def _torch(path: str, loc: Loc) -> dict[str, np.ndarray]:
+def _torch(raw: bytes, loc: Loc) -> dict[str, np.ndarray]:
+    from mnc.weights.torch_pickle import CheckpointError, read_checkpoint
+
     try:
-        import torch
-    except ImportError:
-        raise InputError(
-            "reading a PyTorch checkpoint needs torch (pip install torch); or convert it once to safetensors, "
-            'which needs no torch here: python -c "import torch; from safetensors.torch import save_file; '
-            f"save_file(torch.load('{path}', weights_only=True), 'model.safetensors')\"",
-            loc,
-        ) from None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # refuses pickled code
-    except Exception as exc:  # torch raises many types for unsafe or corrupt files
-        raise InputError(f"cannot load PyTorch checkpoint safely (weights_only=True): {exc}", loc) from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise InputError("the checkpoint is not a state dict (a mapping of names to tensors)", loc)
-    return {k: v.detach().cpu().numpy() for k, v in state.items() if hasattr(v, "detach")}
+        return read_checkpoint(raw)
+    except CheckpointError as exc:
+        raise InputError(f"cannot read PyTorch checkpoint: {exc}", loc) from None
 
 
 def as_float32(name: str, array: np.ndarray, loc: Loc) -> np.ndarray:
