@@ -32,6 +32,7 @@ class ArtifactRecord:
     quantization: str | None = None
     calibration: str | None = None
     weight_bits: int | None = None
+    depthwise_weight_bits: int | None = None
     int8_activations: bool | None = None
     activation_ranges: dict[str, list[float]] | None = None
 
@@ -58,6 +59,7 @@ class ArtifactRecord:
             "quantization": self.quantization,
             "calibration": self.calibration,
             "weight_bits": None if self.weight_bits is None else str(self.weight_bits),
+            "depthwise_weight_bits": None if self.depthwise_weight_bits is None else str(self.depthwise_weight_bits),
             "int8_activations": _flag(self.int8_activations),
             "activation_ranges": None
             if self.activation_ranges is None
@@ -89,6 +91,7 @@ class ArtifactRecord:
                 quantization=m.get("quantization"),
                 calibration=m.get("calibration"),
                 weight_bits=int(m["weight_bits"]) if "weight_bits" in m else None,
+                depthwise_weight_bits=int(m["depthwise_weight_bits"]) if "depthwise_weight_bits" in m else None,
                 int8_activations=_parse_flag(m.get("int8_activations")),
                 activation_ranges=json.loads(m["activation_ranges"]) if "activation_ranges" in m else None,
             )

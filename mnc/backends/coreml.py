@@ -20,10 +20,12 @@ from mnc.backends.target import (
     INPUT_NAME,
     Choice,
     Executor,
+    Int8Check,
     Int8Plan,
     NetworkFacts,
     Target,
     Timer,
+    layer_by_layer,
     output_name,
     read_labels,
     timing_input,
@@ -34,6 +36,10 @@ from mnc.ir.graph import Graph
 from mnc.ir.node import Node
 
 WEIGHT_BITS = 8  # Core ML's int8 kernels have no int16 pair sums to saturate
+# Between quantize and dequantize Core ML computes in float, and rounds the result to the grid once:
+# fed the same inputs, a layer differs from the reference by at most one step, where float32's
+# rounding of the sum puts a value on the other side of a grid boundary.
+LAYER_LSB_BOUND = 1.0
 # int8 activations (MIL quantize/dequantize) need iOS17 / macOS14; int8 weights alone, iOS16 / macOS13.
 ACTIVATION_INT8_TARGETS = ("iOS17", "iOS18", "macOS14", "macOS15")
 WEIGHT_INT8_TARGETS = ("iOS16", "macOS13", *ACTIVATION_INT8_TARGETS)
@@ -438,6 +444,36 @@ class CoreMLTarget(Target):
                 scale = q.scale.astype(dtype).astype(np.float32).reshape(-1, *[1] * (q.q.ndim - 1))
                 expected[f"{op_name}_weight"] = (q.q.astype(np.float32) * scale).astype(np.float32)
         return expected
+
+    def int8_checks(self, artifact: Path, quantized: Graph, feed: np.ndarray, output: np.ndarray) -> list[Int8Check]:
+        """With int8 activations, every layer against the fake-quant reference of that layer, fed the
+        values mnc's executor computed from the saved package (float arithmetic between quantize and
+        dequantize, which rounds once more or less than the reference near a grid boundary). With
+        int8 weights alone nothing is rounded to a grid: the whole network is compared."""
+        program = CoreMLProgram(artifact)
+        names = {n: ("input" if n in quantized.inputs else _safe(n)) + "_dq" for n in quantized.topo()}
+        if not any(op.type == "quantize" for op in program.operations):
+            return []
+        (input_name,) = program.inputs
+        runs = [program.run({input_name: sample[None]}) for sample in feed]
+        missing = [n for n, v in names.items() if v not in runs[0]]
+        if missing:
+            return [
+                Int8Check(
+                    "layers",
+                    {"error": f"no quantised value for {missing[0]}"},
+                    False,
+                    f"layer '{missing[0]}' has no quantised value in the package",
+                )
+            ]
+
+        def real(name: str) -> np.ndarray:
+            return np.concatenate(
+                [np.asarray(env[names[name]], dtype=np.float64).reshape(1, -1) for env in runs]
+            ).reshape(len(runs), *quantized.node(name).shape)
+
+        executor = "mnc Core ML executor (reads the saved package), every dequantised tensor"
+        return [layer_by_layer(quantized, real, executor, LAYER_LSB_BOUND)]
 
     def executors(self) -> list[Executor]:
         simulated = Executor(

@@ -30,18 +30,16 @@ import numpy as np
 
 from mnc.artifact import ArtifactRecord
 from mnc.backends import onnx as onnx_target
-from mnc.backends.target import Executor, Int8Plan, NetworkFacts, Target, Timer
+from mnc.backends.target import Executor, Int8Check, Int8Plan, NetworkFacts, Target, Timer
 from mnc.errors import InputError
 from mnc.io import output_error
 from mnc.ir.graph import Graph
-from mnc.quant.scheme import weight_qmax
 
 CONFIG_SUFFIX = ".required_operators.config"
 WEIGHT_BITS = 8  # ARM's int8 kernels widen before they accumulate: nothing to saturate on the phone
 INT8_SCHEME = (
-    f"QDQ converted to the ORT format for ARM: activations uint8 per-tensor affine; weights int8 "
-    f"per-output-channel symmetric in [-{weight_qmax(WEIGHT_BITS)}, {weight_qmax(WEIGHT_BITS)}] (8-bit); bias "
-    "int32 with scale input_scale·weight_scale"
+    "QDQ converted to the ORT format for ARM: activations uint8 per-tensor affine; weights int8 "
+    "per-output-channel symmetric in [-127, 127] (8-bit); bias int32 with scale input_scale·weight_scale"
 )
 ADDR_NO_RANDOMIZE = 0x0040000
 _CONVERT = """
@@ -149,6 +147,19 @@ class OrtTarget(Target):
 
     def int8_plan(self, options) -> Int8Plan:
         return Int8Plan(weight_bits=WEIGHT_BITS, activations=True, scheme=INT8_SCHEME)
+
+    def int8_checks(self, artifact: Path, quantized: Graph, feed: np.ndarray, output: np.ndarray) -> list[Int8Check]:
+        """Every layer against the fake-quant reference of that layer. An .ort file offers no way to
+        read its inner tensors, so the same model with them as outputs is converted the same way and
+        run the same way; its output must equal the artifact's bit for bit."""
+        twin, names = onnx_target.instrumented(onnx_target.build_model(quantized, {}), quantized)
+        with tempfile.TemporaryDirectory(prefix="mnc-ort-layers-") as work:
+            source, converted = Path(work, "twin.onnx"), Path(work, "twin.ort")
+            source.write_bytes(twin.SerializeToString())
+            convert(source, converted)
+            results = run_ort(converted, {onnx_target.INPUT_NAME: feed})
+        executor = "ONNX Runtime (ORT format, x64 quantisation precision), every uint8 tensor"
+        return [onnx_target.layers_check(quantized, names, results, output, executor)]
 
     def companions(self, artifact: Path) -> list[Path]:
         return [artifact.with_name(artifact.name[: -len(self.suffix)] + CONFIG_SUFFIX)]

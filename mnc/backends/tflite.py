@@ -33,6 +33,8 @@ from mnc.backends.target import (
     NetworkFacts,
     Target,
     Timer,
+    dequantized,
+    layer_by_layer,
     output_name,
     read_labels,
     timing_input,
@@ -682,8 +684,6 @@ class TFLiteTarget(Target):
     def layout(self, shape: tuple[int, ...]) -> list[int]:
         return _nhwc(shape)[1:]
 
-    int8_end_to_end_gate = False  # int8_checks compares every layer
-
     def make_options(self, values: dict, network: NetworkFacts) -> TFLiteOptions:
         labels = read_labels(values["labels"], network.classes) if values["labels"] else None
         return TFLiteOptions(
@@ -726,8 +726,6 @@ class TFLiteTarget(Target):
         inputs (the reference kernels', in a child process): a wrong weight, scale or layout shows
         at its layer, and rounding differences cannot compound through the depth of the network."""
 
-        from mnc.quant.interpreter import FakeQuantInterpreter
-
         try:
             found = _in_child("tensors", artifact, feed)
         except RuntimeError as exc:
@@ -735,8 +733,7 @@ class TFLiteTarget(Target):
         tensors = {k.rsplit("|", 2)[0]: (v, *_quantization(k)) for k, v in found.items()}
 
         def real(node_name: str) -> np.ndarray:
-            values, scale, zero_point = tensors[f"{INPUT_NAME}.int8" if node_name in quantized.inputs else node_name]
-            r = (values.astype(np.float64) - zero_point) * scale
+            r = dequantized(*tensors[f"{INPUT_NAME}.int8" if node_name in quantized.inputs else node_name])
             if r.ndim == 4:
                 return np.transpose(r, (0, 3, 1, 2))
             flattened = quantized.input_shapes(node_name)[0] if quantized.node(node_name).op == "flatten" else None
@@ -745,34 +742,9 @@ class TFLiteTarget(Target):
                 return r.reshape(-1, h, w, c).transpose(0, 3, 1, 2).reshape(len(r), -1)
             return r
 
-        reference = FakeQuantInterpreter(quantized)
-        layers, worst = {}, ("", 0.0)
-        for name in quantized.topo():
-            node = quantized.node(name)
-            if node.op == "input":
-                continue
-            expected = reference.run_node(name, node, [real(p) for p in quantized.inputs_of(name)])
-            # Both sides lie on the layer's grid: count whole steps.
-            lsb = float(np.rint(np.abs(real(name) - expected) / node.qparams.output.scale).max())
-            layers[name] = lsb
-            worst = max(worst, (name, lsb), key=lambda kv: kv[1])
-        passed = worst[1] <= LAYER_LSB_BOUND
         return [
-            Int8Check(
-                "layers",
-                {
-                    "executor": "LiteRT interpreter (reference kernels), every int8 tensor",
-                    "layers": len(layers),
-                    "max_lsb": round(worst[1], 3),
-                    "worst_layer": worst[0],
-                    "bound_lsb": LAYER_LSB_BOUND,
-                    "verdict": "pass" if passed else "fail",
-                },
-                passed,
-                f"layer '{worst[0]}' is {worst[1]:.1f} LSB from mnc's fake-quant reference of that layer "
-                f"(bound {LAYER_LSB_BOUND} LSB)",
-                f"verified layer by layer with LiteRT's reference kernels: {len(layers)} layers, at most "
-                f"{worst[1]:g} LSB from mnc's fake-quant reference of each (bound {LAYER_LSB_BOUND:g})",
+            layer_by_layer(
+                quantized, real, "LiteRT interpreter (reference kernels), every int8 tensor", LAYER_LSB_BOUND
             )
         ]
 

@@ -87,6 +87,14 @@ class Graph:
     def input_shapes(self, name: str) -> list[Shape]:
         return [self.node(p).shape for p in self.inputs_of(name)]
 
+    def is_depthwise(self, name: str) -> bool:
+        """A convolution with one filter per input channel (groups = input = output channels)."""
+        node = self.node(name)
+        if node.op != "conv":
+            return False
+        channels = self.input_shapes(name)[0][0]
+        return node.attrs["groups"] == channels == node.shape[0]
+
     def param_shapes(self, name: str) -> dict[str, Shape]:
         """The parameters a node's op needs, with their shapes, given its inputs' shapes."""
         node = self.node(name)

@@ -9,7 +9,13 @@ from mnc.passes.base import Pass, register
 from mnc.quant import rules, scheme
 
 
-def quantize_int8(graph: Graph, *, activation_ranges: dict[str, list[float]], weight_bits: int):
+def quantize_int8(
+    graph: Graph,
+    *,
+    activation_ranges: dict[str, list[float]],
+    weight_bits: int,
+    depthwise_weight_bits: int | None = None,
+):
     grown_total = []
     for name in graph.topo():
         node = graph.node(name)
@@ -22,15 +28,16 @@ def quantize_int8(graph: Graph, *, activation_ranges: dict[str, list[float]], we
         if node.op in rules.WITH_WEIGHTS:
             input_scale = graph.node(graph.inputs_of(name)[0]).qparams.output.scale
             w = node.params["weight"]
-            weight_q, weight_scale = scheme.weight_params(w, weight_bits)
+            bits = depthwise_weight_bits if depthwise_weight_bits and graph.is_depthwise(name) else weight_bits
+            weight_q, weight_scale = scheme.weight_params(w, bits)
             if "bias" in node.params:
                 bias_q, bias_scale, regrown, weight_scale, grown = scheme.bias_params(
-                    node.params["bias"], input_scale, weight_scale, w, weight_bits
+                    node.params["bias"], input_scale, weight_scale, w, bits
                 )
                 weight_q = regrown if regrown is not None else weight_q
                 bias = ChannelQuantized(bias_q, bias_scale)
                 grown_total += [f"{name}[{c}]" for c in grown]
-            weight = ChannelQuantized(weight_q, weight_scale, weight_bits)
+            weight = ChannelQuantized(weight_q, weight_scale, bits)
         node.qparams = QParams(out, weight, bias)
     return True, {"bias_overflow_resolved": grown_total}
 
@@ -46,6 +53,7 @@ register(
         options={
             "activation_ranges": "calibration (--quantize int8 --calib DATA)",
             "weight_bits": "the target's int8 plan",
+            "depthwise_weight_bits": "the target's int8 plan",
         },
     )
 )

@@ -143,6 +143,7 @@ def compile_spec(
                 quantization=plan.scheme,
                 calibration=quantized.calibration,
                 weight_bits=plan.weight_bits,
+                depthwise_weight_bits=plan.depthwise_weight_bits,
                 int8_activations=plan.activations,
                 activation_ranges=quantized.ranges,
             )
@@ -293,7 +294,9 @@ def verify_file(
     if record is not None and record.quantized:  # int8: rebuild the quantised IR from the recorded ranges
         passes = [p for p in record.passes if p != QUANTIZE_PASS]
         optimised, _ = run_pipeline(built.graph, passes, options=pass_options(target, passes))
-        emitted, _ = quantize_with_ranges(optimised, record.activation_ranges, record.weight_bits or 8)
+        emitted, _ = quantize_with_ranges(
+            optimised, record.activation_ranges, record.weight_bits or 8, record.depthwise_weight_bits
+        )
         activations = record.int8_activations is not False
         verification = verify_int8(
             path,

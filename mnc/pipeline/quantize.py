@@ -52,10 +52,11 @@ def quantize(optimised: Graph, built: Built, q: Quantization, plan: Int8Plan) ->
             q.calib, built.spec.settings, built.config.resolution, q.samples, built.seed, q.name
         )
         ranges = activation_ranges(optimised, data, q.method, q.progress)
-    quantized, records = quantize_with_ranges(optimised, ranges, plan.weight_bits)
+    quantized, records = quantize_with_ranges(optimised, ranges, plan.weight_bits, plan.depthwise_weight_bits)
     info = {
         "scheme": plan.scheme,
         "weight_bits": plan.weight_bits,
+        "depthwise_weight_bits": plan.depthwise_weight_bits or plan.weight_bits,
         "calibration": described,
         "method": q.method,
         "samples": len(data),
@@ -66,6 +67,9 @@ def quantize(optimised: Graph, built: Built, q: Quantization, plan: Int8Plan) ->
     return Quantized(quantized, records, ranges, described, info)
 
 
-def quantize_with_ranges(optimised: Graph, ranges: dict, weight_bits: int) -> tuple[Graph, list[dict]]:
+def quantize_with_ranges(
+    optimised: Graph, ranges: dict, weight_bits: int, depthwise_weight_bits: int | None = None
+) -> tuple[Graph, list[dict]]:
     """The quantize_int8 pass on a copy of the optimised graph, with these activation ranges."""
-    return run_pipeline(optimised, [PASS], options={PASS: {"activation_ranges": ranges, "weight_bits": weight_bits}})
+    options = {"activation_ranges": ranges, "weight_bits": weight_bits, "depthwise_weight_bits": depthwise_weight_bits}
+    return run_pipeline(optimised, [PASS], options={PASS: options})

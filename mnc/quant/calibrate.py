@@ -8,15 +8,22 @@ import numpy as np
 from mnc.ir.graph import Graph
 from mnc.ir.interpreter import Interpreter
 from mnc.ir.node import Node
+from mnc.quant.scheme import activation_params, fake_quantize
 from mnc.reproducible import stable
 
 METHODS = {
     "minmax": "the smallest and largest value seen",
     "percentile": "the 0.01th and 99.99th percentiles of the values seen (clips outliers)",
+    "mse": "the range, [min, max] shrunk by a common factor, whose uint8 grid has the least mean squared "
+    "error over the values seen",
+    "entropy": "the clipping threshold whose 8-bit histogram is closest to the values' own in "
+    "Kullback-Leibler divergence (TensorRT's entropy calibration)",
 }
 PERCENTILE = 99.99
 BATCH = 16
-SAMPLE_PER_BATCH = 200_000  # values kept per tensor and batch for the percentiles
+SAMPLE_PER_BATCH = 200_000  # values kept per tensor and batch for the methods that look at them all
+BINS = 2048  # the histogram the mse and entropy searches work on
+SMOOTHING = 1e-4  # a count that stands in for an empty level where the data had values (as TensorRT, MXNet)
 
 
 class RangeObserver(Interpreter):
@@ -48,12 +55,71 @@ class RangeObserver(Interpreter):
                 stacked = np.stack(parts)
                 ranges[name] = [float(stable(stacked[:, 0].min())), float(stable(stacked[:, 1].max()))]
             else:
-                values = np.concatenate(parts)
-                ranges[name] = [
-                    float(stable(np.percentile(values, 100 - PERCENTILE))),
-                    float(stable(np.percentile(values, PERCENTILE))),
-                ]
+                values = stable(np.concatenate(parts))
+                low, high = RANGE_OF[self.method](values)
+                ranges[name] = [float(stable(low)), float(stable(high))]
         return ranges
+
+
+def _percentile_range(values: np.ndarray) -> tuple[float, float]:
+    return np.percentile(values, 100 - PERCENTILE), np.percentile(values, PERCENTILE)
+
+
+def _mse_range(values: np.ndarray) -> tuple[float, float]:
+    """Searched on a histogram of the values: each bin's error is its centre's, times its count
+    (the error within a bin is the same for every candidate, so it does not change the choice)."""
+    low, high = min(float(values.min()), 0.0), max(float(values.max()), 0.0)
+    if high - low <= 0:
+        return low, high
+    counts, edges = np.histogram(values[values != 0], bins=BINS, range=(low, high))  # zeros are always exact
+    centres = (edges[:-1] + edges[1:]) / 2
+    best, best_error = 1.0, np.inf
+    for shrink in np.geomspace(1.0, 0.05, 120):
+        p = activation_params(low * shrink, high * shrink)
+        error = float((counts * (centres - fake_quantize(centres, p)) ** 2).sum())
+        if error < best_error:
+            best, best_error = shrink, error
+    return low * best, high * best
+
+
+def _entropy_range(values: np.ndarray) -> tuple[float, float]:
+    """TensorRT's search on |x| (or x, for a tensor that is never negative): the threshold T whose
+    distribution, clipped at T and merged into the levels 8 bits give that side, loses the least
+    information (KL divergence) against the values' own, clipped at T."""
+    low, high = float(values.min()), float(values.max())
+    signed = low < 0
+    magnitudes = np.abs(values) if signed else values
+    # Exact zeros (half of a ReLU's output) are exact at every threshold: the zero point holds them.
+    # Left in, their spike would be spread over the first level's bins and dominate the divergence.
+    magnitudes = magnitudes[magnitudes != 0]
+    top = float(magnitudes.max()) if magnitudes.size else 0.0
+    if top <= 0:
+        return low, high
+    levels = 128 if signed else 256
+    counts, edges = np.histogram(magnitudes, bins=BINS, range=(0.0, top))
+    counts = counts.astype(np.float64)
+    best, best_divergence = BINS, np.inf
+    for i in range(levels, BINS + 1, 4):
+        p = counts[:i].copy()
+        p[-1] += counts[i:].sum()  # what the threshold clips lands on it
+        # The 8-bit version is made from the values within the threshold only: the clipped ones are
+        # what it loses. Each level spreads its count evenly over the bins it covers that held values.
+        q = np.zeros(i)
+        for group in np.array_split(np.arange(i), levels):
+            used = group[p[group] > 0]
+            if used.size:
+                q[used] = counts[group].sum() / used.size
+        mask = p > 0
+        pn = p[mask] / p.sum()
+        qn = np.maximum(q[mask], SMOOTHING) / max(q.sum(), SMOOTHING)
+        divergence = float(np.sum(pn * np.log(pn / qn)))
+        if divergence < best_divergence:
+            best, best_divergence = i, divergence
+    threshold = float(edges[best])
+    return (max(low, -threshold), min(high, threshold)) if signed else (low, min(high, threshold))
+
+
+RANGE_OF = {"percentile": _percentile_range, "mse": _mse_range, "entropy": _entropy_range}
 
 
 def activation_ranges(graph: Graph, data: np.ndarray, method: str, progress=None) -> dict[str, list[float]]:
