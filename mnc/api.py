@@ -22,6 +22,7 @@ from mnc.frontend import build_graph, load_spec
 from mnc.latency import Latency
 from mnc.latency import bench as _bench
 from mnc.pipeline import CompileResult, Quantization, compile_spec, verify_file
+from mnc.quant.calibrate import DEFAULT_METHOD
 from mnc.summary_table import summary_dict
 
 QUANTIZE_CHOICES = ("int8",)
@@ -43,7 +44,7 @@ def compile(
     quantize: str | None = None,
     calib: str | None = None,
     calib_samples: int = 100,
-    calib_method: str = "minmax",
+    calib_method: str = DEFAULT_METHOD,
     calib_name: str | None = None,
     save_weights: str | Path | None = None,
     max_memory: int | None = None,

@@ -24,6 +24,7 @@ from mnc.backends.target import FLAGS
 from mnc.errors import EXIT_INTERNAL, InputError, MncError
 from mnc.frontend.budget import parse_size
 from mnc.parallel import default_jobs
+from mnc.quant.calibrate import DEFAULT_METHOD as CALIBRATION_DEFAULT
 from mnc.quant.calibrate import METHODS as CALIBRATION_METHODS
 from mnc.version import __version__
 from mnc.weights.layouts import LAYOUTS
@@ -120,7 +121,7 @@ def _add_calibration_options(quant, multiple: bool = False) -> None:
     quant.add_argument(
         "--calib-method",
         choices=list(CALIBRATION_METHODS),
-        default="minmax",
+        default=CALIBRATION_DEFAULT,
         help="activation ranges: " + "; ".join(f"{k}: {v}" for k, v in CALIBRATION_METHODS.items()),
     )
 

@@ -33,6 +33,7 @@ from mnc.io import publish, remove_stale_staging, staged, write_atomic
 from mnc.latency import bench, cpu, cpu_line
 from mnc.parallel import can_fork, default_jobs, exit_when_stopped, never_fork, process_pool
 from mnc.pipeline.compile import REPORT_SUFFIX, report_bytes
+from mnc.quant.calibrate import DEFAULT_METHOD
 from mnc.version import __version__
 
 VERDICTS = {0: "pass", 2: "bad input", 3: "verification failed", EXIT_INTERNAL: "internal error"}
@@ -105,7 +106,7 @@ class Shared:
     passes: str = "default"
     calib: str | None = None
     calib_samples: int = 100
-    calib_method: str = "minmax"
+    calib_method: str = DEFAULT_METHOD
     calib_name: str | None = None  # how a remote copy of the data is named (as the user named it)
     max_memory: int | None = None
     target_options: dict = field(default_factory=dict)  # image_input, labels, deployment_target

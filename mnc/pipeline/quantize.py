@@ -10,7 +10,7 @@ from mnc.errors import InputError
 from mnc.ir.graph import Graph
 from mnc.passes.manager import run_pipeline
 from mnc.pipeline.build import Built
-from mnc.quant.calibrate import METHODS, activation_ranges
+from mnc.quant.calibrate import DEFAULT_METHOD, METHODS, activation_ranges
 from mnc.quant.data import load_calibration
 
 PASS = "quantize_int8"
@@ -22,7 +22,7 @@ class Quantization:
 
     calib: str | None = None  # a folder of images, a .npy/.npz array, or "synthetic"
     samples: int = 100
-    method: str = "minmax"
+    method: str = DEFAULT_METHOD
     progress: object = None  # progress(done, total) during calibration
     # How the data is named in the artifact and its report (default: calib as given). A sweep's
     # remote worker reads a copy of the data and names it as the user did: the same bytes result.
