@@ -66,6 +66,28 @@ def test_a_changed_weight_fails_verify(tmp_path):
     assert main(["verify", str(broken)]) == 3
 
 
+def test_a_weight_changed_by_one_int8_step_fails_the_constants_check(tmp_path, capsys):
+    """Too small to move the outputs past any tolerance, a one-step change of one int8 weight is a
+    constant that differs from the IR's quantisation, named as such."""
+    weights = DIGITS / "mobilenet_v2_digits.safetensors"
+    common = dict(target="ort", alpha=0.35, resolution=32, weights=weights)
+    q = compile_spec(
+        SPECS / "v2.mnet", out_dir=tmp_path, quantization=Quantization(str(DIGITS / "calib"), 64), **common
+    )
+    constants = ort_target.TARGET.constants(q.artifact)
+    assert q.report["verification"]["constants"]["checked"] > 100
+    weight = constants["stage4.block0.expand.weight_q"]
+    data = bytearray(q.artifact.read_bytes())
+    at = bytes(data).find(weight.tobytes())
+    assert at > 0 and bytes(data).count(weight.tobytes()) == 1
+    data[at + 7] = (data[at + 7] + (1 if weight.ravel()[7] < 127 else -1)) % 256
+    broken = tmp_path / "broken.ort"
+    broken.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["verify", str(broken), "--weights", str(weights)]) == 3
+    assert "constant 'stage4.block0.expand.weight_q' differs" in capsys.readouterr().err
+
+
 def test_ort_bytes_do_not_depend_on_the_callers_environment_or_folders(tmp_path, monkeypatch):
     """A sweep's worker, a Dask worker and a shell differ in environment, working folder and staging
     path: none of that may reach the bytes (it did: the hash seed and the sizes of strings the

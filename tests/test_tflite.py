@@ -95,7 +95,10 @@ def test_fp16_stores_half_weights_behind_dequantize(tmp_path):
         options=TargetOptions(precision="fp16"),
     )
     assert result.report["verification"]["verdict"] == "pass"
-    assert result.report["verification"]["tolerance"]["precision"] == "fp16"
+    tolerance = result.report["verification"]["tolerance"]
+    # float16 weights, float32 arithmetic: the derived float32 bound, the reference's weights rounded
+    assert tolerance["precision"] == "fp16" and "rounded to float16" in tolerance["rule"]
+    assert result.report["verification"]["metrics"]["exceedance"] <= 1
     ops = _ops(result.artifact)
     assert ("DEQUANTIZE", 3) in ops
     types = {t.type for t in read_model(result.artifact).subgraphs[0].tensors if t.buffer}
@@ -381,3 +384,36 @@ def test_an_int8_network_without_a_classifier_prints_its_figures(tmp_path, capsy
         == 0
     )
     assert "top-1 agreement n/a" in capsys.readouterr().out
+
+
+def test_an_fp16_model_whose_weights_are_not_the_rounded_ones_fails(tmp_path):
+    """The fp16 bound is the float32 one around the rounded weights: weights one float16 step off
+    in a single layer already exceed it."""
+    from mnc.backends import tflite as tflite_backend
+    from mnc.passes.manager import resolve_pipeline, run_pipeline
+    from mnc.pipeline import build
+    from mnc.verification.check import verify_float
+
+    options = TargetOptions(precision="fp16")
+    result = compile_spec(
+        SPECS / "v1.mnet", target="tflite", alpha=0.25, resolution=64, out_dir=tmp_path, options=options
+    )
+    built = build(SPECS / "v1.mnet", alpha=0.25, resolution=64)
+    emitted, _ = run_pipeline(built.graph, resolve_pipeline("default"))
+
+    def verify(graph):
+        return verify_float(
+            result.artifact,
+            tflite_backend.TARGET,
+            built.graph,
+            built.spec.settings,
+            64,
+            0,
+            precision="fp16",
+            emitted=graph,
+        )
+
+    assert verify(emitted).passed
+    node = emitted.node("stage5.block0.pw")
+    node.params = {**node.params, "weight": node.params["weight"] * (1 + 2.0**-10)}
+    assert not verify(emitted).passed

@@ -18,9 +18,9 @@ from mnc.artifact import ArtifactRecord
 from mnc.backends.coreml_exec import CoreMLProgram, coremltools, load_spec, run_coreml
 from mnc.backends.target import (
     INPUT_NAME,
+    Check,
     Choice,
     Executor,
-    Int8Check,
     Int8Plan,
     NetworkFacts,
     Target,
@@ -40,6 +40,7 @@ WEIGHT_BITS = 8  # Core ML's int8 kernels have no int16 pair sums to saturate
 # fed the same inputs, a layer differs from the reference by at most one step, where float32's
 # rounding of the sum puts a value on the other side of a grid boundary.
 LAYER_LSB_BOUND = 1.0
+FP16_LAYER_SAMPLES = 4  # every element of every layer of these is checked
 # int8 activations (MIL quantize/dequantize) need iOS17 / macOS14; int8 weights alone, iOS16 / macOS13.
 ACTIVATION_INT8_TARGETS = ("iOS17", "iOS18", "macOS14", "macOS15")
 WEIGHT_INT8_TARGETS = ("iOS16", "macOS13", *ACTIVATION_INT8_TARGETS)
@@ -445,7 +446,7 @@ class CoreMLTarget(Target):
                 expected[f"{op_name}_weight"] = (q.q.astype(np.float32) * scale).astype(np.float32)
         return expected
 
-    def int8_checks(self, artifact: Path, quantized: Graph, feed: np.ndarray, output: np.ndarray) -> list[Int8Check]:
+    def int8_checks(self, artifact: Path, quantized: Graph, feed: np.ndarray, output: np.ndarray) -> list[Check]:
         """With int8 activations, every layer against the fake-quant reference of that layer, fed the
         values mnc's executor computed from the saved package (float arithmetic between quantize and
         dequantize, which rounds once more or less than the reference near a grid boundary). With
@@ -459,7 +460,7 @@ class CoreMLTarget(Target):
         missing = [n for n, v in names.items() if v not in runs[0]]
         if missing:
             return [
-                Int8Check(
+                Check(
                     "layers",
                     {"error": f"no quantised value for {missing[0]}"},
                     False,
@@ -474,6 +475,24 @@ class CoreMLTarget(Target):
 
         executor = "mnc Core ML executor (reads the saved package), every dequantised tensor"
         return [layer_by_layer(quantized, real, executor, LAYER_LSB_BOUND)]
+
+    def fp16_layers(self, artifact: Path, emitted: Graph, feed: np.ndarray) -> tuple[Graph, dict] | None:
+        """An fp16 program rounds every op's result, and all its constants, to float16: the values
+        mnc's executor computes from the saved package for each node, on the first samples."""
+        program = CoreMLProgram(artifact)
+        if "input_fp16" not in {op.outputs[0].name for op in program.operations}:
+            return None  # an fp32 program
+        (input_name,) = program.inputs
+        runs = [program.run({input_name: sample[None]}) for sample in feed[:FP16_LAYER_SAMPLES]]
+        values = {}
+        for name in emitted.topo():
+            value = "input_fp16" if name in emitted.inputs else _safe(name)
+            shape = emitted.node(name).shape
+            values[name] = np.concatenate([np.asarray(env[value], dtype=np.float64).reshape(1, *shape) for env in runs])
+        rounded = emitted.copy()
+        for name in rounded:
+            rounded.node(name).params = dict(_typed_params(rounded.node(name), "fp16").params)
+        return rounded, values
 
     def executors(self) -> list[Executor]:
         simulated = Executor(

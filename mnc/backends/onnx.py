@@ -12,8 +12,8 @@ from onnx import TensorProto, helper, numpy_helper
 from mnc.artifact import ArtifactRecord
 from mnc.backends.target import (
     INPUT_NAME,
+    Check,
     Executor,
-    Int8Check,
     Int8Plan,
     Target,
     Timer,
@@ -345,7 +345,7 @@ class OnnxTarget(Target):
     def timer(self, path: Path, threads: int) -> Timer:
         return ort_timer(path, threads)
 
-    def int8_checks(self, artifact: Path, quantized: Graph, feed: np.ndarray, output: np.ndarray) -> list[Int8Check]:
+    def int8_checks(self, artifact: Path, quantized: Graph, feed: np.ndarray, output: np.ndarray) -> list[Check]:
         """Saturation excluded by a bound on the weights (a proof, not a sample: the verdict is the same
         on every host), and every layer compared with the fake-quant reference of that layer, fed ONNX
         Runtime's own uint8 tensors."""
@@ -354,7 +354,7 @@ class OnnxTarget(Target):
         return [saturation_check(quantized), layers]
 
 
-def saturation_check(quantized: Graph) -> Int8Check:
+def saturation_check(quantized: Graph) -> Check:
     """Every weight that a u8×s8 matrix kernel multiplies (all but depthwise ones) within the bound."""
     largest = max(
         (
@@ -367,7 +367,7 @@ def saturation_check(quantized: Graph) -> Int8Check:
         default=0,
     )
     saturation_free = largest <= SATURATION_FREE_MAX_WEIGHT
-    return Int8Check(
+    return Check(
         "saturation",
         {
             "largest_weight": largest,
@@ -394,13 +394,13 @@ def instrumented(model: onnx.ModelProto, quantized: Graph) -> tuple[onnx.ModelPr
 
 def layers_check(
     quantized: Graph, names: list[str], results: list[np.ndarray], output: np.ndarray, executor: str = EXECUTOR
-) -> Int8Check:
+) -> Check:
     """The layer-by-layer check from an instrumented twin's results. The twin is the artifact with
     more outputs; its output must equal the artifact's bit for bit, so its tensors are the ones the
     artifact computes (ONNX Runtime fused the same kernels)."""
     twin_output, *tensors = results
     if not np.array_equal(twin_output, output):
-        return Int8Check(
+        return Check(
             "layers",
             {"verdict": "fail", "error": "the instrumented run's output differs from the artifact's"},
             False,

@@ -30,7 +30,7 @@ import numpy as np
 
 from mnc.artifact import ArtifactRecord
 from mnc.backends import onnx as onnx_target
-from mnc.backends.target import Executor, Int8Check, Int8Plan, NetworkFacts, Target, Timer
+from mnc.backends.target import Check, Executor, Int8Plan, NetworkFacts, Target, Timer
 from mnc.errors import InputError
 from mnc.io import output_error
 from mnc.ir.graph import Graph
@@ -42,6 +42,8 @@ INT8_SCHEME = (
     "per-output-channel symmetric in [-127, 127] (8-bit); bias int32 with scale input_scale·weight_scale"
 )
 ADDR_NO_RANDOMIZE = 0x0040000
+# ONNX's TensorProto data types (which the ORT format keeps) of the constants mnc emits.
+_ORT_TENSOR_TYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64, 10: np.float16}
 _CONVERT = """
 import sys
 import onnxruntime as ort
@@ -148,7 +150,7 @@ class OrtTarget(Target):
     def int8_plan(self, options) -> Int8Plan:
         return Int8Plan(weight_bits=WEIGHT_BITS, activations=True, scheme=INT8_SCHEME)
 
-    def int8_checks(self, artifact: Path, quantized: Graph, feed: np.ndarray, output: np.ndarray) -> list[Int8Check]:
+    def int8_checks(self, artifact: Path, quantized: Graph, feed: np.ndarray, output: np.ndarray) -> list[Check]:
         """Every layer against the fake-quant reference of that layer. An .ort file offers no way to
         read its inner tensors, so the same model with them as outputs is converted the same way and
         run the same way; its output must equal the artifact's bit for bit."""
@@ -200,6 +202,28 @@ class OrtTarget(Target):
 
     def timer(self, path: Path, threads: int) -> Timer:
         return onnx_target.ort_timer(path, threads)
+
+    # ONNX Runtime's optimiser, which wrote the file, folds bias scales into QLinearConv and keeps one
+    # copy of equal scalar scales and zero points. Every weight and bias must be there as emitted.
+    foldable_constants = ("_scale", "_zero_point")
+
+    def constants(self, path: Path) -> dict[str, np.ndarray]:
+        """The initialisers of the .ort file (the ORT format's flatbuffer, read with ONNX Runtime's
+        own schema classes)."""
+        from onnxruntime.tools.ort_format_model.ort_flatbuffers_py.fbs import InferenceSession
+
+        graph = InferenceSession.InferenceSession.GetRootAs(Path(path).read_bytes(), 0).Model().Graph()
+        found = {}
+        for i in range(graph.InitializersLength()):
+            t = graph.Initializers(i)
+            dtype = _ORT_TENSOR_TYPES.get(t.DataType())
+            if dtype is not None and not t.RawDataIsNone():
+                shape = [t.Dims(j) for j in range(t.DimsLength())]
+                found[t.Name().decode()] = np.frombuffer(t.RawDataAsNumpy().tobytes(), dtype).reshape(shape)
+        return found
+
+    def expected_constants(self, graph: Graph, record: ArtifactRecord) -> dict[str, np.ndarray]:
+        return onnx_target.expected_initializers(graph)
 
     def executors(self) -> list[Executor]:
         return [Executor("ONNX Runtime (CPUExecutionProvider, ORT format, x64 quantisation precision)", run_ort)]

@@ -123,8 +123,9 @@ def timing_input(shape, dtype) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Int8Check:
-    """A target-specific check of an int8 artifact: its report section and whether it passed."""
+class Check:
+    """A target-specific check of an artifact (int8, or fp16 layer by layer): its report section and
+    whether it passed."""
 
     name: str
     section: dict
@@ -135,7 +136,7 @@ class Int8Check:
 
 def layer_by_layer(
     quantized: Graph, real: Callable[[str], np.ndarray], executor: str, bound: float, note: str = ""
-) -> Int8Check:
+) -> Check:
     """Every quantised layer against mnc's fake-quant reference of that layer, fed the artifact's own
     inputs: `real(node)` is a node's output as the artifact computed it, dequantised, in the IR's
     layout. A wrong weight, scale or layout shows at its layer, and the runtime's rounding, which
@@ -156,7 +157,7 @@ def layer_by_layer(
         layers[name] = steps
         worst = max(worst, (name, steps), key=lambda kv: kv[1])
     passed = worst[1] <= bound
-    return Int8Check(
+    return Check(
         "layers",
         {
             "executor": executor,
@@ -218,9 +219,23 @@ class Target:
     def int8_plan(self, options) -> Int8Plan:
         raise InputError(f"--quantize int8 is not available for --target {self.name}")
 
-    def int8_checks(self, artifact: Path, quantized: Graph, feed: np.ndarray, output: np.ndarray) -> list[Int8Check]:
+    def int8_checks(self, artifact: Path, quantized: Graph, feed: np.ndarray, output: np.ndarray) -> list[Check]:
         """Checks of an int8 artifact beyond its agreement with the fake-quant reference."""
         return []
+
+    # ---- fp16 ----------------------------------------------------------------------------
+
+    def fp16_weights_graph(self, emitted: Graph) -> Graph | None:
+        """For an fp16 artifact that stores weights in float16 but computes in float32: the graph it
+        evaluates (the emitted IR with those weights rounded), whose float32 rounding error the
+        derived bound covers. None where the artifact computes in float16 throughout."""
+        return None
+
+    def fp16_layers(self, artifact: Path, emitted: Graph, feed: np.ndarray) -> tuple[Graph, dict] | None:
+        """For an fp16 artifact that computes in float16 throughout: (the emitted IR with its constants
+        as the artifact holds them, every node's output as the artifact computed it on the first
+        samples of the feed), for a check layer by layer. None where that does not apply."""
+        return None
 
     # ---- artifacts ------------------------------------------------------------------------
 
@@ -252,6 +267,10 @@ class Target:
         """The artifact loaded for timing with `threads` intra-op threads; InputError where its
         runtime does not exist on this host."""
         raise InputError(f"'{path}': {self.name} artifacts cannot be timed")
+
+    # Constants (by name suffix) an artifact may lack because its runtime's optimiser folded them
+    # into a kernel or shared one copy between layers; the others must all be there.
+    foldable_constants: ClassVar[tuple[str, ...]] = ()
 
     def constants(self, path: Path) -> dict[str, np.ndarray]:
         """The constants (weights, biases, quantisation parameters) the saved artifact holds, by name."""

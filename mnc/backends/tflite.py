@@ -26,9 +26,9 @@ from ai_edge_litert import schema_py_generated as schema
 from mnc.artifact import ArtifactRecord
 from mnc.backends.target import (
     INPUT_NAME,
+    Check,
     Choice,
     Executor,
-    Int8Check,
     Int8Plan,
     NetworkFacts,
     Target,
@@ -721,7 +721,7 @@ class TFLiteTarget(Target):
             raise InputError(f"'{path}' is not a readable TFLite model ({type(exc).__name__}: {exc})") from None
         return {_text(m.name): _text(model.buffers[m.buffer].data) for m in model.metadata or []}
 
-    def int8_checks(self, artifact: Path, quantized: Graph, feed: np.ndarray, output: np.ndarray) -> list[Int8Check]:
+    def int8_checks(self, artifact: Path, quantized: Graph, feed: np.ndarray, output: np.ndarray) -> list[Check]:
         """Every layer against the fake-quant reference of that layer, fed the artifact's own int8
         inputs (the reference kernels', in a child process): a wrong weight, scale or layout shows
         at its layer, and rounding differences cannot compound through the depth of the network."""
@@ -729,7 +729,7 @@ class TFLiteTarget(Target):
         try:
             found = _in_child("tensors", artifact, feed)
         except RuntimeError as exc:
-            return [Int8Check("layers", {"error": str(exc)}, False, str(exc))]
+            return [Check("layers", {"error": str(exc)}, False, str(exc))]
         tensors = {k.rsplit("|", 2)[0]: (v, *_quantization(k)) for k, v in found.items()}
 
         def real(node_name: str) -> np.ndarray:
@@ -782,6 +782,18 @@ class TFLiteTarget(Target):
                 expected[f"{name}.weight"] = layout(node.params["weight"]).astype(np.float32)
                 expected[f"{name}.bias"] = bias.astype(np.float32)
         return expected
+
+    def fp16_weights_graph(self, emitted: Graph) -> Graph:
+        """An fp16 model holds its convolution and fully connected weights and biases in float16 behind
+        DEQUANTIZE, and LiteRT computes in float32."""
+        graph = emitted.copy()
+        for name in graph:
+            node = graph.node(name)
+            if node.op in ("conv", "fc"):
+                for key in ("weight", "bias"):
+                    if key in node.params:
+                        node.params[key] = node.params[key].astype(np.float32).astype(np.float16).astype(np.float32)
+        return graph
 
     def executors(self) -> list[Executor]:
         return [

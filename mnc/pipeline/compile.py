@@ -165,6 +165,7 @@ def compile_spec(
                     image_input=bool(record.image_input),
                     reference_future=reference_future,
                     timings=timings,
+                    emitted=emitted,
                 )
             else:
                 verification = verify_int8(
@@ -311,6 +312,10 @@ def verify_file(
             image_input=bool(record.image_input),
         )
     else:
+        emitted = None
+        if record is not None:  # the IR the artifact was emitted from, for its constants
+            passes = list(record.passes)
+            emitted, _ = run_pipeline(built.graph, passes, options=pass_options(target, passes))
         verification = verify_float(
             path,
             target,
@@ -320,10 +325,8 @@ def verify_file(
             seed,
             precision=(record.precision if record else None) or "fp32",
             image_input=bool(record and record.image_input),
+            emitted=emitted,
         )
-        if record is not None:  # the IR the artifact was emitted from, for its constants
-            passes = list(record.passes)
-            emitted, _ = run_pipeline(built.graph, passes, options=pass_options(target, passes))
     if record is not None:
         verification.constants = check_constants(target, path, emitted, record)
     result = verification.as_dict()

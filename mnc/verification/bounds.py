@@ -16,8 +16,13 @@ the usual probabilistic model of rounding-error analysis (Higham & Mary, 2019):
 The comparison then allows K standard deviations per element (K = TOLERANCE_SIGMAS). The variance
 grows with width (n) and depth exactly as the errors do, so a deep or wide network is not failed
 for rounding it cannot avoid; a corruption is measured against the same per-element scale.
-Only float32 is modelled: at fp16's unit roundoff (2⁻¹¹) this first-order model runs away (the
-error windows cover every activation's kink), so fp16 artifacts keep a measured tolerance.
+A network evaluated in float16 throughout (Core ML's fp16 programs round every op's result) is not
+modelled end to end: at fp16's unit roundoff (2⁻¹¹) this first-order model runs away (the error
+windows cover every activation's kink). Such artifacts are checked layer by layer instead
+(float16_layer): each op, fed the artifact's own float16 inputs, may differ from its exact result
+by its float32 arithmetic (the model above, inputs exact) plus the rounding of its result to float16,
+which is bounded outright: |fl16(v) − v| ≤ 2⁻¹¹·|v| for normal numbers, half the smallest subnormal
+(2⁻²⁵) below them.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from mnc.ir.node import Node
 from mnc.ir.ops import OPS
 
 FP32_U = 2.0**-24
+FP16_U = 2.0**-11
+FP16_TINY = 2.0**-25  # half the smallest float16 subnormal: the rounding error near zero
 TOLERANCE_SIGMAS = 8.0
 
 
@@ -151,3 +158,39 @@ def exceedance(actual: np.ndarray, expected: np.ndarray, allowed: np.ndarray) ->
     expected = np.asarray(expected, np.float64)
     floor = max(FLOOR_ULPS * FP32_U * float(np.abs(expected).max()), np.finfo(np.float32).tiny)
     return float((np.abs(np.asarray(actual, np.float64) - expected) / np.maximum(allowed, floor)).max())
+
+
+EXACT_INPUTS_FLOAT32 = Precision(FP32_U, FP32_U, 0.0)  # one op in float32, its inputs and weights as given
+
+
+def float16_layer(graph: Graph, name: str, params: dict, xs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(one op's exact result on these inputs, how far an evaluation that computes it in float32 and
+    rounds to float16 may be from it, per element). A fused activation is a second op: its input is
+    rounded to float16 too, and that error passes through it at its steepest slope nearby; a hard
+    swish is two (hard sigmoid, then a product), so its gate's rounding is allowed for as well, and
+    a hard sigmoid's slope is itself a float16 constant."""
+    node = graph.node(name)
+    model = RoundingVariance(graph, EXACT_INPUTS_FLOAT32)
+    for producer in graph.inputs_of(name):
+        model.variances[producer] = np.zeros_like(xs[graph.inputs_of(name).index(producer)])
+    model.params = lambda _node: params
+    y = model.run_node(name, node, xs)
+    arithmetic = TOLERANCE_SIGMAS * np.sqrt(model.variances[name]) * (1 + FP16_U)
+    allowed = arithmetic + FP16_U * np.abs(y) + FP16_TINY
+    fn = node.attrs.get("fused_act") if node.op in ("conv", "fc") else None
+    if fn is not None:
+        pre = OPS[node.op].run({**node.attrs, "fused_act": None}, params, xs)
+        pre_error = FP16_U * np.abs(pre) + FP16_TINY
+        allowed = allowed + slope(fn, pre, pre_error / TOLERANCE_SIGMAS) * pre_error
+    activation = fn if fn is not None else (node.attrs.get("fn") if node.op == "act" else None)
+    if activation in ("hsigmoid", "hswish"):
+        x = pre if fn is not None else xs[0]
+        # The hard sigmoid's slope 1/6 is a float16 constant in such a program: off by HSIGMOID_SLOPE_ERROR.
+        gate_error = HSIGMOID_SLOPE_ERROR * np.abs(x)
+        if activation == "hswish":  # x times the gate, whose own rounding counts too
+            gate_error = np.abs(x) * (gate_error + FP16_U) + FP16_TINY
+        allowed = allowed + gate_error
+    return y, allowed
+
+
+HSIGMOID_SLOPE_ERROR = abs(float(np.float16(1.0 / 6.0)) - 1.0 / 6.0)

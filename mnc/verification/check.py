@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnc.backends.target import INPUT_NAME, Int8Check, Target
+from mnc.backends.target import INPUT_NAME, Check, Target
 from mnc.ir.graph import Graph
 from mnc.ir.interpreter import run as interpret
 from mnc.parallel import run_split
@@ -16,7 +16,7 @@ from mnc.quant.interpreter import FakeQuantInterpreter
 from mnc.quant.sqnr import sqnr
 from mnc.timing import Timings
 from mnc.verification import reference
-from mnc.verification.bounds import TOLERANCE_SIGMAS, exceedance
+from mnc.verification.bounds import TOLERANCE_SIGMAS, exceedance, float16_layer
 from mnc.verification.inputs import FLOAT_BATCH, INT8_BATCH, verification_inputs
 from mnc.verification.metrics import FP16, FP32, compare
 from mnc.verification.result import (
@@ -45,29 +45,48 @@ def verify_float(
     image_input: bool = False,
     reference_future: Future | None = None,
     timings: Timings | None = None,
+    emitted: Graph | None = None,
 ) -> FloatVerification:
     """Run the saved artifact with each of its target's executors on seeded inputs and compare with
     the reference (`graph`, the unoptimised IR). The reference is itself compared with the float64
-    interpreter, and a disagreement there fails the check too."""
+    interpreter, and a disagreement there fails the check too.
+
+    fp16 artifacts (`emitted`: the IR the artifact was emitted from): one that stores float16 weights
+    and computes in float32 is compared with the float32 evaluation of the IR with those weights
+    rounded, within the derived bound as fp32 artifacts are; one that computes in float16 throughout
+    is checked layer by layer against each layer's derived float16 bound, and its whole-network
+    comparison with the fp32 reference is reported."""
     timings = timings or Timings()
     pixels, images = verification_inputs(settings, resolution, seed)
     feed = {INPUT_NAME: pixels if image_input else images}
+    fp16_graph = target.fp16_weights_graph(emitted) if precision == "fp16" and emitted is not None else None
     with timings.stage("reference"):  # with a future: only the time spent waiting for it
-        if reference_future is not None:
+        if fp16_graph is not None:
+            expected, interpreted, variance = reference.reference_outputs(fp16_graph, images)
+        elif reference_future is not None:
             expected, interpreted, variance = reference_future.result()
         else:
             expected, interpreted, variance = reference.reference_outputs(graph, images)
-    tolerance = FP16 if precision == "fp16" else FP32
-    # fp32 artifacts: the artifact and the reference are both float32 evaluations of the network.
-    allowed = TOLERANCE_SIGMAS * np.sqrt(2 * variance) if precision != "fp16" else None
+    checks, layers = [], None
+    if precision == "fp16" and fp16_graph is None and emitted is not None:
+        with timings.stage("execute"):
+            layers = target.fp16_layers(artifact, emitted, feed[INPUT_NAME])
+        if layers is not None:
+            checks.append(float16_layers_check(*layers, target.executors()[0].label))
+    layered = bool(checks)
+    tolerance = FP16 if precision == "fp16" and fp16_graph is None else FP32
+    # Both the artifact and the reference are float32 evaluations of the (rounded-weight) network.
+    allowed = TOLERANCE_SIGMAS * np.sqrt(2 * variance) if tolerance is FP32 else None
     result = FloatVerification(
         _reference_check(expected, interpreted, variance),
         f"{FLOAT_BATCH} seeded image-like samples (verification stream)"
         + ("; the artifact is fed 8-bit pixels, the reference their normalised values" if image_input else ""),
         tolerance,
         precision,
+        checks=checks,
+        fp16_weights_only=fp16_graph is not None,
     )
-    for executor in target.executors():
+    for i, executor in enumerate(target.executors()):
         run = ExecutorRun(executor.label)
         with timings.stage("execute"):
             try:
@@ -79,13 +98,60 @@ def verify_float(
             run.error = f"output shape {np.shape(actual)} differs from the reference's {expected.shape}"
         elif actual is not None:
             run.comparison = compare(actual, expected)
-            if allowed is None:
+            if layered and i == 0:  # the executor checked layer by layer: the whole network is reported
+                run.passed = True
+                rounded, values = layers
+                first = values[rounded.outputs[0]]
+                if not np.array_equal(np.asarray(actual[: len(first)], np.float64).reshape(first.shape), first):
+                    checks.append(
+                        Check(
+                            "layers_are_the_run",
+                            {"verdict": "fail"},
+                            False,
+                            f"{executor.label} gave an output that is not the one of the run checked layer by layer",
+                        )
+                    )
+            elif allowed is None:
                 run.passed = run.comparison.passes(tolerance)
             else:
                 run.exceedance = exceedance(actual, expected, allowed)
                 run.passed = run.exceedance <= 1 and run.comparison.cosine >= tolerance.min_cosine
         result.runs.append(run)
     return result
+
+
+def float16_layers_check(rounded: Graph, values: dict[str, np.ndarray], executor: str) -> Check:
+    """Each layer of an artifact that computes in float16, fed the artifact's own values, within its
+    derived float16 bound of that layer's exact result (mnc/verification/bounds.py)."""
+    worst, layers = ("", 0.0), 0
+    for name in rounded.topo():
+        node = rounded.node(name)
+        if node.op == "input":
+            continue
+        params = {k: np.asarray(v, dtype=np.float64) for k, v in node.params.items()}
+        exact, allowed = float16_layer(rounded, name, params, [values[p] for p in rounded.inputs_of(name)])
+        excess = float((np.abs(values[name] - exact) / allowed).max())
+        layers += 1
+        worst = max(worst, (name, excess), key=lambda kv: kv[1])
+    passed = worst[1] <= 1
+    samples = len(next(iter(values.values())))
+    return Check(
+        "layers",
+        {
+            "executor": executor,
+            "samples": samples,
+            "layers": layers,
+            "worst_layer": worst[0],
+            "max_error_over_bound": round(worst[1], 4),
+            "bound": "per element: the layer's float32 arithmetic (derived, inputs as the artifact computed them) "
+            "plus the rounding of its result to float16 (2⁻¹¹ relative)",
+            "verdict": "pass" if passed else "fail",
+        },
+        passed,
+        f"layer '{worst[0]}' is {worst[1]:.3g} times its derived float16 bound from that layer's exact result",
+        f"verified layer by layer in float16: {layers} layers, {samples} samples, at most {worst[1]:.3g} of each "
+        "layer's derived bound",
+    )
 
 
 def verify_int8(
@@ -130,7 +196,7 @@ def verify_int8(
         checks = target.int8_checks(artifact, quantized, feed, output)
     else:
         layers, versus_fake, versus_fp32 = [], _NO_METRICS, _NO_METRICS
-        checks = [Int8Check("runtime", {"error": problem}, False, f"{executor.label} could not run it: {problem}")]
+        checks = [Check("runtime", {"error": problem}, False, f"{executor.label} could not run it: {problem}")]
     return Int8Verification(
         _reference_check(expected, interpreted, variance),
         activations,

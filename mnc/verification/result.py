@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mnc.backends.target import Int8Check
+from mnc.backends.target import Check
 from mnc.verification import reference
 from mnc.verification.bounds import TOLERANCE_SIGMAS
 from mnc.verification.constants import ConstantsCheck
@@ -89,11 +89,34 @@ class FloatVerification:
     precision: str
     runs: list[ExecutorRun] = field(default_factory=list)
     constants: ConstantsCheck | None = None
+    checks: list[Check] = field(default_factory=list)  # fp16 computed in float16: layer by layer
+    fp16_weights_only: bool = False  # fp16 weights, float32 arithmetic: the derived bound applies
 
     @property
     def passed(self) -> bool:
         constants_ok = self.constants is None or self.constants.passed
-        return self.reference_check.passed and all(r.passed for r in self.runs) and constants_ok
+        checks_ok = all(c.passed for c in self.checks)
+        return self.reference_check.passed and all(r.passed for r in self.runs) and constants_ok and checks_ok
+
+    def _tolerance(self) -> dict:
+        if self.checks:
+            return {
+                "rule": "each layer within its derived float16 bound (the layers section); the whole network "
+                "against the fp32 reference reported",
+                "reported_max_rel_err": self.tolerance.max_rel_err,
+                "precision": self.precision,
+            }
+        if self.precision == "fp16" and not self.fp16_weights_only:
+            return {**self.tolerance.as_dict(), "precision": self.precision}
+        rounded = (
+            "; the reference's weights rounded to float16 as the artifact stores them" if self.fp16_weights_only else ""
+        )
+        return {
+            **DERIVED_FP32,
+            "rule": DERIVED_FP32["rule"] + rounded,
+            "min_cosine": self.tolerance.min_cosine,
+            "precision": self.precision,
+        }
 
     def as_dict(self) -> dict:
         first = self.runs[0].as_dict()
@@ -101,10 +124,9 @@ class FloatVerification:
             "reference": reference.DESCRIPTION,
             "reference_check": self.reference_check.as_dict(),
             "inputs": self.inputs,
-            "tolerance": {**self.tolerance.as_dict(), "precision": self.precision}
-            if self.precision == "fp16"
-            else {**DERIVED_FP32, "min_cosine": self.tolerance.min_cosine, "precision": self.precision},
+            "tolerance": self._tolerance(),
             "runs": [r.as_dict() for r in self.runs],
+            **{c.name: {**c.section, **({"summary": c.summary} if c.summary else {})} for c in self.checks},
             "verdict": _verdict(self.passed),
             "executor": first["executor"],  # the main run, at the top level
             "metrics": first["metrics"],
@@ -135,6 +157,7 @@ class FloatVerification:
                     f"(minimum {t.min_cosine:g})"
                 )
             reasons.append(f" against the reference ({reference.DESCRIPTION}) with {run.executor}: {detail}")
+        reasons += [f": {check.failure}" for check in self.checks if not check.passed]
         if self.constants is not None and not self.constants.passed:
             reasons.append(self.constants.reason())
         return _failure(what, reasons)
@@ -154,7 +177,7 @@ class Int8Verification:
     inputs: str
     versus_fake_quant: dict
     versus_fp32: dict
-    checks: list[Int8Check]
+    checks: list[Check]
     worst_layers: list[tuple[str, float]]
     end_to_end_gate: bool = True
     constants: ConstantsCheck | None = None
