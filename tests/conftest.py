@@ -43,3 +43,20 @@ def spec_errors(text: str, path: str = "test.mnet") -> list:
 @pytest.fixture
 def tiny_text() -> str:
     return TINY
+
+
+def fp16_verifier(artifact, target, spec, alpha: float, resolution: int):
+    """(the IR an fp16 artifact was emitted from, verify(graph): the artifact's fp16 verification run
+    against that IR), for tests that move one layer's weights and expect verification to see it."""
+    from mnc.passes.manager import resolve_pipeline, run_pipeline
+    from mnc.pipeline import build
+    from mnc.verification.check import verify_float
+
+    built = build(spec, alpha=alpha, resolution=resolution)
+    emitted, _ = run_pipeline(built.graph, resolve_pipeline("default"))
+
+    def verify(graph):
+        settings = built.spec.settings
+        return verify_float(artifact, target, built.graph, settings, resolution, 0, precision="fp16", emitted=graph)
+
+    return emitted, verify

@@ -8,7 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import SPECS
+from conftest import SPECS, fp16_verifier
 
 from mnc.backends import coreml as coreml_backend
 from mnc.backends.coreml import coremltools
@@ -408,26 +408,8 @@ def test_a_fresh_process_compiles_and_verifies_a_package(tmp_path):
 def test_a_layer_off_by_a_few_float16_steps_fails_the_fp16_layer_check(tmp_path):
     """The fp16 check can fail: the package is checked against an IR whose one layer's weights are
     four float16 steps away from what the package holds, as a wrong kernel or weight would show."""
-    from mnc.passes.manager import resolve_pipeline, run_pipeline
-    from mnc.pipeline import build
-    from mnc.verification.check import verify_float
-
     result = compile_spec(SPECS / "v2.mnet", target="coreml", alpha=0.35, resolution=64, out_dir=tmp_path)
-    built = build(SPECS / "v2.mnet", alpha=0.35, resolution=64)
-    emitted, _ = run_pipeline(built.graph, resolve_pipeline("default"))
-
-    def verify(graph):
-        return verify_float(
-            result.artifact,
-            coreml_backend.TARGET,
-            built.graph,
-            built.spec.settings,
-            64,
-            0,
-            precision="fp16",
-            emitted=graph,
-        )
-
+    emitted, verify = fp16_verifier(result.artifact, coreml_backend.TARGET, SPECS / "v2.mnet", 0.35, 64)
     assert verify(emitted).passed
     node = emitted.node("stage3.block1.project")
     node.params = {**node.params, "weight": node.params["weight"] * (1 + 4 * 2.0**-11)}

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 from ai_edge_litert import schema_py_generated as schema
-from conftest import ROOT, SPECS
+from conftest import ROOT, SPECS, fp16_verifier
 from safetensors.numpy import load_file
 
 from mnc.backends.tflite import BUFFER_ALIGNMENT, read_model, run_litert
@@ -390,29 +390,12 @@ def test_an_fp16_model_whose_weights_are_not_the_rounded_ones_fails(tmp_path):
     """The fp16 bound is the float32 one around the rounded weights: weights one float16 step off
     in a single layer already exceed it."""
     from mnc.backends import tflite as tflite_backend
-    from mnc.passes.manager import resolve_pipeline, run_pipeline
-    from mnc.pipeline import build
-    from mnc.verification.check import verify_float
 
     options = TargetOptions(precision="fp16")
     result = compile_spec(
         SPECS / "v1.mnet", target="tflite", alpha=0.25, resolution=64, out_dir=tmp_path, options=options
     )
-    built = build(SPECS / "v1.mnet", alpha=0.25, resolution=64)
-    emitted, _ = run_pipeline(built.graph, resolve_pipeline("default"))
-
-    def verify(graph):
-        return verify_float(
-            result.artifact,
-            tflite_backend.TARGET,
-            built.graph,
-            built.spec.settings,
-            64,
-            0,
-            precision="fp16",
-            emitted=graph,
-        )
-
+    emitted, verify = fp16_verifier(result.artifact, tflite_backend.TARGET, SPECS / "v1.mnet", 0.25, 64)
     assert verify(emitted).passed
     node = emitted.node("stage5.block0.pw")
     node.params = {**node.params, "weight": node.params["weight"] * (1 + 2.0**-10)}
