@@ -4,13 +4,16 @@ framework's own fp32 outputs, beside ONNX Runtime's quantize_static, in one run.
 The reference is what torchvision computes for the held-out images (tools/torchvision_logits.py
 writes it with torch; nothing here needs torch). For each calibration method mnc quantises the
 network as each target's plan would (the ONNX target: 7-bit weights, 8-bit in depthwise
-convolutions; TFLite, .ort and Core ML: 8-bit), emits it as QDQ ONNX and runs it in ONNX Runtime
-with graph optimisations off (the QDQ arithmetic in float, which no CPU's integer kernels change:
-the figures are the same on every host); the peer quantises mnc's
+convolutions; TFLite, .ort and Core ML: 8-bit; and 7-bit everywhere, for comparison), emits it
+as QDQ ONNX and runs it in ONNX Runtime with graph optimisations off (the QDQ arithmetic in
+float, which no CPU's integer kernels change: the figures are the same on every host); the peer
+quantises mnc's
 fp32 ONNX model with `quantize_static` (QDQ, per-channel, uint8 activations, the same calibration
 images) for each of its methods. Reported: top-1 agreement with the framework's fp32 and the mean
 cosine of the logits.
 
+    python tools/make_photo_fixtures.py --benchmark-set photos/ SKIMAGE_DATA MATPLOTLIB_SAMPLE_DATA
+    .peer-torch/bin/python tools/make_real_weights_fixtures.py --heldout photos/eval --resolution 224 -o tv224.npy
     python benchmarks/int8_accuracy.py --weights mobilenet_v2-b0353104.pth --calib photos/calib \\
         --heldout photos/eval --reference tv224.npy
 """
@@ -67,7 +70,11 @@ def main() -> None:
     rows = []
     fp32 = onnx_backend.emit(optimised, {})
     rows.append(("mnc fp32", "-", *agreement(run_onnx(fp32, feed)[0], reference)))
-    plans = {"7/dw 8": Int8Plan(7, True, "", depthwise_weight_bits=8), "8-bit": Int8Plan(8, True, "")}
+    plans = {
+        "7-bit": Int8Plan(7, True, ""),
+        "7/dw 8": Int8Plan(7, True, "", depthwise_weight_bits=8),  # the ONNX target's plan
+        "8-bit": Int8Plan(8, True, ""),
+    }
     for method in args.methods.split(","):
         for bits, plan in plans.items():
             q = Quantization(args.calib, samples=args.samples, method=method)

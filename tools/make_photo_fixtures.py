@@ -1,19 +1,23 @@
 #!/usr/bin/env python3
 """Make tests/fixtures/photos/: small crops of natural photographs for calibration and held-out
-checks on ImageNet-trained weights (tests/test_real_weights.py).
+checks on ImageNet-trained weights (tests/test_real_weights.py); or, with --benchmark-set DIR, the
+larger set benchmarks/int8_accuracy.py measures on.
 
 The photographs ship inside PyPI packages (no download at test time): scikit-image's sample data
 (`pip download --no-deps scikit-image`, unzip `skimage/data/`) and matplotlib's sample data.
 
     python tools/make_photo_fixtures.py SKIMAGE_DATA_DIR MATPLOTLIB_SAMPLE_DATA_DIR
+    python tools/make_photo_fixtures.py --benchmark-set photos/ SKIMAGE_DATA_DIR MATPLOTLIB_SAMPLE_DATA_DIR
 
-Each source gives three seeded square crops (45-100 % of its shorter side, some mirrored), resized
-to 112×112 and saved as JPEG: two go to calib/, one to heldout/. SOURCES.txt names the sources.
+Fixtures: each source gives three seeded square crops (45-100 % of its shorter side, some
+mirrored), resized to 112×112 and saved as JPEG: two go to calib/, one to heldout/. SOURCES.txt
+names the sources. The benchmark set: eight such crops of each of 18 images at 224×224, half to
+calib/, half to eval/ (144 in all; not committed, so its sources need no licence check here).
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import numpy as np
@@ -32,26 +36,43 @@ LICENCES = {
 }
 SKIMAGE = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "retina.jpg", "ihc.png"]
 MATPLOTLIB = ["grace_hopper.jpg"]
-SIZE = 112
+BENCHMARK_SKIMAGE = [
+    "astronaut.png", "chelsea.png", "coffee.png", "hubble_deep_field.jpg", "ihc.png", "motorcycle_left.png",
+    "motorcycle_right.png", "retina.jpg", "rocket.jpg", "camera.png", "coins.png", "moon.png", "brick.png",
+    "grass.png", "gravel.png", "page.png",
+]  # fmt: skip
+BENCHMARK_MATPLOTLIB = ["grace_hopper.jpg", "Minduka_Present_Blue_Pack.png"]
 
 
-def main() -> None:
-    skimage_dir, matplotlib_dir = (Path(a) for a in sys.argv[1:3])
-    sources = [skimage_dir / n for n in SKIMAGE] + [matplotlib_dir / n for n in MATPLOTLIB]
+def crops(sources: list[Path], out: Path, per_source: int, size: int, folder) -> None:
+    """Seeded square crops of each source into out/folder(j) for its j-th crop."""
     rng = np.random.default_rng(0)
-    for folder in ("calib", "heldout"):
-        (OUT / folder).mkdir(parents=True, exist_ok=True)
     for source in sources:
         image = Image.open(source).convert("RGB")
         w, h = image.size
-        for j in range(3):
+        for j in range(per_source):
             side = int(min(w, h) * rng.uniform(0.45, 1.0))
             x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
-            crop = image.crop((x, y, x + side, y + side)).resize((SIZE, SIZE), Image.BILINEAR)
+            crop = image.crop((x, y, x + side, y + side)).resize((size, size), Image.BILINEAR)
             if rng.uniform() < 0.5:
                 crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
-            folder = "heldout" if j == 2 else "calib"
-            crop.save(OUT / folder / f"{source.stem}_{j}.jpg", quality=90)
+            (out / folder(j)).mkdir(parents=True, exist_ok=True)
+            crop.save(out / folder(j) / f"{source.stem}_{j}.jpg", quality=90)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("skimage_data", type=Path)
+    p.add_argument("matplotlib_sample_data", type=Path)
+    p.add_argument("--benchmark-set", type=Path, metavar="DIR")
+    args = p.parse_args()
+    if args.benchmark_set:
+        sources = [args.skimage_data / n for n in BENCHMARK_SKIMAGE]
+        sources += [args.matplotlib_sample_data / n for n in BENCHMARK_MATPLOTLIB]
+        crops(sources, args.benchmark_set, 8, 224, lambda j: "calib" if j % 2 == 0 else "eval")
+        return
+    sources = [args.skimage_data / n for n in SKIMAGE] + [args.matplotlib_sample_data / n for n in MATPLOTLIB]
+    crops(sources, OUT, 3, 112, lambda j: "heldout" if j == 2 else "calib")
     lines = [f"skimage/data/{n}: {LICENCES[n]}" for n in SKIMAGE]
     lines += [f"matplotlib/mpl-data/sample_data/{n}: {LICENCES[n]}" for n in MATPLOTLIB]
     (OUT / "SOURCES.txt").write_text(
