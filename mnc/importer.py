@@ -57,12 +57,12 @@ FAMILIES = (
         "| 1² × k         | softmax      | -    | 1 | - |",
     ),
 )
-# timm's MobileNets at the widths timm names them with (mobilenetv2_050 …). timm keeps V3's stem at
-# 16 channels for every α where the V3 specs scale it, so only its α 1.0 V3s are written.
+# timm's MobileNets at the widths timm names them with (mobilenetv2_050 …). Its V3s scale their own
+# way below α 1 (a fixed stem and head, expansions as ratios of the scaled input): the timm_v3 specs.
 TIMM_FAMILIES = (
     Family("MobileNetV2", "v2.mnet", "", (0.35, 0.5, 0.75, 1.0, 1.4), FAMILIES[0].softmax_row),
-    Family("MobileNetV3-Large", "v3_large.mnet", "", (1.0,), ""),
-    Family("MobileNetV3-Small", "v3_small.mnet", "", (1.0,), ""),
+    Family("MobileNetV3-Large", "timm_v3_large.mnet", "", (0.75, 1.0), ""),
+    Family("MobileNetV3-Small", "timm_v3_small.mnet", "", (0.5, 0.75, 1.0), ""),
     Family("MobileNet (V1)", "v1.mnet", "", (1.0, 1.25), FAMILIES[1].softmax_row),
 )
 # Layers of a head (or of the glue around a backbone) that compute nothing an inference needs

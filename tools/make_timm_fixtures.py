@@ -24,7 +24,14 @@ from safetensors.torch import save_file
 from torch import nn
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "timm"
-MODELS = {"mobilenetv2_050": "safetensors", "mobilenetv3_small_100": "npz", "mobilenetv1_100": "npz"}
+MODELS = {
+    "mobilenetv2_050": "safetensors",
+    "mobilenetv3_small_100": "npz",
+    "mobilenetv1_100": "npz",
+    # V3 below α 1: timm's own widths (fixed stem and head, expansion as a ratio of the scaled input)
+    "mobilenetv3_large_075": "npz",
+    "mobilenetv3_small_050": "npz",
+}
 RESOLUTION, CLASSES, BATCH, LEVELS = 64, 5, 4, 16
 
 
