@@ -386,7 +386,14 @@ def _compile(args) -> int:
         print(
             f"int8 ({q['calibration']}): against mnc's fake-quant reference SQNR {m['sqnr_db']} dB, cosine "
             f"{m['cosine']:.5f}; against fp32 SQNR {f['sqnr_db']} dB, top-1 agreement {_fraction(f['top1_agreement'])}"
+            " (seeded synthetic images)"
         )
+        own = f.get("on_calibration_images")
+        if own is not None:
+            print(
+                f"int8 against fp32 on {own['samples']} of the calibration images: SQNR {own['sqnr_db']} dB, "
+                f"cosine {own['cosine']:.5f}, top-1 agreement {_fraction(own['top1_agreement'])}"
+            )
     for run in v.get("runs", []):
         m = run["metrics"]
         print(

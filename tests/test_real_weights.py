@@ -80,6 +80,8 @@ def test_int8_of_imagenet_weights_verifies_and_keeps_torchvisions_answers(
     )
     verification = result.report["verification"]
     assert verification["verdict"] == "pass" and verification["layers"]["max_lsb"] <= 1
+    own = verification["versus_fp32"]["on_calibration_images"]  # reported on the user's own images too
+    assert own["samples"] == 14 and own["cosine"] > 0.95
     executor = TARGETS[target].executors()[0]
     (ours,) = executor.run(result.artifact, {"input": inputs})
     top1, cosine = _agreement(ours, logits)

@@ -473,6 +473,10 @@ class CoreMLTarget(Target):
                 [np.asarray(env[names[name]], dtype=np.float64).reshape(1, -1) for env in runs]
             ).reshape(len(runs), *quantized.node(name).shape)
 
+        last = real(quantized.outputs[0]).reshape(len(runs), -1)
+        if not np.array_equal(last, np.asarray(output, np.float64).reshape(len(runs), -1)):
+            failure = "the executor's output is not the one of the run checked layer by layer"
+            return [Check("layers", {"verdict": "fail", "error": failure}, False, failure)]
         executor = "mnc Core ML executor (reads the saved package), every dequantised tensor"
         return [layer_by_layer(quantized, real, executor, LAYER_LSB_BOUND)]
 

@@ -180,6 +180,7 @@ def compile_spec(
                     activations=plan.activations,
                     image_input=bool(record.image_input),
                     timings=timings,
+                    calibration_sample=quantized.sample,
                 )
             verification.constants = check_constants(backend, tmp, emitted, record)
             if not verification.passed:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from mnc.backends.target import Int8Plan
 from mnc.errors import InputError
 from mnc.ir.graph import Graph
@@ -14,6 +16,7 @@ from mnc.quant.calibrate import DEFAULT_METHOD, METHODS, activation_ranges
 from mnc.quant.data import load_calibration
 
 PASS = "quantize_int8"
+REPORTED_SAMPLES = 16
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,10 @@ class Quantized:
     ranges: dict[str, list[float]]
     calibration: str  # what the data was, in words
     info: dict  # the report's 'quantization' section
+    # A few of the user's own calibration inputs (None for synthetic data): what int8 costs against
+    # fp32 is reported on these too, since on the verification stream's synthetic images a trained
+    # network's answers say little.
+    sample: np.ndarray | None = None
 
 
 def quantize(optimised: Graph, built: Built, q: Quantization, plan: Int8Plan) -> Quantized:
@@ -64,7 +71,8 @@ def quantize(optimised: Graph, built: Built, q: Quantization, plan: Int8Plan) ->
         "bias_overflow_resolved": records[-1]["bias_overflow_resolved"],
         "activation_ranges": {k: [round(v, 7) for v in r] for k, r in ranges.items()},
     }
-    return Quantized(quantized, records, ranges, described, info)
+    sample = None if q.calib == "synthetic" else data[:REPORTED_SAMPLES]
+    return Quantized(quantized, records, ranges, described, info, sample)
 
 
 def quantize_with_ranges(

@@ -167,6 +167,7 @@ def verify_int8(
     activations: bool = True,
     image_input: bool = False,
     timings: Timings | None = None,
+    calibration_sample: np.ndarray | None = None,
 ) -> Int8Verification:
     """Compare an int8 artifact with mnc's fake-quant interpreter of the quantised IR (weights only
     where the artifact keeps float activations) and with the fp32 reference, and run its target's
@@ -194,6 +195,14 @@ def verify_int8(
         layers = sorted(((n, sqnr(fp32[n], fake[n])) for n in quantized.topo() if n in fp32), key=lambda kv: kv[1])
         versus_fake, versus_fp32 = _quant_metrics(output, fake[out]), _quant_metrics(output, expected)
         checks = target.int8_checks(artifact, quantized, feed, output)
+        if calibration_sample is not None and not image_input:  # an image input takes pixels, not these
+            with timings.stage("execute"):
+                (own,) = run_split(executor.run, artifact, {INPUT_NAME: calibration_sample}, executor.split_samples)
+            reference_fp32 = interpret(optimised, {optimised.inputs[0]: calibration_sample})[optimised.outputs[0]]
+            versus_fp32["on_calibration_images"] = {
+                "samples": len(calibration_sample),
+                **_quant_metrics(own, reference_fp32),
+            }
     else:
         layers, versus_fake, versus_fp32 = [], _NO_METRICS, _NO_METRICS
         checks = [Check("runtime", {"error": problem}, False, f"{executor.label} could not run it: {problem}")]
