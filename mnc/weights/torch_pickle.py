@@ -37,9 +37,9 @@ class CheckpointError(ValueError):
     """The file is not a checkpoint this reader can take (message says why)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # no __dict__: a pickle's BUILD cannot change it
 class _StorageType:
-    dtype: type
+    dtype: np.dtype
 
 
 @dataclass
@@ -58,10 +58,21 @@ class _Tensor:
 
     def array(self) -> np.ndarray:
         flat = self.storage.data
-        if not self.shape:
-            return flat[self.offset].copy()
+        if flat is None:
+            raise CheckpointError("a tensor's storage has no data")
+        # Everything here came from the pickle: checked before numpy is asked to view memory by it.
+        numbers = (self.offset, *self.shape, *self.stride)
+        if not all(type(v) is int and v >= 0 for v in numbers) or len(self.shape) != len(self.stride):
+            raise CheckpointError("a tensor with a negative or malformed offset, shape or stride")
+        size = int(np.prod(self.shape, dtype=object))
+        if size > len(flat):
+            raise CheckpointError("a tensor has more elements than its storage")
+        if size == 0:
+            return np.zeros(self.shape, dtype=flat.dtype)
         if self.offset + sum((n - 1) * s for n, s in zip(self.shape, self.stride)) >= len(flat):
             raise CheckpointError("a tensor reaches past the end of its storage")
+        if not self.shape:
+            return flat[self.offset].copy()
         item = flat.itemsize
         view = np.lib.stride_tricks.as_strided(
             flat[self.offset :], self.shape, [s * item for s in self.stride], writeable=False
@@ -77,12 +88,13 @@ def _rebuild_parameter(tensor, *_):
     return tensor
 
 
+# Made afresh for every reference, so nothing a pickle does to one (BUILD sets attributes) outlives it.
 _GLOBALS = {
-    ("collections", "OrderedDict"): OrderedDict,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    **{("torch", name): _StorageType(np.dtype(dtype)) for name, dtype in STORAGE_DTYPES.items()},
+    ("collections", "OrderedDict"): lambda: OrderedDict,
+    ("torch._utils", "_rebuild_tensor"): lambda: lambda *args: _rebuild_tensor(*args),
+    ("torch._utils", "_rebuild_tensor_v2"): lambda: lambda *args: _rebuild_tensor(*args),
+    ("torch._utils", "_rebuild_parameter"): lambda: lambda *args: _rebuild_parameter(*args),
+    **{("torch", name): (lambda d=dtype: _StorageType(np.dtype(d))) for name, dtype in STORAGE_DTYPES.items()},
 }
 
 
@@ -94,15 +106,17 @@ class _Unpickler(pickle.Unpickler):
     def find_class(self, module, name):
         if (module, name) not in _GLOBALS:
             raise CheckpointError(f"it holds a {module}.{name}, which a plain state dict does not (not read)")
-        return _GLOBALS[module, name]
+        return _GLOBALS[module, name]()
 
     def persistent_load(self, saved_id):
         if not (isinstance(saved_id, tuple) and saved_id and saved_id[0] == "storage"):
-            raise CheckpointError(f"unexpected persistent object {saved_id[:1]!r}")
+            raise CheckpointError("an unexpected persistent object (not a storage)")
+        if len(saved_id) < 5:
+            raise CheckpointError("a storage reference without its type, key or size")
         storage_type, key, _location, numel = saved_id[1:5]
-        if not isinstance(storage_type, _StorageType):
-            raise CheckpointError("a storage of an unknown type")
-        storage = self.storages.setdefault(str(key), _Storage(storage_type.dtype, int(numel)))
+        if not isinstance(storage_type, _StorageType) or type(numel) is not int or numel < 0:
+            raise CheckpointError("a storage of an unknown type or size")
+        storage = self.storages.setdefault(str(key), _Storage(storage_type.dtype, numel))
         view = saved_id[5] if len(saved_id) > 5 else None
         if view is not None:  # legacy: a view into another storage (key, offset, size)
             raise CheckpointError("storage views (a very old checkpoint format) are not supported")
@@ -110,14 +124,23 @@ class _Unpickler(pickle.Unpickler):
 
 
 def _load_data(stream):
-    """A pickle of plain data (the legacy header's numbers, dicts and key lists): no globals at all."""
+    """A pickle of the legacy header (numbers, dicts, key lists), through the same allow-list."""
     return _Unpickler(stream, {}).load()
 
 
 def read_checkpoint(raw: bytes) -> dict[str, np.ndarray]:
     """The tensors of a checkpoint's state dict ('state_dict' inside a training checkpoint is taken).
 
-    Raises CheckpointError for anything else."""
+    Raises CheckpointError for anything else, whatever the file holds."""
+    try:
+        return _read_checkpoint(raw)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # a damaged or crafted pickle fails in many ways; each is a bad file
+        raise CheckpointError(f"not a readable PyTorch checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def _read_checkpoint(raw: bytes) -> dict[str, np.ndarray]:
     if raw[:4] == b"PK\x03\x04":
         state = _read_zip(raw)
     else:
