@@ -1,8 +1,8 @@
 """int8 accuracy on ImageNet-trained weights: each calibration method and weight width against the
 framework's own fp32 outputs, beside ONNX Runtime's quantize_static, in one run.
 
-The reference is what torchvision computes for the held-out images (tools/torchvision_logits.py
-writes it with torch; nothing here needs torch). For each calibration method mnc quantises the
+The reference is what torchvision computes for the held-out images (tools/make_real_weights_fixtures.py
+-o writes it with torch; nothing here needs torch). For each calibration method mnc quantises the
 network as each target's plan would (the ONNX target: 7-bit weights, 8-bit in depthwise
 convolutions; TFLite, .ort and Core ML: 8-bit; and 7-bit everywhere, for comparison), emits it
 as QDQ ONNX and runs it in ONNX Runtime with graph optimisations off (the QDQ arithmetic in

@@ -58,3 +58,23 @@ def test_int8_and_fp16_constants_are_checked_on_every_target(tmp_path, target, o
     constants = result.report["verification"]["constants"]
     assert constants["verdict"] == "pass" and constants["checked"] >= 100
     assert main(["verify", str(result.artifact)]) == 0
+
+
+@pytest.mark.parametrize("target", ["coreml", "tflite"])
+def test_a_pass_that_changes_the_network_fails_fp16_verification(tmp_path, monkeypatch, capsys, target):
+    """fp16 artifacts are checked against the IR they were emitted from; that IR must itself still
+    compute the spec's network, or a wrong optimisation pass would go unseen."""
+    import mnc.pipeline.compile as compile_module
+
+    real = compile_module.run_pipeline
+
+    def wrong_pass(graph, passes, **kwargs):
+        optimised, records = real(graph, passes, **kwargs)
+        node = optimised.node("stage3.block0.pw")
+        node.params = {**node.params, "weight": node.params["weight"] * 2}
+        return optimised, records
+
+    monkeypatch.setattr(compile_module, "run_pipeline", wrong_pass)
+    argv = ["compile", str(SPECS / "v1.mnet"), "--alpha", "0.25", "--resolution", "64", "--target", target]
+    assert main([*argv, "--precision", "fp16", "-o", str(tmp_path)]) == 3
+    assert "an optimisation pass changed what it computes" in capsys.readouterr().err

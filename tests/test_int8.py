@@ -343,3 +343,16 @@ def test_a_layer_that_computes_otherwise_fails_the_layer_check(tmp_path, heldout
     assert not layers.passed
     if target != "ort":  # the .ort check rebuilds its instrumented twin from the IR, whose output then differs
         assert layers.section["worst_layer"] == "stage3.block0.expand", layers.section
+
+
+@pytest.mark.parametrize("method", ["mse", "entropy", "percentile"])
+def test_calibration_methods_clip_outliers_and_keep_few_distinct_values(method):
+    from mnc.quant.calibrate import RANGE_OF
+
+    rng = np.random.default_rng(0)
+    values = np.abs(rng.laplace(size=200_000))  # a long tail, never negative
+    low, high = RANGE_OF[method](values)
+    assert 0 <= low < 1e-3 and 3 < high < 0.9 * values.max()  # the tail is clipped, the bulk kept
+    few = np.array([0.0, 1.0, 2.0, 3.0] * 1000)  # every value fits 8 bits: nothing to clip
+    if method != "percentile":
+        assert RANGE_OF[method](few) == (0.0, 3.0)

@@ -40,7 +40,7 @@ WEIGHT_BITS = 8  # Core ML's int8 kernels have no int16 pair sums to saturate
 # fed the same inputs, a layer differs from the reference by at most one step, where float32's
 # rounding of the sum puts a value on the other side of a grid boundary.
 LAYER_LSB_BOUND = 1.0
-FP16_LAYER_SAMPLES = 4  # every element of every layer of these is checked
+FP16_LAYER_SAMPLES = 4  # at most; every element of every layer of these is checked
 # int8 activations (MIL quantize/dequantize) need iOS17 / macOS14; int8 weights alone, iOS16 / macOS13.
 ACTIVATION_INT8_TARGETS = ("iOS17", "iOS18", "macOS14", "macOS15")
 WEIGHT_INT8_TARGETS = ("iOS16", "macOS13", *ACTIVATION_INT8_TARGETS)

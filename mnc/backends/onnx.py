@@ -32,7 +32,8 @@ IR_VERSION = 8  # the ONNX IR version of opset 17; loadable by every ONNX Runtim
 # ONNX Runtime's u8×s8 matrix kernels on x86 without VNNI (AVX2: VPMADDUBSW) add two products into
 # int16, which saturates unless 255·(|w1| + |w2|) ≤ 32767, i.e. every |w| ≤ 64: those weights take 7
 # bits ([-63, 63]), so the result and the verdict do not depend on the CPU. Its depthwise kernel
-# widens both sides to 16 bits and accumulates every product in int32 (MlasConvDepthwiseKernelAvx2),
+# widens both sides to 16 bits and accumulates every product in int32 (MlasConvSymDepthwiseKernelAvx2
+# for these symmetric weights, MlasConvDepthwiseKernelAvx2 on its other path),
 # so depthwise weights keep all 8 bits, where a trained network needs them most: on ImageNet-trained
 # MobileNetV2, 7-bit weights everywhere lowered the logits' mean cosine with fp32 from 0.987 to 0.945,
 # 8-bit depthwise weights brought it back to 0.978 (benchmarks/int8_accuracy.py). Storing the weights

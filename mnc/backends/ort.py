@@ -34,12 +34,14 @@ from mnc.backends.target import Check, Executor, Int8Plan, NetworkFacts, Target,
 from mnc.errors import InputError
 from mnc.io import output_error
 from mnc.ir.graph import Graph
+from mnc.quant.scheme import weight_qmax
 
 CONFIG_SUFFIX = ".required_operators.config"
 WEIGHT_BITS = 8  # ARM's int8 kernels widen before they accumulate: nothing to saturate on the phone
 INT8_SCHEME = (
     "QDQ converted to the ORT format for ARM: activations uint8 per-tensor affine; weights int8 "
-    "per-output-channel symmetric in [-127, 127] (8-bit); bias int32 with scale input_scale·weight_scale"
+    f"per-output-channel symmetric in [-{weight_qmax(WEIGHT_BITS)}, {weight_qmax(WEIGHT_BITS)}] (8-bit); bias "
+    "int32 with scale input_scale·weight_scale"
 )
 ADDR_NO_RANDOMIZE = 0x0040000
 # ONNX's TensorProto data types (which the ORT format keeps) of the constants mnc emits.
@@ -204,8 +206,9 @@ class OrtTarget(Target):
         return onnx_target.ort_timer(path, threads)
 
     # ONNX Runtime's optimiser, which wrote the file, folds bias scales into QLinearConv and keeps one
-    # copy of equal scalar scales and zero points. Every weight and bias must be there as emitted.
-    foldable_constants = ("_scale", "_zero_point")
+    # copy of equal scalar activation scales: those may be absent. Every weight, bias and weight scale
+    # must be there as emitted.
+    foldable_constants = (".bias_scale", ".bias_zero_point", ".out_scale", ".out_zero_point")
 
     def constants(self, path: Path) -> dict[str, np.ndarray]:
         """The initialisers of the .ort file (the ORT format's flatbuffer, read with ONNX Runtime's

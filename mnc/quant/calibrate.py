@@ -102,6 +102,8 @@ def _entropy_range(values: np.ndarray) -> tuple[float, float]:
     levels = 128 if signed else 256
     counts, edges = np.histogram(magnitudes, bins=BINS, range=(0.0, top))
     counts = counts.astype(np.float64)
+    if np.unique(magnitudes).size <= levels:  # so few distinct values that 8 bits hold them all unclipped
+        return low, high
     best, best_divergence = BINS, np.inf
     for i in range(levels, BINS + 1, 4):
         p = counts[:i].copy()
@@ -113,6 +115,8 @@ def _entropy_range(values: np.ndarray) -> tuple[float, float]:
             used = group[p[group] > 0]
             if used.size:
                 q[used] = counts[group].sum() / used.size
+        if q.sum() == 0:  # every value clipped: nothing is left to compare
+            continue
         mask = p > 0
         pn = p[mask] / p.sum()
         qn = np.maximum(q[mask], SMOOTHING) / max(q.sum(), SMOOTHING)
