@@ -7,7 +7,9 @@ takes every tensor (names, kinds and shapes); the classes come from the classifi
 the spec's, and timm's conventions (symmetric padding, ε 1e-5, ReLU6 for V1/V2) become settings.
 
 Keras models (.keras, .h5) built on Keras's MobileNet or MobileNetV2 application, with or without
-its top, or with the usual classifier head of one's own (GlobalAveragePooling2D, Dropout, Dense).
+its top, or with the usual classifier head of one's own (GlobalAveragePooling2D, Dropout, Dense);
+and Keras's MobileNetV3Small/Large with their own top (written from the timm_v3 specs, which build
+V3 as Keras does).
 The architecture is read from the model's config: the backbone's family from its layer names,
 α from its widths (the α at which the family's spec takes every tensor of the file), the
 resolution from its input shape, the classes and the final softmax from the classifier; Keras's
@@ -20,6 +22,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from mnc.errors import InputError, Loc
 from mnc.frontend import bundled_spec, load_spec_text
@@ -39,6 +43,7 @@ class Family:
     marker: str  # a layer name only this family's Keras application has
     alphas: tuple[float, ...]  # the α Keras offers
     softmax_row: str  # the table row of a final softmax, in the spec's columns
+    hidden_head: int = 0  # layers the spec's head has between pooling and the classifier
 
 
 FAMILIES = (
@@ -56,6 +61,24 @@ FAMILIES = (
         (0.25, 0.5, 0.75, 1.0),
         "| 1² × k         | softmax      | -    | 1 | - |",
     ),
+    # Keras builds MobileNetV3 as timm does (fixed stem and head, expansions as ratios of the scaled
+    # input), so the timm_v3 specs are its tables; only Keras's own top (pool, 1×1 conv, classifier).
+    Family(
+        "MobileNetV3-Large",
+        "timm_v3_large.mnet",
+        "expanded_conv_14_project",
+        (0.35, 0.5, 0.75, 1.0),
+        "| 1² × k     | softmax            | -    | -    | -  | -  | - |",
+        hidden_head=1,
+    ),
+    Family(
+        "MobileNetV3-Small",
+        "timm_v3_small.mnet",
+        "expanded_conv_squeeze_excite_conv",  # the first block's squeeze-excite: only Small has it
+        (0.35, 0.5, 0.75, 1.0),
+        "| 1² × k     | softmax            | -    | -    | -  | -  | - |",
+        hidden_head=1,
+    ),
 )
 # timm's MobileNets at the widths timm names them with (mobilenetv2_050 …). Its V3s scale their own
 # way below α 1 (a fixed stem and head, expansions as ratios of the scaled input): the timm_v3 specs.
@@ -68,7 +91,23 @@ TIMM_FAMILIES = (
 # Layers of a head (or of the glue around a backbone) that compute nothing an inference needs
 # beyond what the spec's `avgpool global | fc | softmax` rows say.
 HEAD_LAYERS = {"InputLayer", "GlobalAveragePooling2D", "Dropout", "Flatten", "Reshape", "Activation", "Dense", "Conv2D"}
-BACKBONE_LAYERS = {"InputLayer", "Conv2D", "DepthwiseConv2D", "BatchNormalization", "ReLU", "ZeroPadding2D", "Add"}
+BACKBONE_LAYERS = {
+    "InputLayer",
+    "Conv2D",
+    "DepthwiseConv2D",
+    "BatchNormalization",
+    "ReLU",
+    "ZeroPadding2D",
+    "Add",
+    # MobileNetV3: squeeze-and-excite (pooling, a product), its input scaling, and the hard sigmoid
+    # Keras writes as ReLU(6)(x + 3) · 1/6 (symbolic Add and Multiply of keras.ops, checked below).
+    "GlobalAveragePooling2D",
+    "Multiply",
+    "Activation",
+    "Rescaling",
+}
+# The only constants Keras's hard sigmoid adds and multiplies by.
+HARD_SIGMOID_CONSTANTS = {"Add": 3.0, "Multiply": 1.0 / 6.0}
 
 
 @dataclass(frozen=True)
@@ -90,7 +129,7 @@ def import_model(checkpoint: str | Path, out_dir: str | Path = ".", name: str | 
     if layout is KERAS:
         config = weights.model_config
         families = [_family(config, loc)]
-        classes, softmax = _head(config, loc)
+        classes, softmax = _head(config, loc, families[0].hidden_head)
         resolution, source = _resolution(config), "Keras"
     elif layout is TIMM:  # a state dict says neither resolution nor family: each family is tried
         families, softmax, resolution, source = list(TIMM_FAMILIES), False, None, "timm"
@@ -134,34 +173,59 @@ def _family(config: dict, loc: Loc) -> Family:
     found = [f for f in FAMILIES if f.marker in names]
     if len(found) != 1:
         raise InputError(
-            "mnc import reads models built on Keras's MobileNet or MobileNetV2 application; this model has "
-            f"neither's layers (such as {', '.join(f.marker for f in FAMILIES)})",
+            "mnc import reads models built on Keras's MobileNet, MobileNetV2 or MobileNetV3 application; this "
+            f"model has none's layers (such as {', '.join(f.marker for f in FAMILIES)})",
             loc,
         )
     for layer in layers(config):
         kind, layer_name = layer["class_name"], layer["config"]["name"]
         if kind not in BACKBONE_LAYERS | HEAD_LAYERS:
             raise InputError(f"layer '{layer_name}' ({kind}): mnc import cannot map a {kind} layer", loc)
+        _check_constants(layer, loc)
     return found[0]
 
 
-def _head(config: dict, loc: Loc) -> tuple[int, bool]:
+def _check_constants(layer: dict, loc: Loc) -> None:
+    """A keras.ops Add or Multiply must be MobileNetV3's hard sigmoid's (its Rescaling becomes the
+    spec's normalisation: mnc/weights/keras.py)."""
+    kind, c = layer["class_name"], layer["config"]
+    if layer.get("module", "").startswith("keras.src.ops") and kind in HARD_SIGMOID_CONSTANTS:
+        constants = [
+            a for node in layer.get("inbound_nodes", []) for a in node.get("args", []) if not isinstance(a, dict)
+        ]
+        if constants != [HARD_SIGMOID_CONSTANTS[kind]] and not np.allclose(constants, [HARD_SIGMOID_CONSTANTS[kind]]):
+            raise InputError(
+                f"layer '{c['name']}' ({kind} of {constants}): mnc import maps the hard sigmoid of Keras's "
+                "MobileNetV3, relu6(x + 3) · 1/6, and no other arithmetic",
+                loc,
+            )
+
+
+def _head(config: dict, loc: Loc, hidden: int = 0) -> tuple[int, bool]:
     """The classes and whether the model ends in a softmax, from the layers after the backbone's
-    last convolution: one classifier (Dense, or the 1×1 Conv2D of Keras's MobileNet top)."""
+    last pooling: `hidden` layers the family's head has (MobileNetV3's 1×1 conv), then one
+    classifier (Dense, or the 1×1 Conv2D of Keras's own tops)."""
     all_layers = list(layers(config))
-    pooled = next((i for i, layer in enumerate(all_layers) if layer["class_name"] == "GlobalAveragePooling2D"), None)
-    if pooled is None:
+    pools = [i for i, layer in enumerate(all_layers) if layer["class_name"] == "GlobalAveragePooling2D"]
+    if not pools:
         raise InputError("the model has no GlobalAveragePooling2D: mnc import needs a classifier head", loc)
-    head = all_layers[pooled + 1 :]
+    head = all_layers[pools[-1] + 1 :]
     classifiers = [layer for layer in head if layer["class_name"] in ("Dense", "Conv2D")]
-    if len(classifiers) != 1:
+    if len(classifiers) != hidden + 1:
         names = ", ".join(f"'{c['config']['name']}'" for c in classifiers) or "none"
+        if hidden:
+            raise InputError(
+                f"the head has {len(classifiers)} layers with weights ({names}); mnc import maps MobileNetV3 with "
+                "Keras's own top (include_top=True: a 1×1 conv, then the classifier)",
+                loc,
+            )
         raise InputError(f"the head has {len(classifiers)} classifier layers ({names}); mnc import maps one", loc)
-    (classifier,) = classifiers
+    classifier = classifiers[-1]
     c = classifier["config"]
     classes = int(c.get("units") or c.get("filters"))
+    after = head[head.index(classifier) + 1 :]
     activations = [c.get("activation", "linear")] + [
-        layer["config"]["activation"] for layer in head if layer["class_name"] == "Activation"
+        layer["config"]["activation"] for layer in after if layer["class_name"] == "Activation"
     ]
     unknown = [a for a in activations if a not in ("linear", "softmax")]
     if unknown:

@@ -16,6 +16,7 @@ from mnc.cli import main
 
 KERAS = ROOT / "tests" / "fixtures" / "keras"
 V2, V1, V2_TOP = "keras_mobilenet_v2_a0.35", "keras_mobilenet_a0.25", "keras_mobilenet_v2_a0.35_top"
+V3_SMALL = "keras_mobilenet_v3_small_a0.5_top"  # takes [0, 255]: its own Rescaling layer
 
 
 def _run(argv) -> int:
@@ -158,10 +159,10 @@ def test_import_writes_a_spec_and_weights_that_compute_what_keras_computed(
     np.testing.assert_allclose(probabilities.reshape(len(x), -1), expected, atol=2e-5, rtol=0)
 
 
-def _edited(tmp_path, edit) -> str:
-    """A copy of the V2 fixture whose config.json `edit` changed."""
+def _edited(tmp_path, edit, name: str = V2) -> str:
+    """A copy of a fixture (the V2 one by default) whose config.json `edit` changed."""
     path = tmp_path / "edited.keras"
-    with zipfile.ZipFile(KERAS / f"{V2}.keras") as source, zipfile.ZipFile(path, "w") as copy:
+    with zipfile.ZipFile(KERAS / f"{name}.keras") as source, zipfile.ZipFile(path, "w") as copy:
         for item in source.namelist():
             data = source.read(item)
             if item == "config.json":
@@ -186,7 +187,7 @@ def test_import_refuses_what_it_cannot_map_naming_the_layer(tmp_path, capsys):
     for edit, message in [
         (lstm, "layer 'global_average_pooling2d' (LSTM): mnc import cannot map a LSTM layer"),
         (tanh, "layer 'breeds': a classifier with activation 'tanh'"),
-        (renamed, "neither's layers"),
+        (renamed, "none's layers"),
     ]:
         path = _edited(tmp_path, edit)
         assert _run(["import", path, "-o", str(tmp_path / "out")]) == 2
@@ -198,3 +199,73 @@ def test_import_refuses_what_it_cannot_map_naming_the_layer(tmp_path, capsys):
     assert _run(["import", str(torchvision), "-o", str(tmp_path / "out")]) == 2
     assert "in the 'torchvision_mobilenet_v2' layout: give them to mnc compile" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("via", ["bundled spec", "mnc import"])
+def test_keras_mobilenet_v3_takes_pixels_as_keras_does_and_computes_what_keras_computed(tmp_path, capsys, via):
+    """MobileNetV3Small α 0.5 with Keras's own top: the timm_v3 spec is its table (Keras, like timm,
+    keeps the stem and head and expands by ratios). Its Rescaling (x / 127.5 − 1) is the spec's
+    normalisation: an --image-input artifact takes the [0, 255] pixels the Keras model takes; a
+    float-input artifact takes them normalised."""
+    pixels, expected = _keras_io(V3_SMALL)
+    assert pixels.max() > 2 and np.abs(expected - expected.mean(axis=0)).max() > 0.05
+    if via == "mnc import":
+        assert _run(["import", str(KERAS / f"{V3_SMALL}.keras"), "-o", str(tmp_path), "--name", "v3"]) == 0
+        assert "(Keras MobileNetV3-Small, α 0.5, 96×96, 5 classes)" in capsys.readouterr().out
+        text = (tmp_path / "v3.mnet").read_text()
+        assert "specs/timm_v3_small.mnet" in text and "| softmax" in text and "batchnorm_eps   = 0.001" in text
+        spec, weights, common = tmp_path / "v3.mnet", tmp_path / "v3.safetensors", {}
+    else:
+        spec, weights = SPECS / "timm_v3_small.mnet", KERAS / f"{V3_SMALL}.keras"
+        common = {"alpha": 0.5, "resolution": 96}
+    floats = mnc.compile(spec, target="onnx", weights=weights, out_dir=tmp_path / "f", **common)
+    (y,) = run_onnx(floats.artifact, {"input": (pixels / 127.5 - 1).transpose(0, 3, 1, 2).astype(np.float32)})
+    y = y if floats.report["artifact"]["output"]["name"] == "probabilities" else _softmax(y)
+    np.testing.assert_allclose(y, expected, atol=2e-5, rtol=0)
+    image = mnc.compile(spec, target="tflite", weights=weights, out_dir=tmp_path / "i", image_input=True, **common)
+    (from_pixels,) = run_litert(image.artifact, {"input": pixels.transpose(0, 3, 1, 2).astype(np.uint8)})
+    from_pixels = (
+        from_pixels if image.report["artifact"]["output"]["name"] == "probabilities" else _softmax(from_pixels)
+    )
+    np.testing.assert_allclose(from_pixels, expected, atol=2e-5, rtol=0)
+
+
+def test_keras_mobilenet_v3_arithmetic_other_than_its_own_is_refused(tmp_path, capsys):
+    def plus_two(config):
+        op = next(layer for layer in config["config"]["layers"] if layer.get("module") == "keras.src.ops.numpy")
+        op["inbound_nodes"][0]["args"][1] = 2.0
+
+    def per_channel(config):
+        layer = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Rescaling")
+        layer["config"]["scale"] = [1.0 / 255] * 3
+
+    for edit, message in [
+        (plus_two, "(Add of [2.0]): mnc import maps the hard sigmoid of Keras's MobileNetV3"),
+        (per_channel, "(Rescaling): mnc maps one positive scale and one offset"),
+    ]:
+        path = _edited(tmp_path, edit, V3_SMALL)
+        assert _run(["import", path, "-o", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"{path}: error: ") and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_keras_rescaling_becomes_the_specs_normalisation(tmp_path):
+    """x / 255 instead of MobileNetV3's x / 127.5 − 1: mean 0 and std 1 on pixel / 255, applied and reported."""
+
+    def to_unit(config):
+        layer = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Rescaling")
+        layer["config"]["scale"], layer["config"]["offset"] = 1.0 / 255, 0.0
+
+    weights = _edited(tmp_path, to_unit, V3_SMALL)
+    result = mnc.compile(SPECS / "timm_v3_small.mnet", alpha=0.5, resolution=96, weights=weights, out_dir=tmp_path)
+    used = {k: v["used"] for k, v in result.report["weights"]["conventions"].items()}
+    assert used["mean"] == (0.0,) * 3 and used["std"] == (1.0,) * 3
+
+
+@pytest.mark.parametrize("alpha,params", [(1.0, 5_483_032), (0.75, 3_993_528), (0.5, 2_689_904)])
+def test_keras_mobilenet_v3_large_is_the_timm_v3_large_table(alpha, params):
+    """No Large fixture is committed (too large); its trainable parameter counts, from Keras 3.15's
+    MobileNetV3Large(weights=None, classes=1000) in tools/make_keras_fixtures.py's environment,
+    equal the table's at each width."""
+    assert mnc.summary(SPECS / "timm_v3_large.mnet", alpha=alpha)["params"] == params

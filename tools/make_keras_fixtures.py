@@ -13,8 +13,8 @@ For each model it writes
   fine-tuned classifier is built: `include_top=False` backbone, GlobalAveragePooling2D, Dropout,
   Dense(classes, softmax). The application whose own top is kept is also written
   (`<name>_top.keras`);
-- `<name>_io.npz`: a fixed input batch (NHWC, as Keras takes it: already preprocessed to [-1, 1])
-  and Keras's output (inference mode, float32).
+- `<name>_io.npz`: a fixed input batch (NHWC, as Keras takes it: preprocessed to [-1, 1]; for
+  MobileNetV3, which rescales itself, pixels in [0, 255]) and Keras's output (inference mode, float32).
 """
 
 from __future__ import annotations
@@ -30,14 +30,16 @@ CLASSES = 5
 BATCH = 4
 
 
-def randomise(model: keras.Model, seed: int) -> None:
+def randomise(model: keras.Model, seed: int, pixels: bool = False) -> None:
     """Random batch-norm scale and shift, and moving statistics measured layer by layer on seeded
     image-like inputs (as training would leave them), so that every layer's output depends on the
     input: with made-up statistics, activations die and all inputs give one output."""
     rng = np.random.default_rng(seed)
     backbone = next((layer for layer in model.layers if isinstance(layer, keras.Model)), model)
     shape = backbone.input.shape[1:]
-    data = rng.uniform(-1, 1, (16, *shape)).astype("float32")
+    data = rng.uniform(0, 255 if pixels else 1, (16, *shape)).astype("float32")
+    if not pixels:
+        data = 2 * data - 1
     for layer in backbone.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             x = keras.Model(backbone.input, layer.input)(data, training=False).numpy()
@@ -55,6 +57,7 @@ def randomise(model: keras.Model, seed: int) -> None:
             "breeds",
             "predictions",
             "conv_preds",
+            "logits",
         ):
             kernel, bias = layer.get_weights()
             fan_in = int(np.prod(kernel.shape[:-1]))
@@ -87,11 +90,13 @@ def classifier(backbone_fn, name: str, resolution: int, alpha: float, seed: int)
     return model
 
 
-def save(model: keras.Model, name: str, resolution: int, seed: int, h5: bool = True) -> None:
+def save(model: keras.Model, name: str, resolution: int, seed: int, h5: bool = True, pixels: bool = False) -> None:
     model.save(OUT / f"{name}.keras")
     if h5:
         model.save(OUT / f"{name}.h5")
     x = np.random.default_rng(seed + 1).uniform(-1, 1, (BATCH, resolution, resolution, 3)).astype("float32")
+    if pixels:  # MobileNetV3 rescales [0, 255] itself (its Rescaling layer)
+        x = np.round((x + 1) * 127.5).astype("float32")
     y = model(x, training=False).numpy()
     np.savez(OUT / f"{name}_io.npz", input=x, output=y)
     spread = float(np.abs(y - y.mean(axis=0)).max())
@@ -113,6 +118,13 @@ def main() -> None:
     top = keras.applications.MobileNetV2(input_shape=(64, 64, 3), alpha=0.35, weights=None, classes=7)
     randomise(top, 3)
     save(top, "keras_mobilenet_v2_a0.35_top", 64, 3, h5=False)
+    keras.utils.set_random_seed(4)
+    v3 = keras.applications.MobileNetV3Small(input_shape=(96, 96, 3), alpha=0.5, weights=None, classes=CLASSES)
+    randomise(v3, 4, pixels=True)
+    save(v3, "keras_mobilenet_v3_small_a0.5_top", 96, 4, h5=False, pixels=True)
+    for fn, alpha in ((keras.applications.MobileNetV3Large, 1.0), (keras.applications.MobileNetV3Large, 0.75)):
+        model = fn(input_shape=(224, 224, 3), alpha=alpha, weights=None, classes=1000)
+        print(f"{model.name} α {alpha}: {model.count_params():,} params (Keras's count)")
 
 
 if __name__ == "__main__":

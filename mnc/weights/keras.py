@@ -168,7 +168,22 @@ def _conventions(config: dict, loc: Loc) -> dict:
     if len(eps) > 1:
         raise InputError(f"the model's batch-norm layers use several ε ({', '.join(map(str, sorted(eps)))})", loc)
     # Keras's MobileNet and MobileNetV2 take preprocess_input's [-1, 1]: pixel/255 normalised by 0.5, 0.5.
-    conventions = {"padding": "same", "mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+    # MobileNetV3 scales [0, 255] itself (a Rescaling layer, x·scale + offset): the same normalisation
+    # as mean = −offset·std, std = 1/(255·scale), which is what the spec states.
+    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    rescalings = [layer for layer in layers(config) if layer["class_name"] == "Rescaling"]
+    if len(rescalings) > 1:
+        raise InputError(f"the model rescales its input {len(rescalings)} times; mnc maps one Rescaling", loc)
+    if rescalings:
+        c = rescalings[0]["config"]
+        scale, offset = (
+            np.asarray(c.get(k, d), dtype=np.float64).ravel() for k, d in (("scale", 1.0), ("offset", 0.0))
+        )
+        if scale.size != 1 or offset.size != 1 or scale[0] <= 0:
+            raise InputError(f"layer '{c['name']}' (Rescaling): mnc maps one positive scale and one offset", loc)
+        s = 1.0 / (255.0 * float(scale[0]))
+        mean, std = (-float(offset[0]) * s,) * 3, (s,) * 3
+    conventions = {"padding": "same", "mean": mean, "std": std}
     if eps:
         conventions["batchnorm_eps"] = float(eps.pop())
     activations = {_activation(layer) for layer in layers(config)} - {None}
@@ -187,4 +202,6 @@ def _activation(layer: dict) -> str | None:
         limit = c.get("max_value")
         return "relu" if limit is None else "relu6" if float(limit) == 6.0 else f"relu (max {limit})"
     name = c.get("activation") if layer["class_name"] in ("Activation", "Conv2D", "DepthwiseConv2D") else None
-    return None if name in (None, "linear", "softmax") else {"hard_swish": "hswish"}.get(name, name)
+    return (
+        None if name in (None, "linear", "softmax") else {"hard_swish": "hswish", "hard_silu": "hswish"}.get(name, name)
+    )
