@@ -8,8 +8,8 @@ the spec's, and timm's conventions (symmetric padding, ε 1e-5, ReLU6 for V1/V2)
 
 Keras models (.keras, .h5) built on Keras's MobileNet or MobileNetV2 application, with or without
 its top, or with the usual classifier head of one's own (GlobalAveragePooling2D, Dropout, Dense);
-and Keras's MobileNetV3Small/Large with their own top (written from the timm_v3 specs, which build
-V3 as Keras does).
+and Keras's MobileNetV3Small/Large, with their own top or a head of one's own (written from the
+timm_v3 specs, which build V3 as Keras does; without Keras's top, the head's 1×1 conv row goes).
 The architecture is read from the model's config: the backbone's family from its layer names,
 α from its widths (the α at which the family's spec takes every tensor of the file), the
 resolution from its input shape, the classes and the final softmax from the classifier; Keras's
@@ -62,7 +62,7 @@ FAMILIES = (
         "| 1² × k         | softmax      | -    | 1 | - |",
     ),
     # Keras builds MobileNetV3 as timm does (fixed stem and head, expansions as ratios of the scaled
-    # input), so the timm_v3 specs are its tables; only Keras's own top (pool, 1×1 conv, classifier).
+    # input), so the timm_v3 specs are its tables; its own top adds a 1×1 conv after pooling.
     Family(
         "MobileNetV3-Large",
         "timm_v3_large.mnet",
@@ -129,10 +129,11 @@ def import_model(checkpoint: str | Path, out_dir: str | Path = ".", name: str | 
     if layout is KERAS:
         config = weights.model_config
         families = [_family(config, loc)]
-        classes, softmax = _head(config, loc, families[0].hidden_head)
+        classes, softmax, hidden = _head(config, loc, families[0].hidden_head)
         resolution, source = _resolution(config), "Keras"
     elif layout is TIMM:  # a state dict says neither resolution nor family: each family is tried
         families, softmax, resolution, source = list(TIMM_FAMILIES), False, None, "timm"
+        hidden = None
         classes = layout.classes(weights.tensors)
     else:
         raise InputError(
@@ -144,7 +145,7 @@ def import_model(checkpoint: str | Path, out_dir: str | Path = ".", name: str | 
     conventions = {**layout.conventions(set(weights.tensors)), **weights.conventions}
     for family in families:
         for alpha in family.alphas:
-            text = _spec_text(family, source, name, path.name, alpha, resolution, classes, softmax, conventions)
+            text = _spec_text(family, source, name, path.name, alpha, resolution, classes, softmax, conventions, hidden)
             spec = load_spec_text(text, str(Path(out_dir) / f"{name}.mnet"))
             try:
                 built = build(spec, weights=weights, weights_layout=layout.name)  # read once, tried often
@@ -201,22 +202,23 @@ def _check_constants(layer: dict, loc: Loc) -> None:
             )
 
 
-def _head(config: dict, loc: Loc, hidden: int = 0) -> tuple[int, bool]:
-    """The classes and whether the model ends in a softmax, from the layers after the backbone's
-    last pooling: `hidden` layers the family's head has (MobileNetV3's 1×1 conv), then one
-    classifier (Dense, or the 1×1 Conv2D of Keras's own tops)."""
+def _head(config: dict, loc: Loc, hidden: int = 0) -> tuple[int, bool, int]:
+    """The classes, whether the model ends in a softmax, and how many of the family's `hidden` head
+    layers it has (MobileNetV3's 1×1 conv after pooling, which Keras's own top has and a head of
+    one's own does not), from the layers after the backbone's last pooling, then one classifier
+    (Dense, or the 1×1 Conv2D of Keras's own tops)."""
     all_layers = list(layers(config))
     pools = [i for i, layer in enumerate(all_layers) if layer["class_name"] == "GlobalAveragePooling2D"]
     if not pools:
         raise InputError("the model has no GlobalAveragePooling2D: mnc import needs a classifier head", loc)
     head = all_layers[pools[-1] + 1 :]
     classifiers = [layer for layer in head if layer["class_name"] in ("Dense", "Conv2D")]
-    if len(classifiers) != hidden + 1:
+    if not 1 <= len(classifiers) <= hidden + 1:
         names = ", ".join(f"'{c['config']['name']}'" for c in classifiers) or "none"
         if hidden:
             raise InputError(
-                f"the head has {len(classifiers)} layers with weights ({names}); mnc import maps MobileNetV3 with "
-                "Keras's own top (include_top=True: a 1×1 conv, then the classifier)",
+                f"the head has {len(classifiers)} layers with weights ({names}); mnc import maps MobileNetV3's own "
+                "top (a 1×1 conv, then the classifier) or one classifier of one's own",
                 loc,
             )
         raise InputError(f"the head has {len(classifiers)} classifier layers ({names}); mnc import maps one", loc)
@@ -233,7 +235,7 @@ def _head(config: dict, loc: Loc, hidden: int = 0) -> tuple[int, bool]:
             f"layer '{c['name']}': a classifier with activation '{unknown[0]}' (mnc import maps linear or softmax)",
             loc,
         )
-    return classes, "softmax" in activations
+    return classes, "softmax" in activations, len(classifiers) - 1
 
 
 def _resolution(config: dict) -> int | None:
@@ -255,8 +257,10 @@ def _spec_text(
     classes: int,
     softmax: bool,
     conventions: dict,
+    hidden: int | None = None,
 ) -> str:
-    """The family's bundled spec with this model's settings, and its softmax row as the model has it."""
+    """The family's bundled spec with this model's settings, and its softmax row as the model has it;
+    without the head's hidden layer (the `fc, fixed` row) where the model has none (`hidden` 0)."""
     text = bundled_spec(family.spec).read_text()
     header = (
         f"# Imported by `mnc import` from {file}: {source}'s {family.name}, α {alpha:g}, {classes} classes.\n"
@@ -285,7 +289,16 @@ def _spec_text(
         out.pop()
     out += [f"{k:<16}= {v}" for k, v in settings.items() if k not in written and v is not None]
     out.append("")
-    out += [line for line in lines[first_row:] if not re.match(r"\|[^|]*\|\s*softmax\b", line)]
+    carried = None  # the input cell of a dropped head row, which the next row takes
+    for line in lines[first_row:]:
+        if re.match(r"\|[^|]*\|\s*softmax\b", line):
+            continue
+        if hidden == 0 and family.hidden_head and re.match(r"\|[^|]*\|\s*fc, fixed\b", line):
+            carried = line.split("|")[1]
+            continue
+        if carried is not None and line.startswith("|"):
+            line, carried = "|" + carried + "|" + line.split("|", 2)[2], None
+        out.append(line)
     if softmax:
         out.append(family.softmax_row)
     return header + "\n".join(out).lstrip("\n") + "\n"

@@ -17,6 +17,7 @@ from mnc.cli import main
 KERAS = ROOT / "tests" / "fixtures" / "keras"
 V2, V1, V2_TOP = "keras_mobilenet_v2_a0.35", "keras_mobilenet_a0.25", "keras_mobilenet_v2_a0.35_top"
 V3_SMALL = "keras_mobilenet_v3_small_a0.5_top"  # takes [0, 255]: its own Rescaling layer
+V3_SMALL_OWN_HEAD = "keras_mobilenet_v3_small_a0.5"  # include_top=False, GAP + Dropout + Dense
 
 
 def _run(argv) -> int:
@@ -201,22 +202,26 @@ def test_import_refuses_what_it_cannot_map_naming_the_layer(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("via", ["bundled spec", "mnc import"])
-def test_keras_mobilenet_v3_takes_pixels_as_keras_does_and_computes_what_keras_computed(tmp_path, capsys, via):
-    """MobileNetV3Small α 0.5 with Keras's own top: the timm_v3 spec is its table (Keras, like timm,
-    keeps the stem and head and expands by ratios). Its Rescaling (x / 127.5 − 1) is the spec's
-    normalisation: an --image-input artifact takes the [0, 255] pixels the Keras model takes; a
-    float-input artifact takes them normalised."""
-    pixels, expected = _keras_io(V3_SMALL)
+@pytest.mark.parametrize(
+    "name,via", [(V3_SMALL, "bundled spec"), (V3_SMALL, "mnc import"), (V3_SMALL_OWN_HEAD, "mnc import")]
+)
+def test_keras_mobilenet_v3_takes_pixels_as_keras_does_and_computes_what_keras_computed(tmp_path, capsys, name, via):
+    """MobileNetV3Small α 0.5, with Keras's own top or a head of one's own on the include_top=False
+    backbone: the timm_v3 spec is its table (Keras, like timm, keeps the stem and head and expands
+    by ratios; without Keras's top the head's 1×1 conv row goes). Its Rescaling (x / 127.5 − 1) is
+    the spec's normalisation: an --image-input artifact takes the [0, 255] pixels the Keras model
+    takes; a float-input artifact takes them normalised."""
+    pixels, expected = _keras_io(name)
     assert pixels.max() > 2 and np.abs(expected - expected.mean(axis=0)).max() > 0.05
     if via == "mnc import":
-        assert _run(["import", str(KERAS / f"{V3_SMALL}.keras"), "-o", str(tmp_path), "--name", "v3"]) == 0
+        assert _run(["import", str(KERAS / f"{name}.keras"), "-o", str(tmp_path), "--name", "v3"]) == 0
         assert "(Keras MobileNetV3-Small, α 0.5, 96×96, 5 classes)" in capsys.readouterr().out
         text = (tmp_path / "v3.mnet").read_text()
         assert "specs/timm_v3_small.mnet" in text and "| softmax" in text and "batchnorm_eps   = 0.001" in text
+        assert ("| fc, fixed" in text) == (name == V3_SMALL)
         spec, weights, common = tmp_path / "v3.mnet", tmp_path / "v3.safetensors", {}
     else:
-        spec, weights = SPECS / "timm_v3_small.mnet", KERAS / f"{V3_SMALL}.keras"
+        spec, weights = SPECS / "timm_v3_small.mnet", KERAS / f"{name}.keras"
         common = {"alpha": 0.5, "resolution": 96}
     floats = mnc.compile(spec, target="onnx", weights=weights, out_dir=tmp_path / "f", **common)
     (y,) = run_onnx(floats.artifact, {"input": (pixels / 127.5 - 1).transpose(0, 3, 1, 2).astype(np.float32)})

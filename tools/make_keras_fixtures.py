@@ -77,7 +77,7 @@ def _layers(model):
             yield layer
 
 
-def classifier(backbone_fn, name: str, resolution: int, alpha: float, seed: int) -> keras.Model:
+def classifier(backbone_fn, name: str, resolution: int, alpha: float, seed: int, pixels: bool = False) -> keras.Model:
     keras.utils.set_random_seed(seed)
     backbone = backbone_fn(input_shape=(resolution, resolution, 3), alpha=alpha, include_top=False, weights=None)
     inputs = keras.Input((resolution, resolution, 3))
@@ -86,7 +86,7 @@ def classifier(backbone_fn, name: str, resolution: int, alpha: float, seed: int)
     x = keras.layers.Dropout(0.2)(x)
     outputs = keras.layers.Dense(CLASSES, activation="softmax", name="breeds")(x)
     model = keras.Model(inputs, outputs, name=name)
-    randomise(model, seed)
+    randomise(model, seed, pixels)
     return model
 
 
@@ -122,6 +122,15 @@ def main() -> None:
     v3 = keras.applications.MobileNetV3Small(input_shape=(96, 96, 3), alpha=0.5, weights=None, classes=CLASSES)
     randomise(v3, 4, pixels=True)
     save(v3, "keras_mobilenet_v3_small_a0.5_top", 96, 4, h5=False, pixels=True)
+    name = "keras_mobilenet_v3_small_a0.5"  # include_top=False, a head of one's own
+    save(
+        classifier(keras.applications.MobileNetV3Small, name, 96, 0.5, 5, pixels=True),
+        name,
+        96,
+        5,
+        h5=False,
+        pixels=True,
+    )
     for fn, alpha in ((keras.applications.MobileNetV3Large, 1.0), (keras.applications.MobileNetV3Large, 0.75)):
         model = fn(input_shape=(224, 224, 3), alpha=alpha, weights=None, classes=1000)
         print(f"{model.name} α {alpha}: {model.count_params():,} params (Keras's count)")
