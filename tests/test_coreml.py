@@ -311,14 +311,15 @@ def test_coreml_options_are_refused_for_onnx(tmp_path, capsys):
                 "onnx",
                 "--precision",
                 "fp32",
-                "--image-input",
+                "--deployment-target",
+                "iOS17",
                 "-o",
                 str(tmp_path),
             ]
         )
         == 2
     )
-    assert "--precision, --image-input: only for --target coreml" in capsys.readouterr().err
+    assert "--precision, --deployment-target: only for --target coreml" in capsys.readouterr().err
 
 
 def test_builds_are_reproducible_and_carry_metadata(tmp_path):

@@ -227,12 +227,12 @@ def test_keras_mobilenet_v3_takes_pixels_as_keras_does_and_computes_what_keras_c
     (y,) = run_onnx(floats.artifact, {"input": (pixels / 127.5 - 1).transpose(0, 3, 1, 2).astype(np.float32)})
     y = y if floats.report["artifact"]["output"]["name"] == "probabilities" else _softmax(y)
     np.testing.assert_allclose(y, expected, atol=2e-5, rtol=0)
-    image = mnc.compile(spec, target="tflite", weights=weights, out_dir=tmp_path / "i", image_input=True, **common)
-    (from_pixels,) = run_litert(image.artifact, {"input": pixels.transpose(0, 3, 1, 2).astype(np.uint8)})
-    from_pixels = (
-        from_pixels if image.report["artifact"]["output"]["name"] == "probabilities" else _softmax(from_pixels)
-    )
-    np.testing.assert_allclose(from_pixels, expected, atol=2e-5, rtol=0)
+    for target, run in (("tflite", run_litert), ("onnx", run_onnx)):
+        image = mnc.compile(spec, target=target, weights=weights, out_dir=tmp_path / target, image_input=True, **common)
+        (from_pixels,) = run(image.artifact, {"input": pixels.transpose(0, 3, 1, 2).astype(np.uint8)})
+        if image.report["artifact"]["output"]["name"] != "probabilities":
+            from_pixels = _softmax(from_pixels)
+        np.testing.assert_allclose(from_pixels, expected, atol=2e-5, rtol=0)
 
 
 def test_keras_mobilenet_v3_arithmetic_other_than_its_own_is_refused(tmp_path, capsys):

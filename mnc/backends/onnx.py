@@ -13,6 +13,7 @@ from mnc.artifact import ArtifactRecord
 from mnc.backends.target import (
     INPUT_NAME,
     Check,
+    Choice,
     Executor,
     Int8Plan,
     Target,
@@ -58,23 +59,40 @@ EXECUTOR = "ONNX Runtime (CPUExecutionProvider, all graph optimisations), every 
 LAYER_NOTE = "the instrumented model's output equals the artifact's bit for bit"
 
 
-def emit(graph: Graph, metadata: dict[str, str], description: str = "") -> bytes:
-    model = build_model(graph, metadata, description)
+def emit(graph: Graph, metadata: dict[str, str], description: str = "", normalise: tuple | None = None) -> bytes:
+    model = build_model(graph, metadata, description, normalise)
     onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString(deterministic=True)
 
 
-def build_model(graph: Graph, metadata: dict[str, str], description: str = "") -> onnx.ModelProto:
+def build_model(
+    graph: Graph, metadata: dict[str, str], description: str = "", normalise: tuple | None = None
+) -> onnx.ModelProto:
+    """normalise = (mean, std): the model takes 8-bit pixels (uint8) and applies the spec's per-channel
+    normalisation, (p/255 − mean)/std, itself (--image-input)."""
     (input_node,) = graph.inputs
     (output_node,) = graph.outputs
     names = {input_node: INPUT_NAME, output_node: output_name(graph)}
     e = _Emitter(names)
+    network_input = INPUT_NAME
+    if normalise is not None:
+        mean, std = (np.asarray(v, dtype=np.float64).reshape(1, -1, 1, 1) for v in normalise)
+        e.node("Cast", [INPUT_NAME], f"{INPUT_NAME}.float", "input_cast", to=TensorProto.FLOAT)
+        e.initializers += [
+            numpy_helper.from_array((1.0 / (255.0 * std)).astype(np.float32), f"{INPUT_NAME}.inv_std"),
+            numpy_helper.from_array((-mean / std).astype(np.float32), f"{INPUT_NAME}.shift"),
+        ]
+        e.node("Mul", [f"{INPUT_NAME}.float", f"{INPUT_NAME}.inv_std"], f"{INPUT_NAME}.scaled", "input_scale")
+        network_input = e.node(
+            "Add", [f"{INPUT_NAME}.scaled", f"{INPUT_NAME}.shift"], f"{INPUT_NAME}.normalised", "input_shift"
+        )
+        names[input_node] = network_input
     for name in graph.topo():
         data = graph.node(name)
         q = data.qparams
         if data.op == "input":
             if q is not None:  # consumers read the input through its quantisation
-                e.qdq(name, INPUT_NAME, f"{name}.dq", q.output)
+                e.qdq(name, network_input, f"{name}.dq", q.output)
                 e.names[name] = f"{name}.dq"
             continue
         inputs = [e.name(p) for p in graph.inputs_of(name)]
@@ -87,7 +105,8 @@ def build_model(graph: Graph, metadata: dict[str, str], description: str = "") -
         e.names[name] = final
         e.qdq(name, f"{name}.float", final, q.output)
     batch = "batch"
-    inputs = [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT, [batch, *graph.node(input_node).shape])]
+    input_type = TensorProto.UINT8 if normalise is not None else TensorProto.FLOAT
+    inputs = [helper.make_tensor_value_info(INPUT_NAME, input_type, [batch, *graph.node(input_node).shape])]
     outputs = [
         helper.make_tensor_value_info(names[output_node], TensorProto.FLOAT, [batch, *graph.node(output_node).shape])
     ]
@@ -279,7 +298,8 @@ def run_onnx(artifact, feeds: dict[str, np.ndarray], *, optimise: bool = True) -
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     model = artifact if isinstance(artifact, bytes) else str(artifact)
     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)
+    types = {i.name: _ORT_DTYPES.get(i.type, np.float32) for i in session.get_inputs()}
+    return session.run(None, {k: np.asarray(v, dtype=types.get(k, np.float32)) for k, v in feeds.items()})
 
 
 _ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
@@ -311,6 +331,7 @@ def ort_timer(path: Path, threads: int) -> Timer:
 class OnnxTarget(Target):
     name = "onnx"
     suffix = ".onnx"
+    choices = {"image_input": Choice(default=False)}
     ops = OPS
     activations = ACTIVATIONS
 
@@ -318,11 +339,23 @@ class OnnxTarget(Target):
         return Int8Plan(WEIGHT_BITS, True, QUANTIZATION, depthwise_weight_bits=DEPTHWISE_WEIGHT_BITS)
 
     def write(self, graph: Graph, path: Path, record: ArtifactRecord, options) -> None:
+        normalise = (options["mean"], options["std"]) if options["image_input"] else None
         with open(path, "wb") as f:
-            f.write(emit(graph, record.to_metadata(), options.get("short_description", "")))
+            f.write(emit(graph, record.to_metadata(), options.get("short_description", ""), normalise))
 
     def make_options(self, values: dict, network) -> dict:
-        return {"short_description": network.description.get("short_description", "")}
+        return {
+            "short_description": network.description.get("short_description", ""),
+            "image_input": bool(values.get("image_input")),
+            "mean": network.mean,
+            "std": network.std,
+        }
+
+    def record_fields(self, options) -> dict:
+        return {"image_input": options["image_input"]}
+
+    def report_fields(self, options) -> dict:
+        return {"image_input": options["image_input"]}
 
     def read_metadata(self, path: Path) -> dict[str, str]:
         try:
