@@ -104,3 +104,17 @@ def test_a_malformed_storage_reference_is_a_checkpoint_error_and_leaves_no_trace
         read_checkpoint(_crafted(0, (2,), (1,), data=b"\0" * 3))  # bytes that do not fit the size
     # Reading a good file afterwards still works: nothing a pickle did to one read outlives it.
     assert read_checkpoint(_crafted(0, (2, 2), (2, 1)))["w"].shape == (2, 2)
+
+
+def test_a_crafted_checkpoint_on_the_command_line_is_a_located_exit_2(tmp_path, capsys):
+    from conftest import SPECS
+
+    from mnc.cli import main
+
+    path = tmp_path / "crafted.pt"
+    path.write_bytes(_crafted(0, (4,), (-1,)))
+    argv = ["compile", str(SPECS / "v2.mnet"), "--weights", str(path), "--target", "onnx", "-o", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"{path}: error: cannot read PyTorch checkpoint: ") and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
