@@ -155,6 +155,6 @@ def run_split(run: Callable, artifact, feed: dict[str, np.ndarray], split: bool)
     half = len(batch) // 2
     with process_pool("fork") as pool:
         first = pool.submit(run, artifact, {name: batch[:half]})
-        (rest,) = run(artifact, {name: batch[half:]})
-        (head,) = first.result()
-    return [np.concatenate([head, rest])]
+        rest = run(artifact, {name: batch[half:]})
+        head = first.result()
+    return [np.concatenate([h, r]) for h, r in zip(head, rest)]

@@ -42,6 +42,15 @@ def _op_label(data: dict) -> str:
 
 def summary_dict(spec: CheckedSpec, config: Config, graph: Graph) -> dict:
     rows = layers(graph)
+    part_of_stage = {f"stage{row.index}": row.part for row in spec.rows}
+    parts: dict[str, dict] = {}
+    for r in rows:
+        part = part_of_stage.get(r["name"].split(".")[0], "")
+        r["part"] = part
+        total = parts.setdefault(part, {"name": part, "layers": 0, "params": 0, "macs": 0})
+        total["layers"] += 1
+        total["params"] += r["params"]
+        total["macs"] += r["macs"]
     return {
         "name": spec.settings.name,
         "spec": spec.path,
@@ -51,8 +60,19 @@ def summary_dict(spec: CheckedSpec, config: Config, graph: Graph) -> dict:
         "classes": config.classes,
         "macs": sum(r["macs"] for r in rows),
         "params": sum(r["params"] for r in rows),
+        "outputs": [
+            {"name": name, "node": node, "shape": list(graph.node(node).shape)}
+            for node, name in zip(graph.outputs, output_names(graph))
+        ],
+        "parts": list(parts.values()) if any(parts) else [],
         "layers": rows,
     }
+
+
+def output_names(graph: Graph) -> list[str]:
+    if graph.output_labels:
+        return [graph.output_labels[o] for o in graph.outputs]
+    return ["output"]
 
 
 def _shape(shape: list[int]) -> str:
@@ -98,4 +118,12 @@ def format_table(summary: dict) -> str:
         f"{total}\ntotal: {summary['params']:,} params ({summary['params'] / 1e6:.2f} M), "
         f"{summary['macs']:,} MACs ({summary['macs'] / 1e6:.1f} M)",
     ]
+    for part in summary["parts"]:
+        out.append(
+            f"  part {part['name'] or '(unnamed)'}: {part['layers']} layers, {part['params']:,} params, "
+            f"{part['macs']:,} MACs"
+        )
+    if summary["outputs"][0]["name"] != "output":
+        for o in summary["outputs"]:
+            out.append(f"  output {o['name']}: {_shape(o['shape'])} per sample (from {o['node']})")
     return "\n".join(out)

@@ -261,8 +261,8 @@ def test_another_summation_order_gives_the_same_bytes(tmp_path, monkeypatch):
     before = build(tmp_path / "a")
     dense = kernels._dense
 
-    def reversed_channels(x, w, sh, sw, ho, wo):  # the same products, summed in the opposite order
-        return dense(x[:, ::-1], w[:, ::-1], sh, sw, ho, wo)
+    def reversed_channels(x, w, *geometry):  # the same products, summed in the opposite order
+        return dense(x[:, ::-1], w[:, ::-1], *geometry)
 
     monkeypatch.setattr(kernels, "_dense", reversed_channels)
     assert build(tmp_path / "b") == before

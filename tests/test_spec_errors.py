@@ -30,7 +30,13 @@ CASES = [
     (8, "std = 0.5, 0, 0.5", 8, 7, "'std' values must be > 0; value 2 is 0.0"),
     (8, "frobnicate = 3", 8, 1, "unknown setting 'frobnicate'"),
     (8, "batchnorm_eps = 0", 8, 17, "'batchnorm_eps' must be > 0, got 0"),
-    (9, "| operator       | t | c  | n | zzz |", 9, 33, "unknown column 'zzz'; columns are 'bn', 'c', 'exp'"),
+    (
+        9,
+        "| operator       | t | c  | n | zzz |",
+        9,
+        33,
+        "unknown column 'zzz'; columns are 'bn', 'c', 'd', 'exp', 'from'",
+    ),
     (9, "| operator       | t | c  | n | stride |", 9, 33, "unknown column 'stride'; did you mean 's'?"),
     (9, "| operator       | t | c  | n | c |", 9, 33, "column 'c' appears twice"),
     (11, "| conv2d 3x3     | - | 16 | 1 |", 11, 29, "row has 4 cells but the table header has 5 columns"),
@@ -135,7 +141,7 @@ def test_rendered_error_has_path_line_col_source_and_caret():
         load_spec_text(text, "specs/bad.mnet")
     assert info.value.render().splitlines() == [
         "specs/bad.mnet:12:3: error: unknown operator 'bottlenek'; did you mean 'bottleneck'?; "
-        "operators are 'avgpool', 'bneck', 'bottleneck', 'conv2d', 'dwsep', 'fc', 'softmax'",
+        "operators are 'avgpool', 'bneck', 'bottleneck', 'concat', 'conv2d', 'dwsep', 'fc', 'softmax', 'upsample'",
         "  | bottlenek      | 6 | 24 | 2 | 2 |",
         "    ^~~~~~~~~",
     ]

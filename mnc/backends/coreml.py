@@ -17,6 +17,7 @@ import numpy as np
 from mnc.artifact import ArtifactRecord
 from mnc.backends.coreml_exec import CoreMLProgram, coremltools, load_spec, run_coreml
 from mnc.backends.target import (
+    DENSE_PREDICTION_FEATURES,
     INPUT_NAME,
     Check,
     Choice,
@@ -26,6 +27,7 @@ from mnc.backends.target import (
     Target,
     Timer,
     layer_by_layer,
+    not_yet,
     output_name,
     read_labels,
     timing_input,
@@ -368,6 +370,8 @@ CORE_ML_AVAILABLE = platform.system() == "Darwin"
 
 
 class CoreMLTarget(Target):
+    unsupported = not_yet("Core ML", DENSE_PREDICTION_FEATURES)
+    several_outputs = False
     name = "coreml"
     suffix = ".mlpackage"
     choices = {

@@ -19,12 +19,14 @@ from mnc.backends.target import (
     Target,
     Timer,
     dequantized,
+    joined,
     layer_by_layer,
-    output_name,
+    output_names,
     timing_input,
 )
 from mnc.errors import InputError
 from mnc.ir.graph import Graph
+from mnc.ir.ops import dilation
 from mnc.quant.scheme import ACTIVATION_LEVELS, weight_qmax
 
 OPSET = 17
@@ -71,8 +73,7 @@ def build_model(
     """normalise = (mean, std): the model takes 8-bit pixels (uint8) and applies the spec's per-channel
     normalisation, (p/255 − mean)/std, itself (--image-input)."""
     (input_node,) = graph.inputs
-    (output_node,) = graph.outputs
-    names = {input_node: INPUT_NAME, output_node: output_name(graph)}
+    names = {input_node: INPUT_NAME, **dict(zip(graph.outputs, output_names(graph)))}
     e = _Emitter(names)
     network_input = INPUT_NAME
     if normalise is not None:
@@ -108,7 +109,8 @@ def build_model(
     input_type = TensorProto.UINT8 if normalise is not None else TensorProto.FLOAT
     inputs = [helper.make_tensor_value_info(INPUT_NAME, input_type, [batch, *graph.node(input_node).shape])]
     outputs = [
-        helper.make_tensor_value_info(names[output_node], TensorProto.FLOAT, [batch, *graph.node(output_node).shape])
+        helper.make_tensor_value_info(names[out], TensorProto.FLOAT, [batch, *graph.node(out).shape])
+        for out in graph.outputs
     ]
     onnx_graph = helper.make_graph(e.nodes, graph.name, inputs, outputs, initializer=e.initializers)
     model = helper.make_model(
@@ -170,6 +172,10 @@ class _Emitter:
         self.node("QuantizeLinear", [source, scale, zero_point], f"{ir_name}.q", f"{ir_name}.quantize")
         self.node("DequantizeLinear", [f"{ir_name}.q", scale, zero_point], target, f"{ir_name}.dequantize")
 
+    def int64(self, name: str, values) -> str:
+        self.initializers.append(numpy_helper.from_array(np.asarray(values, dtype=np.int64), name))
+        return name
+
     def constant(self, name: str, value: float) -> str:
         if name not in self._constants:
             self._constants.add(name)
@@ -225,7 +231,7 @@ def _conv(e: _Emitter, name: str, data, xs: list[str]) -> None:
         strides=a["stride"],
         pads=a["pads"],
         group=a["groups"],
-        dilations=[1, 1],
+        dilations=dilation(a),
     )
 
 
@@ -260,7 +266,35 @@ OPS = {
     "flatten": lambda e, n, d, xs: e.node("Flatten", xs, e.name(n), n, axis=1),
     "fc": _fc,
     "softmax": lambda e, n, d, xs: e.node("Softmax", xs, e.name(n), n, axis=1),
+    "avgpool": lambda e, n, d, xs: e.node(
+        "AveragePool", xs, e.name(n), n, kernel_shape=d.attrs["kernel"], strides=d.attrs["stride"]
+    ),
+    "resize": lambda e, n, d, xs: _resize(e, n, d, xs),
+    "concat": lambda e, n, d, xs: e.node("Concat", xs, e.name(n), n, axis=1),
+    "per_anchor": lambda e, n, d, xs: _per_anchor(e, n, d, xs),
 }
+
+
+def _resize(e: _Emitter, name: str, data, xs: list[str]) -> None:
+    # Output size given as `sizes` (not a scale): the source coordinate is then computed from the two
+    # sizes, as PyTorch's interpolate(size=…, align_corners=False) does.
+    sizes = e.int64(f"{name}.sizes", [data.shape[0], *data.attrs["size"]])
+    batch_sizes = e.node("Shape", [xs[0]], f"{name}.in_shape", f"{name}.shape", start=0, end=1)
+    full = e.node("Concat", [batch_sizes, sizes], f"{name}.out_shape", f"{name}.out_shape", axis=0)
+    e.node(
+        "Resize",
+        [xs[0], "", "", full],
+        e.name(name),
+        name,
+        mode="linear",
+        coordinate_transformation_mode="half_pixel",
+    )
+
+
+def _per_anchor(e: _Emitter, name: str, data, xs: list[str]) -> None:
+    k = data.attrs["columns"]
+    e.node("Transpose", xs, f"{name}.nhwc", f"{name}.transpose", perm=[0, 2, 3, 1])
+    e.node("Reshape", [f"{name}.nhwc", e.int64(f"{name}.shape", [0, -1, k])], e.name(name), name)
 
 
 def expected_initializers(graph: Graph) -> dict[str, np.ndarray]:
@@ -432,7 +466,8 @@ def layers_check(
     """The layer-by-layer check from an instrumented twin's results. The twin is the artifact with
     more outputs; its output must equal the artifact's bit for bit, so its tensors are the ones the
     artifact computes (ONNX Runtime fused the same kernels)."""
-    twin_output, *tensors = results
+    outputs = len(quantized.outputs)
+    twin_output, tensors = joined(results[:outputs]), results[outputs:]
     if not np.array_equal(twin_output, output):
         return Check(
             "layers",

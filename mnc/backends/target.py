@@ -187,6 +187,28 @@ class Target:
     activations: ClassVar[Mapping[str, Callable]]  # activation name → lowering
     # The activations fuse_act may fold into a conv/fc for this target (default: every fusable one).
     fused_activations: ClassVar[tuple[str, ...]] = FUSABLE
+    # IR ops (and "dilation": dilated convolutions) the target cannot express yet, with the reason;
+    # a network that uses one is refused before anything is built.
+    unsupported: ClassVar[Mapping[str, str]] = {}
+    # Whether the target's artifacts may have several outputs.
+    several_outputs: ClassVar[bool] = True
+
+    def check_network(self, graph: Graph) -> None:
+        """InputError, at the spec line of the first layer this target cannot express."""
+        for name in graph.topo():
+            node = graph.node(name)
+            feature = "dilation" if node.op == "conv" and max(node.attrs.get("dilation", [1])) > 1 else node.op
+            if feature in self.unsupported:
+                raise InputError(
+                    f"--target {self.name} cannot express layer '{name}' yet: {self.unsupported[feature]}; "
+                    "--target onnx and ort can",
+                    node.src,
+                )
+        if len(graph.outputs) > 1 and not self.several_outputs:
+            raise InputError(
+                f"--target {self.name} builds networks with one output yet; this one has {len(graph.outputs)} "
+                f"({', '.join(output_names(graph))}); --target onnx and ort take several"
+            )
 
     # ---- options ----------------------------------------------------------------------
 
@@ -239,9 +261,6 @@ class Target:
 
     # ---- artifacts ------------------------------------------------------------------------
 
-    def output_name(self, graph: Graph) -> str:
-        return output_name(graph)
-
     def layout(self, shape: tuple[int, ...]) -> list[int]:
         """A per-sample IR shape (C, H, W) as the artifact's tensors hold it (NCHW unless overridden)."""
         return list(shape)
@@ -282,12 +301,44 @@ class Target:
         return {}
 
 
+# What detection and segmentation networks add to the IR, with what a lowering of it is called.
+DENSE_PREDICTION_FEATURES = {
+    "resize": "bilinear upsampling",
+    "concat": "concatenation",
+    "per_anchor": "per-anchor reshape",
+    "avgpool": "windowed average pooling",
+    "dilation": "dilated convolution",
+}
+
+
+def not_yet(label: str, features: Mapping[str, str]) -> dict[str, str]:
+    """A Target.unsupported table: these features have no lowering in this target yet."""
+    return {feature: f"mnc's {label} lowering has no {what} yet" for feature, what in features.items()}
+
+
 INPUT_NAME = "input"  # every artifact's input, whatever the target
 
 
 def output_name(graph: Graph) -> str:
-    """What every target calls the network's output."""
+    """What every target calls a classifier's one output."""
     return "probabilities" if graph.node(graph.outputs[0]).op == "softmax" else "logits"
+
+
+def output_names(graph: Graph) -> list[str]:
+    """What every target calls the network's outputs: the spec's names for them, else a classifier's."""
+    if graph.output_labels:
+        return [graph.output_labels[o] for o in graph.outputs]
+    return [output_name(graph)]
+
+
+def joined(outputs) -> np.ndarray:
+    """A network's outputs as one array: each output flattened per sample, in order, side by side.
+    Verification compares that array element by element, so every output is checked; a network with
+    one output keeps its own shape."""
+    outputs = list(outputs)
+    if len(outputs) == 1:
+        return outputs[0]
+    return np.concatenate([np.reshape(o, (len(o), -1)) for o in outputs], axis=1)
 
 
 def read_labels(path: str, classes: int) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from mnc.artifact import ArtifactRecord
 from mnc.backends.target import (
+    DENSE_PREDICTION_FEATURES,
     INPUT_NAME,
     Check,
     Choice,
@@ -35,6 +36,7 @@ from mnc.backends.target import (
     Timer,
     dequantized,
     layer_by_layer,
+    not_yet,
     output_name,
     read_labels,
     timing_input,
@@ -670,6 +672,8 @@ def run_litert_reference(artifact, feeds: dict[str, np.ndarray]) -> list[np.ndar
 
 
 class TFLiteTarget(Target):
+    unsupported = not_yet("TFLite", DENSE_PREDICTION_FEATURES)
+    several_outputs = False
     name = "tflite"
     suffix = ".tflite"
     choices = {

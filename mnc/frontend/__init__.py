@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from mnc.errors import Collector, Loc
+from mnc.errors import Collector, Loc, did_you_mean
 from mnc.frontend.ast import CLASSES_SYMBOL, BlockDef, LayerRow
 from mnc.frontend.blocks import builtin_blocks, check_block
 from mnc.frontend.budget import Budget
@@ -63,10 +63,40 @@ def _check(ast) -> CheckedSpec:
             "the spec has no layers; add a table whose header names the columns, e.g. | operator | c | n | s |",
             ast.tables[0].header.loc if ast.tables else Loc.file(ast.path),
         )
+    if settings is not None:
+        _check_outputs(settings, rows, ast.parts, problems)
     problems.raise_if_any()
     spec = CheckedSpec(ast.path, ast.text, hashlib.sha256(ast.text.encode()).hexdigest(), settings, rows, blocks)
     _check_documented_sizes(spec)
     return spec
+
+
+def _check_outputs(settings: Settings, rows: list[LayerRow], parts, problems: Collector) -> None:
+    taps = [row.tap.name for row in rows if row.tap is not None]
+    loc = settings.locs.get("outputs")
+    for name in settings.outputs:
+        if name not in taps:
+            problems.error(
+                f"output '{name}' is not a tap" + did_you_mean(name, taps) + f"; taps are {', '.join(taps) or 'none'}",
+                loc,
+            )
+    anchors = settings.anchors
+    if anchors is not None and anchors.output not in settings.outputs:
+        problems.error(
+            f"anchors are for output '{anchors.output}', which is not one of the outputs "
+            f"({', '.join(settings.outputs) or 'none are named: set outputs = …'})",
+            anchors.loc,
+        )
+    declared: dict[str, Loc] = {}
+    for part in parts:
+        if part.name in declared:
+            problems.error(
+                f"part '{part.name}' is declared twice", part.loc, notes=[("first here", declared[part.name])]
+            )
+        declared[part.name] = part.loc
+    for name in settings.parts:
+        if not any(row.part == name for row in rows):
+            problems.error(f"part '{name}' has settings but no rows", declared.get(name, Loc.file("<spec>")))
 
 
 def _blocks(definitions: list[BlockDef], problems: Collector) -> dict[str, BlockDef]:
@@ -103,7 +133,13 @@ def _check_documented_sizes(spec: CheckedSpec) -> None:
         if row.documented_input is None:
             continue
         actual = graph.node(stage_inputs[row.index]).shape
-        actual_hwc = (actual[1], actual[2], actual[0]) if len(actual) == 3 else (1, 1, actual[0])
+        actual_hwc = (
+            (actual[1], actual[2], actual[0])
+            if len(actual) == 3
+            else (1, *actual)
+            if len(actual) == 2
+            else (1, 1, actual[0])
+        )
         written = tuple(classes if d == CLASSES_SYMBOL else d for d in row.documented_input)
         if written != actual_hwc:
             problems.error(

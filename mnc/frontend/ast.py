@@ -38,6 +38,7 @@ class Setting:
     key: str
     values: tuple[Value, ...]
     loc: Loc  # the key
+    part: str | None = None  # written under a `part` line: a setting of that part only
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,13 @@ class Row:
 class Table:
     header: Row
     rows: list[Row] = field(default_factory=list)
+    part: str = ""  # "": the network's first part, above any `part` line
+
+
+@dataclass(frozen=True)
+class PartDecl:
+    name: str
+    loc: Loc
 
 
 @dataclass
@@ -83,6 +91,7 @@ class Spec:
     settings: list[Setting]
     tables: list[Table]
     blocks: list = field(default_factory=list)  # BlockDef
+    parts: list[PartDecl] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -124,12 +133,32 @@ class BlockDef:
 
 
 @dataclass(frozen=True)
+class TapRef:
+    """A tap named in a table cell (`from`, or a parameter of type tap)."""
+
+    name: str
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class TapDef:
+    """A row's `tap` cell: `name` exports the row's output, `layer as name` one of its block's layers."""
+
+    name: str
+    layer: str | None
+    loc: Loc
+
+
+@dataclass(frozen=True)
 class LayerRow:
     index: int  # position among all table rows of the spec: the "stage" in node names
     block: str
-    values: dict  # parameter → value given by the row (channels may be CLASSES_SYMBOL)
+    values: dict  # parameter → value given by the row (channels may be CLASSES_SYMBOL; taps TapRef)
     width: str | None  # a width modifier: no_shrink or fixed
     repeats: int
     documented_input: tuple | None  # (H, W, C) as written in the input column; entries may be "k"
     loc: Loc  # the operator cell
     cell_locs: dict  # column → Loc
+    part: str = ""
+    inputs: tuple[TapRef, ...] = ()  # the `from` cell; empty: the previous row's output
+    tap: TapDef | None = None

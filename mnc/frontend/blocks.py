@@ -1,10 +1,11 @@
 """The block language: block definitions (`block NAME(params) … end`), their checks, and how a
 block used in a table row is run to emit IR.
 
-A block body is a list of primitive layers: conv, se, add, act, pool, fc, softmax. Each
-primitive composes IR ops (mnc.ir.ops says what the ops compute). Built-in blocks (conv2d,
-dwsep, bottleneck, bneck, avgpool, fc, softmax) are definitions in prelude.mnet, written in the
-same language as user blocks.
+A block body is a list of primitive layers (PRIMITIVES below). Each primitive composes IR ops
+(mnc.ir.ops says what the ops compute). A layer reads the tensor the layer above it made, or, with
+`from=`, any tensor it can name: `input` (the block's input), an earlier layer, or a tap passed as
+a parameter of type tap. Built-in blocks are definitions in prelude.mnet, written in the same
+language as user blocks.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ PARAM_TYPES = {
     "float": "a number",
     "flag": "yes or no (✓ in a table)",
     "act": f"an activation: {activations.describe_words()}, or default (the spec's)",
+    "tap": "the name of a tap (a row's exported output), or image (the network's input)",
 }
 DEFAULT_ACT = "default"
 # Activation words (lower case) → IR activation names; None: no activation; "default": the spec's.
@@ -41,6 +43,7 @@ FUNCTIONS = {
     "max": (max, (2, 8)),
 }
 BUILTIN_NAMES = ("in", "classes", "input")
+FROM = "from"  # every primitive's keyword argument: the tensor it reads instead of the current one
 
 
 @dataclass(frozen=True)
@@ -56,9 +59,10 @@ PRIMITIVES = {
     for p in [
         Primitive(
             "conv",
-            "k×k convolution to c channels, then batch norm (or a bias when bn=no), then act",
-            ("k", "c", "stride", "groups", "act", "bn"),
-            {"stride": 1, "groups": 1, "act": "default", "bn": True},
+            "k×k convolution to c channels (dilated by `dilation`), then batch norm, then act; "
+            "bias: a bias (default: when bn=no)",
+            ("k", "c", "stride", "groups", "act", "bn", "dilation", "bias"),
+            {"stride": 1, "groups": 1, "act": "default", "bn": True, "dilation": 1, "bias": None},
         ),
         Primitive(
             "se",
@@ -67,8 +71,34 @@ PRIMITIVES = {
             {"act": "relu", "gate": "hsigmoid"},
         ),
         Primitive("add", "add a named earlier tensor (`input`: the block's input) to the current one", ("skip",), {}),
+        Primitive("mul", "multiply the current tensor by a named one (a per-channel gate broadcasts)", ("other",), {}),
+        Primitive(
+            "concat",
+            "join named tensors along channels (feature maps) or rows (per-anchor predictions); "
+            "without arguments, the row's inputs (its `from` cell)",
+            (),
+            {},
+        ),
+        Primitive(
+            "upsample",
+            "bilinear resampling (half-pixel centres, PyTorch's align_corners=False) to the size of a named "
+            "tensor (`to`) or by a factor (`scale`)",
+            ("to", "scale"),
+            {"to": None, "scale": None},
+        ),
+        Primitive(
+            "per_anchor",
+            "a detection head's A·K-channel map → one row of K values per anchor, rows ordered by position then anchor",
+            ("columns",),
+            {},
+        ),
         Primitive("act", "an activation", ("fn",), {}),
-        Primitive("pool", "global average pooling", (), {}),
+        Primitive(
+            "pool",
+            "average pooling: global, or k×k windows at a stride (default k)",
+            ("k", "stride"),
+            {"k": None, "stride": None},
+        ),
         Primitive("fc", "fully connected layer with bias (flattens its input)", ("c", "act"), {"act": None}),
         Primitive("softmax", "softmax over the channels", (), {}),
     ]
@@ -92,7 +122,10 @@ def check_block(defn: BlockDef, problems: Collector) -> None:
                 + f"; types are {one_of(PARAM_TYPES)}",
                 p.loc,
             )
-        if p.default is not None:
+        if p.type == "tap":
+            if p.default is not None and p.default.kind != "name":
+                problems.error(f"the default of tap parameter '{p.name}' must name a tap", p.default.loc)
+        elif p.default is not None:
             _check_expr(p.default, set(), problems, constant=True)
         params[p.name] = p
     layer_names: set[str] = set()
@@ -114,13 +147,40 @@ def check_block(defn: BlockDef, problems: Collector) -> None:
             )
         _check_args(layer, prim, params, layer_names, problems)
         if layer.condition is not None:
-            _check_expr(layer.condition, set(params), problems)
+            _check_expr(layer.condition, {n for n, p in params.items() if p.type != "tap"}, problems)
         layer_names.add(name)
+
+
+# Arguments that name a tensor (an earlier layer, `input`, or a tap parameter), not a value.
+REFERENCES = {("add", "skip"), ("mul", "other"), ("upsample", "to")}
+
+
+def is_reference(primitive: str, key: str | None) -> bool:
+    return key == FROM or (primitive, key) in REFERENCES or primitive == "concat"
+
+
+def _check_reference(prim: str, value: Expr, params: dict, layer_names: set[str], problems: Collector) -> None:
+    taps = [p.name for p in params.values() if p.type == "tap"]
+    if value.kind != "name" or (value.value != "input" and value.value not in layer_names and value.value not in taps):
+        names = ", ".join(["input", *sorted(layer_names), *taps])
+        problems.error(
+            f"{prim}() takes the name of an earlier layer or `input`, or a parameter of type tap (here: {names})",
+            value.loc,
+        )
 
 
 def _check_args(layer: Layer, prim: Primitive, params: dict, layer_names: set[str], problems: Collector) -> None:
     given: dict[str, Expr] = {}
     for i, (key, value) in enumerate(layer.args):
+        if prim.name == "concat" and key is None:
+            _check_reference(prim.name, value, params, layer_names, problems)
+            continue
+        if key == FROM:
+            if FROM in given:
+                problems.error(f"argument 'from' of '{prim.name}' is given twice", value.loc)
+            given[FROM] = value
+            _check_reference(prim.name, value, params, layer_names, problems)
+            continue
         if key is None:
             if i >= len(prim.params):
                 problems.error(
@@ -139,15 +199,15 @@ def _check_args(layer: Layer, prim: Primitive, params: dict, layer_names: set[st
         if key in given:
             problems.error(f"argument '{key}' of '{prim.name}' is given twice", value.loc)
         given[key] = value
-        if prim.name == "add":
-            if value.kind != "name" or (value.value != "input" and value.value not in layer_names):
-                earlier = ", ".join(["input", *sorted(layer_names)])
-                problems.error(f"add() takes the name of an earlier layer or `input` (here: {earlier})", value.loc)
+        if is_reference(prim.name, key):
+            _check_reference(prim.name, value, params, layer_names, problems)
             continue
         _check_expr(value, set(params), problems)
     for key in prim.params:
         if key not in given and key not in prim.defaults:
             problems.error(f"'{prim.name}' needs its '{key}' argument ({', '.join(prim.params)})", layer.loc)
+    if prim.name == "upsample" and ("to" in given) == ("scale" in given):
+        problems.error("upsample() takes either `to` (a tensor whose size to take) or `scale`, one of them", layer.loc)
 
 
 def _check_expr(e: Expr, names: set[str], problems: Collector, constant: bool = False) -> None:
@@ -249,27 +309,39 @@ def _truth(value, e: Expr) -> bool:
 # ---- running a block ------------------------------------------------------------------------
 
 
-def run_block(defn: BlockDef, e: Emitter, args: dict, use_site: Loc) -> None:
-    """Emit the IR of one use of `defn` with its parameters bound to `args`."""
-    env = dict(args)
+def run_block(defn: BlockDef, e: Emitter, args: dict, use_site: Loc, row_inputs: list[str] | None = None) -> dict:
+    """Emit the IR of one use of `defn` with its parameters bound to `args` (tap parameters bound
+    to IR node names). `row_inputs`: what an argument-less concat() joins. Returns the IR node of
+    each layer that was built, by layer name."""
+    taps = {p.name for p in defn.params if p.type == "tap"}
+    env = {k: v for k, v in args.items() if k not in taps}
     env.update({"in": e.channels, "classes": e.config.classes})
-    named = {"input": e.current}
+    named = {"input": e.current, **{k: args[k] for k in taps}}
+    built = {}
     try:
         for layer in defn.layers:
             if layer.condition is not None and not _truth(evaluate(layer.condition, env), layer.condition):
                 continue
             prim = PRIMITIVES[layer.primitive]
-            values = {}
+            values: dict = {"inputs": []} if prim.name == "concat" else {}
             for i, (key, value) in enumerate(layer.args):
+                if prim.name == "concat" and key is None:
+                    values["inputs"].append(named[value.value])
+                    continue
                 key = key or prim.params[i]
-                values[key] = named[value.value] if prim.name == "add" else evaluate(value, env)
+                values[key] = named[value.value] if is_reference(prim.name, key) else evaluate(value, env)
             for key, default in prim.defaults.items():
                 values.setdefault(key, default)
+            if prim.name == "concat" and not values["inputs"]:
+                values["inputs"] = list(row_inputs or [e.current])
+            if FROM in values:
+                e.current = values.pop(FROM)
             name = layer.name or layer.primitive
             _EMIT[prim.name](e, name, values, layer)
-            named[name] = e.current
+            named[name] = built[name] = e.current
     except EvalError as exc:
         raise InputError(_at_use(str(exc), exc.loc, use_site)) from None
+    return built
 
 
 def _at_use(message: str, loc: Loc, use_site: Loc):
@@ -308,6 +380,7 @@ def _emit_conv(e: Emitter, name: str, v: dict, layer: Layer) -> None:
     groups = _whole(v["groups"], "groups", layer)
     if e.channels % groups or out % groups:
         raise EvalError(f"{e.channels} input and {out} output channels cannot be split into {groups} groups", layer.loc)
+    bn = _flag(v["bn"], layer)
     e.conv(
         name,
         out,
@@ -315,8 +388,47 @@ def _emit_conv(e: Emitter, name: str, v: dict, layer: Layer) -> None:
         _whole(v["stride"], "stride", layer),
         groups=groups,
         act=_act(v["act"], e, layer),
-        bn=_flag(v["bn"], layer),
+        bn=bn,
+        bias=not bn if v["bias"] is None else _flag(v["bias"], layer),
+        dilation=_whole(v["dilation"], "dilation", layer),
     )
+
+
+def _emit_pool(e: Emitter, name: str, v: dict, layer: Layer) -> None:
+    if v["k"] is None:
+        if v["stride"] is not None:
+            raise EvalError("pool(): a stride needs a window size k; without k the pooling is global", layer.loc)
+        e.op(name, "global_avgpool")
+        return
+    k = _whole(v["k"], "pooling window k", layer)
+    stride = k if v["stride"] is None else _whole(v["stride"], "stride", layer)
+    e.op(name, "avgpool", attrs={"kernel": [k, k], "stride": [stride, stride]})
+
+
+def _emit_upsample(e: Emitter, name: str, v: dict, layer: Layer) -> None:
+    shape = e.shape
+    if len(shape) != 3:
+        raise EvalError(f"upsample() needs a C×H×W feature map, got a {'×'.join(map(str, shape))} tensor", layer.loc)
+    if v["to"] is not None:
+        target = e.graph.node(v["to"]).shape
+        if len(target) != 3:
+            raise EvalError(f"upsample(to=…) names a tensor without height and width ({target})", layer.loc)
+        size = list(target[1:])
+    else:
+        scale = v["scale"]
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
+            raise EvalError(f"upsample(scale=…) must be a number > 0, got {scale!r}", layer.loc)
+        size = [int(shape[1] * scale), int(shape[2] * scale)]  # floor, as PyTorch's interpolate
+        if min(size) < 1:
+            raise EvalError(f"upsample(scale={scale:g}) of a {shape[1]}×{shape[2]} map leaves nothing", layer.loc)
+    e.op(name, "resize", attrs={"size": size})
+
+
+def _emit_mul(e: Emitter, name: str, v: dict, layer: Layer) -> None:
+    a, b = e.current, v["other"]
+    # The IR's mul is (tensor, per-channel gate): the full-size operand first.
+    inputs = [b, a] if e.graph.node(a).shape[1:] == (1, 1) and len(e.graph.node(b).shape) == 3 else [a, b]
+    e.op(name, "mul", inputs)
 
 
 def _emit_se(e: Emitter, name: str, v: dict, layer: Layer) -> None:
@@ -347,8 +459,14 @@ _EMIT = {
     "conv": _emit_conv,
     "se": _emit_se,
     "add": lambda e, name, v, layer: e.op(name, "add", [v["skip"], e.current]),
+    "mul": _emit_mul,
+    "concat": lambda e, name, v, layer: e.op(name, "concat", v["inputs"]),
+    "upsample": _emit_upsample,
+    "per_anchor": lambda e, name, v, layer: e.op(
+        name, "per_anchor", attrs={"columns": _whole(v["columns"], "columns", layer)}
+    ),
     "act": _emit_act,
-    "pool": lambda e, name, v, layer: e.op(name, "global_avgpool"),
+    "pool": _emit_pool,
     "fc": _emit_fc,
     "softmax": lambda e, name, v, layer: e.op(name, "softmax"),
 }
@@ -371,4 +489,8 @@ def builtin_blocks() -> dict[str, BlockDef]:
 
 
 def default_value(p, env: dict | None = None):
+    if p.type == "tap" and p.default is not None:
+        from mnc.frontend.ast import TapRef
+
+        return TapRef(p.default.value, p.default.loc)
     return evaluate(p.default, env or {}) if p.default is not None else None

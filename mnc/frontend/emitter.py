@@ -74,6 +74,8 @@ class Emitter:
         groups: int = 1,
         act: str | None = None,
         bn: bool = True,
+        bias: bool | None = None,
+        dilation: int = 1,
     ) -> str:
         if len(self.shape) != 3:
             raise InputError(
@@ -88,23 +90,23 @@ class Emitter:
                 f"resolution {self.config.resolution} is too small for this network",
                 self.row.cell_locs.get("s", self.row.loc),
             )
+        span = (kernel - 1) * dilation + 1  # the extent a dilated kernel covers
         pad_h, pad_w = (
-            pads_for(self.config.settings.padding, h, kernel, stride),
-            pads_for(self.config.settings.padding, w, kernel, stride),
+            pads_for(self.config.settings.padding, h, span, stride),
+            pads_for(self.config.settings.padding, w, span, stride),
         )
-        self.op(
-            layer,
-            "conv",
-            attrs={
-                "out_channels": out,
-                "kernel": [kernel, kernel],
-                "stride": [stride, stride],
-                "pads": [pad_h[0], pad_w[0], pad_h[1], pad_w[1]],
-                "groups": groups,
-                "bias": not bn,
-                "fused_act": None,
-            },
-        )
+        attrs = {
+            "out_channels": out,
+            "kernel": [kernel, kernel],
+            "stride": [stride, stride],
+            "pads": [pad_h[0], pad_w[0], pad_h[1], pad_w[1]],
+            "groups": groups,
+            "bias": not bn if bias is None else bias,
+            "fused_act": None,
+        }
+        if dilation > 1:
+            attrs["dilation"] = [dilation, dilation]
+        self.op(layer, "conv", attrs=attrs)
         if bn:
             self.op(f"{layer}.bn", "batchnorm", attrs={"eps": self.config.settings.batchnorm_eps})
         if act is not None:

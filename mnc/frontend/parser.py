@@ -16,6 +16,7 @@ from mnc.frontend.ast import (
     Expr,
     Layer,
     Param,
+    PartDecl,
     Row,
     Setting,
     Spec,
@@ -47,6 +48,7 @@ _TERMINAL_NAMES = {
     "BLOCK": "'block'",
     "END": "'end'",
     "IF": "'if'",
+    "PART": "'part'",
     "_NL": "end of line",
     "$END": "end of file",
 }
@@ -184,13 +186,20 @@ def _build(tree: lark.Tree, path: str, text: str) -> Spec:
     current: Table | None = None
     statements = tree.children
     blocks: list[BlockDef] = []
+    parts: list[PartDecl] = []
+    part = ""
     for i, stmt in enumerate(statements):
         if stmt.data == "block":
             blocks.append(_block(stmt, path))
             current = None
+        elif stmt.data == "part":
+            (name,) = stmt.children
+            part = str(name)
+            parts.append(PartDecl(part, _loc(path, name)))
+            current = None
         elif stmt.data == "setting":
             key, *values = stmt.children
-            settings.append(Setting(str(key), tuple(_value(v, path) for v in values), _loc(path, key)))
+            settings.append(Setting(str(key), tuple(_value(v, path) for v in values), _loc(path, key), part or None))
             current = None  # a table is a run of rows; a setting ends it
         elif stmt.data == "rule":
             if i == 0 or statements[i - 1].data != "row":
@@ -198,7 +207,7 @@ def _build(tree: lark.Tree, path: str, text: str) -> Spec:
         else:
             row = _row(stmt, path)
             if i + 1 < len(statements) and statements[i + 1].data == "rule":  # Markdown: header, then rule
-                current = Table(row)
+                current = Table(row, part=part)
                 tables.append(current)
             elif current is None:
                 if i > 0 and statements[i - 1].data == "row":
@@ -211,7 +220,7 @@ def _build(tree: lark.Tree, path: str, text: str) -> Spec:
             else:
                 current.rows.append(row)
     problems.raise_if_any()
-    return Spec(path, text, settings, tables, blocks)
+    return Spec(path, text, settings, tables, blocks, parts)
 
 
 # ---- block definitions --------------------------------------------------------------

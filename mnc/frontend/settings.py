@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -56,7 +57,15 @@ FIELDS: dict[str, Field] = {
     ),
     "mean": Field("floats", "per-channel mean subtracted from input pixels in [0, 1]"),
     "std": Field("floats", "per-channel standard deviation the input is divided by"),
+    "outputs": Field("names", "the network's outputs: taps, in order (default: the last row's output)", default=()),
+    "anchors": Field(
+        "anchors",
+        "default boxes of a detection output, written beside the artifact: "
+        "ssd(output=NAME, min_ratio=0.2, max_ratio=0.95, aspect_ratios=ratios(2, 3))",
+    ),
 }
+# What a `part` may set for its own rows; the rest are settings of the whole network.
+PART_FIELDS = ("activation", "batchnorm_eps", "padding", "width_rounding")
 
 
 @dataclass(frozen=True)
@@ -80,7 +89,31 @@ class Settings:
     batchnorm_eps: float
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    outputs: tuple[str, ...] = ()
+    anchors: "AnchorSpec | None" = None
     locs: dict[str, Loc] = field(default_factory=dict, compare=False)
+    # The settings each `part` changes: part name → {key: value}; its locs under "part.key".
+    parts: dict = field(default_factory=dict, compare=False)
+
+    def of_part(self, part: str) -> "Settings":
+        """The settings the rows of one part are built with."""
+        changes = self.parts.get(part)
+        return dataclasses.replace(self, **changes) if changes else self
+
+
+@dataclass(frozen=True)
+class AnchorSpec:
+    """SSD default boxes (torchvision's DefaultBoxGenerator) for one detection output."""
+
+    output: str
+    min_ratio: float
+    max_ratio: float
+    aspect_ratios: tuple[float, ...]
+    loc: Loc
+
+    @property
+    def per_location(self) -> int:
+        return 2 + 2 * len(self.aspect_ratios)
 
 
 @dataclass(frozen=True)
@@ -98,6 +131,42 @@ class Config:
 
 
 def check_settings(settings: list[Setting], problems: Collector, path: str) -> Settings | None:
+    network = [s for s in settings if s.part is None]
+    checked = _check_network_settings(network, problems, path)
+    parts = _check_part_settings([s for s in settings if s.part is not None], problems)
+    return dataclasses.replace(checked, parts=parts) if checked is not None else None
+
+
+def _check_part_settings(settings: list[Setting], problems: Collector) -> dict:
+    parts: dict[str, dict] = {}
+    seen: dict[tuple, Setting] = {}
+    for s in settings:
+        if s.key not in PART_FIELDS:
+            where = "unknown setting" if s.key not in FIELDS else "a setting of the whole network"
+            hint = did_you_mean(s.key, PART_FIELDS) if s.key not in FIELDS else ""
+            problems.error(
+                f"'{s.key}' is {where}{hint}; a part may set {one_of(PART_FIELDS)}"
+                + ("; write network settings above the first `part` line" if s.key in FIELDS else ""),
+                s.loc,
+            )
+            continue
+        if (s.part, s.key) in seen:
+            problems.error(
+                f"'{s.key}' is set twice in part '{s.part}'", s.loc, notes=[("first set here", seen[s.part, s.key].loc)]
+            )
+            continue
+        seen[s.part, s.key] = s
+        value = _convert(s, FIELDS[s.key], problems)
+        if value is None:
+            continue
+        if s.key == "batchnorm_eps" and not value > 0:
+            problems.error(f"'batchnorm_eps' must be > 0, got {value:g}", s.values[0].loc)
+            continue
+        parts.setdefault(s.part, {})[s.key] = value
+    return parts
+
+
+def _check_network_settings(settings: list[Setting], problems: Collector, path: str) -> Settings | None:
     seen: dict[str, Setting] = {}
     values: dict[str, object] = {}
     suggested: set[str] = set()  # a misspelt key already reported need not be reported missing too
@@ -141,6 +210,18 @@ def check_settings(settings: list[Setting], problems: Collector, path: str) -> S
 
 def _convert(s: Setting, spec: Field, problems: Collector):
     first = s.values[0]
+    if spec.kind == "names":
+        if any(v.kind != "name" for v in s.values):
+            problems.error(f"'{s.key}' takes names separated by commas", first.loc)
+            return None
+        names = tuple(str(v.value) for v in s.values)
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                problems.error(f"'{name}' is named twice", s.values[i].loc)
+                return None
+        return names
+    if spec.kind == "anchors":
+        return _anchors(s, problems)
     if spec.kind == "floats":
         numbers = [v.value for v in s.values if v.kind == "number"]
         if len(numbers) != len(s.values):
@@ -176,6 +257,40 @@ def _convert(s: Setting, spec: Field, problems: Collector):
             return None
         return first.value
     return _rounding(first, problems)
+
+
+ANCHOR_USAGE = "write ssd(output=NAME, min_ratio=0.2, max_ratio=0.95, aspect_ratios=ratios(2, 3))"
+
+
+def _anchors(s: Setting, problems: Collector) -> AnchorSpec | None:
+    v = s.values[0]
+    if len(s.values) > 1 or v.kind != "call" or v.value != "ssd":
+        problems.error(f"'anchors' must be ssd(...); {ANCHOR_USAGE}", v.loc)
+        return None
+    args = {}
+    for a in v.args:
+        if a.key not in ("output", "min_ratio", "max_ratio", "aspect_ratios"):
+            problems.error(f"ssd() has no argument {a.key or a.value.describe()!r}; {ANCHOR_USAGE}", a.loc)
+            return None
+        args[a.key] = a.value
+    missing = [k for k in ("output", "min_ratio", "max_ratio", "aspect_ratios") if k not in args]
+    if missing:
+        problems.error(f"ssd() needs {', '.join(missing)}; {ANCHOR_USAGE}", v.loc)
+        return None
+    ratios = args["aspect_ratios"]
+    numbers = [args["min_ratio"], args["max_ratio"], *(a.value for a in ratios.args)]
+    if args["output"].kind != "name" or ratios.kind != "call" or ratios.value != "ratios" or not ratios.args:
+        problems.error(f"'anchors': {ANCHOR_USAGE}", v.loc)
+        return None
+    for n in numbers:
+        if n.kind != "number" or not n.value > 0:
+            problems.error(f"expected a number > 0, got '{n.describe()}'", n.loc)
+            return None
+    low, high = float(args["min_ratio"].value), float(args["max_ratio"].value)
+    if not low < high <= 1:
+        problems.error(f"need 0 < min_ratio < max_ratio ≤ 1, got {low:g} and {high:g}", v.loc)
+        return None
+    return AnchorSpec(str(args["output"].value), low, high, tuple(float(a.value.value) for a in ratios.args), v.loc)
 
 
 def _rounding(v: Value, problems: Collector) -> WidthRounding | None:

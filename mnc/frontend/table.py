@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from mnc.errors import Collector, did_you_mean, one_of
-from mnc.frontend.ast import CLASSES_SYMBOL, BlockDef, Cell, LayerRow, Row, Table
+from mnc.frontend.ast import CLASSES_SYMBOL, BlockDef, Cell, LayerRow, Row, Table, TapDef, TapRef
 from mnc.frontend.blocks import ACT_WORDS, FLAG_WORDS, default_value
 from mnc.ir import activations
 
@@ -14,7 +14,11 @@ SPECIAL_COLUMNS = {
     "input": "the row's input size as the paper prints it (224² × 3); checked at α = 1, ρ = 1",
     "operator": "the block, with an optional kernel (3x3) and modifiers",
     "n": "how many times the block repeats; only the first takes the stride",
+    "from": "the tap(s) the row reads instead of the previous row's output",
+    "tap": "a name for the row's output (or `layer as name` for one of its block's layers)",
 }
+IMAGE_TAP = "image"  # the network's input, readable as a tap
+RESERVED_TAPS = (IMAGE_TAP, "input")
 # What the common parameters mean, for messages.
 PARAM_DOCS = {
     "t": "expansion factor",
@@ -24,6 +28,7 @@ PARAM_DOCS = {
     "exp": "expansion channels before width scaling",
     "se": "squeeze-and-excite, ✓ or -",
     "nl": f"activation: {activations.describe_words()}",
+    "d": "dilation of the block's k×k convolution (atrous)",
 }
 # The papers' column names.
 COLUMN_ALIASES = {"exp_size": "exp", "#out": "c", "out": "c"}
@@ -73,10 +78,69 @@ def check_tables(tables: list[Table], blocks: dict[str, BlockDef], problems: Col
                     notes=[("header is here", table.header.loc)],
                 )
                 continue
-            layer = _check_row(len(rows), dict(zip(columns, row.cells)), blocks, problems)
+            layer = _check_row(len(rows), dict(zip(columns, row.cells)), blocks, problems, table.part)
             if layer is not None:
                 rows.append(layer)
+    check_taps(rows, blocks, problems)
     return rows
+
+
+def check_taps(rows: list[LayerRow], blocks: dict[str, BlockDef], problems: Collector) -> dict[str, TapDef]:
+    """Every tap a row reads is defined by a row above it; tap names are unique. Returns the taps."""
+    taps: dict[str, TapDef] = {}
+
+    def known(ref: TapRef) -> None:
+        if ref.name not in taps and ref.name != IMAGE_TAP:
+            available = [IMAGE_TAP, *taps]
+            later = (
+                ""
+                if ref.name not in {r.tap.name for r in rows if r.tap}
+                else " (it is defined below; rows run in order)"
+            )
+            problems.error(
+                f"no tap named '{ref.name}' above this row{later}"
+                + did_you_mean(ref.name, available)
+                + f"; taps here are {', '.join(available)}",
+                ref.loc,
+            )
+
+    for row in rows:
+        for ref in row.inputs:
+            known(ref)
+        for value in row.values.values():
+            if isinstance(value, TapRef):
+                known(value)
+        block = blocks[row.block]
+        if len(row.inputs) > 1 and not takes_several_inputs(block):
+            problems.error(
+                f"'{row.block}' reads one input, but the 'from' cell names {len(row.inputs)}; "
+                "a block that joins its row's inputs uses concat() (the built-in block 'concat' does)",
+                row.inputs[1].loc,
+            )
+        tap = row.tap
+        if tap is None:
+            continue
+        if tap.name in RESERVED_TAPS:
+            problems.error(f"'{tap.name}' is a reserved name; name the tap otherwise", tap.loc)
+        elif tap.name in taps:
+            problems.error(
+                f"tap '{tap.name}' is defined twice", tap.loc, notes=[("first defined here", taps[tap.name].loc)]
+            )
+        layers = [layer.name or layer.primitive for layer in block.layers]
+        if tap.layer is not None and tap.layer not in layers:
+            problems.error(
+                f"'{row.block}' has no layer '{tap.layer}'"
+                + did_you_mean(tap.layer, layers)
+                + f"; its layers are {', '.join(layers)}",
+                tap.loc,
+            )
+        taps.setdefault(tap.name, tap)
+    return taps
+
+
+def takes_several_inputs(block: BlockDef) -> bool:
+    """A block whose body joins all its row's inputs (`concat()` without arguments)."""
+    return any(layer.primitive == "concat" and not layer.args for layer in block.layers)
 
 
 def _check_header(header: Row, known_params: set[str], problems: Collector) -> list[str] | None:
@@ -106,7 +170,7 @@ def _check_header(header: Row, known_params: set[str], problems: Collector) -> l
     return columns if ok else None
 
 
-def _check_row(index: int, cells: dict[str, Cell], blocks: dict[str, BlockDef], problems: Collector):
+def _check_row(index: int, cells: dict[str, Cell], blocks: dict[str, BlockDef], problems: Collector, part: str):
     before = len(problems.diagnostics)
     op_cell = cells["operator"]
     parsed = _operator(op_cell, blocks, problems)
@@ -175,15 +239,43 @@ def _check_row(index: int, cells: dict[str, Cell], blocks: dict[str, BlockDef], 
             )
     repeats = 1
     if "n" in cells and not cells["n"].is_empty:
-        repeats = _cell_value("n", "int", cells["n"], problems) or 1
+        repeats = _cell_value("n", "count", cells["n"], problems) or 1
     documented = None
     if "input" in cells and not cells["input"].is_empty:
         documented = _documented_shape(cells["input"], problems)
+    inputs = _tap_refs(cells["from"], problems) if "from" in cells and not cells["from"].is_empty else ()
+    tap = _tap_def(cells["tap"], problems) if "tap" in cells and not cells["tap"].is_empty else None
     if len(problems.diagnostics) != before:
         return None
     return LayerRow(
-        index, block.name, values, width, repeats, documented, op_cell.loc, {c: cell.loc for c, cell in cells.items()}
+        index,
+        block.name,
+        values,
+        width,
+        repeats,
+        documented,
+        op_cell.loc,
+        {c: cell.loc for c, cell in cells.items()},
+        part,
+        inputs,
+        tap,
     )
+
+
+def _tap_refs(cell: Cell, problems: Collector) -> tuple[TapRef, ...]:
+    names = [a for a in cell.atoms if a.kind != "COMMA"]
+    if any(a.kind != "NAME" for a in names):
+        problems.error(f"the 'from' cell names taps separated by commas, got '{cell.text}'", cell.loc)
+        return ()
+    return tuple(TapRef(a.text, a.loc) for a in names)
+
+
+def _tap_def(cell: Cell, problems: Collector) -> TapDef | None:
+    words = [a.text for a in cell.atoms]
+    if all(a.kind == "NAME" for a in cell.atoms) and (len(words) == 1 or (len(words) == 3 and words[1] == "as")):
+        return TapDef(words[-1], words[0] if len(words) == 3 else None, cell.atoms[-1].loc)
+    problems.error(f"a tap cell is a name, or `layer as name`, got '{cell.text}'", cell.loc)
+    return None
 
 
 def _operator(cell: Cell, blocks: dict[str, BlockDef], problems: Collector):
@@ -233,15 +325,21 @@ def _cell_value(column: str, kind: str | None, cell: Cell, problems: Collector):
     if kind == "act":
         word = atom.text.lower()
         if atom.kind == "NAME" and word in ACT_WORDS:
-            return ACT_WORDS[word]
+            # `linear`/`none` is a value too (no activation), not an empty cell that takes the default.
+            return activations.IDENTITY if ACT_WORDS[word] is None else ACT_WORDS[word]
         problems.error(
             f"{what} must be an activation ({activations.describe_words()}), got "
             f"'{atom.text}'" + did_you_mean(word, ACT_WORDS),
             atom.loc,
         )
         return None
-    if kind == "channels" and atom.kind == "NAME" and atom.text == CLASSES_SYMBOL:
+    if kind in ("channels", "int") and atom.kind == "NAME" and atom.text == CLASSES_SYMBOL:
         return CLASSES_SYMBOL
+    if kind == "tap":
+        if atom.kind == "NAME":
+            return TapRef(atom.text, atom.loc)
+        problems.error(f"{what} must name a tap, got '{atom.text}'", atom.loc)
+        return None
     if kind in (None, "float"):
         if atom.kind == "UNUMBER" and float(atom.text) > 0:
             return float(atom.text) if "." in atom.text or kind == "float" else int(atom.text)
@@ -249,7 +347,7 @@ def _cell_value(column: str, kind: str | None, cell: Cell, problems: Collector):
         return None
     if atom.kind == "UNUMBER" and atom.text.isdigit() and int(atom.text) >= 1:
         return int(atom.text)
-    extra = f" or '{CLASSES_SYMBOL}' (the number of classes)" if kind == "channels" else ""
+    extra = f" or '{CLASSES_SYMBOL}' (the number of classes)" if kind in ("channels", "int") else ""
     problems.error(f"{what} must be a whole number ≥ 1{extra}, got '{atom.text}'", atom.loc)
     return None
 

@@ -33,6 +33,8 @@ class Graph:
         self._g = nx.DiGraph()
         self.inputs: list[str] = []
         self.outputs: list[str] = []
+        # Output node → the name the artifact gives it, where the spec names its outputs.
+        self.output_labels: dict[str, str] = {}
 
     # ---- building ------------------------------------------------------------
 
@@ -118,6 +120,7 @@ class Graph:
                 node.op, copy.deepcopy(node.attrs), dict(node.params), node.src, node.shape, node.qparams
             )
         other.inputs, other.outputs = list(self.inputs), list(self.outputs)
+        other.output_labels = dict(self.output_labels)
         return other
 
     # ---- rewriting ---------------------------------------------------------------

@@ -57,7 +57,11 @@ register(OpDef("input", 0, infer=lambda a, ins: tuple(a["shape"]), run=lambda a,
 
 # ---- conv -------------------------------------------------------------------------
 # attrs: out_channels, kernel [kh, kw], stride [sh, sw], pads [top, left, bottom, right],
-#        groups, bias (bool), fused_act (activation name or None)
+#        groups, bias (bool), fused_act (activation name or None), dilation [dh, dw] (absent: 1, 1)
+
+
+def dilation(a: dict) -> list[int]:
+    return a.get("dilation", [1, 1])
 
 
 def _conv_infer(a: dict, ins: list[Shape]) -> Shape:
@@ -69,11 +73,13 @@ def _conv_infer(a: dict, ins: list[Shape]) -> Shape:
     if c % groups or out % groups:
         raise ShapeError(f"{c} input and {out} output channels cannot be split into {groups} groups")
     (kh, kw), (sh, sw), (top, left, bottom, right) = a["kernel"], a["stride"], a["pads"]
-    ho = (h + top + bottom - kh) // sh + 1
-    wo = (w + left + right - kw) // sw + 1
+    dh, dw = dilation(a)
+    ho = (h + top + bottom - (kh - 1) * dh - 1) // sh + 1
+    wo = (w + left + right - (kw - 1) * dw - 1) // sw + 1
     if ho < 1 or wo < 1:
+        dilated = f" dilated by {dh}" if dh > 1 else ""
         raise ShapeError(
-            f"the feature map collapses: a {kh}x{kw} kernel with stride {sh} on a {h}×{w} input "
+            f"the feature map collapses: a {kh}x{kw} kernel{dilated} with stride {sh} on a {h}×{w} input "
             f"(padded to {h + top + bottom}×{w + left + right}) leaves no output"
         )
     return (out, ho, wo)
@@ -88,7 +94,7 @@ def _conv_params(a: dict, ins: list[Shape]) -> dict[str, Shape]:
 
 
 def _conv_run(a: dict, p: dict, xs: list[np.ndarray]) -> np.ndarray:
-    y = kernels.conv2d(xs[0], p["weight"], p.get("bias"), a["stride"], a["pads"], a["groups"])
+    y = kernels.conv2d(xs[0], p["weight"], p.get("bias"), a["stride"], a["pads"], a["groups"], dilation(a))
     return activations.apply(a.get("fused_act"), y)
 
 
@@ -161,6 +167,70 @@ def _global_pool_infer(a: dict, ins: list[Shape]) -> Shape:
 
 
 register(OpDef("global_avgpool", 1, infer=_global_pool_infer, run=lambda a, p, xs: kernels.global_avgpool(xs[0])))
+
+# attrs: kernel [kh, kw], stride [sh, sw]; no padding
+
+
+def _avgpool_infer(a: dict, ins: list[Shape]) -> Shape:
+    if len(ins[0]) != 3:
+        raise ShapeError(f"pooling needs a C×H×W feature map, got shape {_fmt(ins[0])}")
+    c, h, w = ins[0]
+    (kh, kw), (sh, sw) = a["kernel"], a["stride"]
+    if kh > h or kw > w:
+        raise ShapeError(f"a {kh}×{kw} pooling window does not fit in a {h}×{w} feature map")
+    return (c, (h - kh) // sh + 1, (w - kw) // sw + 1)
+
+
+register(
+    OpDef("avgpool", 1, infer=_avgpool_infer, run=lambda a, p, xs: kernels.avgpool(xs[0], a["kernel"], a["stride"]))
+)
+
+
+# ---- resize: bilinear, half-pixel centres (align_corners false) -------------------------
+# attrs: size [H, W]
+
+
+def _resize_infer(a: dict, ins: list[Shape]) -> Shape:
+    if len(ins[0]) != 3:
+        raise ShapeError(f"upsampling needs a C×H×W feature map, got shape {_fmt(ins[0])}")
+    h, w = a["size"]
+    if h < 1 or w < 1 or h > MAX_RESIZE or w > MAX_RESIZE:
+        raise ShapeError(f"cannot resample a {_fmt(ins[0][1:])} map to {h}×{w}")
+    return (ins[0][0], h, w)
+
+
+MAX_RESIZE = 16384
+register(OpDef("resize", 1, infer=_resize_infer, run=lambda a, p, xs: kernels.resize_bilinear(xs[0], a["size"])))
+
+
+# ---- concat: along the first per-sample axis (channels of maps, rows of predictions) -------
+
+
+def _concat_infer(a: dict, ins: list[Shape]) -> Shape:
+    rest = {tuple(s[1:]) for s in ins}
+    if len(rest) != 1 or len({len(s) for s in ins}) != 1:
+        raise ShapeError(
+            "cannot concatenate tensors whose shapes differ beyond the first axis: " + ", ".join(_fmt(s) for s in ins)
+        )
+    return (sum(s[0] for s in ins), *ins[0][1:])
+
+
+register(OpDef("concat", None, infer=_concat_infer, run=lambda a, p, xs: np.concatenate(xs, axis=1)))
+
+
+# ---- per_anchor: a detection head's (A·K, H, W) map → (H·W·A, K) rows -----------------
+# attrs: columns (K)
+
+
+def _per_anchor_infer(a: dict, ins: list[Shape]) -> Shape:
+    k = a["columns"]
+    if len(ins[0]) != 3 or ins[0][0] % k:
+        raise ShapeError(f"cannot split a {_fmt(ins[0])} map into rows of {k} values per anchor")
+    c, h, w = ins[0]
+    return (h * w * c // k, k)
+
+
+register(OpDef("per_anchor", 1, infer=_per_anchor_infer, run=lambda a, p, xs: kernels.per_anchor(xs[0], a["columns"])))
 
 register(
     OpDef(

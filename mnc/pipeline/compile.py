@@ -10,9 +10,11 @@ from pathlib import Path
 
 from mnc.artifact import ArtifactRecord
 from mnc.backends import get_target, target_of, target_options
-from mnc.backends.target import INPUT_NAME, NetworkFacts, Target, TargetOptions
+from mnc.backends.target import INPUT_NAME, NetworkFacts, Target, TargetOptions, output_names
 from mnc.errors import InputError, VerificationError
 from mnc.frontend import load_spec, load_spec_text
+from mnc.frontend.anchors import SUFFIX as ANCHORS_SUFFIX
+from mnc.frontend.anchors import anchors_json
 from mnc.io import digest, output_error, publish, staged, write_atomic
 from mnc.ir.cost import graph_cost
 from mnc.ir.graph import Graph
@@ -123,12 +125,15 @@ def compile_spec(
         max_memory=max_memory,
     )
     timings = built.timings
+    backend.check_network(built.graph)
     opts = target_options(backend, options or TargetOptions(), network_facts(built))
     plan = backend.int8_plan(opts) if quantization is not None else None
     record = record_of(built, pipeline, **backend.record_fields(opts))
     out = Path(out_dir) / artifact_name(str(spec_path), built, backend)
     settings, resolution_px = built.spec.settings, built.config.resolution
     quantized = None
+    # Decided before the long work: a spec whose anchors do not fit its outputs fails at once.
+    anchor_boxes = anchors_json(built.graph, settings.anchors, resolution_px) if settings.anchors else None
     with background_pool() as pool:
         reference_future = None if plan else start_reference(built.graph, settings, resolution_px, seed, pool)
         with timings.stage("passes"):
@@ -198,7 +203,13 @@ def compile_spec(
                 report["weights"]["saved_to"] = str(save_weights)
             report["timings_s"] = timings.as_dict()
             report_path = out.with_name(out.name + REPORT_SUFFIX)
-            publish(tmp, out, report_path, report_bytes(report), backend.companions(tmp))
+            companions = backend.companions(tmp)
+            if settings.anchors is not None:
+                boxes = tmp.with_name(tmp.name + ANCHORS_SUFFIX)
+                write_atomic(boxes, anchor_boxes)
+                companions.append(boxes)
+                report["artifact"]["anchors"] = str(out.with_name(boxes.name))
+            publish(tmp, out, report_path, report_bytes(report), companions)
     return CompileResult(out, report_path, report)
 
 
@@ -214,6 +225,10 @@ def _report(
 ) -> dict:
     cost = graph_cost(built.graph)
     s, config, graph = built.spec.settings, built.config, built.graph
+    outputs = [
+        {"name": name, "shape": ["batch", *target.layout(graph.node(node).shape)]}
+        for node, name in zip(graph.outputs, output_names(optimised))
+    ]
     return {
         "mnc_version": __version__,
         "spec": {"path": str(built.spec.path), "name": s.name, "sha256": built.spec.sha256},
@@ -232,10 +247,9 @@ def _report(
             "size_bytes": size,
             "sha256": sha256,
             "input": {"name": INPUT_NAME, "shape": ["batch", *target.layout(graph.node(graph.inputs[0]).shape)]},
-            "output": {
-                "name": target.output_name(optimised),
-                "shape": ["batch", *target.layout(graph.node(graph.outputs[0]).shape)],
-            },
+            # "output": the first (for a classifier, the only) one; "outputs": every one, in order.
+            "output": outputs[0],
+            "outputs": outputs,
         },
         "verification": verification,
     }

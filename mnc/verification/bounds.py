@@ -35,7 +35,7 @@ from mnc.ir import kernels
 from mnc.ir.graph import Graph
 from mnc.ir.interpreter import Interpreter
 from mnc.ir.node import Node
-from mnc.ir.ops import OPS
+from mnc.ir.ops import OPS, dilation
 
 FP32_U = 2.0**-24
 FP16_U = 2.0**-11
@@ -117,6 +117,22 @@ class RoundingVariance(Interpreter):
             var = in_vars[0].mean(axis=(2, 3), keepdims=True) / hw + p.accumulate**2 * (xs[0] ** 2).mean(
                 axis=(2, 3), keepdims=True
             )
+        elif node.op == "avgpool":
+            a = node.attrs
+            n = a["kernel"][0] * a["kernel"][1]
+            var = kernels.avgpool(in_vars[0], a["kernel"], a["stride"]) / n + p.accumulate**2 * kernels.avgpool(
+                xs[0] ** 2, a["kernel"], a["stride"]
+            )
+        elif node.op == "resize":
+            # Each output is Σ wᵢxᵢ over 4 inputs with weights in [0, 1] (themselves rounded).
+            size = node.attrs["size"]
+            var = kernels.resize_bilinear(in_vars[0], size, squared=True) + (4 * p.accumulate) ** 2 * (
+                kernels.resize_bilinear(xs[0] ** 2, size, squared=True)
+            )
+        elif node.op == "concat":
+            var = np.concatenate(in_vars, axis=1)
+        elif node.op == "per_anchor":
+            var = kernels.per_anchor(in_vars[0], node.attrs["columns"])
         elif node.op == "flatten":
             var = in_vars[0].reshape(y.shape)
         elif node.op == "softmax":
@@ -138,8 +154,8 @@ class RoundingVariance(Interpreter):
         x, var_x = (x**2).astype(np.float32), var_x.astype(np.float32)
         if node.op == "conv":
             n = int(np.prod(params["weight"].shape[1:]))
-            terms = kernels.conv2d(x, w2, None, a["stride"], a["pads"], a["groups"])
-            carried = kernels.conv2d(var_x, w2, None, a["stride"], a["pads"], a["groups"])
+            terms = kernels.conv2d(x, w2, None, a["stride"], a["pads"], a["groups"], dilation(a))
+            carried = kernels.conv2d(var_x, w2, None, a["stride"], a["pads"], a["groups"], dilation(a))
         else:
             n = params["weight"].shape[1]
             terms = x @ w2.T

@@ -99,7 +99,7 @@ def verify_float(
         run = ExecutorRun(executor.label)
         with timings.stage("execute"):
             try:
-                (actual,) = run_split(executor.run, artifact, feed, executor.split_samples)
+                actual = reference.joined(run_split(executor.run, artifact, feed, executor.split_samples))
             except Exception as exc:  # the runtime rejected the artifact: a failed check, not a crash
                 run.error = f"{type(exc).__name__}: {exc}"
                 actual = None
@@ -110,7 +110,7 @@ def verify_float(
             if layered and i == 0:  # the executor checked layer by layer: the whole network is reported
                 run.passed = True
                 rounded, values = layers
-                first = values[rounded.outputs[0]]
+                first = reference.joined(values[o] for o in rounded.outputs)
                 if not np.array_equal(np.asarray(actual[: len(first)], np.float64).reshape(first.shape), first):
                     checks.append(
                         Check(
@@ -204,25 +204,27 @@ def verify_int8(
         fake = FakeQuantInterpreter(quantized, activations=activations).run({quantized.inputs[0]: images}, keep=True)
         fp32 = interpret(optimised, {optimised.inputs[0]: images}, keep=True)
     executor = target.executors()[0]
-    out = quantized.outputs[0]
+    fake_output = reference.joined(fake[o] for o in quantized.outputs)
     with timings.stage("execute"):
         try:
-            (output,) = run_split(executor.run, artifact, {INPUT_NAME: feed}, executor.split_samples)
+            output = reference.joined(run_split(executor.run, artifact, {INPUT_NAME: feed}, executor.split_samples))
             problem = (
                 None
-                if np.shape(output) == fake[out].shape
-                else (f"output shape {np.shape(output)} differs from the reference's {fake[out].shape}")
+                if np.shape(output) == fake_output.shape
+                else (f"output shape {np.shape(output)} differs from the reference's {fake_output.shape}")
             )
         except Exception as exc:  # the runtime rejected the artifact: a failed check, not a crash
             problem = f"{type(exc).__name__}: {exc}"
     if problem is None:
         layers = sorted(((n, sqnr(fp32[n], fake[n])) for n in quantized.topo() if n in fp32), key=lambda kv: kv[1])
-        versus_fake, versus_fp32 = _quant_metrics(output, fake[out]), _quant_metrics(output, expected)
+        versus_fake, versus_fp32 = _quant_metrics(output, fake_output), _quant_metrics(output, expected)
         checks = target.int8_checks(artifact, quantized, feed, output)
         if calibration_sample is not None and not image_input:  # an image input takes pixels, not these
             with timings.stage("execute"):
-                (own,) = run_split(executor.run, artifact, {INPUT_NAME: calibration_sample}, executor.split_samples)
-            reference_fp32 = interpret(optimised, {optimised.inputs[0]: calibration_sample})[optimised.outputs[0]]
+                own = reference.joined(
+                    run_split(executor.run, artifact, {INPUT_NAME: calibration_sample}, executor.split_samples)
+                )
+            reference_fp32 = reference.joined(interpret(optimised, {optimised.inputs[0]: calibration_sample}).values())
             versus_fp32["on_calibration_images"] = {
                 "samples": len(calibration_sample),
                 **_quant_metrics(own, reference_fp32),

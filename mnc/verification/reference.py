@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mnc.backends.target import joined
 from mnc.ir.graph import Graph
 from mnc.verification.bounds import FLOAT32, RoundingVariance
 
@@ -26,7 +27,7 @@ def reference_outputs(graph: Graph, images: np.ndarray) -> tuple[np.ndarray, np.
     # It runs beside the backend: idle intra-op threads must not spin on the core the backend needs.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    (reference,) = session.run(None, {onnx_backend.INPUT_NAME: images})
+    reference = joined(session.run(None, {onnx_backend.INPUT_NAME: images}))
     model = RoundingVariance(graph, FLOAT32)
-    (interpreted,) = model.run({graph.inputs[0]: images}).values()
-    return reference, interpreted, model.variances[graph.outputs[0]]
+    interpreted = joined(model.run({graph.inputs[0]: images}).values())
+    return reference, interpreted, joined(model.variances[o] for o in graph.outputs)

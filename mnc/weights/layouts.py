@@ -76,7 +76,13 @@ def _blocks(graph: Graph) -> "OrderedDict[str, list[str]]":
     grouped: OrderedDict[str, list[str]] = OrderedDict()
     for n in _param_nodes(graph):
         grouped.setdefault(".".join(n.split(".")[:2]), []).append(n)
-    return grouped
+    # In the order of the table's rows: a branch reading an early tap may come early in graph order.
+    return OrderedDict(sorted(grouped.items(), key=lambda kv: _row_order(kv[0])))
+
+
+def _row_order(block: str) -> tuple:
+    match = re.fullmatch(r"stage(\d+)\.block(\d+)", block)
+    return (int(match[1]), int(match[2])) if match else (-1, 0)
 
 
 def _tv_v2_slots(graph: Graph, keys: list[str]) -> list[Slot]:
@@ -184,6 +190,203 @@ TORCHVISION_MOBILENET_V3 = Layout(
     slots=_tv_v3_slots,
     classes=lambda tensors: int(tensors["classifier.3.weight"].shape[0]) if "classifier.3.weight" in tensors else None,
     ignored=lambda key: key.endswith(".num_batches_tracked"),
+)
+
+# ---- torchvision detection and segmentation on MobileNetV3-Large ---------------------------------
+# The backbone's blocks are named as in torchvision's MobileNetV3 (features.N…), under a prefix
+# that depends on the model; the heads' layers are named in the spec by their block's layer names
+# (examples/specs/{ssdlite320,lraspp,deeplabv3}_mobilenet_v3_large.mnet), mapped here onto
+# torchvision's modules.
+
+BACKBONE_LAYERS = {"conv", "expand", "dw", "se.fc1", "se.fc2", "project"}
+
+
+def _split_backbone(graph: Graph) -> tuple[Graph, list[list[str]]]:
+    """The leading blocks that are MobileNetV3 blocks (a graph view of only their nodes is not needed:
+    their slots are made by the V3 layout), and the remaining blocks' parameter nodes."""
+    blocks = list(_blocks(graph).values())
+    n = 0
+    while n < len(blocks) and all(_layer(node).removesuffix(".bn") in BACKBONE_LAYERS for node in blocks[n]):
+        n += 1
+    return blocks[:n], blocks[n:]
+
+
+def _backbone_slots(graph: Graph, blocks: list[list[str]], rename: Callable[[str], str]) -> list[Slot]:
+    backbone = set(node for nodes in blocks for node in nodes)
+    slots = _tv_v3_slots(_Restricted(graph, backbone), [])
+    return [Slot(rename(slot.key), slot.node, slot.param) for slot in slots]
+
+
+class _Restricted:
+    """The graph as the V3 layout sees it: only the backbone's parameter nodes."""
+
+    def __init__(self, graph: Graph, nodes: set[str]):
+        self.graph, self.nodes = graph, nodes
+
+    def topo(self):
+        return [n for n in self.graph.topo() if n in self.nodes or not self.graph.param_shapes(n)]
+
+    def __getattr__(self, name):
+        return getattr(self.graph, name)
+
+    def __contains__(self, name):
+        return name in self.graph
+
+
+def _layer(node: str) -> str:
+    return node.split(".", 2)[2]
+
+
+def _named_slots(graph: Graph, nodes: list[str], names: dict[str, tuple[str, str | None]]) -> list[Slot]:
+    """Slots of a head block whose layers have the given torchvision module names: layer → (conv
+    module, its batch norm's module or None)."""
+    slots: list[Slot] = []
+    for node in nodes:
+        layer = _layer(node)
+        if layer.endswith(".bn") or graph.node(node).op != "conv":
+            continue
+        if layer not in names:
+            raise InputError(
+                f"the torchvision layout has no module for layer '{layer}' of this head ({', '.join(names)})",
+                graph.node(node).src,
+            )
+        conv, bn = names[layer]
+        slots += [Slot(f"{conv}.{p}", node, p) for p in _param_names(graph, node)]
+        if bn is not None and f"{node}.bn" in graph:
+            slots += [Slot(f"{bn}.{BN_NAMES[p]}", f"{node}.bn", p) for p in _param_names(graph, f"{node}.bn")]
+    return slots
+
+
+def _tv_lraspp_slots(graph: Graph, keys: list[str]) -> list[Slot]:
+    backbone, heads = _split_backbone(graph)
+    slots = _backbone_slots(graph, backbone, lambda key: key.replace("features.", "backbone.", 1))
+    names = {
+        "cbr": ("classifier.cbr.0", "classifier.cbr.1"),
+        "scale": ("classifier.scale.1", None),
+        "high_classifier": ("classifier.high_classifier", None),
+        "low_classifier": ("classifier.low_classifier", None),
+    }
+    for nodes in heads:
+        slots += _named_slots(graph, nodes, names)
+    return slots
+
+
+def _tv_deeplabv3_slots(graph: Graph, keys: list[str]) -> list[Slot]:
+    backbone, heads = _split_backbone(graph)
+    slots = _backbone_slots(graph, backbone, lambda key: key.replace("features.", "backbone.", 1))
+    aspp = {f"b{i}": (f"classifier.0.convs.{i}.0", f"classifier.0.convs.{i}.1") for i in range(4)}
+    aspp["pooled"] = ("classifier.0.convs.4.1", "classifier.0.convs.4.2")
+    aspp["project"] = ("classifier.0.project.0", "classifier.0.project.1")
+    after = iter([{"conv": ("classifier.1", "classifier.2")}, {"conv": ("classifier.4", None)}])
+    for nodes in heads:
+        if any(_layer(n) == "b0" for n in nodes):
+            slots += _named_slots(graph, nodes, aspp)
+        else:
+            slots += _named_slots(graph, nodes, next(after, {}))
+    return slots
+
+
+def _tv_ssdlite_slots(graph: Graph, keys: list[str]) -> list[Slot]:
+    backbone, heads = _split_backbone(graph)
+    c4 = _c4_block(graph, backbone)
+
+    def rename(key: str) -> str:
+        # features.0 holds the blocks before C4 and C4's expansion layer, features.1 the rest.
+        number, _, rest = key[len("features.") :].partition(".")
+        block = int(number)
+        if block < c4:
+            return f"backbone.features.0.{block}.{rest}"
+        if block == c4:
+            unit, _, tail = rest[len("block.") :].partition(".")
+            if unit == "0":
+                return f"backbone.features.0.{block}.{tail}"
+            return f"backbone.features.1.0.{unit}.{tail}"
+        return f"backbone.features.1.{block - c4}.{rest}"
+
+    slots = _backbone_slots(graph, backbone, rename)
+    extra = 0
+    for nodes in heads:
+        layers = {_layer(n) for n in nodes}
+        if "predict" in layers:
+            head, level = _predictor(graph, nodes)
+            prefix = f"head.{head}.module_list.{level}"
+            slots += _named_slots(
+                graph, nodes, {"dw": (f"{prefix}.0.0", f"{prefix}.0.1"), "predict": (f"{prefix}.1", None)}
+            )
+        else:
+            names = {"reduce": 0, "dw": 1, "expand": 2}
+            prefix = f"backbone.extra.{extra}"
+            slots += _named_slots(graph, nodes, {k: (f"{prefix}.{i}.0", f"{prefix}.{i}.1") for k, i in names.items()})
+            extra += 1
+    return slots
+
+
+def _c4_block(graph: Graph, backbone: list[list[str]]) -> int:
+    """The backbone block whose expansion layer feeds a detection predictor (the C4 tap)."""
+    for i, nodes in enumerate(backbone):
+        for node in nodes:
+            if _layer(node) == "expand" and f"{node}.bn" in graph:
+                tapped = f"{node}.act" if f"{node}.act" in graph else f"{node}.bn"
+                if any(user.split(".")[:2] != node.split(".")[:2] for user in graph.users(tapped)):
+                    return i
+    raise InputError(
+        "the torchvision SSDLite layout needs the C4 tap: a backbone block's expansion layer read by a head"
+    )
+
+
+def _predictor(graph: Graph, nodes: list[str]) -> tuple[str, int]:
+    """(regression_head or classification_head, level) of a predictor block: which output its rows
+    reach, and at which position of that output's concatenation."""
+    block = ".".join(nodes[0].split(".")[:2])
+    rows = next((n for n in graph.topo() if n.startswith(block + ".") and graph.node(n).op == "per_anchor"), None)
+    concat = next((u for u in graph.users(rows) if graph.node(u).op == "concat"), None) if rows else None
+    label = graph.output_labels.get(concat, "") if concat else ""
+    heads = {"bbox_regression": "regression_head", "cls_logits": "classification_head"}
+    if label not in heads:
+        raise InputError(
+            "the torchvision SSDLite layout maps predictors whose rows are joined into the outputs "
+            "bbox_regression and cls_logits",
+            graph.node(nodes[0]).src,
+        )
+    return heads[label], graph.inputs_of(concat).index(rows)
+
+
+def _dense_layout(name: str, description: str, marker: str, classes, ignored=()) -> Layout:
+    return Layout(
+        name,
+        description,
+        detect=lambda keys: marker in keys,
+        slots={"torchvision_ssdlite": _tv_ssdlite_slots, "torchvision_lraspp": _tv_lraspp_slots}.get(
+            name, _tv_deeplabv3_slots
+        ),
+        classes=classes,
+        ignored=lambda key: key.endswith(".num_batches_tracked") or key.startswith(ignored),
+    )
+
+
+SSD_ANCHORS_PER_LOCATION = 6  # torchvision's DefaultBoxGenerator with aspect ratios (2, 3) on every level
+TORCHVISION_SSDLITE = _dense_layout(
+    "torchvision_ssdlite",
+    "torchvision.models.detection.ssdlite320_mobilenet_v3_large state dict",
+    "head.regression_head.module_list.0.1.weight",
+    lambda t: (
+        int(t["head.classification_head.module_list.0.1.weight"].shape[0]) // SSD_ANCHORS_PER_LOCATION
+        if "head.classification_head.module_list.0.1.weight" in t
+        else None
+    ),
+)
+TORCHVISION_LRASPP = _dense_layout(
+    "torchvision_lraspp",
+    "torchvision.models.segmentation.lraspp_mobilenet_v3_large state dict",
+    "classifier.cbr.0.weight",
+    lambda t: int(t["classifier.low_classifier.weight"].shape[0]) if "classifier.low_classifier.weight" in t else None,
+)
+TORCHVISION_DEEPLABV3 = _dense_layout(
+    "torchvision_deeplabv3",
+    "torchvision.models.segmentation.deeplabv3_mobilenet_v3_large state dict (aux_classifier.* ignored)",
+    "classifier.0.convs.0.0.weight",
+    lambda t: int(t["classifier.4.weight"].shape[0]) if "classifier.4.weight" in t else None,
+    ignored=("aux_classifier.",),
 )
 
 # ---- in order: Keras models and timm state dicts ----------------------------------------------
@@ -319,7 +522,19 @@ def _last_kernel_rows(tensors: dict, suffix: str) -> int | None:
     return int(tensors[kernels[-1]].shape[0]) if kernels else None
 
 
-LAYOUTS = {layout.name: layout for layout in (MNC, TORCHVISION_MOBILENET_V2, TORCHVISION_MOBILENET_V3, KERAS, TIMM)}
+LAYOUTS = {
+    layout.name: layout
+    for layout in (
+        MNC,
+        TORCHVISION_MOBILENET_V2,
+        TORCHVISION_MOBILENET_V3,
+        TORCHVISION_SSDLITE,
+        TORCHVISION_LRASPP,
+        TORCHVISION_DEEPLABV3,
+        KERAS,
+        TIMM,
+    )
+}
 
 
 def choose_layout(keys: set[str], name: str | None, loc) -> Layout:

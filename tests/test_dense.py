@@ -1,0 +1,276 @@
+"""Detection and segmentation as text: taps, branches, concat, bilinear upsampling, dilation, parts
+and several outputs; torchvision's SSDLite, LR-ASPP and DeepLabV3 computed from the bundled specs.
+
+Fixtures: tools/make_dense_fixtures.py (torchvision 0.29.1, seeded weights with batch-norm
+statistics from data); the outputs and parameter counts in them are torchvision's."""
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from mnc.backends.onnx import run_onnx
+from mnc.cli import main
+from mnc.errors import InputError, MncError
+from mnc.frontend import build_graph, load_spec, load_spec_text
+from mnc.frontend.anchors import default_boxes
+from mnc.ir import kernels
+from mnc.ir.cost import graph_cost
+from mnc.pipeline import compile_spec
+
+FIXTURES = ROOT / "tests" / "fixtures" / "torchvision_dense"
+EXAMPLES = ROOT / "examples" / "specs"
+MODELS = {  # spec → (fixture resolution, classes in the fixture, outputs)
+    "ssdlite320_mobilenet_v3_large": (320, 7, ("bbox_regression", "cls_logits")),
+    "lraspp_mobilenet_v3_large": (72, 3, ("out",)),
+    "deeplabv3_mobilenet_v3_large": (72, 3, ("out",)),
+}
+
+
+def _fixture(name: str):
+    resolution, classes, outputs = MODELS[name]
+    return np.load(FIXTURES / f"{name}_r{resolution}.npz"), resolution, classes, outputs
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_the_bundled_spec_computes_what_torchvision_computed_in_onnx_runtime(tmp_path, name):
+    data, resolution, classes, outputs = _fixture(name)
+    result = compile_spec(
+        EXAMPLES / f"{name}.mnet",
+        target="onnx",
+        resolution=resolution,
+        weights=FIXTURES / f"{name}.npz",
+        out_dir=tmp_path,
+    )
+    assert result.report["weights"]["layout"] == {"ssd": "torchvision_ssdlite"}.get(
+        name[:3], result.report["weights"]["layout"]
+    )
+    assert [o["name"] for o in result.report["artifact"]["outputs"]] == list(outputs)
+    actual = run_onnx(result.artifact, {"input": data["input"]})
+    for name_, got in zip(outputs, actual):
+        expected = data[name_]
+        assert got.shape == expected.shape
+        assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max(), name_
+    assert result.report["classes"] == classes  # --classes from the checkpoint's classifier
+
+
+def test_the_anchors_beside_an_ssdlite_artifact_are_torchvisions_default_boxes(tmp_path):
+    data, resolution, _, _ = _fixture("ssdlite320_mobilenet_v3_large")
+    spec = load_spec(EXAMPLES / "ssdlite320_mobilenet_v3_large.mnet")
+    graph = build_graph(spec, spec.config(resolution=resolution, classes=7))
+    boxes = default_boxes(graph, spec.settings.anchors)
+    np.testing.assert_allclose(boxes, data["anchors_cxcywh"], atol=1e-7)
+    # The file an app reads, written with the artifact.
+    result = compile_spec(EXAMPLES / "ssdlite320_mobilenet_v3_large.mnet", target="onnx", classes=3, out_dir=tmp_path)
+    written = json.loads(open(result.report["artifact"]["anchors"]).read())
+    assert written["count"] == len(boxes) == result.report["artifact"]["outputs"][0]["shape"][1]
+    np.testing.assert_allclose(np.asarray(written["boxes"]), boxes, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_parameter_counts_equal_torchvisions(name):
+    counts = json.loads((FIXTURES / "counts.json").read_text())[name]
+    spec = load_spec(EXAMPLES / f"{name}.mnet")
+    graph = build_graph(spec, spec.config(classes=counts["kwargs"]["num_classes"]))
+    assert graph_cost(graph).params == counts["total"]
+
+
+def test_summary_shows_every_output_and_what_each_part_adds(capsys):
+    assert main(["summary", str(EXAMPLES / "ssdlite320_mobilenet_v3_large.mnet"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    counts = json.loads((FIXTURES / "counts.json").read_text())["ssdlite320_mobilenet_v3_large"]
+    parts = {p["name"]: p["params"] for p in summary["parts"]}
+    assert parts == {
+        "backbone": counts["backbone.features"],
+        "extras": counts["backbone.extra"],
+        "head": counts["head"],
+    }
+    assert [(o["name"], o["shape"]) for o in summary["outputs"]] == [
+        ("bbox_regression", [3234, 4]),
+        ("cls_logits", [3234, 91]),
+    ]
+    assert main(["summary", str(EXAMPLES / "lraspp_mobilenet_v3_large.mnet")]) == 0
+    text = capsys.readouterr().out
+    assert "output out: 520×520×21 per sample" in text and "part head:" in text
+
+
+# ---- the kernels, against independent arithmetic ------------------------------------------------
+
+
+def test_a_dilated_convolution_is_the_convolution_with_the_zero_spread_kernel():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 13, 11))
+    for groups, w in ((1, rng.standard_normal((3, 4, 3, 3))), (4, rng.standard_normal((4, 1, 3, 3)))):
+        for d in (2, 5):
+            spread = np.zeros((*w.shape[:2], 2 * d + 1, 2 * d + 1))
+            spread[:, :, ::d, ::d] = w
+            pads = (d, d, d, d)
+            expected = kernels.conv2d(x, spread, None, (1, 1), pads, groups)
+            np.testing.assert_allclose(kernels.conv2d(x, w, None, (1, 1), pads, groups, (d, d)), expected, atol=1e-12)
+
+
+def test_bilinear_upsampling_has_half_pixel_centres():
+    # align_corners=False: output pixel i samples the input at (i + 0.5)·in/out − 0.5, clamped.
+    x = np.array([0.0, 1.0]).reshape(1, 1, 1, 2)
+    np.testing.assert_allclose(kernels.resize_bilinear(x, (1, 4))[0, 0, 0], [0.0, 0.25, 0.75, 1.0])
+    y = np.arange(3.0).reshape(1, 1, 3, 1)
+    np.testing.assert_allclose(kernels.resize_bilinear(y, (2, 1))[0, 0, :, 0], [0.25, 1.75])
+
+
+def test_per_anchor_rows_are_ordered_by_position_then_anchor():
+    x = np.arange(2 * 3 * 2 * 2).reshape(1, 6, 2, 2)  # A = 3 anchors × K = 2 values
+    rows = kernels.per_anchor(x, 2)[0]
+    assert rows.shape == (12, 2)
+    np.testing.assert_array_equal(rows[1], [x[0, 2, 0, 0], x[0, 3, 0, 0]])  # position (0, 0), anchor 1
+    np.testing.assert_array_equal(rows[3], [x[0, 0, 0, 1], x[0, 1, 0, 1]])  # position (0, 1), anchor 0
+
+
+# ---- the language's errors -----------------------------------------------------------------------
+
+HEADER = textwrap.dedent("""\
+    name = branches
+    input_channels = 3
+    base_resolution = 32
+    classes = 4
+    activation = relu
+    width_rounding = make_divisible(divisor=8)
+    padding = symmetric
+    """)
+
+BODY = textwrap.dedent("""\
+    | operator   | c  | s | tap  |
+    |------------|----|---|------|
+    | conv2d 3x3 | 16 | 2 | low  |
+    | conv2d 3x3 | 32 | 2 | high |
+
+    part head
+    batchnorm_eps = 0.001
+
+    | from      | operator   | to  | c  | tap |
+    |-----------|------------|-----|----|-----|
+    | high      | upsample   | low |    | up  |
+    | low, up   | concat     |     |    | cat |
+    |           | conv2d 1x1 |     | k  | out |
+    """)
+
+
+def test_a_branching_spec_builds_and_each_part_keeps_its_settings():
+    spec = load_spec_text(HEADER + "outputs = out, high\n" + BODY)
+    graph = build_graph(spec, spec.config())
+    assert [graph.node(o).shape for o in graph.outputs] == [(4, 16, 16), (32, 8, 8)]
+    assert graph.node("stage3.block0.concat").shape == (48, 16, 16)
+    eps = {n: graph.node(n).attrs["eps"] for n in graph if graph.node(n).op == "batchnorm"}
+    assert eps == {"stage0.block0.conv.bn": 1e-5, "stage1.block0.conv.bn": 1e-5, "stage4.block0.conv.bn": 0.001}
+
+
+@pytest.mark.parametrize(
+    "old,new,message",
+    [
+        (
+            "| high      | upsample",
+            "| hihg      | upsample",
+            "no tap named 'hihg' above this row; did you mean 'high'?",
+        ),
+        ("| low, up   | concat ", "| low, cat  | concat ", "(it is defined below; rows run in order)"),
+        ("|     | k  | out |", "|     | k  | low |", "tap 'low' is defined twice"),
+        (
+            "| low, up   | concat     |     |    |",
+            "| low, up   | conv2d 1x1 |     | 8  |",
+            "'conv2d' reads one input, but the 'from' cell names 2",
+        ),
+        ("batchnorm_eps = 0.001", "classes = 7", "'classes' is a setting of the whole network"),
+        ("| low |    | up  |", "| low |    | image |", "'image' is a reserved name"),
+    ],
+)
+def test_errors_of_taps_and_parts_are_located(old, new, message):
+    text = HEADER + "outputs = out\n" + BODY
+    assert old in text
+    diagnostics = [d for d in _errors(text.replace(old, new)) if d.loc]
+    assert any(message in d.message for d in diagnostics), [d.message for d in diagnostics]
+    assert all(d.loc.line > 1 for d in diagnostics)
+
+
+def test_an_output_that_is_not_a_tap_is_located():
+    (d,) = _errors(HEADER + "outputs = out, logits\n" + BODY)
+    assert "output 'logits' is not a tap" in d.message and d.loc.line == 8
+
+
+def test_a_concat_of_mismatched_sizes_is_located_at_its_row():
+    text = (
+        HEADER
+        + "outputs = out\n"
+        + BODY.replace("| high      | upsample   | low |    |", "| high      | conv2d 1x1 |     | 8  |")
+    )
+    spec = load_spec_text(text, "b.mnet")
+    with pytest.raises(InputError) as info:
+        build_graph(spec, spec.config())
+    (d,) = info.value.diagnostics
+    assert "cannot concatenate tensors whose shapes differ beyond the first axis: 16×16×16, 8×8×8" in d.message
+    assert (d.loc.line, d.loc.col) == (20, 15)  # the concat row's operator cell
+
+
+def test_an_upsample_to_an_impossible_size_is_located(tmp_path, capsys):
+    text = (
+        textwrap.dedent("""\
+        block shrink()
+            up = upsample(scale=0.01)
+        end
+        """)
+        + HEADER
+        + BODY.replace("| high      | upsample   | low |", "| high      | shrink     |     |")
+    )
+    spec = tmp_path / "s.mnet"
+    spec.write_text(text)
+    assert main(["compile", str(spec), "--target", "onnx", "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"{spec}:2:10: error: upsample(scale=0.01) of a 8×8 map leaves nothing" in err and "^" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_anchors_that_do_not_fit_the_predictions_are_located(tmp_path):
+    text = (EXAMPLES / "ssdlite320_mobilenet_v3_large.mnet").read_text().replace("ratios(2, 3)", "ratios(2)")
+    spec = tmp_path / "ssd.mnet"
+    spec.write_text(text)
+    with pytest.raises(InputError) as info:
+        compile_spec(spec, target="onnx", out_dir=tmp_path / "out")
+    (d,) = info.value.diagnostics
+    assert "predicts 6 boxes per location, but ssd() with 1 aspect ratios makes 4" in d.message
+    lines = text.splitlines()
+    assert lines[d.loc.line - 1].startswith("anchors")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def _errors(text: str) -> list:
+    with pytest.raises(MncError) as info:
+        load_spec_text(text, "b.mnet")
+    return info.value.diagnostics
+
+
+def test_int8_of_a_segmentation_network_is_verified_layer_by_layer_in_onnx_runtime(tmp_path):
+    from mnc.pipeline.quantize import Quantization
+
+    result = compile_spec(
+        EXAMPLES / "lraspp_mobilenet_v3_large.mnet",
+        target="onnx",
+        resolution=72,
+        weights=FIXTURES / "lraspp_mobilenet_v3_large.npz",
+        quantization=Quantization(ROOT / "tests" / "fixtures" / "photos" / "calib"),
+        out_dir=tmp_path,
+    )
+    layers = result.report["verification"]["layers"]
+    assert layers["verdict"] == "pass" and layers["max_lsb"] <= 1 and layers["layers"] > 90
+    assert result.report["verification"]["verdict"] == "pass"
+
+
+@pytest.mark.parametrize("target", ["coreml", "tflite"])
+def test_a_target_without_these_lowerings_refuses_at_the_layer_with_nothing_written(tmp_path, capsys, target):
+    spec = EXAMPLES / "lraspp_mobilenet_v3_large.mnet"
+    assert main(["compile", str(spec), "--target", target, "--resolution", "72", "-o", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"lraspp_mobilenet_v3_large.mnet:54:16: error: --target {target} cannot express layer 'stage13.block0.dw'"
+        in err
+    )
+    assert "Traceback" not in err and not list(tmp_path.iterdir())
