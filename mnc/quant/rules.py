@@ -6,8 +6,10 @@ from __future__ import annotations
 from mnc.ir.graph import Graph
 from mnc.ir.node import Affine
 
-# Ops whose output keeps its input's scale and zero point (their integer kernels do not requantise).
-SAME_SCALE = ("global_avgpool", "flatten")
+# Ops whose output keeps its input's scale and zero point: averages and interpolations of values
+# on one grid, and data movement (their integer kernels do not requantise; TFLite's int8 average
+# pooling, bilinear resize, reshape and transpose require it).
+SAME_SCALE = ("global_avgpool", "flatten", "avgpool", "resize", "per_anchor")
 # Softmax's and the logistic sigmoid's outputs lie in [0, 1]: the fixed scale 1/256 (zero point 0;
 # int8 runtimes' −128) that TFLite's kernels require of them.
 SOFTMAX_OUTPUT = Affine(1.0 / 256.0, 0)
