@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from mnc.backends.onnx import run_onnx
+from mnc.backends import TARGETS
+from mnc.backends.target import TargetOptions
 from mnc.cli import main
 from mnc.errors import InputError, MncError
 from mnc.frontend import build_graph, load_spec, load_spec_text
@@ -34,26 +35,56 @@ def _fixture(name: str):
     return np.load(FIXTURES / f"{name}_r{resolution}.npz"), resolution, classes, outputs
 
 
+@pytest.mark.parametrize("target", ["onnx", "coreml"])
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_the_bundled_spec_computes_what_torchvision_computed_in_onnx_runtime(tmp_path, name):
+def test_the_bundled_spec_computes_what_torchvision_computed(tmp_path, name, target):
     data, resolution, classes, outputs = _fixture(name)
     result = compile_spec(
         EXAMPLES / f"{name}.mnet",
-        target="onnx",
+        target=target,
         resolution=resolution,
         weights=FIXTURES / f"{name}.npz",
+        options=TargetOptions(precision="fp32") if target == "coreml" else None,
         out_dir=tmp_path,
     )
-    assert result.report["weights"]["layout"] == {"ssd": "torchvision_ssdlite"}.get(
-        name[:3], result.report["weights"]["layout"]
-    )
+    assert result.report["weights"]["layout"] == "torchvision_" + name.split("_")[0].removesuffix("320")
     assert [o["name"] for o in result.report["artifact"]["outputs"]] == list(outputs)
-    actual = run_onnx(result.artifact, {"input": data["input"]})
-    for name_, got in zip(outputs, actual):
-        expected = data[name_]
+    actual = TARGETS[target].executors()[0].run(result.artifact, {"input": data["input"]})
+    for output, got in zip(outputs, actual, strict=True):
+        expected = data[output]
         assert got.shape == expected.shape
-        assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max(), name_
+        assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max(), output
     assert result.report["classes"] == classes  # --classes from the checkpoint's classifier
+
+
+def test_core_ml_fp16_of_a_detection_network_verifies_layer_by_layer(tmp_path):
+    result = compile_spec(
+        EXAMPLES / "ssdlite320_mobilenet_v3_large.mnet",
+        target="coreml",
+        weights=FIXTURES / "ssdlite320_mobilenet_v3_large.npz",
+        options=TargetOptions(precision="fp16"),
+        out_dir=tmp_path,
+    )
+    layers = result.report["verification"]["layers"]
+    assert layers["verdict"] == "pass" and layers["layers"] == 138
+
+
+@pytest.mark.parametrize("target", ["onnx", "ort", "coreml"])
+def test_int8_of_a_network_with_two_outputs_is_verified_layer_by_layer(tmp_path, target):
+    from mnc.pipeline.quantize import Quantization
+
+    spec = tmp_path / "two.mnet"
+    spec.write_text(HEADER + "outputs = out, high\n" + BODY)
+    result = compile_spec(
+        spec,
+        target=target,
+        options=TargetOptions(deployment_target="iOS17") if target == "coreml" else None,
+        quantization=Quantization("synthetic", samples=8),
+        out_dir=tmp_path / "out",
+    )
+    layers = result.report["verification"]["layers"]
+    assert layers["verdict"] == "pass" and layers["max_lsb"] <= 1
+    assert [o["name"] for o in result.report["artifact"]["outputs"]] == ["out", "high"]
 
 
 def test_the_anchors_beside_an_ssdlite_artifact_are_torchvisions_default_boxes(tmp_path):
@@ -262,15 +293,3 @@ def test_int8_of_a_segmentation_network_is_verified_layer_by_layer_in_onnx_runti
     layers = result.report["verification"]["layers"]
     assert layers["verdict"] == "pass" and layers["max_lsb"] <= 1 and layers["layers"] > 90
     assert result.report["verification"]["verdict"] == "pass"
-
-
-@pytest.mark.parametrize("target", ["coreml", "tflite"])
-def test_a_target_without_these_lowerings_refuses_at_the_layer_with_nothing_written(tmp_path, capsys, target):
-    spec = EXAMPLES / "lraspp_mobilenet_v3_large.mnet"
-    assert main(["compile", str(spec), "--target", target, "--resolution", "72", "-o", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert (
-        f"lraspp_mobilenet_v3_large.mnet:54:16: error: --target {target} cannot express layer 'stage13.block0.dw'"
-        in err
-    )
-    assert "Traceback" not in err and not list(tmp_path.iterdir())

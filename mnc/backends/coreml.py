@@ -17,7 +17,6 @@ import numpy as np
 from mnc.artifact import ArtifactRecord
 from mnc.backends.coreml_exec import CoreMLProgram, coremltools, load_spec, run_coreml
 from mnc.backends.target import (
-    DENSE_PREDICTION_FEATURES,
     INPUT_NAME,
     Check,
     Choice,
@@ -27,8 +26,8 @@ from mnc.backends.target import (
     Target,
     Timer,
     layer_by_layer,
-    not_yet,
     output_name,
+    output_names,
     read_labels,
     timing_input,
 )
@@ -36,6 +35,7 @@ from mnc.errors import InputError
 from mnc.ir.activations import IDENTITY
 from mnc.ir.graph import Graph
 from mnc.ir.node import Node
+from mnc.ir.ops import dilation
 
 WEIGHT_BITS = 8  # Core ML's int8 kernels have no int16 pair sums to saturate
 # Between quantize and dequantize Core ML computes in float, and rounds the result to the grid once:
@@ -145,6 +145,10 @@ def _describe_features(spec, graph: Graph, options: CoreMLOptions) -> None:
             feature.shortDescription = "the most likely class label"
         elif feature.name == spec.description.predictedProbabilitiesName:
             feature.shortDescription = "probability of each class label"
+        elif graph.output_labels:
+            node = graph.outputs[output_names(graph).index(feature.name)]
+            shape = "×".join(map(str, (1, *graph.node(node).shape)))
+            feature.shortDescription = f"{feature.name}, {shape} float32 (the spec's output of that name)"
         else:
             feature.shortDescription = (
                 "class probabilities" if output_name(graph) == "probabilities" else "class scores (logits)"
@@ -172,12 +176,15 @@ def _program(graph: Graph, shape: tuple, target, options: CoreMLOptions):
                 op_name = _op_name(graph, name, options.precision, options.int8_activations)
                 y = OPS[data.op](mb, op_name, _typed_params(data, options.precision), xs)
                 values[name] = _quantised(mb, y, data, options, _safe(name))
-        (out,) = graph.outputs
-        if options.precision == "fp16":
-            return mb.cast(x=values[out], dtype="fp32", name=output_name(graph))
-        if options.int8_activations and graph.node(out).qparams:
-            return mb.identity(x=values[out], name=output_name(graph))
-        return values[out]
+        results = []
+        for out, label in zip(graph.outputs, output_names(graph)):
+            if options.precision == "fp16":
+                results.append(mb.cast(x=values[out], dtype="fp32", name=label))
+            elif options.int8_activations and graph.node(out).qparams:
+                results.append(mb.identity(x=values[out], name=label))
+            else:
+                results.append(values[out])
+        return results[0] if len(results) == 1 else tuple(results)
 
     return program
 
@@ -186,8 +193,9 @@ def _op_name(graph: Graph, name: str, precision: str, int8_activations: bool) ->
     """The MIL name of a node's op: the model's output name for the last one when it is the program's
     output as it stands, else the node's name; its constants are named after it (`…_weight`)."""
     quantised = int8_activations and graph.node(name).qparams is not None
-    last = name in graph.outputs and precision != "fp16" and not quantised
-    return output_name(graph) if last else _safe(name)
+    if name in graph.outputs and precision != "fp16" and not quantised:
+        return output_names(graph)[graph.outputs.index(name)]
+    return _safe(name)
 
 
 def _typed_params(data: Node, precision: str) -> Node:
@@ -275,7 +283,7 @@ def _conv(mb, name, data, xs):
         strides=a["stride"],
         pad_type="custom",
         pad=[top, bottom, left, right],
-        dilations=[1, 1],
+        dilations=dilation(a),
         groups=a["groups"],
         name=name if not a.get("fused_act") else name + "_preact",
     )
@@ -327,6 +335,27 @@ OPS = {
     "global_avgpool": lambda mb, name, data, xs: mb.reduce_mean(x=xs[0], axes=[2, 3], keep_dims=True, name=name),
     "flatten": lambda mb, name, data, xs: mb.reshape(x=xs[0], shape=[1, -1], name=name),
     "softmax": lambda mb, name, data, xs: mb.softmax(x=xs[0], axis=1, name=name),
+    "avgpool": lambda mb, name, data, xs: mb.avg_pool(
+        x=xs[0],
+        kernel_sizes=data.attrs["kernel"],
+        strides=data.attrs["stride"],
+        pad_type="valid",
+        name=name,
+    ),
+    # UNALIGN_CORNERS samples the input at (i + 0.5)·in/out − 0.5, clamped: half-pixel centres.
+    "resize": lambda mb, name, data, xs: mb.resize_bilinear(
+        x=xs[0],
+        target_size_height=data.attrs["size"][0],
+        target_size_width=data.attrs["size"][1],
+        sampling_mode="UNALIGN_CORNERS",
+        name=name,
+    ),
+    "concat": lambda mb, name, data, xs: mb.concat(values=xs, axis=1, name=name),
+    "per_anchor": lambda mb, name, data, xs: mb.reshape(
+        x=mb.transpose(x=xs[0], perm=[0, 2, 3, 1], name=name + "_nhwc"),
+        shape=[1, -1, data.attrs["columns"]],
+        name=name,
+    ),
 }
 
 
@@ -342,7 +371,8 @@ def run_native(artifact, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     spec = model.get_spec()
     image = spec.description.input[0].type.HasField("imageType")
     classify = spec.description.predictedProbabilitiesName
-    outputs = []
+    names = [o.name for o in spec.description.output]
+    outputs: list[list[np.ndarray]] = [[] for _ in names]
     for sample in batch:
         if image:
             from PIL import Image
@@ -353,10 +383,12 @@ def run_native(artifact, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         result = model.predict({name: value})
         if classify:
             scores = result[classify]
-            outputs.append(np.asarray([scores[k] for k in _labels(artifact)], dtype=np.float32))
-        else:
-            outputs.append(np.asarray(next(iter(result.values())), dtype=np.float32).reshape(-1))
-    return [np.stack(outputs)]
+            outputs[0].append(np.asarray([scores[k] for k in _labels(artifact)], dtype=np.float32))
+            continue
+        for i, output in enumerate(names):  # the program's outputs, in order, each without the batch of one
+            tensor = np.asarray(result[output], dtype=np.float32)
+            outputs[i].append(tensor.reshape(tensor.shape[1:]))
+    return [np.stack(o) for o in outputs if o]
 
 
 def _labels(artifact) -> list:
@@ -370,8 +402,6 @@ CORE_ML_AVAILABLE = platform.system() == "Darwin"
 
 
 class CoreMLTarget(Target):
-    unsupported = not_yet("Core ML", DENSE_PREDICTION_FEATURES)
-    several_outputs = False
     name = "coreml"
     suffix = ".mlpackage"
     choices = {
@@ -477,7 +507,7 @@ class CoreMLTarget(Target):
                 [np.asarray(env[names[name]], dtype=np.float64).reshape(1, -1) for env in runs]
             ).reshape(len(runs), *quantized.node(name).shape)
 
-        last = real(quantized.outputs[0]).reshape(len(runs), -1)
+        last = np.concatenate([real(o).reshape(len(runs), -1) for o in quantized.outputs], axis=1)
         if not np.array_equal(last, np.asarray(output, np.float64).reshape(len(runs), -1)):
             failure = "the executor's output is not the one of the run checked layer by layer"
             return [Check("layers", {"verdict": "fail", "error": failure}, False, failure)]

@@ -184,8 +184,7 @@ def _f(x) -> np.ndarray:
 def _conv(a):
     if str(a.get("pad_type", "custom")) != "custom":
         raise ExecutorError(f"conv pad_type '{a['pad_type']}' is not supported by mnc's Core ML executor")
-    if "dilations" in a and any(int(d) != 1 for d in np.ravel(a["dilations"])):
-        raise ExecutorError("dilated convolutions are not supported by mnc's Core ML executor")
+    dilations = [int(d) for d in np.ravel(a.get("dilations", [1, 1]))]
     top, bottom, left, right = (int(v) for v in np.ravel(a["pad"]))
     x = _f(a["x"])[None] if np.ndim(a["x"]) == 3 else _f(a["x"])
     bias = _f(a["bias"]) if "bias" in a else None
@@ -196,6 +195,7 @@ def _conv(a):
         [int(s) for s in np.ravel(a["strides"])],
         (top, left, bottom, right),
         int(a.get("groups", 1)),
+        dilations,
     )
 
 
@@ -218,6 +218,26 @@ def _linear(a):
 def _reduce_mean(a):
     axes = tuple(int(v) for v in np.ravel(a["axes"]))
     return _f(a["x"]).mean(axis=axes, keepdims=bool(a.get("keep_dims", False)))
+
+
+def _avg_pool(a):
+    if str(a.get("pad_type", "valid")) != "valid":
+        raise ExecutorError(f"avg_pool pad_type '{a['pad_type']}' is not supported by mnc's Core ML executor")
+    kernel, strides = ([int(v) for v in np.ravel(a[k])] for k in ("kernel_sizes", "strides"))
+    return kernels.avgpool(_f(a["x"]), kernel, strides)
+
+
+def _resize_bilinear(a):
+    # MIL's UNALIGN_CORNERS: the input sampled at min(in − 1, max(0, (i + 0.5)·in/out − 0.5)).
+    if str(a.get("sampling_mode", "DEFAULT")) != "UNALIGN_CORNERS":
+        raise ExecutorError(f"resize_bilinear sampling_mode '{a.get('sampling_mode', 'DEFAULT')}' is not supported")
+    size = (int(a["target_size_height"]), int(a["target_size_width"]))
+    return kernels.resize_bilinear(_f(a["x"]), size).astype(np.float32)
+
+
+def _concat(a):
+    values = a["values"] if isinstance(a["values"], list) else [a["values"]]
+    return np.concatenate([_f(v) for v in values], axis=int(a["axis"]))
 
 
 def _reshape(a):
@@ -286,6 +306,10 @@ _KERNELS = {
     "mul": lambda a: _f(a["x"]) * _f(a["y"]),
     "reduce_mean": _reduce_mean,
     "reshape": _reshape,
+    "avg_pool": _avg_pool,
+    "resize_bilinear": _resize_bilinear,
+    "concat": _concat,
+    "transpose": lambda a: np.transpose(np.asarray(a["x"]), [int(v) for v in np.ravel(a["perm"])]),
     "softmax": lambda a: kernels.softmax(_f(a["x"]), axis=int(a.get("axis", -1))),
     "identity": lambda a: np.asarray(a["x"]),
     "classify": _classify,
@@ -295,15 +319,18 @@ _KERNELS = {
 
 
 def run_coreml(package: Path, feeds: dict[str, np.ndarray], output: str | None = None) -> list[np.ndarray]:
-    """Run the saved package sample by sample (Core ML models take a batch of one) and stack the
-    tensor the network computes: the program output, or for classifiers the scores `classify` reads."""
+    """Run the saved package sample by sample (Core ML models take a batch of one) and stack each
+    tensor the network computes: the program's outputs in order, or for classifiers the scores
+    `classify` reads. Each keeps its own shape (less the batch of one)."""
     program = CoreMLProgram(package)
     (input_name,) = program.inputs
     (batch,) = feeds.values()
     classify = next((op for op in program.operations if op.type == "classify"), None)
-    target = classify.inputs["probabilities"].arguments[0].name if classify is not None else program.outputs[0]
-    results = []
+    targets = [classify.inputs["probabilities"].arguments[0].name] if classify is not None else program.outputs
+    results: list[list[np.ndarray]] = [[] for _ in targets]
     for sample in batch:
         env = program.run({input_name: sample[None]})
-        results.append(np.asarray(env[target], dtype=np.float32).reshape(-1))
-    return [np.stack(results)]
+        for i, target in enumerate(targets):
+            value = np.asarray(env[target], dtype=np.float32)
+            results[i].append(value.reshape(-1) if classify is not None else value.reshape(value.shape[1:]))
+    return [np.stack(r) for r in results]
