@@ -293,3 +293,16 @@ def test_int8_of_a_segmentation_network_is_verified_layer_by_layer_in_onnx_runti
     layers = result.report["verification"]["layers"]
     assert layers["verdict"] == "pass" and layers["max_lsb"] <= 1 and layers["layers"] > 90
     assert result.report["verification"]["verdict"] == "pass"
+
+
+def test_labels_on_a_network_that_is_not_a_classifier_is_refused(tmp_path, capsys):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\nc\n")
+    spec = EXAMPLES / "lraspp_mobilenet_v3_large.mnet"
+    argv = ["compile", str(spec), "--classes", "3", "--resolution", "72", "--target", "coreml"]
+    assert main([*argv, "--labels", str(labels), "-o", str(tmp_path / "out")]) == 2
+    assert (
+        "--labels makes a classifier, whose output is one vector of class scores; this network's output is out 3×72×72"
+        in (capsys.readouterr().err)
+    )
+    assert not (tmp_path / "out").exists()

@@ -341,6 +341,22 @@ def joined(outputs) -> np.ndarray:
     return np.concatenate([np.reshape(o, (len(o), -1)) for o in outputs], axis=1)
 
 
+def is_classifier(graph: Graph) -> bool:
+    """The network ends in one vector of class scores."""
+    return len(graph.outputs) == 1 and len(graph.node(graph.outputs[0]).shape) == 1
+
+
+def check_classifier(graph: Graph) -> None:
+    """--labels makes a classifier: the network must end in one vector of class scores."""
+    shapes = [graph.node(o).shape for o in graph.outputs]
+    if not is_classifier(graph):
+        described = ", ".join(f"{n} {'×'.join(map(str, s))}" for n, s in zip(output_names(graph), shapes))
+        raise InputError(
+            f"--labels makes a classifier, whose output is one vector of class scores; this network's "
+            f"output{'s are' if len(shapes) > 1 else ' is'} {described}"
+        )
+
+
 def read_labels(path: str, classes: int) -> tuple[str, ...]:
     """One label per line, as many as the network has classes, none empty or repeated."""
     loc = Loc.file(path)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mnc.artifact import ArtifactRecord
 from mnc.backends import get_target, target_of, target_options
-from mnc.backends.target import INPUT_NAME, NetworkFacts, Target, TargetOptions, output_names
+from mnc.backends.target import INPUT_NAME, NetworkFacts, Target, TargetOptions, check_classifier, output_names
 from mnc.errors import InputError, VerificationError
 from mnc.frontend import load_spec, load_spec_text
 from mnc.frontend.anchors import SUFFIX as ANCHORS_SUFFIX
@@ -126,6 +126,8 @@ def compile_spec(
     )
     timings = built.timings
     backend.check_network(built.graph)
+    if (options or TargetOptions()).given.get("labels"):
+        check_classifier(built.graph)
     opts = target_options(backend, options or TargetOptions(), network_facts(built))
     plan = backend.int8_plan(opts) if quantization is not None else None
     record = record_of(built, pipeline, **backend.record_fields(opts))

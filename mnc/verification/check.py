@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnc.backends.target import INPUT_NAME, Check, Target
+from mnc.backends.target import INPUT_NAME, Check, Target, is_classifier
 from mnc.ir.graph import Graph
 from mnc.ir.interpreter import run as interpret
 from mnc.parallel import run_split
@@ -106,7 +106,7 @@ def verify_float(
         if actual is not None and np.shape(actual) != expected.shape:
             run.error = f"output shape {np.shape(actual)} differs from the reference's {expected.shape}"
         elif actual is not None:
-            run.comparison = compare(actual, expected)
+            run.comparison = compare(actual, expected, is_classifier(graph))
             if layered and i == 0:  # the executor checked layer by layer: the whole network is reported
                 run.passed = True
                 rounded, values = layers
@@ -217,7 +217,9 @@ def verify_int8(
             problem = f"{type(exc).__name__}: {exc}"
     if problem is None:
         layers = sorted(((n, sqnr(fp32[n], fake[n])) for n in quantized.topo() if n in fp32), key=lambda kv: kv[1])
-        versus_fake, versus_fp32 = _quant_metrics(output, fake_output), _quant_metrics(output, expected)
+        classes = is_classifier(quantized)
+        versus_fake = _quant_metrics(output, fake_output, classes)
+        versus_fp32 = _quant_metrics(output, expected, classes)
         checks = target.int8_checks(artifact, quantized, feed, output)
         if calibration_sample is not None and not image_input:  # an image input takes pixels, not these
             with timings.stage("execute"):
@@ -227,7 +229,7 @@ def verify_int8(
             reference_fp32 = reference.joined(interpret(optimised, {optimised.inputs[0]: calibration_sample}).values())
             versus_fp32["on_calibration_images"] = {
                 "samples": len(calibration_sample),
-                **_quant_metrics(own, reference_fp32),
+                **_quant_metrics(own, reference_fp32, classes),
             }
     else:
         layers, versus_fake, versus_fp32 = [], _NO_METRICS, _NO_METRICS
@@ -257,6 +259,6 @@ def _reference_check(expected: np.ndarray, interpreted: np.ndarray, variance: np
     )
 
 
-def _quant_metrics(actual: np.ndarray, expected: np.ndarray) -> dict:
-    c = compare(actual, expected)
+def _quant_metrics(actual: np.ndarray, expected: np.ndarray, classes: bool) -> dict:
+    c = compare(actual, expected, classes)
     return {"sqnr_db": round(sqnr(expected, actual), 2), "cosine": c.cosine, "top1_agreement": c.top1_agreement}

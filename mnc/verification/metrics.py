@@ -48,16 +48,18 @@ class Comparison:
         return asdict(self)
 
 
-def compare(actual: np.ndarray, reference: np.ndarray) -> Comparison:
+def compare(actual: np.ndarray, reference: np.ndarray, classes: bool = True) -> Comparison:
     if actual.shape != reference.shape:
         raise ValueError(f"output shape {actual.shape} differs from the reference's {reference.shape}")
     a = np.asarray(actual, dtype=np.float64)
     r = np.asarray(reference, dtype=np.float64)
     if not np.all(np.isfinite(a)):
-        return Comparison(float("inf"), float("inf"), 0.0, 0.0 if a.ndim == 2 else None, float(np.abs(r).max()))
+        top1 = 0.0 if classes and a.ndim == 2 else None
+        return Comparison(float("inf"), float("inf"), 0.0, top1, float(np.abs(r).max()))
     abs_err = float(np.abs(a - r).max())
     scale = float(np.abs(r).max())
     denom = float(np.linalg.norm(a) * np.linalg.norm(r))
     cosine = float(np.dot(a.ravel(), r.ravel()) / denom) if denom > 0 else float(abs_err == 0)
-    top1 = float(np.mean(a.argmax(axis=1) == r.argmax(axis=1))) if a.ndim == 2 else None
+    # Top-1 agreement only of class scores: not of boxes, masks or several outputs joined.
+    top1 = float(np.mean(a.argmax(axis=1) == r.argmax(axis=1))) if classes and a.ndim == 2 else None
     return Comparison(abs_err, abs_err / scale if scale > 0 else abs_err, cosine, top1, scale)
