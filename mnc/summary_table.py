@@ -43,7 +43,9 @@ def _op_label(data: dict) -> str:
 def summary_dict(spec: CheckedSpec, config: Config, graph: Graph) -> dict:
     rows = layers(graph)
     part_of_stage = {f"stage{row.index}": row.part for row in spec.rows}
-    parts: dict[str, dict] = {}
+    parts: dict[str, dict] = {}  # in the spec's order
+    for row in spec.rows:
+        parts.setdefault(row.part, {"name": row.part, "layers": 0, "params": 0, "macs": 0})
     for r in rows:
         part = part_of_stage.get(r["name"].split(".")[0], "")
         r["part"] = part

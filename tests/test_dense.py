@@ -306,3 +306,105 @@ def test_labels_on_a_network_that_is_not_a_classifier_is_refused(tmp_path, capsy
         in (capsys.readouterr().err)
     )
     assert not (tmp_path / "out").exists()
+
+
+# Every construct the dense-prediction specs add, in one small network with two outputs.
+EVERY_CONSTRUCT = textwrap.dedent("""\
+    name = every_construct
+    input_channels = 3
+    base_resolution = 32
+    classes = 5
+    activation = relu
+    width_rounding = make_divisible(divisor=8)
+    padding = symmetric
+    outputs = rows, mask
+
+    block head(low: tap, c: channels)
+        atrous = conv(3, 16, dilation=2)
+        pooled = pool(k=2, stride=2, from=input)
+        gate   = conv(1, 16, bn=no, bias=no, act=sigmoid)
+        wide   = upsample(scale=2)
+        gated  = mul(atrous)
+        up     = upsample(to=low)
+        joined = concat(up, low)
+        mask   = conv(1, c, bn=no, act=none)
+    end
+
+    block rows(values: int)
+        predict = conv(1, 3 * values, bn=no, act=none)
+        rows    = per_anchor(values)
+    end
+
+    | operator   | c  | s | d | tap  |
+    |------------|----|---|---|------|
+    | conv2d 3x3 | 16 | 2 |   | low  |
+    | conv2d 3x3 | 16 | 2 | 2 | high |
+
+    part head
+    batchnorm_eps = 0.001
+
+    | from | operator | low | c | values | tap  |
+    |------|----------|-----|---|--------|------|
+    | high | head     | low | k |        | mask |
+    | high | rows     |     |   | k      | rows |
+    """)
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_every_construct_compiles_and_verifies_on_every_target(tmp_path, target):
+    spec = tmp_path / "every.mnet"
+    spec.write_text(EVERY_CONSTRUCT)
+    graph = build_graph(load_spec(spec), load_spec(spec).config())
+    assert {"resize", "concat", "per_anchor", "avgpool", "mul"} <= {graph.node(n).op for n in graph}
+    assert any(graph.node(n).attrs.get("dilation") == [2, 2] for n in graph)
+    result = compile_spec(spec, target=target, out_dir=tmp_path / "out")
+    assert result.report["verification"]["verdict"] == "pass"
+    assert [(o["name"], len(o["shape"])) for o in result.report["artifact"]["outputs"]] == [("rows", 3), ("mask", 4)]
+
+
+HEAD_BLOCK = textwrap.dedent("""\
+    block head(low: tap, c: channels)
+        a   = conv(1, c, act=relu)
+        z   = conv(1, c)                                if c > 1000
+        up  = upsample(to=low)
+        out = conv(1, c, bn=no, act=none)
+    end
+    """)
+HEAD_BODY = textwrap.dedent("""\
+    | operator   | c  | s | tap  |
+    |------------|----|---|------|
+    | conv2d 3x3 | 16 | 2 | low  |
+    | conv2d 3x3 | 32 | 2 | high |
+    | from | operator | low | c | tap |
+    |------|----------|-----|---|-----|
+    | high | head     | low | k | out |
+    """)
+
+
+@pytest.mark.parametrize(
+    "old,new,message",
+    [
+        ("a   = conv(1, c, act=relu)", "a   = conv(1, low, act=relu)", "unknown name 'low'"),
+        ("up  = upsample(to=low)", "up  = upsample(to=z)", "layer 'z' is not built in this use of the block"),
+        ("up  = upsample(to=low)", "up  = concat(a, a)", "reads the same tensor twice"),
+        ("a   = conv(1, c, act=relu)", "low = conv(1, c, act=relu)", "layer 'low' has the name of a tap parameter"),
+        ("| high | head     | low | k | out |", "| high | head     | low | k |     |", "feeds none of the network's"),
+    ],
+)
+def test_errors_inside_blocks_that_read_taps_are_located(tmp_path, capsys, old, new, message):
+    text = HEAD_BLOCK + HEADER + "outputs = out, high\n" + HEAD_BODY
+    assert old in text
+    spec = tmp_path / "h.mnet"
+    spec.write_text(
+        text.replace(old, new) if "| high | head" not in old else text.replace(old, new).replace("out, high", "high")
+    )
+    assert main(["compile", str(spec), "--target", "onnx", "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and f"{spec}:" in err and "^" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_a_row_with_an_error_does_not_make_the_rows_reading_its_tap_fail_too():
+    text = HEADER + "outputs = out\n" + BODY.replace("| conv2d 3x3 | 32 | 2 | high |", "| conv2d 3x3 | 32 | 0 | high |")
+    diagnostics = _errors(text)
+    assert len(diagnostics) == 1 and "column 's'" in diagnostics[0].message

@@ -135,43 +135,59 @@ class Check:
 
 
 def layer_by_layer(
-    quantized: Graph, real: Callable[[str], np.ndarray], executor: str, bound: float, note: str = ""
+    quantized: Graph,
+    real: Callable[[str], np.ndarray],
+    executor: str,
+    bound: float,
+    note: str = "",
+    allowance: Callable[[str, list[np.ndarray]], np.ndarray | None] | None = None,
 ) -> Check:
     """Every quantised layer against mnc's fake-quant reference of that layer, fed the artifact's own
     inputs: `real(node)` is a node's output as the artifact computed it, dequantised, in the IR's
     layout. A wrong weight, scale or layout shows at its layer, and the runtime's rounding, which
     may differ from the reference's by one step wherever a value lies near a rounding boundary,
     cannot compound through the depth of the network (end to end, such 1-step differences grow:
-    17 blocks of ImageNet-trained MobileNetV2 turn them into 0.99 cosine)."""
+    17 blocks of ImageNet-trained MobileNetV2 turn them into 0.99 cosine).
+
+    `allowance(node, inputs)`: steps per element a target's kernel may differ beyond `bound` by its
+    documented arithmetic (derived from the inputs, not measured), or None."""
     from mnc.quant.interpreter import FakeQuantInterpreter
 
     reference = FakeQuantInterpreter(quantized)
-    layers, worst = {}, ("", 0.0)
+    layers, worst, allowed = {}, ("", 0.0, 0.0), []
     for name in quantized.topo():
         node = quantized.node(name)
         if node.op == "input":
             continue
-        expected = reference.run_node(name, node, [real(p) for p in quantized.inputs_of(name)])
+        inputs = [real(p) for p in quantized.inputs_of(name)]
+        expected = reference.run_node(name, node, inputs)
         # Both sides lie on the layer's grid: count whole steps.
-        steps = float(np.rint(np.abs(real(name) - expected) / node.qparams.output.scale).max())
-        layers[name] = steps
-        worst = max(worst, (name, steps), key=lambda kv: kv[1])
+        steps = np.rint(np.abs(real(name) - expected) / node.qparams.output.scale)
+        extra = allowance(name, inputs) if allowance is not None else None
+        excess = float((steps - (extra if extra is not None else 0.0)).max())
+        if extra is not None:
+            allowed.append(name)
+        layers[name] = float(steps.max())
+        worst = max(worst, (name, excess, layers[name]), key=lambda kv: kv[1])
     passed = worst[1] <= bound
+    beyond = f", plus the derived allowance of the runtime's arithmetic on {len(allowed)} layer(s)" if allowed else ""
     return Check(
         "layers",
         {
             "executor": executor,
             "layers": len(layers),
-            "max_lsb": round(worst[1], 3),
+            "max_lsb": round(max(layers.values(), default=0.0), 3),
             "worst_layer": worst[0],
             "bound_lsb": bound,
+            **({"allowance": {"layers": allowed, "max_lsb_beyond_it": round(worst[1], 3)}} if allowed else {}),
             **({"note": note} if note else {}),
             "verdict": "pass" if passed else "fail",
         },
         passed,
-        f"layer '{worst[0]}' is {worst[1]:.1f} LSB from mnc's fake-quant reference of that layer (bound {bound:g} LSB)",
-        f"verified layer by layer with {executor}: {len(layers)} layers, at most {worst[1]:g} LSB from mnc's "
-        f"fake-quant reference of each (bound {bound:g})",
+        f"layer '{worst[0]}' is {worst[2]:.1f} LSB from mnc's fake-quant reference of that layer "
+        f"(bound {bound:g} LSB{beyond})",
+        f"verified layer by layer with {executor}: {len(layers)} layers, at most {max(layers.values(), default=0):g} "
+        f"LSB from mnc's fake-quant reference of each (bound {bound:g}{beyond})",
     )
 
 
@@ -187,28 +203,6 @@ class Target:
     activations: ClassVar[Mapping[str, Callable]]  # activation name → lowering
     # The activations fuse_act may fold into a conv/fc for this target (default: every fusable one).
     fused_activations: ClassVar[tuple[str, ...]] = FUSABLE
-    # IR ops (and "dilation": dilated convolutions) the target cannot express yet, with the reason;
-    # a network that uses one is refused before anything is built.
-    unsupported: ClassVar[Mapping[str, str]] = {}
-    # Whether the target's artifacts may have several outputs.
-    several_outputs: ClassVar[bool] = True
-
-    def check_network(self, graph: Graph) -> None:
-        """InputError, at the spec line of the first layer this target cannot express."""
-        for name in graph.topo():
-            node = graph.node(name)
-            feature = "dilation" if node.op == "conv" and max(node.attrs.get("dilation", [1])) > 1 else node.op
-            if feature in self.unsupported:
-                raise InputError(
-                    f"--target {self.name} cannot express layer '{name}' yet: {self.unsupported[feature]}; "
-                    "--target onnx and ort can",
-                    node.src,
-                )
-        if len(graph.outputs) > 1 and not self.several_outputs:
-            raise InputError(
-                f"--target {self.name} builds networks with one output yet; this one has {len(graph.outputs)} "
-                f"({', '.join(output_names(graph))}); --target onnx and ort take several"
-            )
 
     # ---- options ----------------------------------------------------------------------
 
@@ -301,21 +295,6 @@ class Target:
         return {}
 
 
-# What detection and segmentation networks add to the IR, with what a lowering of it is called.
-DENSE_PREDICTION_FEATURES = {
-    "resize": "bilinear upsampling",
-    "concat": "concatenation",
-    "per_anchor": "per-anchor reshape",
-    "avgpool": "windowed average pooling",
-    "dilation": "dilated convolution",
-}
-
-
-def not_yet(label: str, features: Mapping[str, str]) -> dict[str, str]:
-    """A Target.unsupported table: these features have no lowering in this target yet."""
-    return {feature: f"mnc's {label} lowering has no {what} yet" for feature, what in features.items()}
-
-
 INPUT_NAME = "input"  # every artifact's input, whatever the target
 
 
@@ -353,7 +332,8 @@ def check_classifier(graph: Graph) -> None:
         described = ", ".join(f"{n} {'×'.join(map(str, s))}" for n, s in zip(output_names(graph), shapes))
         raise InputError(
             f"--labels makes a classifier, whose output is one vector of class scores; this network's "
-            f"output{'s are' if len(shapes) > 1 else ' is'} {described}"
+            f"output{'s are' if len(shapes) > 1 else ' is'} {described}",
+            graph.node(graph.outputs[-1]).src,
         )
 
 

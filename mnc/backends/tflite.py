@@ -4,8 +4,11 @@ ai-edge-litert, and run by the LiteRT interpreter.
 NHWC throughout, as TFLite's kernels want it: the input is [N, H, W, C], convolution weights are
 OHWI (depthwise 1HWO), and the file holds no TRANSPOSE. Explicit pads become TFLite's SAME where
 they are SAME's, VALID where there are none, else a PAD then VALID (PyTorch's symmetric padding at
-stride 2 on even sizes). Executors take and give the reference's NCHW layout; they transpose at
-the edges, outside the model.
+stride 2 on even sizes), judged on a dilated kernel's extent (k − 1)·d + 1. Per-anchor rows are a
+RESHAPE of the NHWC map ([N, H, W, A·K] → [N, H·W·A, K] is the IR's order already); concatenation
+is along channels (axis 3) or rows (axis 1). Executors take and give the reference's NCHW layout;
+they transpose 4-D tensors at the edges, outside the model, and return every output in the graph's
+order.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from ai_edge_litert import schema_py_generated as schema
 
 from mnc.artifact import ArtifactRecord
 from mnc.backends.target import (
-    DENSE_PREDICTION_FEATURES,
     INPUT_NAME,
     Check,
     Choice,
@@ -36,14 +38,14 @@ from mnc.backends.target import (
     Timer,
     dequantized,
     layer_by_layer,
-    not_yet,
-    output_name,
+    output_names,
     read_labels,
     timing_input,
 )
 from mnc.errors import InputError
 from mnc.ir.graph import Graph
 from mnc.ir.node import Affine, Node
+from mnc.ir.ops import dilation
 from mnc.parallel import child_environment
 
 Op = schema.BuiltinOperator
@@ -56,7 +58,9 @@ PRECISIONS = ("fp32", "fp16")
 FUSED = {"relu": Act.RELU, "relu6": Act.RELU6}  # activations a conv/fc/add can carry
 # Operator versions as TensorFlow's converter sets them (tensorflow/lite/tools/versioning/op_version.cc):
 # float ops are version 1; with int8 tensors, these. DEQUANTIZE is 3 for float16 weights, 2 for int8;
-# MUL is 3 where in1_scale·in2_scale/out_scale ≥ 1. An operator code takes the highest version of its uses.
+# MUL is 3 where in1_scale·in2_scale/out_scale ≥ 1; RESIZE_BILINEAR with half-pixel centres is 3 and a
+# float dilated DEPTHWISE_CONV_2D 2, whatever the types; QUANTIZE (float → int8 or int8 → int8) is 1.
+# An operator code takes the highest version of its uses.
 INT8_VERSIONS = {
     Op.CONV_2D: 3,
     Op.DEPTHWISE_CONV_2D: 3,
@@ -70,6 +74,8 @@ INT8_VERSIONS = {
     Op.RELU: 2,
     Op.RELU6: 2,
     Op.DEQUANTIZE: 2,
+    Op.CONCATENATION: 2,
+    Op.AVERAGE_POOL_2D: 2,
 }
 # TFLite's integer kernels requantize with fixed-point multipliers and, for hard swish, logistic and
 # softmax, fixed-point approximations; the fake-quant reference rounds the exact real result once.
@@ -133,6 +139,7 @@ class _Writer:
     operators: list = field(default_factory=list)
     opcodes: dict = field(default_factory=dict)  # builtin → [index, version]
     names: dict = field(default_factory=dict)  # IR node → tensor index of its output
+    output_labels: set = field(default_factory=set)  # the names given to the model's outputs so far
 
     def tensor(
         self, name: str, shape: list[int], dtype: int = T.FLOAT32, data: bytes | None = None, quantization=None
@@ -171,8 +178,15 @@ class _Writer:
         ints = np.ascontiguousarray(layout(q.q), dtype=np.int8)
         return self.tensor(name, list(ints.shape), T.INT8, ints.tobytes(), _per_channel(q.scale, dim))
 
-    def bias(self, name: str, node: Node, channels: int) -> int:
+    def bias(self, name: str, node: Node, channels: int, x: int) -> int:
+        """A conv/fc bias (zeros where the layer has none): int32 at input·weight scale in an int8
+        model, else float (float16 behind DEQUANTIZE in an fp16 model). x: the layer's input."""
         q = node.qparams.bias if node.qparams is not None and self.int8 else None
+        weight = node.qparams.weight if node.qparams is not None and self.int8 else None
+        if q is None and weight is not None:  # no bias: int32 zeros, as TFLite's int8 kernels take them
+            scale = np.float64(self.tensors[x].quantization.scale[0]) * np.asarray(weight.scale, np.float64)
+            zeros = np.zeros(channels, np.int32)
+            return self.tensor(name, [channels], T.INT32, zeros.tobytes(), _per_channel(scale, 0))
         if q is None:
             bias = node.params["bias"] if node.attrs["bias"] else np.zeros(channels, np.float32)
             return self.constant(name, bias, weight=True)
@@ -201,7 +215,7 @@ class _Writer:
     def op(
         self, builtin: int, inputs: list[int], outputs: list[int], options_type: int = Opt.NONE, options=None
     ) -> int:
-        version = self._version(builtin, inputs, outputs)
+        version = self._version(builtin, inputs, outputs, options)
         code = self.opcodes.setdefault(builtin, [len(self.opcodes), version])
         code[1] = max(code[1], version)
         o = schema.OperatorT()
@@ -210,12 +224,15 @@ class _Writer:
         self.operators.append(o)
         return outputs[0]
 
-    def _version(self, builtin: int, inputs: list[int], outputs: list[int]) -> int:
+    def _version(self, builtin: int, inputs: list[int], outputs: list[int], options=None) -> int:
         first = self.tensors[inputs[0]]
         if builtin == Op.DEQUANTIZE:
             return 3 if first.type == T.FLOAT16 else 2
+        if builtin == Op.RESIZE_BILINEAR and options.halfPixelCenters:
+            return 3
         if first.type != T.INT8:
-            return 1
+            dilated = builtin == Op.DEPTHWISE_CONV_2D and (options.dilationHFactor, options.dilationWFactor) != (1, 1)
+            return 2 if dilated else 1
         if builtin == Op.MUL:
             scale = lambda i: np.float32(self.tensors[i].quantization.scale[0])  # noqa: E731
             return 3 if scale(inputs[0]) * scale(inputs[1]) / scale(outputs[0]) >= 1.0 else 2
@@ -315,8 +332,10 @@ def _conv(w: _Writer, graph: Graph, name: str, node: Node, xs: list[int]) -> Non
     a, p = node.attrs, node.params
     c_in, h, wd = graph.input_shapes(name)[0]
     (kh, kw), (sh, sw), (top, left, bottom, right) = a["kernel"], a["stride"], a["pads"]
+    dh, dw = dilation(a)
     x = xs[0]
-    if (top, bottom) == same_pads(h, kh, sh) and (left, right) == same_pads(wd, kw, sw):
+    # TFLite pads a dilated kernel for its extent (k − 1)·d + 1 (ComputePaddingHeightWidth).
+    if (top, bottom) == same_pads(h, (kh - 1) * dh + 1, sh) and (left, right) == same_pads(wd, (kw - 1) * dw + 1, sw):
         padding = schema.Padding.SAME
     else:
         padding = schema.Padding.VALID
@@ -325,12 +344,12 @@ def _conv(w: _Writer, graph: Graph, name: str, node: Node, xs: list[int]) -> Non
             paddings = w.int32(f"{name}.paddings", [[0, 0], [top, bottom], [left, right], [0, 0]])
             x = w.op(Op.PAD, [x, paddings], [padded], Opt.PadOptions, _options(schema.PadOptionsT))
     out_channels = p["weight"].shape[0]
-    b = w.bias(f"{name}.bias", node, out_channels)
+    b = w.bias(f"{name}.bias", node, out_channels, x)
     groups = a["groups"]
     if groups == 1:
         filt = w.weights(f"{name}.weight", node, *weight_layout(graph, name))
         options = _options(
-            schema.Conv2DOptionsT, padding=padding, strideH=sh, strideW=sw, dilationHFactor=1, dilationWFactor=1
+            schema.Conv2DOptionsT, padding=padding, strideH=sh, strideW=sw, dilationHFactor=dh, dilationWFactor=dw
         )
         builtin, options_type = Op.CONV_2D, Opt.Conv2DOptions
     elif groups == c_in:  # depthwise, with out_channels / c_in filters per input channel
@@ -341,8 +360,8 @@ def _conv(w: _Writer, graph: Graph, name: str, node: Node, xs: list[int]) -> Non
             strideH=sh,
             strideW=sw,
             depthMultiplier=out_channels // c_in,
-            dilationHFactor=1,
-            dilationWFactor=1,
+            dilationHFactor=dh,
+            dilationWFactor=dw,
         )
         builtin, options_type = Op.DEPTHWISE_CONV_2D, Opt.DepthwiseConv2DOptions
     else:
@@ -374,7 +393,7 @@ def weight_layout(graph: Graph, name: str):
 def _fc(w: _Writer, graph: Graph, name: str, node: Node, xs: list[int]) -> None:
     out_features = node.params["weight"].shape[0]
     filt = w.weights(f"{name}.weight", node, *weight_layout(graph, name))
-    b = w.bias(f"{name}.bias", node, out_features)
+    b = w.bias(f"{name}.bias", node, out_features, xs[0])
 
     def emit(out: int, act: int) -> None:
         w.op(
@@ -430,6 +449,125 @@ def _simple(builtin: int, options_type: int = Opt.NONE, options=None, extra=None
     return lower
 
 
+def _avgpool(w: _Writer, graph: Graph, name: str, node: Node, xs: list[int]) -> None:
+    (kh, kw), (sh, sw) = node.attrs["kernel"], node.attrs["stride"]
+    options = _options(
+        schema.Pool2DOptionsT,
+        padding=schema.Padding.VALID,
+        strideH=sh,
+        strideW=sw,
+        filterHeight=kh,
+        filterWidth=kw,
+        fusedActivationFunction=Act.NONE,
+    )
+    w.names[name] = w.op(Op.AVERAGE_POOL_2D, xs, [w.output(name, node)], Opt.Pool2DOptions, options)
+
+
+def _resize(w: _Writer, graph: Graph, name: str, node: Node, xs: list[int]) -> None:
+    """Bilinear with half-pixel centres: TensorFlow's half_pixel_centers, PyTorch's align_corners=False."""
+    size = w.int32(f"{name}.size", list(node.attrs["size"]))
+    options = _options(schema.ResizeBilinearOptionsT, alignCorners=False, halfPixelCenters=True)
+    w.names[name] = w.op(Op.RESIZE_BILINEAR, [xs[0], size], [w.output(name, node)], Opt.ResizeBilinearOptions, options)
+
+
+def _concat(w: _Writer, graph: Graph, name: str, node: Node, xs: list[int]) -> None:
+    """Along the IR's first per-sample axis: channels (axis 3 of NHWC maps) or rows (axis 1). TFLite's
+    int8 kernel copies bytes and requires every input on the output's grid: an input on another grid
+    is first requantised to it (QUANTIZE int8 → int8), which is what the reference computes, the
+    joined values rounded to the output's grid."""
+    out = w.output(name, node)
+    if w.int8:
+        grid = _grid(w.tensors[out])
+        xs = [
+            x
+            if _grid(w.tensors[x]) == grid
+            else w.op(
+                Op.QUANTIZE,
+                [x],
+                [w.like(f"{name}.input{i}", w.tensors[x].shape, out)],
+                Opt.QuantizeOptions,
+                _options(schema.QuantizeOptionsT),
+            )
+            for i, x in enumerate(xs)
+        ]
+    options = _options(
+        schema.ConcatenationOptionsT, axis=3 if len(node.shape) == 3 else 1, fusedActivationFunction=Act.NONE
+    )
+    w.names[name] = w.op(Op.CONCATENATION, xs, [out], Opt.ConcatenationOptions, options)
+
+
+def resize_positions(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where each output pixel samples the input along one axis: exactly (half-pixel centres), and
+    as TFLite's integer kernel does (ResizeBilinearInteger: the scale rounded to 1/1024 of a pixel,
+    positions in 1/1024 units), both clamped to the input as both kernels clamp them."""
+    i = np.arange(size_out)
+    exact = (i + 0.5) * size_in / size_out - 0.5
+    scale_10 = (1024 * size_in + size_out // 2) // size_out
+    fixed = (i * scale_10 + scale_10 // 2 - 512) / 1024
+    return np.clip(exact, 0, size_in - 1), np.clip(fixed, 0, size_in - 1)
+
+
+def resize_allowance(x: np.ndarray, size) -> np.ndarray:
+    """How far TFLite's int8 bilinear resize may be from the exact one, per output element, in the
+    input's units: bilinear interpolation moves by at most |Δposition| × the largest step between
+    neighbouring input pixels it spans, along each axis (TFLite samples at fixed-point positions
+    that differ from the exact ones unless 1024·in/out is an even integer)."""
+    n, c, h, w = x.shape
+    (ey, ry), (ex, rx) = _spans(h, size[0]), _spans(w, size[1])
+    # The input rows and columns either position reads (for the step across the other axis).
+    read_rows = np.unique(
+        np.concatenate(
+            [np.minimum(np.floor(p).astype(int) + k, h - 1) for p in resize_positions(h, size[0]) for k in (0, 1)]
+        ).reshape(-1, size[0]),
+        axis=0,
+    )
+    read_cols = np.unique(
+        np.concatenate(
+            [np.minimum(np.floor(p).astype(int) + k, w - 1) for p in resize_positions(w, size[1]) for k in (0, 1)]
+        ).reshape(-1, size[1]),
+        axis=0,
+    )
+    out = np.empty((n, c, *size), np.float32)
+    for s in range(n):  # one sample at a time: a 520² map of 21 classes is 23 MB in float32
+        sample = np.asarray(x[s], np.float32)
+        dy = np.abs(np.diff(sample, axis=1)) if h > 1 else np.zeros((c, 1, w), np.float32)
+        dx = np.abs(np.diff(sample, axis=2)) if w > 1 else np.zeros((c, h, 1), np.float32)
+        slope_y = np.zeros((c, *size), np.float32)
+        for rows in ry:  # steps between input rows r and r + 1, for each r either position spans
+            for cols in read_cols:
+                slope_y = np.maximum(slope_y, dy[:, rows][:, :, cols])
+        slope_x = np.zeros((c, *size), np.float32)
+        for cols in rx:
+            for rows in read_rows:
+                slope_x = np.maximum(slope_x, dx[:, rows][:, :, cols])
+        out[s] = ey[:, None] * slope_y + ex[None, :] * slope_x
+    return out
+
+
+def _spans(size_in: int, size_out: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Along one axis: |exact − TFLite position| per output, and the neighbour steps (r → r + 1,
+    as indices r into the input's differences) that the interval between them crosses."""
+    exact, fixed = resize_positions(size_in, size_out)
+    last = max(size_in - 2, 0)  # the last step index
+    lo = np.clip(np.floor(np.minimum(exact, fixed)).astype(int), 0, last)
+    hi = np.maximum(np.clip(np.ceil(np.maximum(exact, fixed)).astype(int) - 1, 0, last), lo)
+    return np.abs(exact - fixed), [np.minimum(lo + k, hi) for k in range(int((hi - lo).max()) + 1)]
+
+
+def _grid(t) -> tuple[float, int]:
+    """An int8 tensor's (scale, zero point) as the runtime compares them (the scale a float32)."""
+    return float(np.float32(t.quantization.scale[0])), int(t.quantization.zeroPoint[0])
+
+
+def _per_anchor(w: _Writer, graph: Graph, name: str, node: Node, xs: list[int]) -> None:
+    """(A·K, H, W) → (H·W·A, K): on NHWC data, position-major and anchor-minor already, a RESHAPE."""
+    rows, columns = node.shape
+    shape = w.int32(f"{name}.shape", [-1, rows, columns])
+    w.names[name] = w.op(
+        Op.RESHAPE, [xs[0], shape], [w.output(name, node)], Opt.ReshapeOptions, _options(schema.ReshapeOptionsT)
+    )
+
+
 OPS = {
     "conv": _conv,
     "fc": _fc,
@@ -450,6 +588,10 @@ OPS = {
         lambda w, g, n, node: [w.int32(f"{n}.shape", [-1, int(np.prod(node.shape))])],
     ),
     "softmax": _simple(Op.SOFTMAX, Opt.SoftmaxOptions, lambda: _options(schema.SoftmaxOptionsT, beta=1.0)),
+    "avgpool": _avgpool,
+    "resize": _resize,
+    "concat": _concat,
+    "per_anchor": _per_anchor,
 }
 
 
@@ -506,21 +648,11 @@ def build_model(graph: Graph, metadata: dict[str, str], options: TFLiteOptions) 
         node = graph.node(name)
         if node.op != "input":
             OPS[node.op](w, graph, name, node, [w.names[p] for p in graph.inputs_of(name)])
-    (out_node,) = graph.outputs
-    output = w.names[out_node]
-    if w.int8:  # float output
-        shape = w.tensors[output].shape
-        output = w.op(
-            Op.DEQUANTIZE,
-            [output],
-            [w.tensor(output_name(graph), shape)],
-            Opt.DequantizeOptions,
-            _options(schema.DequantizeOptionsT),
-        )
-    w.tensors[output].name = output_name(graph)
+    labels = output_names(graph)
+    outputs = [_output(w, w.names[node], label, graph_input) for node, label in zip(graph.outputs, labels)]
     subgraph = schema.SubGraphT()
     subgraph.tensors, subgraph.operators, subgraph.name = w.tensors, w.operators, "main"
-    subgraph.inputs, subgraph.outputs = [0], [output]
+    subgraph.inputs, subgraph.outputs = [0], outputs
 
     model = schema.ModelT()
     model.version, model.description = 3, options.description or "mnc"
@@ -536,11 +668,38 @@ def build_model(graph: Graph, metadata: dict[str, str], options: TFLiteOptions) 
     signature = schema.SignatureDefT()
     signature.signatureKey, signature.subgraphIndex = SIGNATURE, 0
     signature.inputs = [_options(schema.TensorMapT, name=INPUT_NAME, tensorIndex=0)]
-    signature.outputs = [_options(schema.TensorMapT, name=output_name(graph), tensorIndex=output)]
+    signature.outputs = [
+        _options(schema.TensorMapT, name=label, tensorIndex=index) for label, index in zip(labels, outputs)
+    ]
     model.signatureDefs = [signature]
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output())
+
+
+def _output(w: _Writer, x: int, label: str, graph_input: int) -> int:
+    """A network output named `label`, float: the int8 tensor dequantised, else the node's own tensor
+    renamed, or a copy of it where it is already an output or the input (one tensor, one name)."""
+    if w.int8:
+        return w.op(
+            Op.DEQUANTIZE,
+            [x],
+            [w.tensor(label, w.tensors[x].shape)],
+            Opt.DequantizeOptions,
+            _options(schema.DequantizeOptionsT),
+        )
+    if x in (0, graph_input) or w.tensors[x].name in w.output_labels:
+        shape = w.tensors[x].shape
+        x = w.op(
+            Op.RESHAPE,
+            [x, w.int32(f"{label}.shape", [-1, *shape[1:]])],
+            [w.tensor(label, shape)],
+            Opt.ReshapeOptions,
+            _options(schema.ReshapeOptionsT),
+        )
+    w.tensors[x].name = label
+    w.output_labels.add(label)
+    return x
 
 
 def _buffer(data: bytes) -> _AlignedBuffer:
@@ -578,13 +737,14 @@ def run_litert(artifact, feeds: dict[str, np.ndarray], *, reference_kernels: boo
     with _quiet_native_stderr():  # LiteRT logs "INFO: Created TensorFlow Lite XNNPACK delegate" from C++
         interpreter = Interpreter(model_path=str(artifact), num_threads=1, experimental_op_resolver_type=resolver)
         (inp,) = interpreter.get_input_details()
-        (out,) = interpreter.get_output_details()
+        outputs = interpreter.get_output_details()  # in the subgraph's order: the graph's outputs'
         interpreter.resize_tensor_input(inp["index"], list(x.shape))
         interpreter.allocate_tensors()
     interpreter.set_tensor(inp["index"], np.ascontiguousarray(x, dtype=inp["dtype"]))
     interpreter.invoke()
-    y = interpreter.get_tensor(out["index"])
-    return [np.transpose(y, (0, 3, 1, 2)) if y.ndim == 4 else y]
+    ys = [interpreter.get_tensor(out["index"]) for out in outputs]
+    # Feature maps back to NCHW; vectors [N, F] and per-anchor rows [N, rows, K] are the IR's layout.
+    return [np.transpose(y, (0, 3, 1, 2)) if y.ndim == 4 else y for y in ys]
 
 
 @contextlib.contextmanager
@@ -634,8 +794,8 @@ def _quantization(key: str) -> tuple[float, int]:
 def _child_main(mode: str, artifact: str, folder: str) -> None:
     batch = np.load(Path(folder) / "input.npy", allow_pickle=False)
     if mode == "run":
-        (output,) = run_litert(artifact, {INPUT_NAME: batch}, reference_kernels=True)
-        np.savez(Path(folder) / "output.npz", output=output)
+        outputs = run_litert(artifact, {INPUT_NAME: batch}, reference_kernels=True)
+        np.savez(Path(folder) / "output.npz", **{f"output{i}": y for i, y in enumerate(outputs)})
     else:
         np.savez(Path(folder) / "output.npz", **_int8_tensors(artifact, batch))
 
@@ -668,12 +828,11 @@ def _ignore_interrupts() -> None:
 def run_litert_reference(artifact, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     """Run a .tflite with LiteRT's reference kernels, in a child process."""
     ((_, batch),) = feeds.items()
-    return [_in_child("run", artifact, batch)["output"]]
+    found = _in_child("run", artifact, batch)
+    return [found[f"output{i}"] for i in range(len(found))]
 
 
 class TFLiteTarget(Target):
-    unsupported = not_yet("TFLite", DENSE_PREDICTION_FEATURES)
-    several_outputs = False
     name = "tflite"
     suffix = ".tflite"
     choices = {
@@ -746,9 +905,19 @@ class TFLiteTarget(Target):
                 return r.reshape(-1, h, w, c).transpose(0, 3, 1, 2).reshape(len(r), -1)
             return r
 
+        def allowance(name: str, inputs: list[np.ndarray]) -> np.ndarray | None:
+            node = quantized.node(name)
+            if node.op != "resize":
+                return None
+            return resize_allowance(inputs[0], node.attrs["size"]) / node.qparams.output.scale
+
         return [
             layer_by_layer(
-                quantized, real, "LiteRT interpreter (reference kernels), every int8 tensor", LAYER_LSB_BOUND
+                quantized,
+                real,
+                "LiteRT interpreter (reference kernels), every int8 tensor",
+                LAYER_LSB_BOUND,
+                allowance=allowance,
             )
         ]
 

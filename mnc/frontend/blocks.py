@@ -140,6 +140,11 @@ def check_block(defn: BlockDef, problems: Collector) -> None:
             )
             continue
         name = layer.name or layer.primitive
+        if name in params and params[name].type == "tap":
+            problems.error(
+                f"layer '{name}' has the name of a tap parameter of block '{defn.name}'; name it otherwise",
+                layer.name_loc or layer.loc,
+            )
         if name in layer_names:
             problems.error(
                 f"two layers named '{name}' in block '{defn.name}'; name them (`other = {layer.primitive}(…)`)",
@@ -202,7 +207,7 @@ def _check_args(layer: Layer, prim: Primitive, params: dict, layer_names: set[st
         if is_reference(prim.name, key):
             _check_reference(prim.name, value, params, layer_names, problems)
             continue
-        _check_expr(value, set(params), problems)
+        _check_expr(value, {n for n, p in params.items() if p.type != "tap"}, problems)
     for key in prim.params:
         if key not in given and key not in prim.defaults:
             problems.error(f"'{prim.name}' needs its '{key}' argument ({', '.join(prim.params)})", layer.loc)
@@ -326,10 +331,10 @@ def run_block(defn: BlockDef, e: Emitter, args: dict, use_site: Loc, row_inputs:
             values: dict = {"inputs": []} if prim.name == "concat" else {}
             for i, (key, value) in enumerate(layer.args):
                 if prim.name == "concat" and key is None:
-                    values["inputs"].append(named[value.value])
+                    values["inputs"].append(_tensor(named, value))
                     continue
                 key = key or prim.params[i]
-                values[key] = named[value.value] if is_reference(prim.name, key) else evaluate(value, env)
+                values[key] = _tensor(named, value) if is_reference(prim.name, key) else evaluate(value, env)
             for key, default in prim.defaults.items():
                 values.setdefault(key, default)
             if prim.name == "concat" and not values["inputs"]:
@@ -342,6 +347,12 @@ def run_block(defn: BlockDef, e: Emitter, args: dict, use_site: Loc, row_inputs:
     except EvalError as exc:
         raise InputError(_at_use(str(exc), exc.loc, use_site)) from None
     return built
+
+
+def _tensor(named: dict, ref: Expr) -> str:
+    if ref.value not in named:  # checked to be an earlier layer: one whose condition was false
+        raise EvalError(f"layer '{ref.value}' is not built in this use of the block (its condition is false)", ref.loc)
+    return named[ref.value]
 
 
 def _at_use(message: str, loc: Loc, use_site: Loc):

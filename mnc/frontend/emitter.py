@@ -57,6 +57,11 @@ class Emitter:
         return self.config.settings.width_rounding(c, alpha)
 
     def op(self, layer: str, op: str, inputs: list[str] | None = None, attrs: dict | None = None) -> str:
+        if inputs is not None and len(set(inputs)) != len(inputs):
+            raise InputError(
+                f"layer '{layer}' reads the same tensor twice ({', '.join(inputs)}); a layer takes each tensor once",
+                self.row.loc,
+            )
         name = self.graph.add(f"{self.prefix}.{layer}", op, inputs or [self.current], attrs=attrs, src=self.row.loc)
         infer_node(self.graph, name)
         node = self.graph.node(name)

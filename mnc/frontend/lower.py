@@ -71,6 +71,14 @@ def lower(
         graph.output_labels = {node: name for node, name in zip(graph.outputs, s.outputs)}
         if len(set(graph.outputs)) != len(graph.outputs):
             raise InputError("two of the outputs name the same tensor", s.locs["outputs"])
+        dead = graph.dead_nodes()
+        if dead:
+            first = min(dead, key=lambda n: graph.node(n).src.line)
+            raise InputError(
+                f"layer '{first}' feeds none of the network's outputs ({', '.join(s.outputs)}): "
+                "name what it computes in `outputs`, or remove it",
+                graph.node(first).src,
+            )
     else:
         graph.outputs = [e.current]
     return graph, stage_inputs

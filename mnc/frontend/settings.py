@@ -142,7 +142,7 @@ def _check_part_settings(settings: list[Setting], problems: Collector) -> dict:
     seen: dict[tuple, Setting] = {}
     for s in settings:
         if s.key not in PART_FIELDS:
-            where = "unknown setting" if s.key not in FIELDS else "a setting of the whole network"
+            where = "an unknown setting" if s.key not in FIELDS else "a setting of the whole network"
             hint = did_you_mean(s.key, PART_FIELDS) if s.key not in FIELDS else ""
             problems.error(
                 f"'{s.key}' is {where}{hint}; a part may set {one_of(PART_FIELDS)}"
@@ -271,6 +271,9 @@ def _anchors(s: Setting, problems: Collector) -> AnchorSpec | None:
     for a in v.args:
         if a.key not in ("output", "min_ratio", "max_ratio", "aspect_ratios"):
             problems.error(f"ssd() has no argument {a.key or a.value.describe()!r}; {ANCHOR_USAGE}", a.loc)
+            return None
+        if a.key in args:
+            problems.error(f"ssd() argument '{a.key}' is given twice", a.loc)
             return None
         args[a.key] = a.value
     missing = [k for k in ("output", "min_ratio", "max_ratio", "aspect_ratios") if k not in args]

@@ -64,6 +64,7 @@ def column_name(cell: Cell) -> str:
 
 def check_tables(tables: list[Table], blocks: dict[str, BlockDef], problems: Collector) -> list[LayerRow]:
     rows: list[LayerRow] = []
+    unchecked: set[str] = set()  # taps of rows with errors
     known_params = {p.name for b in blocks.values() for p in b.params}
     for table in tables:
         columns = _check_header(table.header, known_params, problems)
@@ -78,19 +79,25 @@ def check_tables(tables: list[Table], blocks: dict[str, BlockDef], problems: Col
                     notes=[("header is here", table.header.loc)],
                 )
                 continue
-            layer = _check_row(len(rows), dict(zip(columns, row.cells)), blocks, problems, table.part)
+            cells = dict(zip(columns, row.cells))
+            layer = _check_row(len(rows), cells, blocks, problems, table.part)
             if layer is not None:
                 rows.append(layer)
-    check_taps(rows, blocks, problems)
+            elif "tap" in cells and cells["tap"].atoms:  # reported already: later rows may still read it
+                unchecked.add(cells["tap"].atoms[-1].text)
+    check_taps(rows, blocks, problems, unchecked)
     return rows
 
 
-def check_taps(rows: list[LayerRow], blocks: dict[str, BlockDef], problems: Collector) -> dict[str, TapDef]:
-    """Every tap a row reads is defined by a row above it; tap names are unique. Returns the taps."""
+def check_taps(
+    rows: list[LayerRow], blocks: dict[str, BlockDef], problems: Collector, unchecked: set[str] = frozenset()
+) -> dict[str, TapDef]:
+    """Every tap a row reads is defined by a row above it; tap names are unique. Returns the taps.
+    `unchecked`: taps of rows that had errors of their own, not reported again where they are read."""
     taps: dict[str, TapDef] = {}
 
     def known(ref: TapRef) -> None:
-        if ref.name not in taps and ref.name != IMAGE_TAP:
+        if ref.name not in taps and ref.name != IMAGE_TAP and ref.name not in unchecked:
             available = [IMAGE_TAP, *taps]
             later = (
                 ""
@@ -117,11 +124,23 @@ def check_taps(rows: list[LayerRow], blocks: dict[str, BlockDef], problems: Coll
                 "a block that joins its row's inputs uses concat() (the built-in block 'concat' does)",
                 row.inputs[1].loc,
             )
+        if len(row.inputs) > 1 and row.repeats > 1:
+            problems.error(
+                f"a row that joins several taps is one block; n = {row.repeats} would join them again",
+                row.cell_locs["n"],
+            )
         tap = row.tap
         if tap is None:
             continue
+        if tap.layer is not None and row.repeats > 1:
+            problems.error(
+                f"'{tap.layer} as {tap.name}' names a layer of a row with n = {row.repeats} blocks; "
+                "write that block on a row of its own",
+                tap.loc,
+            )
         if tap.name in RESERVED_TAPS:
             problems.error(f"'{tap.name}' is a reserved name; name the tap otherwise", tap.loc)
+            continue
         elif tap.name in taps:
             problems.error(
                 f"tap '{tap.name}' is defined twice", tap.loc, notes=[("first defined here", taps[tap.name].loc)]

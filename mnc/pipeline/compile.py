@@ -125,7 +125,6 @@ def compile_spec(
         max_memory=max_memory,
     )
     timings = built.timings
-    backend.check_network(built.graph)
     if (options or TargetOptions()).given.get("labels"):
         check_classifier(built.graph)
     opts = target_options(backend, options or TargetOptions(), network_facts(built))
