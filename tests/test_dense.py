@@ -408,3 +408,23 @@ def test_a_row_with_an_error_does_not_make_the_rows_reading_its_tap_fail_too():
     text = HEADER + "outputs = out\n" + BODY.replace("| conv2d 3x3 | 32 | 2 | high |", "| conv2d 3x3 | 32 | 0 | high |")
     diagnostics = _errors(text)
     assert len(diagnostics) == 1 and "column 's'" in diagnostics[0].message
+
+
+def test_saved_weights_of_a_segmentation_network_reload_with_their_class_count(tmp_path):
+    # No fully connected classifier to read the class count from: it is solved from the shapes that depend on it.
+    saved = tmp_path / "lraspp.safetensors"
+    first = compile_spec(
+        EXAMPLES / "lraspp_mobilenet_v3_large.mnet",
+        target="onnx",
+        resolution=72,
+        weights=FIXTURES / "lraspp_mobilenet_v3_large.npz",
+        save_weights=saved,
+        out_dir=tmp_path / "a",
+    )
+    again = compile_spec(
+        EXAMPLES / "lraspp_mobilenet_v3_large.mnet", target="onnx", resolution=72, weights=saved, out_dir=tmp_path / "b"
+    )
+    assert first.report["classes"] == again.report["classes"] == 3
+    x = _fixture("lraspp_mobilenet_v3_large")[0]["input"]
+    (a,), (b,) = (TARGETS["onnx"].executors()[0].run(r.artifact, {"input": x}) for r in (first, again))
+    np.testing.assert_array_equal(a, b)

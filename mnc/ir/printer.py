@@ -18,7 +18,8 @@ def _attr(key: str, value) -> str | None:
 
 
 def format_graph(graph: Graph) -> str:
-    lines = [f"graph {graph.name}  # inputs: {', '.join(graph.inputs)}; outputs: {', '.join(graph.outputs)}"]
+    outputs = ", ".join(f"{o} as {graph.output_labels[o]}" if o in graph.output_labels else o for o in graph.outputs)
+    lines = [f"graph {graph.name}  # inputs: {', '.join(graph.inputs)}; outputs: {outputs}"]
     for name in graph.topo():
         data = graph.node(name)
         args = ", ".join(graph.inputs_of(name))

@@ -54,10 +54,12 @@ def build(
         with timings.stage("read_weights"):
             checkpoint = weights if isinstance(weights, WeightsFile) else read_weights(weights)
             layout = choose_layout(set(checkpoint.tensors), weights_layout, Loc.file(checkpoint.path))
-        if classes is None:
-            classes = layout.classes(checkpoint.tensors)
         conventions = {**layout.conventions(set(checkpoint.tensors)), **checkpoint.conventions}
         spec, overridden = _with_conventions(spec, conventions)
+        if classes is None:
+            classes = layout.classes(checkpoint.tensors)
+        if classes is None:
+            classes = _classes_from_shapes(spec, alpha, rho, resolution, checkpoint, layout)
     config = spec.config(alpha, rho, resolution, classes)
     with timings.stage("lower"):
         graph = build_graph(spec, config, max_memory)
@@ -91,6 +93,38 @@ def _with_conventions(spec: CheckedSpec, conventions: dict) -> tuple[CheckedSpec
         return spec, {}
     settings = replace(spec.settings, **{name: c["used"] for name, c in changed.items()})
     return replace(spec, settings=settings), changed
+
+
+def _classes_from_shapes(spec: CheckedSpec, alpha, rho, resolution, checkpoint: WeightsFile, layout: Layout):
+    """The class count the checkpoint was made for, where its layout cannot read it from a classifier
+    (a segmentation or detection head; mnc's own names): the shapes that depend on the class count
+    do so linearly (c·k + b channels); solved from one of them, then checked on all. None where
+    that does not give a count every shape agrees with (the spec's count is then used, and the
+    mismatch reported as usual)."""
+
+    def shapes(k: int) -> dict:
+        return expected_shapes(
+            build_graph(spec, spec.config(alpha, rho, resolution, k)), layout, list(checkpoint.tensors)
+        )
+
+    try:
+        k0 = spec.settings.classes
+        at_k0, at_k1 = shapes(k0), shapes(k0 + 1)
+        for key, shape in at_k0.items():
+            if shape != at_k1[key] and key in checkpoint.tensors:
+                axis = next(i for i, (a, b) in enumerate(zip(shape, at_k1[key])) if a != b)
+                per_class, found = at_k1[key][axis] - shape[axis], checkpoint.tensors[key].shape[axis]
+                k, rest = divmod(found - (shape[axis] - per_class * k0), per_class)
+                if rest or k < 1 or k == k0:
+                    return None
+                fits = all(
+                    key in checkpoint.tensors and tuple(checkpoint.tensors[key].shape) == tuple(s)
+                    for key, s in shapes(k).items()
+                )
+                return k if fits else None
+    except InputError:
+        return None
+    return None
 
 
 def _add_fit_hint(
