@@ -50,12 +50,12 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
+from make_torchvision_fixtures import as_stored, initialise  # tools/ is the script's folder
 from torch import nn
 from torchvision.models import detection, segmentation
 from torchvision.models.detection.image_list import ImageList
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "torchvision_dense"
-LEVELS = 16  # as make_torchvision_fixtures.py
 BATCH = 2
 CALIBRATION = (4, 8)  # batches × images, at the fixture resolution
 DENSITY = 0.03  # fraction of non-zero weights in the convs of DeepLabV3's head
@@ -105,28 +105,10 @@ def sparse(name: str, model: nn.Module) -> set[nn.Module]:
 
 
 def make_model(name: str, seed: int, resolution: int) -> nn.Module:
-    """make_torchvision_fixtures.make_model's initialisation, for any of the MODELS."""
+    """make_torchvision_fixtures' initialisation, for any of the MODELS."""
     torch.manual_seed(seed)
     model = build(name, MODELS[name][1])
-    thin = sparse(name, model)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = None  # running statistics: the plain average over the calibration batches
-            nn.init.uniform_(m.weight, 0.5, 1.5)
-            nn.init.normal_(m.bias, 0.0, 0.25)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0.0, m.in_features**-0.5)
-            nn.init.normal_(m.bias, 0.0, 0.1)
-        elif isinstance(m, nn.Conv2d) and m.bias is not None:  # squeeze-and-excite convs, classifiers
-            nn.init.normal_(m.bias, 0.0, 0.1)
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            with torch.no_grad():  # 16 evenly spaced levels with the He-normal spread
-                fan_in = m.weight[0].numel()
-                q = torch.randint(0, LEVELS, m.weight.shape, dtype=torch.float32) - (LEVELS - 1) / 2
-                q *= (2.0 / fan_in) ** 0.5 / q.std()
-                if m in thin:  # +0.0, not -0.0, so that the runs of zeros compress
-                    q = torch.where(torch.rand(m.weight.shape) < DENSITY, q / DENSITY**0.5, 0.0)
-                m.weight.copy_(q)
+    initialise(model, levels=True, sparse=frozenset(sparse(name, model)), density=DENSITY)
     model.train()
     for m in model.modules():
         if isinstance(m, nn.Dropout):
@@ -134,10 +116,8 @@ def make_model(name: str, seed: int, resolution: int) -> nn.Module:
     with torch.no_grad():
         for _ in range(CALIBRATION[0]):
             run(name, model, torch.randn(CALIBRATION[1], 3, resolution, resolution))
-        model.eval()
-        for t in list(model.parameters()) + list(model.buffers()):
-            if t.is_floating_point():
-                t.copy_(t.half().float())  # the values the fixture stores, exactly
+    model.eval()
+    as_stored(model)
     return model
 
 

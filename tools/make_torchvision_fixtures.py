@@ -41,9 +41,11 @@ CLASSES = 10
 BATCH = 4
 
 
-def make_model(arch: str, width: float, seed: int, levels: bool) -> nn.Module:
-    torch.manual_seed(seed)
-    model = getattr(torchvision.models, arch)(width_mult=width, num_classes=CLASSES)
+def initialise(model: nn.Module, levels: bool, sparse: frozenset = frozenset(), density: float = 1.0) -> None:
+    """Seeded weights with a realistic spread: batch-norm scale and shift at random (statistics are
+    accumulated from data afterwards), biases small; with `levels`, every conv/linear weight one of
+    16 evenly spaced levels with the He-normal spread; the `sparse` modules' weights zero with
+    probability 1 − density (the rest rescaled to keep the spread)."""
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = None  # running statistics: the plain average over the calibration batches
@@ -52,21 +54,36 @@ def make_model(arch: str, width: float, seed: int, levels: bool) -> nn.Module:
         elif isinstance(m, nn.Linear):
             nn.init.normal_(m.weight, 0.0, m.in_features**-0.5)
             nn.init.normal_(m.bias, 0.0, 0.1)
-        elif isinstance(m, nn.Conv2d) and m.bias is not None:  # squeeze-and-excite convs
+        elif isinstance(m, nn.Conv2d) and m.bias is not None:  # squeeze-and-excite convs, classifiers
             nn.init.normal_(m.bias, 0.0, 0.1)
         if levels and isinstance(m, (nn.Conv2d, nn.Linear)):
             with torch.no_grad():  # 16 evenly spaced levels with the He-normal spread
                 fan_in = m.weight[0].numel()
                 q = torch.randint(0, LEVELS, m.weight.shape, dtype=torch.float32) - (LEVELS - 1) / 2
-                m.weight.copy_(q * ((2.0 / fan_in) ** 0.5 / q.std()))
+                q = q * ((2.0 / fan_in) ** 0.5 / q.std())
+                if m in sparse:  # +0.0, not -0.0, so that the runs of zeros compress
+                    q = torch.where(torch.rand(m.weight.shape) < density, q / density**0.5, 0.0)
+                m.weight.copy_(q)
+
+
+def as_stored(model: nn.Module) -> None:
+    """Every float rounded to float16: the values the fixture stores, exactly."""
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            if t.is_floating_point():
+                t.copy_(t.half().float())
+
+
+def make_model(arch: str, width: float, seed: int, levels: bool) -> nn.Module:
+    torch.manual_seed(seed)
+    model = getattr(torchvision.models, arch)(width_mult=width, num_classes=CLASSES)
+    initialise(model, levels)
     model.train()
     with torch.no_grad():
         for _ in range(4):
             model(torch.randn(8, 3, 96, 96))
-        model.eval()
-        for t in list(model.parameters()) + list(model.buffers()):
-            if t.is_floating_point():
-                t.copy_(t.half().float())  # the values the fixture stores, exactly
+    model.eval()
+    as_stored(model)
     return model
 
 
