@@ -141,7 +141,7 @@ def check_taps(
         if tap.name in RESERVED_TAPS:
             problems.error(f"'{tap.name}' is a reserved name; name the tap otherwise", tap.loc)
             continue
-        elif tap.name in taps:
+        if tap.name in taps:
             problems.error(
                 f"tap '{tap.name}' is defined twice", tap.loc, notes=[("first defined here", taps[tap.name].loc)]
             )
