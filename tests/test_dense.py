@@ -428,3 +428,44 @@ def test_saved_weights_of_a_segmentation_network_reload_with_their_class_count(t
     x = _fixture("lraspp_mobilenet_v3_large")[0]["input"]
     (a,), (b,) = (TARGETS["onnx"].executors()[0].run(r.artifact, {"input": x}) for r in (first, again))
     np.testing.assert_array_equal(a, b)
+
+
+ANCHORED = HEADER + "outputs = out\n" + BODY
+
+
+@pytest.mark.parametrize(
+    "old,new,message",
+    [
+        (
+            "part head\n",
+            "part head\nactivaton = relu\n",
+            "'activaton' is an unknown setting; did you mean 'activation'?",
+        ),
+        ("part head\n", "part extra\nbatchnorm_eps = 0.1\npart head\n", "part 'extra' has settings but no rows"),
+        ("part head\n", "part head\n" + BODY.split("part head")[1] + "part head\n", "part 'head' is declared twice"),
+        ("outputs = out\n", "outputs = out, out\n", "'out' is named twice"),
+        (
+            "outputs = out\n",
+            "outputs = out\nanchors = ssd(output=out)\n",
+            "ssd() needs min_ratio, max_ratio, aspect_ratios",
+        ),
+        (
+            "outputs = out\n",
+            "outputs = out\nanchors = ssd(output=out, output=out, min_ratio=0.2, max_ratio=0.9, aspect_ratios=ratios(2))\n",
+            "ssd() argument 'output' is given twice",
+        ),
+        (
+            "outputs = out\n",
+            "outputs = out\nanchors = ssd(output=out, min_ratio=0.9, max_ratio=0.2, aspect_ratios=ratios(2))\n",
+            "need 0 < min_ratio < max_ratio ≤ 1",
+        ),
+    ],
+)
+def test_errors_of_parts_outputs_and_anchors_settings_are_located(tmp_path, capsys, old, new, message):
+    assert old in ANCHORED
+    spec = tmp_path / "s.mnet"
+    spec.write_text(ANCHORED.replace(old, new, 1))
+    assert main(["compile", str(spec), "--target", "onnx", "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and f"{spec}:" in err and "^" in err and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
