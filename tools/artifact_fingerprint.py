@@ -260,15 +260,18 @@ def spec_facts(spec: Path) -> dict:
     }
 
 
-def fingerprint(jobs: int) -> dict:
+def fingerprint(jobs: int, only_specs: set[str] | None = None, only_variants: set[str] | None = None) -> dict:
+    """Every spec × variant, or the ones named (a quick check while refactoring; the full run proves it)."""
     work = Path(tempfile.mkdtemp(prefix="mnc-fingerprint-"))
     (work / "labels.txt").write_text("".join(f"class {i}\n" for i in range(1000)))
-    tasks = [(spec, v, a) for spec in SPECS for v, a in VARIANTS.items()]
+    specs = [s for s in SPECS if only_specs is None or s.stem in only_specs]
+    tasks = [(spec, v, a) for spec in specs for v, a in VARIANTS.items()]
     tasks += [(next(s for s in SPECS if s.stem == stem), v, a) for (stem, v), a in EXTRA.items()]
+    tasks = [t for t in tasks if t[0] in specs and (only_variants is None or t[1] in only_variants)]
     with ThreadPoolExecutor(jobs) as pool:
         builds = pool.map(lambda t: (f"{t[0].stem}/{t[1]}", build(t[0], t[1], t[2], work)), tasks)
-        specs = pool.map(lambda s: (s.stem, spec_facts(s)), SPECS)
-        return {"builds": dict(builds), "specs": dict(specs)}
+        facts = pool.map(lambda s: (s.stem, spec_facts(s)), specs)
+        return {"builds": dict(builds), "specs": dict(facts)}
 
 
 def differences(old, new, path: str = "") -> list[str]:
@@ -293,8 +296,11 @@ def main() -> int:
     parser.add_argument("-o", "--output", required=True, help="where to write the fingerprints (JSON)")
     parser.add_argument("--compare", help="fingerprints of an earlier build to compare with")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--specs", help="only these specs (comma-separated stems, e.g. v2,lraspp_mobilenet_v3_large)")
+    parser.add_argument("--variants", help="only these variants (comma-separated names, e.g. onnx,tflite_int8)")
     args = parser.parse_args()
-    result = fingerprint(args.jobs)
+    pick = lambda text: set(text.split(",")) if text else None  # noqa: E731
+    result = fingerprint(args.jobs, pick(args.specs), pick(args.variants))
     Path(args.output).write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
     failed = [k for k, b in result["builds"].items() if b["exit"] != 0 or b.get("verify_exit") != 0]
     print(f"{len(result['builds'])} builds, {len(result['specs'])} specs; failed: {failed or 'none'}")
