@@ -18,7 +18,7 @@ def layers(graph: Graph) -> list[dict]:
         attrs = data.attrs
         row = {
             "name": name,
-            "op": _op_label(data),
+            "op": _op_label(graph, name),
             "kernel": attrs["kernel"][0] if "kernel" in attrs else None,
             "stride": attrs["stride"][0] if "stride" in attrs else None,
             "input_shape": list(graph.node(producer).shape),
@@ -31,10 +31,11 @@ def layers(graph: Graph) -> list[dict]:
     return rows
 
 
-def _op_label(data: dict) -> str:
+def _op_label(graph: Graph, name: str) -> str:
+    data = graph.node(name)
     attrs = data.attrs
     if data.op == "conv" and attrs["groups"] > 1:
-        return "conv_dw" if attrs["groups"] == attrs["out_channels"] else f"conv_g{attrs['groups']}"
+        return "conv_dw" if graph.is_depthwise(name) else f"conv_g{attrs['groups']}"
     if data.op == "act":
         return attrs["fn"]
     return data.op

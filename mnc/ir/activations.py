@@ -1,5 +1,7 @@
 """The activation registry: the one place that says which activations exist, what each computes,
-the words a spec may use for it, and whether a conv/fc can carry it fused.
+the words a spec may use for it, whether a conv/fc can carry it fused, and how an error in its
+input can grow through it (its steepest slope near a value, which the derived rounding bounds of
+mnc/verification/bounds.py carry through the network).
 
 The spec language's words, the `activation` setting's choices, help and error texts, the set
 `fuse_act` fuses and the table in docs/spec-language.md all derive from ACTIVATIONS; each backend
@@ -13,14 +15,23 @@ from typing import Callable
 
 import numpy as np
 
+from mnc.ir.roundoff import FP16_TINY, FP16_U, TOLERANCE_SIGMAS
+
 
 @dataclass(frozen=True)
 class Activation:
     name: str  # the IR name: an `act` node's fn, a conv/fc's fused_act
     function: Callable[[np.ndarray], np.ndarray]
     formula: str
+    # (x, lo, hi) → the steepest |slope| anywhere in [lo, hi] around x, elementwise: how much an input
+    # error can grow through it there (0 where it is flat, as ReLU below zero). No default: an
+    # activation whose slope is not stated cannot be registered, so no bound silently takes it as 1.
+    steepest_slope: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
     aliases: tuple[str, ...] = ()  # other words a spec may write (the papers' RE and HS)
     fusable: bool = True  # may become a conv/fc's fused_act
+    # x → what evaluating it in float16 errs by beyond rounding its result: a float16 program holds its
+    # constants in float16 (None: nothing beyond the rounding).
+    float16_constants_error: Callable[[np.ndarray], np.ndarray] | None = None
 
 
 def _relu(x: np.ndarray) -> np.ndarray:
@@ -48,21 +59,72 @@ def _identity(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _relu_slope(x, lo, hi):
+    return (hi > 0).astype(np.float64)
+
+
+def _relu6_slope(x, lo, hi):
+    return ((hi > 0) & (lo < 6)).astype(np.float64)
+
+
+def _hsigmoid_slope(x, lo, hi):
+    return ((hi > -3) & (lo < 3)) / 6.0
+
+
+def _hswish_slope(x, lo, hi):  # slope 0 below −3, (2x + 3)/6 between, 1 above 3: at most 1.5, just below 3
+    def at(v):
+        return np.where(v < -3, 0.0, np.where(v > 3, 1.0, np.abs(2 * v + 3) / 6))
+
+    steepest = np.maximum(at(lo), at(hi))
+    steepest = np.where((lo < -3) & (hi > -3), np.maximum(steepest, 0.5), steepest)  # −0.5 just above −3
+    return np.where((lo < 3) & (hi > 3), 1.5, steepest)
+
+
+def _sigmoid_slope(x, lo, hi):
+    return np.full_like(x, 0.25)
+
+
+def _identity_slope(x, lo, hi):
+    return np.ones_like(x)
+
+
+# A float16 program's hard sigmoid multiplies by 1/6 held in float16, which is off by this much.
+HSIGMOID_SLOPE_ERROR = abs(float(np.float16(1.0 / 6.0)) - 1.0 / 6.0)
+
+
+def _hsigmoid_float16(x):
+    return HSIGMOID_SLOPE_ERROR * np.abs(x)
+
+
+def _hswish_float16(x):  # x times the gate, whose own rounding counts too
+    return np.abs(x) * (_hsigmoid_float16(x) + FP16_U) + FP16_TINY
+
+
 IDENTITY = "identity"
 ACTIVATIONS: dict[str, Activation] = {
     a.name: a
     for a in [
-        Activation("relu", _relu, "max(x, 0)", aliases=("re",)),
-        Activation("relu6", _relu6, "min(max(x, 0), 6)"),
+        Activation("relu", _relu, "max(x, 0)", _relu_slope, aliases=("re",)),
+        Activation("relu6", _relu6, "min(max(x, 0), 6)", _relu6_slope),
         Activation(
-            "hswish", _hswish, "x·relu6(x + 3)/6 (MobileNetV3's hard swish)", aliases=("hs", "hardswish", "h_swish")
+            "hswish",
+            _hswish,
+            "x·relu6(x + 3)/6 (MobileNetV3's hard swish)",
+            _hswish_slope,
+            aliases=("hs", "hardswish", "h_swish"),
+            float16_constants_error=_hswish_float16,
         ),
         Activation(
-            "hsigmoid", _hsigmoid, "relu6(x + 3)/6 (MobileNetV3's; not Keras's 0.2·x + 0.5)", aliases=("hardsigmoid",)
+            "hsigmoid",
+            _hsigmoid,
+            "relu6(x + 3)/6 (MobileNetV3's; not Keras's 0.2·x + 0.5)",
+            _hsigmoid_slope,
+            aliases=("hardsigmoid",),
+            float16_constants_error=_hsigmoid_float16,
         ),
-        Activation("sigmoid", _sigmoid, "1/(1 + e^−x)"),
+        Activation("sigmoid", _sigmoid, "1/(1 + e^−x)", _sigmoid_slope),
         # No activation. Specs write none/linear/identity; cleanup removes identity `act` nodes.
-        Activation(IDENTITY, _identity, "x", aliases=("none", "linear"), fusable=False),
+        Activation(IDENTITY, _identity, "x", _identity_slope, aliases=("none", "linear"), fusable=False),
     ]
 }
 
@@ -75,6 +137,12 @@ WORDS: dict[str, str] = {word: a.name for a in ACTIVATIONS.values() for word in 
 
 def apply(name: str | None, x: np.ndarray) -> np.ndarray:
     return x if name is None else ACTIVATIONS[name].function(x)
+
+
+def slope(name: str, x: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """The steepest slope of an activation anywhere within TOLERANCE_SIGMAS standard deviations of x."""
+    lo, hi = x - TOLERANCE_SIGMAS * sigma, x + TOLERANCE_SIGMAS * sigma
+    return ACTIVATIONS[name].steepest_slope(x, lo, hi)
 
 
 def describe_words() -> str:

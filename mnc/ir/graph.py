@@ -15,7 +15,7 @@ import networkx as nx
 
 from mnc.errors import Loc
 from mnc.ir.node import Node, QParamsError, check_qparams
-from mnc.ir.ops import OPS, Shape
+from mnc.ir.ops import OPS, Shape, is_depthwise
 
 
 class GraphError(Exception):
@@ -92,10 +92,7 @@ class Graph:
     def is_depthwise(self, name: str) -> bool:
         """A convolution with one filter per input channel (groups = input = output channels)."""
         node = self.node(name)
-        if node.op != "conv":
-            return False
-        channels = self.input_shapes(name)[0][0]
-        return node.attrs["groups"] == channels == node.shape[0]
+        return node.op == "conv" and is_depthwise(node.attrs, self.input_shapes(name)[0][0])
 
     def param_shapes(self, name: str) -> dict[str, Shape]:
         """The parameters a node's op needs, with their shapes, given its inputs' shapes."""
@@ -165,9 +162,9 @@ class Graph:
     # ---- checking ---------------------------------------------------------------
 
     def validate(self, *, require_params: bool = False) -> None:
-        """Raise GraphError on a malformed graph: unknown ops, wrong arity or ports, cycles,
-        missing outputs or source positions, and (after shape inference) parameter shapes and
-        quantisation parameters."""
+        """Raise GraphError on a malformed graph: unknown ops, attributes not of the op's schema, wrong
+        arity or ports, cycles, missing outputs or source positions, and (after shape inference)
+        parameter shapes and quantisation parameters."""
         if not nx.is_directed_acyclic_graph(self._g):
             cycle = nx.find_cycle(self._g)
             raise GraphError("graph has a cycle: " + " → ".join(u for u, _ in cycle), cycle[0][0])
@@ -183,6 +180,9 @@ class Graph:
                 raise GraphError(f"unknown op {node.op!r}", name, node.src)
             if node.src is None:
                 raise GraphError("node has no source position", name)
+            wrong = op.attr_errors(node.attrs)
+            if wrong:
+                raise GraphError(f"op '{op.name}': " + "; ".join(wrong), name, node.src)
             ports = sorted(p for _, _, p in self._g.in_edges(name, data="port"))
             if ports != list(range(len(ports))):
                 raise GraphError(f"input ports {ports} are not 0..{len(ports) - 1}", name, node.src)

@@ -16,6 +16,7 @@ from typing import Callable
 
 from mnc.ir import activations
 from mnc.ir.graph import Graph
+from mnc.ir.ops import OPS
 from mnc.quant import rules
 
 
@@ -47,15 +48,12 @@ def sole_user(graph: Graph, name: str) -> str | None:
     return users[0] if len(users) == 1 and name not in graph.outputs else None
 
 
-FOLDABLE_INTO = ("conv", "fc")
-
-
 def absorbing_producer(graph: Graph, name: str) -> str | None:
     """The conv/fc that can take `name` (a batch norm or activation) into itself: it produces
     `name`'s input, has no other user, is not a graph output and has no fused activation yet."""
     (producer,) = graph.inputs_of(name)
     node = graph.node(producer)
-    if node.op in FOLDABLE_INTO and sole_user(graph, producer) == name and not node.attrs.get("fused_act"):
+    if OPS[node.op].absorbs and sole_user(graph, producer) == name and not node.attrs.get("fused_act"):
         return producer
     return None
 

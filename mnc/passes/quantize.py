@@ -25,7 +25,7 @@ def quantize_int8(
                 raise GraphError("no calibrated range for this tensor", name, node.src)
             out = scheme.activation_params(*activation_ranges[name])
         weight = bias = None
-        if node.op in rules.WITH_WEIGHTS:
+        if rules.has_int8_weights(node.op):
             input_scale = graph.node(graph.inputs_of(name)[0]).qparams.output.scale
             w = node.params["weight"]
             bits = depthwise_weight_bits if depthwise_weight_bits and graph.is_depthwise(name) else weight_bits
