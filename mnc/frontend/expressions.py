@@ -3,6 +3,7 @@ functions they may use, their static check, and their evaluation."""
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 from mnc.errors import Collector, Loc, did_you_mean
@@ -23,6 +24,13 @@ FUNCTIONS = {
     "int": (lambda v: int(v), (1, 1)),
     "min": (min, (2, 8)),
     "max": (max, (2, 8)),
+}
+ARITHMETIC = {
+    "+": operator.add,
+    "-": operator.sub,
+    "*": operator.mul,
+    "/": operator.truediv,
+    "//": operator.floordiv,
 }
 
 
@@ -104,6 +112,9 @@ def evaluate(e: Expr, env: dict):
         return any(truth(evaluate(a, env), a) for a in e.args)
     left, right = (evaluate(a, env) for a in e.args)
     if e.kind == "compare":
+        # All six are computed, so comparing activation words fails (ActWord has no order). Kept as
+        # it was: a cell gives an activation as its IR name, an expression as an ActWord, and `==`
+        # between the two would be silently false.
         return {
             "==": left == right,
             "!=": left != right,
@@ -115,7 +126,7 @@ def evaluate(e: Expr, env: dict):
     left, right = number(left, e.args[0]), number(right, e.args[1])
     if e.value in ("/", "//") and right == 0:
         raise EvalError("division by zero", e.loc)
-    return {"+": left + right, "-": left - right, "*": left * right, "/": left / right, "//": left // right}[e.value]
+    return ARITHMETIC[e.value](left, right)  # only the chosen one: `x + 0` must not compute `x / 0`
 
 
 def number(value, e: Expr):
