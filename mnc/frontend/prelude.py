@@ -8,12 +8,11 @@ from pathlib import Path
 from mnc.errors import Collector
 from mnc.frontend.ast import BlockDef
 from mnc.frontend.blocks import check_block
+from mnc.frontend.parser import parse_text
 
 
 @functools.lru_cache(maxsize=1)
 def builtin_blocks() -> dict[str, BlockDef]:
-    from mnc.frontend.parser import parse_text
-
     path = Path(__file__).with_name("prelude.mnet")
     ast = parse_text(path.read_text(encoding="utf-8"), "<prelude>")
     problems = Collector()

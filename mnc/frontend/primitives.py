@@ -1,8 +1,11 @@
 """The primitives a block body is written in (`conv`, `add`, `concat`, …): one `Primitive` record
 each, in PRIMITIVES. A record says what the primitive takes (its arguments in positional order,
 their defaults, which of them name tensors), any check of a layer that the arguments alone do not
-make, and the function that emits its IR (primitive_ir.py). The block checks (blocks.py) and
-the runner (runner.py) read these records; neither names a primitive."""
+make, and the function that emits its IR (primitive_ir.py). The block checks (blocks.py), the
+runner (runner.py) and table.py's takes_several_inputs read these records and name no primitive.
+
+Value types (a whole number, an activation, a flag) are checked by the emit functions, as each value
+is used, so that of several wrong values the same one is reported first as before."""
 
 from __future__ import annotations
 
