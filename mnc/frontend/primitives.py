@@ -5,7 +5,7 @@ make, and the function that emits its IR (primitive_ir.py). The block checks (bl
 runner (runner.py) and table.py's takes_several_inputs read these records and name no primitive.
 
 Value types (a whole number, an activation, a flag) are checked by the emit functions, as each value
-is used, so that of several wrong values the same one is reported first as before."""
+is used: of several wrong values, the first the primitive uses is the one reported."""
 
 from __future__ import annotations
 
