@@ -100,7 +100,7 @@ def test_the_docs_table_of_activations_is_the_registrys():
 
 
 def test_spec_words_follow_the_registry():
-    from mnc.frontend.blocks import ACT_WORDS
+    from mnc.frontend.expressions import ACT_WORDS
 
     for a in ACTIVATIONS.values():
         for word in (a.name, *a.aliases):

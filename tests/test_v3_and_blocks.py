@@ -231,6 +231,28 @@ def test_columns_must_be_parameters_of_the_rows_block():
     assert any("'bottleneck' has no parameter 'se'" in d.message for d in diagnostics)
 
 
+@pytest.mark.parametrize("expr", ["c + 0", "c - 0", "c + c * 0", "0 * c + c", "c - 0 * (c // 2)"])
+def test_a_zero_operand_is_an_ordinary_number(expr):
+    # Each operator is evaluated only when chosen: `x + 0` does not compute `x / 0` on the way.
+    text = (
+        HEADER
+        + f"""
+block b(c: channels)
+    conv = conv(1, {expr})
+end
+
+| operator       | c  |
+|----------------|----|
+| conv2d 3x3     | 16 |
+| b              | 24 |
+| avgpool global |    |
+| fc             | k  |
+"""
+    )
+    spec = load_spec_text(text, "zero.mnet")
+    assert build_graph(spec, spec.config(resolution=32)).node("stage1.block0.conv").attrs["out_channels"] == 24
+
+
 # ---- the example architectures ------------------------------------------------------------------
 
 

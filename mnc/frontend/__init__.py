@@ -8,10 +8,11 @@ from pathlib import Path
 
 from mnc.errors import Collector, Loc, did_you_mean
 from mnc.frontend.ast import CLASSES_SYMBOL, BlockDef, LayerRow
-from mnc.frontend.blocks import builtin_blocks, check_block
+from mnc.frontend.blocks import check_block
 from mnc.frontend.budget import Budget
 from mnc.frontend.lower import lower
 from mnc.frontend.parser import parse_file, parse_text
+from mnc.frontend.prelude import builtin_blocks
 from mnc.frontend.settings import Config, Settings, check_settings, resolve
 from mnc.frontend.table import check_tables
 from mnc.ir.graph import Graph

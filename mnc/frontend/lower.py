@@ -10,9 +10,9 @@ import dataclasses
 
 from mnc.errors import InputError, Loc, did_you_mean
 from mnc.frontend.ast import CLASSES_SYMBOL, BlockDef, LayerRow, TapRef
-from mnc.frontend.blocks import run_block
 from mnc.frontend.budget import Budget
 from mnc.frontend.emitter import Emitter
+from mnc.frontend.runner import run_block
 from mnc.frontend.settings import Config
 from mnc.frontend.table import IMAGE_TAP, row_arguments
 from mnc.ir.graph import Graph

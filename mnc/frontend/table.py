@@ -6,7 +6,9 @@ import re
 
 from mnc.errors import Collector, did_you_mean, one_of
 from mnc.frontend.ast import CLASSES_SYMBOL, BlockDef, Cell, LayerRow, Row, Table, TapDef, TapRef
-from mnc.frontend.blocks import ACT_WORDS, FLAG_WORDS, default_value
+from mnc.frontend.blocks import default_value
+from mnc.frontend.expressions import ACT_WORDS, FLAG_WORDS
+from mnc.frontend.primitives import PRIMITIVES
 from mnc.ir import activations
 
 # Columns that are not block parameters.
@@ -159,7 +161,9 @@ def check_taps(
 
 def takes_several_inputs(block: BlockDef) -> bool:
     """A block whose body joins all its row's inputs (`concat()` without arguments)."""
-    return any(layer.primitive == "concat" and not layer.args for layer in block.layers)
+    return any(
+        layer.primitive in PRIMITIVES and PRIMITIVES[layer.primitive].joins_row_inputs(layer) for layer in block.layers
+    )
 
 
 def _check_header(header: Row, known_params: set[str], problems: Collector) -> list[str] | None:
