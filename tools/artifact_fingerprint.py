@@ -120,6 +120,12 @@ def seeded_inputs(shape: list[int], image: bool) -> np.ndarray:
     return rng.standard_normal((2, *shape)).astype(np.float32)
 
 
+def joined(outputs) -> np.ndarray:
+    """A network's outputs as one array (detection heads have several), each flattened per sample."""
+    outputs = list(outputs)
+    return outputs[0] if len(outputs) == 1 else np.concatenate([np.reshape(o, (len(o), -1)) for o in outputs], 1)
+
+
 def onnx_facts(path: Path, shape: list[int]) -> dict:
     import onnx
     import onnxruntime as ort
@@ -129,7 +135,7 @@ def onnx_facts(path: Path, shape: list[int]) -> dict:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    (out,) = session.run(None, {"input": seeded_inputs(shape, False)})
+    out = joined(session.run(None, {"input": seeded_inputs(shape, False)}))
     return {
         "file_sha256": sha(path.read_bytes()),
         "weights_sha256": sha(json.dumps(weights, sort_keys=True).encode()),
@@ -148,7 +154,7 @@ def ort_facts(path: Path, shape: list[int]) -> dict:
     options.intra_op_num_threads = 1
     options.add_session_config_entry("session.x64quantprecision", "1")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    (out,) = session.run(None, {"input": seeded_inputs(shape, False)})
+    out = joined(session.run(None, {"input": seeded_inputs(shape, False)}))
     return {
         "file_sha256": sha(path.read_bytes()),
         "outputs_sha256": sha(np.ascontiguousarray(out).tobytes()),
@@ -175,7 +181,7 @@ def tflite_facts(path: Path, shape: list[int], image: bool) -> dict:
     interpreter.allocate_tensors()
     interpreter.set_tensor(inp["index"], np.ascontiguousarray(x, dtype=inp["dtype"]))
     interpreter.invoke()
-    out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    out = joined(interpreter.get_tensor(o["index"]) for o in interpreter.get_output_details())
     return {
         "file_sha256": sha(path.read_bytes()),
         "weights_sha256": sha(json.dumps(weights, sort_keys=True).encode()),
@@ -200,7 +206,7 @@ def coreml_facts(path: Path, shape: list[int], image: bool) -> dict:
         if p.is_file() and p.name != "Manifest.json"
     }
     program = CoreMLProgram(path)
-    (out,) = run_coreml(path, {"input": seeded_inputs(shape, image)})
+    out = joined(run_coreml(path, {"input": seeded_inputs(shape, image)}))
     return {
         "files_sha256": files,
         "weights_sha256": files.get("Data/com.apple.CoreML/weights/weight.bin"),

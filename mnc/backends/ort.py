@@ -30,7 +30,7 @@ import numpy as np
 
 from mnc.artifact import ArtifactRecord
 from mnc.backends import onnx as onnx_target
-from mnc.backends.target import Check, Executor, Int8Plan, NetworkFacts, Target, Timer
+from mnc.backends.target import Check, Executor, Int8Plan, NetworkFacts, Target, Timer, joined
 from mnc.errors import InputError
 from mnc.io import output_error
 from mnc.ir.graph import Graph
@@ -57,6 +57,8 @@ so.intra_op_num_threads = 1
 so.log_severity_level = 3
 so.add_session_config_entry("session.save_model_format", "ORT")
 so.add_session_config_entry("session.qdqisint8allowed", "1")  # the model is for ARM
+if sys.argv[3:] == ["exact-x64"]:
+    so.add_session_config_entry("session.x64quantprecision", "1")
 ort.InferenceSession(source, so, providers=["CPUExecutionProvider"], disabled_optimizers=["NchwcTransformer"])
 """
 
@@ -86,13 +88,19 @@ def _fixed_environment() -> dict[str, str]:
     return env
 
 
-def convert(onnx_path: Path, ort_path: Path) -> bool:
-    """ONNX → ORT format in a child process; returns whether the bytes are reproducible."""
+def convert(onnx_path: Path, ort_path: Path, *, exact_x64: bool = False) -> bool:
+    """ONNX → ORT format in a child process; returns whether the bytes are reproducible.
+
+    `exact_x64`: for verification only, never an artifact: an x86 host without VNNI runs the ORT
+    format's int8 convolutions with u8×s8 kernels that saturate pairs of products at 16 bits, which
+    the phone's do not. ONNX Runtime's x64 precision path (int8 weights shifted to uint8, u8×u8
+    kernels) avoids that, but it is a graph rewrite that an ORT-format model only gets when it is
+    converted: the session option has no effect when the .ort is loaded."""
     fixed = _aslr_can_be_disabled()
     with tempfile.TemporaryDirectory(prefix="mnc-ort-") as work:
         shutil.copyfile(onnx_path, Path(work, "model.onnx"))
         done = subprocess.run(
-            [sys.executable, "-c", _CONVERT, "model.onnx", "model.ort"],
+            [sys.executable, "-c", _CONVERT, "model.onnx", "model.ort", *(["exact-x64"] if exact_x64 else [])],
             cwd=work,
             env=_fixed_environment(),
             preexec_fn=_without_aslr if fixed else None,
@@ -126,9 +134,9 @@ def operator_config(ort_path: Path) -> bytes:
 
 
 def run_ort(artifact, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """Run the .ort file in ONNX Runtime, as an app would (all optimisations). On x86 without VNNI
-    the u8×s8 kernels would saturate with 8-bit weights, which the phone's do not: the precise
-    u8×u8 path (`session.x64quantprecision`) gives the same verdict on every host."""
+    """Run the .ort file in ONNX Runtime, as an app would (all optimisations). On an x86 host without
+    VNNI its int8 convolutions saturate where the phone's do not (see `convert`): the layer check
+    runs a twin converted with exact_x64 instead."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -155,15 +163,27 @@ class OrtTarget(Target):
     def int8_checks(self, artifact: Path, quantized: Graph, feed: np.ndarray, output: np.ndarray) -> list[Check]:
         """Every layer against the fake-quant reference of that layer. An .ort file offers no way to
         read its inner tensors, so the same model with them as outputs is converted the same way and
-        run the same way; its output must equal the artifact's bit for bit."""
+        run the same way: its output must equal the artifact's bit for bit (on any host: the same
+        kernels, saturating or not). Its tensors are then taken from the same twin converted with the
+        x64 precision path, whose arithmetic is exact on every host (on a host whose kernels cannot
+        saturate it computes the same values), so the verdict does not depend on the CPU."""
         twin, names = onnx_target.instrumented(onnx_target.build_model(quantized, {}), quantized)
+        feeds = {onnx_target.INPUT_NAME: feed}
         with tempfile.TemporaryDirectory(prefix="mnc-ort-layers-") as work:
-            source, converted = Path(work, "twin.onnx"), Path(work, "twin.ort")
+            source, converted, exact = Path(work, "twin.onnx"), Path(work, "twin.ort"), Path(work, "exact.ort")
             source.write_bytes(twin.SerializeToString())
             convert(source, converted)
-            results = run_ort(converted, {onnx_target.INPUT_NAME: feed})
-        executor = "ONNX Runtime (ORT format, x64 quantisation precision), every uint8 tensor"
-        return [onnx_target.layers_check(quantized, names, results, output, executor)]
+            as_converted = run_ort(converted, feeds)
+            if not np.array_equal(joined(as_converted[: len(quantized.outputs)]), output):
+                return [onnx_target.layers_check(quantized, names, as_converted, output)]  # reports the mismatch
+            convert(source, exact, exact_x64=True)
+            results = run_ort(exact, feeds)
+        executor = (
+            "ONNX Runtime (ORT format; the twin converted with the x64 precision path, so no host's kernels "
+            "saturate), every uint8 tensor"
+        )
+        exact_output = joined(results[: len(quantized.outputs)])
+        return [onnx_target.layers_check(quantized, names, results, exact_output, executor)]
 
     def companions(self, artifact: Path) -> list[Path]:
         return [artifact.with_name(artifact.name[: -len(self.suffix)] + CONFIG_SUFFIX)]
