@@ -2,30 +2,32 @@
 
 A Keras file (mnc/weights/keras.py names its tensors '<layer>/<variable>') and a timm state dict
 ('<module>.<parameter>') both list their weighted layers in the order of computation; the network's
-weighted layers are matched with them one by one, each with its kind: a convolution takes a
-convolution kernel, a batch norm a batch norm, a fully connected layer a dense kernel or a 1×1
-convolution (Keras's MobileNet classifier, timm's conv_head). Names and shapes are then checked as
-for every layout.
+nodes with parameters are matched with them one by one, each with its kind: a kernel fills any
+weighted op (a fully connected layer takes a dense kernel or a 1×1 convolution's: Keras's MobileNet
+classifier, timm's conv_head), a batch norm a batch norm. Which parameters a node has, and in what
+order, is the op registry's (`Graph.param_shapes`); a framework only says what it calls each. Names
+and shapes are then checked as for every layout.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from mnc.errors import InputError
 from mnc.ir.graph import Graph
-from mnc.weights.layouts.layout import Layout, Slot, param_names, param_nodes, pytorch_ignored
+from mnc.weights.layouts.layout import PYTORCH_NAMES, Layout, Slot, param_names, param_nodes, pytorch_ignored, weighted
 
 
 @dataclass(frozen=True)
 class InOrder:
     separator: str  # between layer and variable in a tensor's name
-    variables: dict[str, dict[str, tuple[str, ...]]]  # IR op → IR param → the file's variable names
+    variables: dict[str, tuple[str, ...]]  # IR param → the file's variable names that may hold it
     kinds: dict[str, str]  # a variable that tells the layer's kind → IR op (the first found decides)
     framework: str
     order: Callable[[list[str]], list[str]] = list  # the keys in the order of computation
+    only: dict[str, tuple[str, ...]] = field(default_factory=dict)  # a variable → the only IR ops it fills
 
     def layers(self, keys: list[str]) -> "OrderedDict[str, dict[str, str]]":
         grouped: OrderedDict[str, dict[str, str]] = OrderedDict()
@@ -44,27 +46,34 @@ class InOrder:
                 slots += [Slot(f"{layer}{self.separator}{p}", node, p) for p in param_names(graph, node)]
                 continue
             kind = next(op for v, op in self.kinds.items() if v in variables)
-            if kind != op and not (op == "fc" and kind == "conv"):
+            if kind != op and not (weighted(kind) and weighted(op)):
                 raise InputError(
                     f"the {self.framework} model's layer '{layer}' ({', '.join(variables)}) is where this network "
                     f"has layer '{node}' ({op}): the spec does not describe this model",
                     graph.node(node).src,
                 )
             for param in param_names(graph, node):
-                found = next((variables[v] for v in self.variables[op][param] if v in variables), None)
+                found = next((variables[v] for v in self._names(op, param) if v in variables), None)
                 slots.append(Slot(found or f"{layer}{self.separator}{param}", node, param))
         return slots
+
+    def _names(self, op: str, param: str) -> list[str]:
+        return [v for v in self.variables[param] if op in self.only.get(v, (op,))]
 
 
 KERAS_ORDER = InOrder(
     "/",
     {
-        "conv": {"weight": ("kernel", "depthwise_kernel"), "bias": ("bias",)},
-        "batchnorm": {"gamma": ("gamma",), "beta": ("beta",), "mean": ("moving_mean",), "var": ("moving_variance",)},
-        "fc": {"weight": ("kernel",), "bias": ("bias",)},
+        "weight": ("kernel", "depthwise_kernel"),
+        "bias": ("bias",),
+        "gamma": ("gamma",),
+        "beta": ("beta",),
+        "mean": ("moving_mean",),
+        "var": ("moving_variance",),
     },
     {"kernel": "conv", "depthwise_kernel": "conv", "moving_mean": "batchnorm"},
     "Keras",
+    only={"depthwise_kernel": ("conv",)},  # a Dense layer's kernel is only ever `kernel`
 )
 KERAS = Layout(
     "keras",
@@ -113,11 +122,7 @@ def _timm_order(keys: list[str]) -> list[str]:
 
 TIMM_ORDER = InOrder(
     ".",
-    {
-        "conv": {"weight": ("weight",), "bias": ("bias",)},
-        "batchnorm": {"gamma": ("weight",), "beta": ("bias",), "mean": ("running_mean",), "var": ("running_var",)},
-        "fc": {"weight": ("weight",), "bias": ("bias",)},
-    },
+    {param: (name,) for param, name in PYTORCH_NAMES.items()},
     {"running_mean": "batchnorm", "weight": "conv"},  # a batch norm has a weight too: running_mean decides
     "timm",
     order=_timm_order,

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from mnc.ir.graph import Graph
+from mnc.ir.ops import OPS
 from mnc.weights.node_names import block_of, row_order
 
 
@@ -45,6 +46,15 @@ PYTORCH_NAMES = {
 def pytorch_ignored(key: str) -> bool:
     """A BatchNorm2d's counter of training steps: no parameter of the network."""
     return key.endswith(".num_batches_tracked")
+
+
+def weighted(op: str) -> bool:
+    """Whether an op computes with a weight tensor (a convolution's or a dense layer's kernel), as
+    opposed to a batch norm's per-channel scale and statistics: a framework's kernel may fill any
+    weighted op (a 1×1 convolution's kernel a fully connected layer's weight)."""
+    # From the registry: the ops whose counted parameters include a weight (to become OpDef's list
+    # of weight slots).
+    return "weight" in OPS[op].counted_params
 
 
 def param_nodes(graph: Graph) -> list[str]:
