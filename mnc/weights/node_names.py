@@ -1,7 +1,7 @@
 """The IR node names the frontend gives, as the weight layouts read them: the one place that knows them.
 
 frontend/emitter.py names every node `stage{row}.block{j}.{layer}`: `row` is the table row's index,
-`j` the repeat within the row (a row's blocks are one block each), `layer` the layer's name in its
+`j` which of the row's `n` repeats of its block, `layer` the layer's name in its
 block (frontend/prelude.mnet: `conv`, `dw`, `pw`, `expand`, `se`, `project`, `pool`, `fc`, `softmax`…;
 a spec's own blocks name theirs). A convolution's batch norm and activation are `{layer}.bn` and
 `{layer}.act`; the squeeze-excite primitive (frontend/blocks.py) names its two convolutions
@@ -17,6 +17,8 @@ import re
 
 _BLOCK = re.compile(r"stage(\d+)\.block(\d+)")
 _IN_A_BLOCK = re.compile(r"stage\d+\.block\d+\.")
+_BATCHNORM = ".bn"  # frontend/emitter.py Emitter.conv
+_ACTIVATION = ".act"
 
 # The prelude's layer names that layouts look for.
 CONV = "conv"  # conv2d
@@ -56,19 +58,19 @@ def is_block_node(name: str) -> bool:
 
 
 def batchnorm_of(conv: str) -> str:
-    return f"{conv}.bn"
+    return conv + _BATCHNORM
 
 
 def is_batchnorm(layer: str) -> bool:
-    return layer.endswith(".bn")
+    return layer.endswith(_BATCHNORM)
 
 
 def without_batchnorm(layer: str) -> str:
-    return layer.removesuffix(".bn")
+    return layer.removesuffix(_BATCHNORM)
 
 
 def activation_of(conv: str) -> str:
-    return f"{conv}.act"
+    return conv + _ACTIVATION
 
 
 def se_conv(node: str) -> str | None:
