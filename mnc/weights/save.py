@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from mnc.ir.graph import Graph
+from mnc.weights.node_names import checkpoint_key
 
 
 def weights_bytes(graph: Graph, metadata: dict[str, str]) -> bytes:
     from safetensors.numpy import save
 
-    tensors = {f"{n}.{p}": a for n in graph.topo() for p, a in sorted(graph.node(n).params.items())}
+    tensors = {checkpoint_key(n, p): a for n in graph.topo() for p, a in sorted(graph.node(n).params.items())}
     return save(tensors, metadata={"format": "mnc", **metadata})
