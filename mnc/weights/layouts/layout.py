@@ -52,9 +52,7 @@ def weighted(op: str) -> bool:
     """Whether an op computes with a weight tensor (a convolution's or a dense layer's kernel), as
     opposed to a batch norm's per-channel scale and statistics: a framework's kernel may fill any
     weighted op (a 1×1 convolution's kernel a fully connected layer's weight)."""
-    # From the registry: the ops whose counted parameters include a weight (to become OpDef's list
-    # of weight slots).
-    return "weight" in OPS[op].counted_params
+    return "weight" in OPS[op].slots
 
 
 def param_nodes(graph: Graph) -> list[str]:
