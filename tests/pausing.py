@@ -4,6 +4,7 @@ stderr and waits there for a signal; the test sends its signal once it has read 
 limits on time here are for failing a test that hangs, never for deciding where a signal lands."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,15 +17,24 @@ LIMIT_S = 600  # a hung test fails after this; a passing one never waits for it
 
 
 def start_paused(stage: str, stderr: Path, *args: str) -> subprocess.Popen:
-    """`python -m mnc ARGS` in a session of its own, told to pause at `stage`, its stderr in a file."""
+    """`python -m mnc ARGS` in a session of its own, told to pause at `stage`, its stderr in a file.
+    SIGINT and SIGTERM start at their defaults, as for a command typed at a terminal: tests run in the
+    background by a script inherit SIGINT ignored (a shell without job control ignores it for `cmd &`),
+    and Python, like any program, leaves an ignored SIGINT ignored; mnc would not see the Ctrl-C."""
     with open(stderr, "w") as err:
         return subprocess.Popen(
             [sys.executable, "-m", "mnc", *args],
             stdout=subprocess.DEVNULL,
             stderr=err,
             start_new_session=True,
+            preexec_fn=_default_signals,
             env={**os.environ, PAUSE_ENV: stage},
         )
+
+
+def _default_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def signal_when_paused(proc: subprocess.Popen, stderr: Path, stage: str, sig: int) -> None:
