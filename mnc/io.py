@@ -16,7 +16,10 @@ import hashlib
 import os
 import shutil
 import signal
+import sys
 import tempfile
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -126,8 +129,10 @@ def destination_lock(folder: Path):
 
 def publish(staged_path: Path, destination: Path, report_path: Path, report: bytes, companions=()) -> None:
     """Put an artifact, its companions and its report in place as one step of one run. Ctrl-C and
-    SIGTERM wait until the renames are done (only SIGKILL can come between them)."""
-    with destination_lock(destination.parent), _signals_held():
+    SIGTERM wait until the renames are done, then take effect (only SIGKILL can come between them)."""
+    pause_for_test("verified")
+    with destination_lock(destination.parent), _signals_held() as held:
+        pause_for_test("installing", until=lambda: held)
         try:
             for companion in companions:
                 install(companion, destination.parent / companion.name)
@@ -139,12 +144,41 @@ def publish(staged_path: Path, destination: Path, report_path: Path, report: byt
 
 @contextmanager
 def _signals_held():
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    """SIGINT and SIGTERM are noted, not acted on, until the block ends; then the handlers they would
+    have met are back and the signals are raised again. The handlers are swapped because Python runs
+    them in the main thread whichever thread the system delivers a signal to: blocking the signals in
+    this thread (pthread_sigmask) does not hold them while other threads exist (a pool's, a runtime's).
+    Outside the main thread there is nothing to hold: Python raises a signal's exception only there."""
+    held: list[int] = []
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) is not None:  # None: a handler installed outside Python, left alone
+                previous[signum] = signal.signal(signum, lambda number, frame: held.append(number))
     try:
-        yield
+        yield held
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(held):
+            signal.raise_signal(signum)
+
+
+PAUSE_ENV = "MNC_TEST_PAUSE"
+
+
+def pause_for_test(stage: str, until=lambda: False) -> None:
+    """For tests of signals: with MNC_TEST_PAUSE=<stage>, say so on stderr and wait here for a signal
+    (until `until()` is true, if the signal is held), so that a test signals a process known to be at
+    this stage instead of guessing with a timer. The stages: "verified" (the artifact staged and
+    verified, nothing installed) and "installing" (inside publish, signals held). A process nobody
+    signals goes on after ten minutes."""
+    if os.environ.get(PAUSE_ENV) != stage:
+        return
+    print(f"mnc: paused at {stage} ({PAUSE_ENV})", file=sys.stderr, flush=True)
+    deadline = time.monotonic() + 600
+    while not until() and time.monotonic() < deadline:
+        time.sleep(0.01)  # wakes often: a signal taken by another thread is acted on between sleeps
 
 
 def digest(path: Path) -> tuple[int, str]:

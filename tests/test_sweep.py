@@ -5,22 +5,22 @@ and the same sweep through a Dask cluster."""
 import csv
 import hashlib
 import json
-import os
 import platform
 import signal
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ElementTree
 
 import numpy as np
 import pytest
 from conftest import SPECS, TINY
+from pausing import ended, signal_when_paused, start_paused
 
 import mnc
 from mnc import parallel, variants
 from mnc.cli import main
 from mnc.errors import InputError, VerificationError
+from mnc.io import digest
 from mnc.variants import FIELDS, Shared, Variant, grid, sweep
 
 V1 = str(SPECS / "v1.mnet")
@@ -234,37 +234,24 @@ def test_sweep_on_a_dask_cluster_brings_back_the_same_artifacts(tmp_path):
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_mid_sweep_leaves_finished_pairs_and_nothing_half_built(tmp_path, sig, code):
-    out = tmp_path / "out"
+    # Signalled while one worker installs a variant (its signals held) and the other is wherever it is.
+    out, stderr = tmp_path / "out", tmp_path / "stderr"
     argv = ["sweep", str(SPECS / "v2.mnet"), "--alpha", "1.0,0.75", "--resolution", "224,192"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mnc", *argv, "--target", "coreml,onnx", "--jobs", "2", "-o", str(out)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while not any(out.glob(".*.staging")) and time.monotonic() < deadline:  # builds have started
-        time.sleep(0.02)
-    time.sleep(0.5)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
+    proc = start_paused("installing", stderr, *argv, "--target", "coreml,onnx", "--jobs", "2", "-o", str(out))
+    signal_when_paused(proc, stderr, "installing", sig)
+    err = ended(proc, stderr)  # no worker left behind
     assert proc.returncode == code, err
-    assert "Traceback" not in err and err.strip().splitlines()[-1].endswith("nothing half-written is left")
+    assert "Traceback" not in "\n".join(err) and err[-1].endswith("nothing half-written is left")
     assert not list(out.rglob(".*.staging"))  # the workers' half-built variants are gone
-    artifacts = [p for p in out.iterdir() if not p.name.endswith(".report.json")]
-    assert all((p.parent / (p.name + ".report.json")).exists() for p in artifacts)  # finished ones, whole
-    # No worker left behind. One that exited after its parent is reaped by init, which here can take
-    # a second or two (seen: a zombie for 1.5 s), so allow it that long.
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.05)
-    else:
-        pytest.fail("processes of the sweep are still running 10 s after it ended")
+    reports = list(out.rglob("*.report.json"))
+    assert reports  # the variant being installed when the signal came is in place
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [r.name for r in reports] + [r.name[: -len(".report.json")] for r in reports]
+    )
+    for path in reports:  # each one whole
+        report = json.loads(path.read_text())
+        artifact = path.with_name(path.name[: -len(".report.json")])
+        assert digest(artifact) == (report["artifact"]["size_bytes"], report["artifact"]["sha256"])
 
 
 STOPPED_IN_A_FINALIZER = """
