@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mnc.backends.coreml_exec import coremltools
+from mnc.backends.image_input import PIXEL_MAX, normalisation
 from mnc.backends.lowering import Lowering, walk
 from mnc.backends.target import INPUT_NAME, output_name, output_names
 from mnc.ir.activations import IDENTITY
@@ -71,7 +72,7 @@ def write(graph: Graph, path: Path, metadata: dict[str, str], options: CoreMLOpt
             ct.ImageType(
                 name=INPUT_NAME,
                 shape=shape,
-                scale=1 / 255.0,
+                scale=1 / PIXEL_MAX,
                 bias=[0.0] * shape[1],
                 color_layout=ct.colorlayout.RGB if shape[1] == 3 else ct.colorlayout.GRAYSCALE,
             )
@@ -239,13 +240,11 @@ def mil_name(name: str) -> str:
 
 
 def _normalise(mb, pixels, options: CoreMLOptions):
-    """Core ML scales image pixels by one number (1/255 here); the spec's per-channel mean and
+    """Core ML scales image pixels by one number (1/PIXEL_MAX here); the spec's per-channel mean and
     std are applied exactly by two ops of our own."""
-    c = len(options.mean)
-    std = np.asarray(options.std, dtype=np.float32).reshape(1, c, 1, 1)
-    mean = np.asarray(options.mean, dtype=np.float32).reshape(1, c, 1, 1)
-    x = mb.mul(x=pixels, y=(1.0 / std).astype(np.float32), name="input_inv_std")
-    return mb.add(x=x, y=(-mean / std).astype(np.float32), name="input_normalised")
+    scale, shift = (v.reshape(1, -1, 1, 1) for v in normalisation(options.mean, options.std, 1.0, np.float32))
+    x = mb.mul(x=pixels, y=scale, name="input_inv_std")
+    return mb.add(x=x, y=shift, name="input_normalised")
 
 
 def _fused(ctx: _Program, y, name: str, node: Node):

@@ -10,6 +10,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from mnc.artifact import ArtifactRecord
+from mnc.backends.image_input import normalisation
 from mnc.backends.lowering import Lowering, walk
 from mnc.backends.onnx_runtime import ort_timer, run_onnx
 from mnc.backends.target import (
@@ -192,11 +193,11 @@ def _input(e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
     its quantisation by its consumers in an int8 model."""
     x = INPUT_NAME
     if e.normalise is not None:
-        mean, std = (np.asarray(v, dtype=np.float64).reshape(1, -1, 1, 1) for v in e.normalise)
+        scale, shift = (v.reshape(1, -1, 1, 1) for v in normalisation(*e.normalise))
         e.node("Cast", [INPUT_NAME], f"{INPUT_NAME}.float", "input_cast", to=TensorProto.FLOAT)
         e.initializers += [
-            numpy_helper.from_array((1.0 / (255.0 * std)).astype(np.float32), f"{INPUT_NAME}.inv_std"),
-            numpy_helper.from_array((-mean / std).astype(np.float32), f"{INPUT_NAME}.shift"),
+            numpy_helper.from_array(scale, f"{INPUT_NAME}.inv_std"),
+            numpy_helper.from_array(shift, f"{INPUT_NAME}.shift"),
         ]
         e.node("Mul", [f"{INPUT_NAME}.float", f"{INPUT_NAME}.inv_std"], f"{INPUT_NAME}.scaled", "input_scale")
         x = e.node("Add", [f"{INPUT_NAME}.scaled", f"{INPUT_NAME}.shift"], f"{INPUT_NAME}.normalised", "input_shift")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mnc.backends.image_input import normalisation
 from mnc.backends.lowering import Lowering
 from mnc.backends.target import INPUT_NAME
 from mnc.backends.tflite.flatbuffer import Act, Op, Opt, T, Writer, make, nhwc, schema
@@ -289,17 +290,17 @@ def _float_input(w: Writer, shape: list[int], options: TFLiteOptions) -> int:
         Opt.CastOptions,
         make(schema.CastOptionsT, inDataType=T.UINT8, outDataType=T.FLOAT32),
     )
-    std, mean = np.asarray(options.std, np.float64), np.asarray(options.mean, np.float64)
+    scale, shift = normalisation(options.mean, options.std)
     scaled = w.op(
         Op.MUL,
-        [floats, w.constant(f"{INPUT_NAME}.inv_std", 1.0 / (255.0 * std))],
+        [floats, w.constant(f"{INPUT_NAME}.inv_std", scale)],
         [w.tensor(f"{INPUT_NAME}.scaled", shape)],
         Opt.MulOptions,
         make(schema.MulOptionsT),
     )
     return w.op(
         Op.ADD,
-        [scaled, w.constant(f"{INPUT_NAME}.shift", -mean / std)],
+        [scaled, w.constant(f"{INPUT_NAME}.shift", shift)],
         [w.tensor(f"{INPUT_NAME}.normalised", shape)],
         Opt.AddOptions,
         make(schema.AddOptionsT),
