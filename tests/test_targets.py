@@ -1,7 +1,9 @@
-"""The Target seam: every registered target lowers every IR op and activation, the compiler and
-the command line name no target, and the activation registry is the one list of activations."""
+"""The Target seam: every registered target lowers every IR op and activation or refuses it with a
+located error naming the target, the compiler and the command line name no target, and the
+activation registry is the one list of activations."""
 
 import ast
+import dataclasses
 import textwrap
 from pathlib import Path
 
@@ -9,13 +11,18 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
+from mnc.artifact import ArtifactRecord
 from mnc.backends import TARGETS
+from mnc.backends.lowering import walk
+from mnc.backends.target import NetworkFacts, TargetOptions
 from mnc.cli import main
+from mnc.errors import InputError, Loc
 from mnc.ir import activations
 from mnc.ir.activations import ACTIVATIONS
 from mnc.ir.graph import Graph, GraphError
 from mnc.ir.node import Affine, ChannelQuantized, QParams
 from mnc.ir.ops import OPS
+from mnc.ir.shapes import infer_shapes
 from mnc.passes.manager import PassError, resolve_pipeline, run_pipeline
 from mnc.pipeline import build, compile_spec
 from mnc.pipeline.compile import pass_options
@@ -54,11 +61,102 @@ EVERY_ACTIVATION = textwrap.dedent("""\
     """)
 
 
+def _every_op() -> Graph:
+    """A small float graph with every op of the registry and every activation (as an `act` node, and
+    fused into a conv and an fc), weighted, with two outputs."""
+    g = Graph("every_op")
+    src = Loc("every.mnet", 1, 1)
+
+    def conv(name, x, out, k=3, groups=1, bias=True, dilation=1, fused_act=None):
+        pad = dilation * (k - 1) // 2
+        attrs = {"out_channels": out, "kernel": [k, k], "stride": [1, 1], "pads": [pad] * 4, "groups": groups}
+        attrs.update(bias=bias, dilation=[dilation, dilation], fused_act=fused_act)
+        g.add(name, "conv", [x], src=src, attrs={k: v for k, v in attrs.items() if v is not None})
+
+    g.add("input", "input", attrs={"shape": [3, 8, 8]}, src=src)
+    conv("stem", "input", 8, fused_act="hswish")
+    conv("dw", "stem", 8, groups=8, bias=False, dilation=2, fused_act="relu6")
+    g.add("bn", "batchnorm", ["dw"], src=src, attrs={"eps": 1e-3})
+    last = "bn"
+    for fn in ACTIVATIONS:
+        g.add(f"act_{fn}", "act", [last], src=src, attrs={"fn": fn})
+        last = f"act_{fn}"
+    g.add("sum", "add", ["bn", last, "stem"], src=src)
+    g.add("gated", "mul", ["sum", "stem"], src=src)
+    g.add("pooled", "avgpool", ["gated"], src=src, attrs={"kernel": [2, 2], "stride": [2, 2]})
+    g.add("up", "resize", ["pooled"], src=src, attrs={"size": [8, 8]})
+    g.add("joined", "concat", ["up", "gated"], src=src)
+    g.add("rows", "per_anchor", ["joined"], src=src, attrs={"columns": 4})
+    g.add("pool", "global_avgpool", ["joined"], src=src)
+    g.add("flat", "flatten", ["pool"], src=src)
+    g.add("fc", "fc", ["flat"], src=src, attrs={"out_features": 5, "bias": True, "fused_act": "relu"})
+    g.add("probabilities", "softmax", ["fc"], src=src)
+    g.outputs = ["probabilities", "rows"]
+    g.output_labels = {"probabilities": "probabilities", "rows": "rows"}
+    infer_shapes(g)
+    rng = np.random.default_rng(0)
+    for name in g:
+        shapes = g.param_shapes(name)
+        g.node(name).params = {k: rng.uniform(0.5, 1.5, s).astype(np.float32) for k, s in shapes.items()}
+    g.validate(require_params=True)
+    return g
+
+
+def test_the_every_op_graph_has_every_op_and_activation():
+    g = _every_op()
+    assert {g.node(n).op for n in g} == set(OPS), "a new op: add it to _every_op"
+    assert {g.node(n).attrs["fn"] for n in g if g.node(n).op == "act"} == set(ACTIVATIONS)
+
+
 @pytest.mark.parametrize("name", sorted(TARGETS))
-def test_every_target_has_a_lowering_for_every_op_and_activation(name):
+def test_every_target_lowers_every_op_and_activation(tmp_path, name):
+    """Every op (the graph's input too: the model's input) and activation has a lowering in the
+    target's table, and each one runs: the target writes a graph that uses them all."""
     target = TARGETS[name]
-    assert set(OPS) - {"input"} <= set(target.ops), "the graph input is each target's model input"
-    assert set(target.activations) == set(ACTIVATIONS)
+    lowering = target.lowering()
+    assert lowering.target == name
+    assert set(lowering.ops) == set(OPS)
+    assert set(lowering.activations) == set(ACTIVATIONS)
+    record = ArtifactRecord("0", "every_op", "", "", 1.0, 8, 5, 0, ())
+    options = target.options(TargetOptions(), NetworkFacts(5, (0.5,) * 3, (0.25,) * 3))
+    path = tmp_path / f"every{target.suffix}"
+    target.write(_every_op(), path, record, options)
+    assert path.exists()
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_what_a_target_cannot_lower_is_a_located_error_naming_it(name):
+    lowering = TARGETS[name].lowering()
+    g = _every_op()
+    # The target's table without resize, every other lowering a stub: what is under test is the refusal.
+    stubs = {op: (lambda ctx, name, node, xs: name) for op in lowering.ops if op != "resize"}
+    without = dataclasses.replace(lowering, ops=stubs, around=None)
+    with pytest.raises(InputError, match=f"--target {name} cannot express the op 'resize' \\(layer 'up'\\)") as info:
+        walk(g, _Values(), without)
+    assert info.value.diagnostics[0].loc == g.node("up").src
+    without = dataclasses.replace(lowering, activations={})
+    with pytest.raises(InputError, match=f"--target {name} cannot express the activation 'relu'") as info:
+        without.activate(None, "relu", None, None, "act_relu", g.node("act_relu"))
+    assert info.value.diagnostics[0].loc == g.node("act_relu").src
+
+
+class _Values:
+    """A lowering context for stubs."""
+
+    def __init__(self):
+        self.values = {}
+
+
+def test_tflite_refuses_a_grouped_convolution_at_its_layer(tmp_path):
+    g = _every_op()
+    g.node("dw").attrs["groups"] = 4
+    g.node("dw").params["weight"] = np.ones((8, 2, 3, 3), np.float32)
+    target = TARGETS["tflite"]
+    options = target.options(TargetOptions(), NetworkFacts(5, (0.5,) * 3, (0.25,) * 3))
+    record = ArtifactRecord("0", "every_op", "", "", 1.0, 8, 5, 0, ())
+    with pytest.raises(InputError, match="--target tflite cannot express a grouped convolution") as info:
+        target.write(g, tmp_path / "g.tflite", record, options)
+    assert info.value.diagnostics[0].loc == g.node("dw").src
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
@@ -137,8 +235,6 @@ def test_negative_seed_is_bad_input(capsys):
 
 def _tiny_quantised() -> Graph:
     g = Graph("tiny")
-    from mnc.errors import Loc
-
     src = Loc("t.mnet", 1, 1)
     g.add("input", "input", attrs={"shape": [2, 4, 4]}, src=src)
     g.add(
@@ -149,8 +245,6 @@ def _tiny_quantised() -> Graph:
         attrs={"out_channels": 3, "kernel": [1, 1], "stride": [1, 1], "pads": [0, 0, 0, 0], "groups": 1, "bias": True},
     )
     g.outputs = ["conv"]
-    from mnc.ir.shapes import infer_shapes
-
     infer_shapes(g)
     g.node("conv").params = {"weight": np.ones((3, 2, 1, 1), np.float32), "bias": np.zeros(3, np.float32)}
     g.node("input").qparams = QParams(Affine(0.1, 128))

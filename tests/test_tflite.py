@@ -9,7 +9,8 @@ from ai_edge_litert import schema_py_generated as schema
 from conftest import ROOT, SPECS, fp16_verifier
 from safetensors.numpy import load_file
 
-from mnc.backends.tflite import BUFFER_ALIGNMENT, read_model, run_litert
+from mnc.backends.tflite import run_litert
+from mnc.backends.tflite.flatbuffer import BUFFER_ALIGNMENT, read_model
 from mnc.cli import main
 from mnc.pipeline import TargetOptions, compile_spec
 

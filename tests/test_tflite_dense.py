@@ -9,7 +9,11 @@ from ai_edge_litert import schema_py_generated as schema
 from conftest import ROOT
 
 from mnc.backends import TARGETS
-from mnc.backends.tflite import TFLiteOptions, build_model, read_model, resize_allowance, run_litert
+from mnc.backends.tflite import run_litert
+from mnc.backends.tflite.flatbuffer import read_model
+from mnc.backends.tflite.model import build_model
+from mnc.backends.tflite.options import TFLiteOptions
+from mnc.backends.tflite.resize import resize_allowance
 from mnc.cli import main
 from mnc.ir import kernels
 from mnc.ir.graph import Graph

@@ -1,16 +1,51 @@
 """Backends: one module per target, each a Target (mnc/backends/target.py) reading the IR only.
-Adding a target is one module plus a line in TARGETS."""
+Adding a target is one module plus a line in REGISTERED.
+
+A target's module is imported when the target is first used (`TARGETS[name]`), so that a build
+imports only the format libraries it needs: its suffix is known without importing it, and the
+modules stay light enough to import for their `choices` (the command line's flags); each imports
+its format library where it lowers, writes or reads an artifact.
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from mnc.backends import coreml, onnx, ort, tflite
 from mnc.backends.target import FLAGS, NetworkFacts, Target, TargetOptions
 from mnc.errors import InputError
 
-TARGETS: dict[str, Target] = {t.name: t for t in (onnx.TARGET, coreml.TARGET, tflite.TARGET, ort.TARGET)}
-DEFAULT_TARGET = onnx.TARGET.name  # of the library API; the command line asks for --target
+# name → (artifact suffix, the module that defines TARGET)
+REGISTERED: dict[str, tuple[str, str]] = {
+    "onnx": (".onnx", "mnc.backends.onnx"),
+    "coreml": (".mlpackage", "mnc.backends.coreml"),
+    "tflite": (".tflite", "mnc.backends.tflite"),
+    "ort": (".ort", "mnc.backends.ort"),
+}
+DEFAULT_TARGET = "onnx"  # of the library API; the command line asks for --target
+
+
+class _Targets(Mapping[str, Target]):
+    """The registered targets by name, each imported on first use."""
+
+    def __getitem__(self, name: str) -> Target:
+        suffix, module = REGISTERED[name]
+        target = importlib.import_module(module).TARGET
+        assert (target.name, target.suffix) == (name, suffix), f"{module} registered as {name} {suffix}"
+        return target
+
+    def __contains__(self, name: object) -> bool:
+        return name in REGISTERED
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(REGISTERED)
+
+    def __len__(self) -> int:
+        return len(REGISTERED)
+
+
+TARGETS: Mapping[str, Target] = _Targets()
 
 
 def get_target(name: str | None) -> Target:
@@ -22,11 +57,11 @@ def get_target(name: str | None) -> Target:
 
 def target_of(path: Path) -> Target:
     """The target whose artifacts have this file name's suffix."""
-    for target in TARGETS.values():
-        if path.name.endswith(target.suffix):
-            return target
+    for name, (suffix, _) in REGISTERED.items():
+        if path.name.endswith(suffix):
+            return TARGETS[name]
     raise InputError(
-        f"'{path}': unknown artifact type; expected one of " + ", ".join(t.suffix for t in TARGETS.values())
+        f"'{path}': unknown artifact type; expected one of " + ", ".join(s for s, _ in REGISTERED.values())
     )
 
 

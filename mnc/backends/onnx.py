@@ -10,6 +10,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from mnc.artifact import ArtifactRecord
+from mnc.backends.image_input import normalisation
+from mnc.backends.lowering import Lowering, walk
+from mnc.backends.onnx_runtime import ort_timer, run_onnx
 from mnc.backends.target import (
     INPUT_NAME,
     Check,
@@ -22,10 +25,10 @@ from mnc.backends.target import (
     joined,
     layer_by_layer,
     output_names,
-    timing_input,
 )
 from mnc.errors import InputError
 from mnc.ir.graph import Graph
+from mnc.ir.node import Node
 from mnc.ir.ops import dilation
 from mnc.quant.scheme import ACTIVATION_LEVELS, weight_qmax
 
@@ -61,50 +64,33 @@ EXECUTOR = "ONNX Runtime (CPUExecutionProvider, all graph optimisations), every 
 LAYER_NOTE = "the instrumented model's output equals the artifact's bit for bit"
 
 
-def emit(graph: Graph, metadata: dict[str, str], description: str = "", normalise: tuple | None = None) -> bytes:
-    model = build_model(graph, metadata, description, normalise)
+def emit(
+    graph: Graph,
+    metadata: dict[str, str],
+    description: str = "",
+    normalise: tuple | None = None,
+    lowering: Lowering | None = None,
+) -> bytes:
+    model = build_model(graph, metadata, description, normalise, lowering)
     onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString(deterministic=True)
 
 
 def build_model(
-    graph: Graph, metadata: dict[str, str], description: str = "", normalise: tuple | None = None
+    graph: Graph,
+    metadata: dict[str, str],
+    description: str = "",
+    normalise: tuple | None = None,
+    lowering: Lowering | None = None,
 ) -> onnx.ModelProto:
     """normalise = (mean, std): the model takes 8-bit pixels (uint8) and applies the spec's per-channel
-    normalisation, (p/255 − mean)/std, itself (--image-input)."""
+    normalisation, (p/255 − mean)/std, itself (--image-input). lowering: ONNX's, under the name of the
+    target that writes the model (.ort's converts it)."""
     (input_node,) = graph.inputs
     names = {input_node: INPUT_NAME, **dict(zip(graph.outputs, output_names(graph)))}
-    e = _Emitter(names)
-    network_input = INPUT_NAME
-    if normalise is not None:
-        mean, std = (np.asarray(v, dtype=np.float64).reshape(1, -1, 1, 1) for v in normalise)
-        e.node("Cast", [INPUT_NAME], f"{INPUT_NAME}.float", "input_cast", to=TensorProto.FLOAT)
-        e.initializers += [
-            numpy_helper.from_array((1.0 / (255.0 * std)).astype(np.float32), f"{INPUT_NAME}.inv_std"),
-            numpy_helper.from_array((-mean / std).astype(np.float32), f"{INPUT_NAME}.shift"),
-        ]
-        e.node("Mul", [f"{INPUT_NAME}.float", f"{INPUT_NAME}.inv_std"], f"{INPUT_NAME}.scaled", "input_scale")
-        network_input = e.node(
-            "Add", [f"{INPUT_NAME}.scaled", f"{INPUT_NAME}.shift"], f"{INPUT_NAME}.normalised", "input_shift"
-        )
-        names[input_node] = network_input
-    for name in graph.topo():
-        data = graph.node(name)
-        q = data.qparams
-        if data.op == "input":
-            if q is not None:  # consumers read the input through its quantisation
-                e.qdq(name, network_input, f"{name}.dq", q.output)
-                e.names[name] = f"{name}.dq"
-            continue
-        inputs = [e.name(p) for p in graph.inputs_of(name)]
-        if q is None:
-            OPS[data.op](e, name, data, inputs)
-            continue
-        final = e.name(name)
-        e.names[name] = f"{name}.float"  # the op computes in float between Dequantize and Quantize
-        OPS[data.op](e, name, data, inputs)
-        e.names[name] = final
-        e.qdq(name, f"{name}.float", final, q.output)
+    e = _Emitter(graph, names, normalise, lowering or LOWERING)
+    walk(graph, e, e.lowering)
+    names = e.names
     batch = "batch"
     input_type = TensorProto.UINT8 if normalise is not None else TensorProto.FLOAT
     inputs = [helper.make_tensor_value_info(INPUT_NAME, input_type, [batch, *graph.node(input_node).shape])]
@@ -127,8 +113,15 @@ def build_model(
 
 
 class _Emitter:
-    def __init__(self, names: dict[str, str]):
+    """The ONNX graph being written: its nodes and initialisers. `names` says where a node's output
+    goes (the model's output names, else the IR name); `values` holds what each lowered node produced."""
+
+    def __init__(self, graph: Graph, names: dict[str, str], normalise: tuple | None, lowering: Lowering):
+        self.graph = graph
+        self.lowering = lowering
         self.names = names
+        self.normalise = normalise
+        self.values: dict[str, str] = {}
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
         self._constants: set[str] = set()
@@ -186,13 +179,116 @@ class _Emitter:
         self.nodes.append(helper.make_node(op_type, inputs, [output], name=node_name, **attrs))
         return output
 
-    def activation(self, fn: str | None, x: str, output: str, node_name: str) -> str:
-        return ACTIVATIONS[fn or "identity"](self, x, output, node_name)
+    def activation(self, fn: str | None, x: str, output: str, node_name: str, node) -> str:
+        return self.lowering.activate(self, fn or "identity", x, output, node_name, node)
 
 
 def _relu6(e: _Emitter, x: str, out: str, name: str) -> str:
     # Clip with its bounds as inputs (opset ≥ 11): the form ONNX Runtime fuses into Conv.
     return e.node("Clip", [x, e.constant("relu6.min", 0.0), e.constant("relu6.max", 6.0)], out, name)
+
+
+def _input(e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
+    """The model's input; with normalise, 8-bit pixels cast and normalised (image input); read through
+    its quantisation by its consumers in an int8 model."""
+    x = INPUT_NAME
+    if e.normalise is not None:
+        scale, shift = (v.reshape(1, -1, 1, 1) for v in normalisation(*e.normalise))
+        e.node("Cast", [INPUT_NAME], f"{INPUT_NAME}.float", "input_cast", to=TensorProto.FLOAT)
+        e.initializers += [
+            numpy_helper.from_array(scale, f"{INPUT_NAME}.inv_std"),
+            numpy_helper.from_array(shift, f"{INPUT_NAME}.shift"),
+        ]
+        e.node("Mul", [f"{INPUT_NAME}.float", f"{INPUT_NAME}.inv_std"], f"{INPUT_NAME}.scaled", "input_scale")
+        x = e.node("Add", [f"{INPUT_NAME}.scaled", f"{INPUT_NAME}.shift"], f"{INPUT_NAME}.normalised", "input_shift")
+    if node.qparams is None:
+        return x
+    e.qdq(name, x, f"{name}.dq", node.qparams.output)
+    return f"{name}.dq"
+
+
+def _quantised(lower, e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
+    """A quantised node computes in float between Dequantize and Quantize: its op writes `NAME.float`,
+    which is quantised and dequantised into the node's output."""
+    if node.qparams is None:
+        return lower(e, name, node, xs)
+    final = e.name(name)
+    e.names[name] = f"{name}.float"
+    lower(e, name, node, xs)
+    e.names[name] = final
+    e.qdq(name, f"{name}.float", final, node.qparams.output)
+    return final
+
+
+def _with_fused_act(e: _Emitter, name: str, node: Node, op_type: str, inputs: list[str], **attrs) -> str:
+    fn = node.attrs.get("fused_act")
+    out = e.name(name)
+    if fn is None:
+        return e.node(op_type, inputs, out, name, **attrs)
+    e.node(op_type, inputs, f"{name}.preact", name, **attrs)
+    return e.activation(fn, f"{name}.preact", out, f"{name}.act", node)
+
+
+def _conv(e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
+    a = node.attrs
+    inputs = [xs[0], e.weight(name, node, "weight")]
+    if a["bias"]:
+        inputs.append(e.weight(name, node, "bias"))
+    return _with_fused_act(
+        e,
+        name,
+        node,
+        "Conv",
+        inputs,
+        kernel_shape=a["kernel"],
+        strides=a["stride"],
+        pads=a["pads"],
+        group=a["groups"],
+        dilations=dilation(a),
+    )
+
+
+def _batchnorm(e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
+    p = node.params
+    inputs = [xs[0]] + [e.param(name, k, p[k]) for k in ("gamma", "beta", "mean", "var")]
+    return e.node("BatchNormalization", inputs, e.name(name), name, epsilon=float(node.attrs["eps"]))
+
+
+def _act(e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
+    return e.activation(node.attrs["fn"], xs[0], e.name(name), name, node)
+
+
+def _add(e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
+    return e.node("Add" if len(xs) == 2 else "Sum", xs, e.name(name), name)
+
+
+def _fc(e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
+    inputs = [xs[0], e.weight(name, node, "weight")]
+    if node.attrs["bias"]:
+        inputs.append(e.weight(name, node, "bias"))
+    return _with_fused_act(e, name, node, "Gemm", inputs, transB=1)
+
+
+def _resize(e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
+    # Output size given as `sizes` (not a scale): the source coordinate is then computed from the two
+    # sizes, as PyTorch's interpolate(size=…, align_corners=False) does.
+    sizes = e.int64(f"{name}.sizes", [node.shape[0], *node.attrs["size"]])
+    batch_sizes = e.node("Shape", [xs[0]], f"{name}.in_shape", f"{name}.shape", start=0, end=1)
+    full = e.node("Concat", [batch_sizes, sizes], f"{name}.out_shape", f"{name}.out_shape", axis=0)
+    return e.node(
+        "Resize",
+        [xs[0], "", "", full],
+        e.name(name),
+        name,
+        mode="linear",
+        coordinate_transformation_mode="half_pixel",
+    )
+
+
+def _per_anchor(e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
+    k = node.attrs["columns"]
+    e.node("Transpose", xs, f"{name}.nhwc", f"{name}.transpose", perm=[0, 2, 3, 1])
+    return e.node("Reshape", [f"{name}.nhwc", e.int64(f"{name}.shape", [0, -1, k])], e.name(name), name)
 
 
 ACTIVATIONS = {
@@ -205,96 +301,25 @@ ACTIVATIONS = {
     "identity": lambda e, x, out, name: e.node("Identity", [x], out, name) if x != out else x,
 }
 
-
-def _with_fused_act(e: _Emitter, name: str, data, op_type: str, inputs: list[str], **attrs) -> None:
-    fn = data.attrs.get("fused_act")
-    out = e.name(name)
-    if fn is None:
-        e.node(op_type, inputs, out, name, **attrs)
-    else:
-        e.node(op_type, inputs, f"{name}.preact", name, **attrs)
-        e.activation(fn, f"{name}.preact", out, f"{name}.act")
-
-
-def _conv(e: _Emitter, name: str, data, xs: list[str]) -> None:
-    a = data.attrs
-    inputs = [xs[0], e.weight(name, data, "weight")]
-    if a["bias"]:
-        inputs.append(e.weight(name, data, "bias"))
-    _with_fused_act(
-        e,
-        name,
-        data,
-        "Conv",
-        inputs,
-        kernel_shape=a["kernel"],
-        strides=a["stride"],
-        pads=a["pads"],
-        group=a["groups"],
-        dilations=dilation(a),
-    )
-
-
-def _batchnorm(e: _Emitter, name: str, data, xs: list[str]) -> None:
-    p = data.params
-    inputs = [xs[0]] + [e.param(name, k, p[k]) for k in ("gamma", "beta", "mean", "var")]
-    e.node("BatchNormalization", inputs, e.name(name), name, epsilon=float(data.attrs["eps"]))
-
-
-def _act(e: _Emitter, name: str, data, xs: list[str]) -> None:
-    e.activation(data.attrs["fn"], xs[0], e.name(name), name)
-
-
-def _add(e: _Emitter, name: str, data, xs: list[str]) -> None:
-    e.node("Add" if len(xs) == 2 else "Sum", xs, e.name(name), name)
-
-
-def _fc(e: _Emitter, name: str, data, xs: list[str]) -> None:
-    inputs = [xs[0], e.weight(name, data, "weight")]
-    if data.attrs["bias"]:
-        inputs.append(e.weight(name, data, "bias"))
-    _with_fused_act(e, name, data, "Gemm", inputs, transB=1)
-
-
 OPS = {
+    "input": _input,
     "conv": _conv,
     "batchnorm": _batchnorm,
     "act": _act,
     "add": _add,
-    "mul": lambda e, n, d, xs: e.node("Mul", xs, e.name(n), n),
-    "global_avgpool": lambda e, n, d, xs: e.node("GlobalAveragePool", xs, e.name(n), n),
-    "flatten": lambda e, n, d, xs: e.node("Flatten", xs, e.name(n), n, axis=1),
+    "mul": lambda e, n, node, xs: e.node("Mul", xs, e.name(n), n),
+    "global_avgpool": lambda e, n, node, xs: e.node("GlobalAveragePool", xs, e.name(n), n),
+    "flatten": lambda e, n, node, xs: e.node("Flatten", xs, e.name(n), n, axis=1),
     "fc": _fc,
-    "softmax": lambda e, n, d, xs: e.node("Softmax", xs, e.name(n), n, axis=1),
-    "avgpool": lambda e, n, d, xs: e.node(
-        "AveragePool", xs, e.name(n), n, kernel_shape=d.attrs["kernel"], strides=d.attrs["stride"]
+    "softmax": lambda e, n, node, xs: e.node("Softmax", xs, e.name(n), n, axis=1),
+    "avgpool": lambda e, n, node, xs: e.node(
+        "AveragePool", xs, e.name(n), n, kernel_shape=node.attrs["kernel"], strides=node.attrs["stride"]
     ),
-    "resize": lambda e, n, d, xs: _resize(e, n, d, xs),
-    "concat": lambda e, n, d, xs: e.node("Concat", xs, e.name(n), n, axis=1),
-    "per_anchor": lambda e, n, d, xs: _per_anchor(e, n, d, xs),
+    "resize": _resize,
+    "concat": lambda e, n, node, xs: e.node("Concat", xs, e.name(n), n, axis=1),
+    "per_anchor": _per_anchor,
 }
-
-
-def _resize(e: _Emitter, name: str, data, xs: list[str]) -> None:
-    # Output size given as `sizes` (not a scale): the source coordinate is then computed from the two
-    # sizes, as PyTorch's interpolate(size=…, align_corners=False) does.
-    sizes = e.int64(f"{name}.sizes", [data.shape[0], *data.attrs["size"]])
-    batch_sizes = e.node("Shape", [xs[0]], f"{name}.in_shape", f"{name}.shape", start=0, end=1)
-    full = e.node("Concat", [batch_sizes, sizes], f"{name}.out_shape", f"{name}.out_shape", axis=0)
-    e.node(
-        "Resize",
-        [xs[0], "", "", full],
-        e.name(name),
-        name,
-        mode="linear",
-        coordinate_transformation_mode="half_pixel",
-    )
-
-
-def _per_anchor(e: _Emitter, name: str, data, xs: list[str]) -> None:
-    k = data.attrs["columns"]
-    e.node("Transpose", xs, f"{name}.nhwc", f"{name}.transpose", perm=[0, 2, 3, 1])
-    e.node("Reshape", [f"{name}.nhwc", e.int64(f"{name}.shape", [0, -1, k])], e.name(name), name)
+LOWERING = Lowering("onnx", OPS, ACTIVATIONS, around=_quantised)
 
 
 def expected_initializers(graph: Graph) -> dict[str, np.ndarray]:
@@ -318,56 +343,13 @@ def expected_initializers(graph: Graph) -> dict[str, np.ndarray]:
     return expected
 
 
-def run_onnx(artifact, feeds: dict[str, np.ndarray], *, optimise: bool = True) -> list[np.ndarray]:
-    """Run a model (a path or its bytes) with ONNX Runtime's CPU provider. With optimise (the default),
-    all graph optimisations on: what a user's ONNX Runtime will actually execute."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.graph_optimization_level = (
-        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimise else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    )
-    # Idle intra-op threads spin by default, taking the core the rest of the compile needs.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    model = artifact if isinstance(artifact, bytes) else str(artifact)
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    types = {i.name: _ORT_DTYPES.get(i.type, np.float32) for i in session.get_inputs()}
-    return session.run(None, {k: np.asarray(v, dtype=types.get(k, np.float32)) for k, v in feeds.items()})
-
-
-_ORT_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8}
-
-
-def ort_timer(path: Path, threads: int) -> Timer:
-    """A model (.onnx or .ort) in ONNX Runtime as an app runs it (all graph optimisations), with
-    `threads` intra-op threads that do not spin when idle: spinning threads of an idle session take
-    the core a measured one needs (benchmarks/ort_latency.py)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ONNX Runtime raises several types for a file it cannot load
-        raise InputError(f"'{path}' cannot be loaded by ONNX Runtime ({type(exc).__name__}: {exc})") from None
-    (inp,) = session.get_inputs()
-    shape = [d if isinstance(d, int) else 1 for d in inp.shape]  # batch 1
-    feed = {inp.name: timing_input(shape, _ORT_DTYPES.get(inp.type, np.float32))}
-    return Timer(f"ONNX Runtime {ort.__version__} (CPUExecutionProvider)", lambda: session.run(None, feed))
-
-
 class OnnxTarget(Target):
     name = "onnx"
     suffix = ".onnx"
     choices = {"image_input": Choice(default=False)}
-    ops = OPS
-    activations = ACTIVATIONS
+
+    def lowering(self) -> Lowering:
+        return LOWERING
 
     def int8_plan(self, options) -> Int8Plan:
         return Int8Plan(WEIGHT_BITS, True, QUANTIZATION, depthwise_weight_bits=DEPTHWISE_WEIGHT_BITS)

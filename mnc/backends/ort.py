@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import io
 import logging
 import os
@@ -30,12 +31,15 @@ import numpy as np
 
 from mnc.artifact import ArtifactRecord
 from mnc.backends import onnx as onnx_target
+from mnc.backends.lowering import Lowering
 from mnc.backends.target import Check, Executor, Int8Plan, NetworkFacts, Target, Timer, joined
 from mnc.errors import InputError
 from mnc.io import output_error
 from mnc.ir.graph import Graph
 from mnc.quant.scheme import weight_qmax
 
+# The model is mnc's ONNX model, converted: ONNX's lowering, refusing under this target's name.
+LOWERING = dataclasses.replace(onnx_target.LOWERING, target="ort")
 CONFIG_SUFFIX = ".required_operators.config"
 WEIGHT_BITS = 8  # ARM's int8 kernels widen before they accumulate: nothing to saturate on the phone
 INT8_SCHEME = (
@@ -151,8 +155,9 @@ def run_ort(artifact, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
 class OrtTarget(Target):
     name = "ort"
     suffix = ".ort"
-    ops = onnx_target.OPS  # the model is mnc's ONNX model, converted
-    activations = onnx_target.ACTIVATIONS
+
+    def lowering(self) -> Lowering:
+        return LOWERING
 
     def make_options(self, values: dict, network: NetworkFacts) -> dict:
         return {"short_description": network.description.get("short_description", "")}
@@ -191,7 +196,8 @@ class OrtTarget(Target):
     def write(self, graph: Graph, path: Path, record: ArtifactRecord, options: dict) -> dict:
         path = Path(path)
         source = path.with_name(path.name + ".source.onnx")
-        source.write_bytes(onnx_target.emit(graph, record.to_metadata(), options.get("short_description", "")))
+        description = options.get("short_description", "")
+        source.write_bytes(onnx_target.emit(graph, record.to_metadata(), description, lowering=LOWERING))
         try:
             reproducible = convert(source, path)
         finally:

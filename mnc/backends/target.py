@@ -3,20 +3,21 @@
 A target is one module that defines a Target and is registered in mnc/backends/__init__.py. It
 says which target flags it takes (and turns them into its own typed options), how it quantises
 (its Int8Plan), how it writes an artifact from the IR and reads mnc's record back, which executors
-run a saved artifact for verification, and which extra int8 checks its runtime needs. Its lowering
-tables (IR op → lowering, activation → lowering) must cover the op and activation registries
-(tests/test_targets.py).
+run a saved artifact for verification, and which extra int8 checks its runtime needs. Its Lowering
+(mnc/backends/lowering.py: IR op → lowering, activation → lowering) lowers every op and activation
+of the registries or refuses it with a located error (tests/test_targets.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ClassVar, Mapping
+from typing import Callable, ClassVar
 
 import numpy as np
 
 from mnc.artifact import ArtifactRecord
+from mnc.backends.lowering import Lowering
 from mnc.errors import InputError, Loc
 from mnc.ir.activations import FUSABLE
 from mnc.ir.graph import Graph
@@ -199,10 +200,12 @@ class Target:
     name: ClassVar[str]
     suffix: ClassVar[str]
     choices: ClassVar[dict[str, Choice]] = {}  # the flags this target takes
-    ops: ClassVar[Mapping[str, Callable]]  # IR op → lowering
-    activations: ClassVar[Mapping[str, Callable]]  # activation name → lowering
     # The activations fuse_act may fold into a conv/fc for this target (default: every fusable one).
     fused_activations: ClassVar[tuple[str, ...]] = FUSABLE
+
+    def lowering(self) -> Lowering:
+        """How the target lowers each IR op and activation."""
+        raise NotImplementedError
 
     # ---- options ----------------------------------------------------------------------
 
