@@ -1,0 +1,171 @@
+"""One function per subcommand: the library call its arguments make, then what it prints. `COMMANDS` maps
+each subcommand's name to its function. The library is imported inside each, so that a command loads only
+what it uses."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from mnc.backends.target import FLAGS
+from mnc.cli.render import format_sweep, print_compiled, print_verified, progress, sweep_progress
+from mnc.errors import InputError
+
+
+def _compile(args) -> int:
+    from mnc.api import compile
+
+    result = compile(
+        args.spec,
+        target=args.target,
+        seed=args.seed or 0,
+        save_weights=args.save_weights,
+        out_dir=args.output_dir,
+        passes=args.passes,
+        quantize=args.quantize,
+        calib=args.calib,
+        calib_samples=args.calib_samples,
+        calib_method=args.calib_method,
+        progress=progress if sys.stderr.isatty() else None,
+        **_network(args),
+        **{name: getattr(args, name) for name in FLAGS},
+    )
+    print_compiled(result)
+    return 0
+
+
+def _network(args) -> dict:
+    """What every command that builds a network takes from the shape and weights options."""
+    return {
+        "alpha": args.alpha,
+        "rho": args.rho,
+        "resolution": args.resolution,
+        "classes": args.classes,
+        "weights": args.weights,
+        "weights_layout": args.weights_layout,
+        "max_memory": args.max_memory,
+    }
+
+
+def _ir(args) -> int:
+    from mnc.ir.printer import format_graph
+    from mnc.passes.manager import resolve_pipeline, run_pipeline
+    from mnc.pipeline import build
+
+    pipeline = resolve_pipeline(args.passes)
+    if args.after not in (None, "none") and args.after not in pipeline:
+        raise InputError(f"--after {args.after}: not a pass of the pipeline ({', '.join(pipeline) or 'empty'})")
+    built = build(
+        args.spec,
+        seed=args.seed or 0,
+        **_network(args),
+    )
+    graph = built.graph
+    if args.after != "none":
+        graph, _ = run_pipeline(graph, pipeline, stop_after=args.after)
+    print(format_graph(graph))
+    return 0
+
+
+def _summary(args) -> int:
+    from mnc.api import summary as summarise
+    from mnc.summary_table import format_table
+
+    summary = summarise(
+        args.spec,
+        alpha=args.alpha,
+        rho=args.rho,
+        resolution=args.resolution,
+        classes=args.classes,
+        max_memory=args.max_memory,
+    )
+    print(json.dumps(summary, indent=2) if args.json else format_table(summary))
+    return 0
+
+
+def _verify(args) -> int:
+    from mnc.api import verify
+
+    result = verify(args.artifact, spec=args.spec, seed=args.seed, **_network(args))
+    print_verified(args.artifact, result, args.json)
+    return 0
+
+
+def _import(args) -> int:
+    from mnc.importer import import_model
+
+    done = import_model(args.checkpoint, args.output_dir, args.name)
+    print(
+        f"wrote {done.spec_path} ({done.family}, α {done.alpha:g}, {done.resolution}×{done.resolution}, "
+        f"{done.classes} classes) and {done.weights_path} ({done.params:,} parameters)"
+    )
+    print(f"  compile it: mnc compile {done.spec_path} --weights {done.weights_path} --target onnx")
+    return 0
+
+
+def _bench(args) -> int:
+    from mnc.api import bench
+    from mnc.latency import cpu_line
+
+    latency = bench(args.artifact, threads=args.threads, warmup=args.warmup, runs=args.runs)
+    print(json.dumps(latency.as_dict(), indent=2) if args.json else latency.line())
+    if not args.json:
+        print(f"  cpu: {cpu_line()}")
+    return 0
+
+
+def _sweep(args) -> int:
+    from mnc.variants import Shared, grid, sweep
+
+    shared = Shared(
+        spec=args.spec,
+        classes=args.classes,
+        weights=args.weights,
+        weights_layout=args.weights_layout,
+        seed=args.seed or 0,
+        passes=args.passes,
+        calib=args.calib,
+        calib_samples=args.calib_samples,
+        calib_method=args.calib_method,
+        max_memory=args.max_memory,
+        target_options={name: getattr(args, name) for name in FLAGS if name != "precision" and getattr(args, name)},
+    )
+    quantize = args.quantize or [None]
+    if args.calib is not None and quantize == [None]:
+        raise InputError("--calib is for --quantize int8")
+    variants = grid(
+        args.target,
+        args.alpha or [None],
+        args.resolution or [None],
+        args.rho or [None],
+        args.precision or [None],
+        quantize,
+    )
+    result = sweep(
+        shared,
+        variants,
+        args.output_dir,
+        jobs=args.jobs,
+        cluster=args.cluster,
+        measure=args.bench,
+        threads=args.threads,
+        warmup=args.warmup,
+        runs=args.runs,
+        progress=sweep_progress(len(variants)),
+    )
+    print(format_sweep(result.records))
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print("wrote " + ", ".join(str(f) for f in result.files))
+    return result.exit_code
+
+
+COMMANDS = {
+    "compile": _compile,
+    "ir": _ir,
+    "summary": _summary,
+    "verify": _verify,
+    "import": _import,
+    "bench": _bench,
+    "sweep": _sweep,
+}
