@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -198,8 +199,11 @@ def test_python_api_is_the_command_line(tmp_path):
     assert mnc.summary(V1, alpha=0.25, resolution=32)["macs"] == result.typed.macs
     assert mnc.verify(result.artifact)["verdict"] == "pass"
     assert mnc.bench(result.artifact, runs=3, warmup=0).runs == 3
-    with pytest.raises(InputError, match="--calib is for --quantize int8"):
+    # A Python caller is told of the keyword arguments it gave; the command line, of its flags.
+    with pytest.raises(InputError, match=re.escape("calib= is for quantize='int8'")):
         mnc.compile(V1, out_dir=tmp_path, calib="synthetic")
+    with pytest.raises(InputError, match=re.escape("quantize='int4': choose one of int8")):
+        mnc.compile(V1, out_dir=tmp_path, quantize="int4")
     with pytest.raises(TypeError, match="unknown target option"):
         mnc.compile(V1, out_dir=tmp_path, precission="fp16")
 

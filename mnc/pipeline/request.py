@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mnc.backends.target import TargetOptions
 from mnc.errors import InputError, param
-from mnc.frontend import CheckedSpec
 from mnc.quant.calibrate import DEFAULT_METHOD
-from mnc.weights.files import WeightsFile
+
+if TYPE_CHECKING:
+    from mnc.frontend import CheckedSpec
+    from mnc.weights.files import WeightsFile
 
 QUANTIZE_CHOICES = ("int8",)
 
