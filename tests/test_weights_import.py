@@ -64,7 +64,8 @@ def test_checkpoint_of_another_width_names_tensor_shapes_layer_line_and_the_widt
     )
     assert first.loc.path.endswith("v2.mnet") and first.loc.line == 29  # the row `| 112² × 16 | bottleneck …`
     notes = [text for text, _ in first.notes]
-    assert "these weights fit α = 0.5, and this compile uses α = 0.35; pass --alpha 0.5" in notes
+    # To a Python caller, in its keyword arguments (the command line says --alpha 0.5: see below).
+    assert "these weights fit α = 0.5, and this compile uses α = 0.35; pass alpha=0.5" in notes
 
 
 def test_class_count_comes_from_the_classifier_unless_given(tmp_path):
