@@ -4,12 +4,14 @@ its Dask tasks call these, so a script gets exactly the artifacts and errors `mn
     import mnc
     result = mnc.compile("specs/v2.mnet", alpha=0.5, resolution=160, target="tflite", out_dir="build")
     result.artifact, result.report["macs"], result.report["verification"]["verdict"]
+    result.typed.macs, result.typed.verification.passed   # the same report, typed (docs/report.md)
     mnc.verify(result.artifact)                 # raises VerificationError (exit_code 3) if it fails
     mnc.bench(result.artifact, threads=1).median_ms
     mnc.summary("specs/v1.mnet", alpha=0.25)["params"]
 
 Errors are MncError subclasses (mnc.errors) carrying the CLI's exit code: InputError (2) for bad
-input, VerificationError (3) when an artifact does not compute what the spec says.
+input, VerificationError (3) when an artifact does not compute what the spec says. Their messages
+name the keyword arguments (`calib=`, `quantize='int8'`), where the command line names its flags.
 """
 
 from __future__ import annotations
@@ -17,15 +19,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from mnc.backends.target import TargetOptions
-from mnc.errors import InputError
 from mnc.frontend import build_graph, load_spec
 from mnc.latency import Latency
 from mnc.latency import bench as _bench
-from mnc.pipeline import CompileResult, Quantization, compile_spec, verify_file
+from mnc.pipeline import BuildRequest, CompileResult, compile_spec, quantization, verify_file
 from mnc.quant.calibrate import DEFAULT_METHOD
 from mnc.summary_table import summary_dict
-
-QUANTIZE_CHOICES = ("int8",)
 
 
 def compile(
@@ -54,27 +53,23 @@ def compile(
     """Build, verify and write one artifact (and its report) under out_dir, as `mnc compile` does.
     Target options are the target flags as keywords: precision="fp16", image_input=True,
     labels="labels.txt", deployment_target="iOS17"."""
-    if quantize is not None and quantize not in QUANTIZE_CHOICES:
-        raise InputError(f"--quantize {quantize}: choose one of {', '.join(QUANTIZE_CHOICES)}")
-    if calib is not None and quantize is None:
-        raise InputError("--calib is for --quantize int8")
-    return compile_spec(
+    quantized = quantization(quantize, calib, calib_samples, calib_method, calib_name, progress)
+    request = BuildRequest(
         spec,
-        target=target,
         alpha=alpha,
         rho=rho,
         resolution=resolution,
         classes=classes,
-        seed=seed,
         weights=weights,
         weights_layout=weights_layout,
-        save_weights=save_weights,
-        out_dir=out_dir,
+        seed=seed,
+        max_memory=max_memory,
+        target=target,
         passes=passes,
         options=TargetOptions(**target_options),
-        quantization=Quantization(calib, calib_samples, calib_method, progress, calib_name) if quantize else None,
-        max_memory=max_memory,
+        quantization=quantized,
     )
+    return compile_spec(request, out_dir, save_weights=save_weights)
 
 
 def verify(
@@ -92,18 +87,18 @@ def verify(
 ) -> dict:
     """Re-check a saved artifact against the reference rebuilt from its spec (by default the spec
     recorded in it); returns the verification section, raises VerificationError if it fails."""
-    return verify_file(
-        artifact,
-        spec_path=spec,
+    request = BuildRequest(
+        spec,
         alpha=alpha,
         rho=rho,
         resolution=resolution,
         classes=classes,
-        seed=seed,
         weights=weights,
         weights_layout=weights_layout,
+        seed=seed,
         max_memory=max_memory,
     )
+    return verify_file(artifact, request).as_dict()
 
 
 def summary(

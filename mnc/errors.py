@@ -6,6 +6,7 @@ failed numerical check (`VerificationError`), 70 for anything else (a bug).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from dataclasses import dataclass, field
 
@@ -123,6 +124,66 @@ def did_you_mean(word: str, choices, synonyms: dict[str, str] | None = None) -> 
         return f"; did you mean '{synonyms[word]}'?"
     close = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
+
+
+# ---- parameters in messages ----------------------------------------------------------------------
+# The library's messages name what the caller gave. A Python caller gave keyword arguments
+# (`calib=`, `quantize='int8'`); the command line gave flags (`--calib`, `--quantize int8`), and
+# installs its wording, a mapping from parameter to flag it owns, while it runs (`wording`).
+
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class Wording:
+    """How messages name parameters. flags None: as keyword arguments; else parameter → flag (a
+    parameter not in it is `--` and its name with dashes)."""
+
+    flags: dict[str, str] | None = None
+
+    def name(self, parameter: str, value=_UNSET, metavar: str | None = None) -> str:
+        if self.flags is None:
+            if metavar is not None:
+                return f"{parameter}={metavar}"
+            return f"{parameter}=" if value is _UNSET else f"{parameter}={_python(value)}"
+        flag = self.flags.get(parameter, "--" + parameter.replace("_", "-"))
+        if metavar is not None:
+            return f"{flag} {metavar}"
+        return flag if value is _UNSET else f"{flag} {_shown(value)}"
+
+
+PYTHON = Wording()
+_wording = PYTHON
+
+
+def param(parameter: str, value=_UNSET, *, metavar: str | None = None) -> str:
+    """A parameter (with the value given, or a placeholder for one) as the caller wrote it:
+    `calib=`, `quantize='int8'`, `calib=DATA` from Python; `--calib`, `--quantize int8`,
+    `--calib DATA` on the command line."""
+    return _wording.name(parameter, value, metavar)
+
+
+def current_wording() -> Wording:
+    return _wording
+
+
+@contextlib.contextmanager
+def wording(words: Wording):
+    """Messages raised inside name parameters this way (the command line: as its flags)."""
+    global _wording
+    previous, _wording = _wording, words
+    try:
+        yield
+    finally:
+        _wording = previous
+
+
+def _python(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else repr(value)
+
+
+def _shown(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def one_of(choices) -> str:

@@ -24,15 +24,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
-from mnc import api
 from mnc.backends import TARGETS, get_target
-from mnc.backends.target import FLAGS
-from mnc.errors import EXIT_INTERNAL, InputError, MncError
+from mnc.backends.target import TargetOptions
+from mnc.errors import EXIT_INTERNAL, PYTHON, InputError, MncError, Wording, current_wording, param, wording
 from mnc.frontend import load_spec
 from mnc.io import publish, remove_stale_staging, staged, write_atomic
 from mnc.latency import bench, cpu, cpu_line
 from mnc.parallel import can_fork, default_jobs, exit_when_stopped, never_fork, process_pool
-from mnc.pipeline.compile import REPORT_SUFFIX, report_bytes
+from mnc.pipeline import BuildRequest, CompileResult, compile_spec, quantization
+from mnc.pipeline.report import REPORT_SUFFIX, Report, report_bytes
 from mnc.quant.calibrate import DEFAULT_METHOD
 from mnc.version import __version__
 
@@ -111,30 +111,32 @@ class Shared:
     max_memory: int | None = None
     target_options: dict = field(default_factory=dict)  # image_input, labels, deployment_target
 
-    def compile_kwargs(self, variant: Variant, out_dir: Path) -> dict:
+    def request(self, variant: Variant) -> BuildRequest:
+        """What `mnc compile` would be asked for this variant."""
         options = {k: v for k, v in self.target_options.items() if k in TARGETS[variant.target].choices}
         if variant.precision:
             options["precision"] = variant.precision
-        return {
-            "spec": self.spec,
-            "target": variant.target,
-            "alpha": variant.alpha,
-            "resolution": variant.resolution,
-            "rho": variant.rho,
-            "classes": self.classes,
-            "out_dir": out_dir / variant.folder,
-            "weights": self.weights,
-            "weights_layout": self.weights_layout,
-            "seed": self.seed,
-            "passes": self.passes,
-            "quantize": variant.quantize,
-            "calib": self.calib if variant.quantize else None,
-            "calib_samples": self.calib_samples,
-            "calib_method": self.calib_method,
-            "calib_name": self.calib_name,
-            "max_memory": self.max_memory,
-            **options,
-        }
+        return BuildRequest(
+            self.spec,
+            alpha=variant.alpha,
+            rho=variant.rho,
+            resolution=variant.resolution,
+            classes=self.classes,
+            weights=self.weights,
+            weights_layout=self.weights_layout,
+            seed=self.seed,
+            max_memory=self.max_memory,
+            target=variant.target,
+            passes=self.passes,
+            options=TargetOptions(**options),
+            quantization=quantization(
+                variant.quantize,
+                self.calib if variant.quantize else None,
+                self.calib_samples,
+                self.calib_method,
+                self.calib_name,
+            ),
+        )
 
 
 def grid(
@@ -149,12 +151,12 @@ def grid(
     that take one; the others get one variant at their own precision."""
     resolutions, rhos = list(resolutions), list(rhos)
     if resolutions != [None] and rhos != [None]:
-        raise InputError("give --resolution or --rho, not both")
+        raise InputError(f"give {param('resolution')} or {param('rho')}, not both")
     sizes = [(r, None) for r in resolutions] if rhos == [None] else [(None, r) for r in rhos]
     targets, precisions = list(targets), list(precisions)
     if precisions != [None] and not any("precision" in get_target(t).choices for t in targets):
         takers = [t for t in TARGETS if "precision" in TARGETS[t].choices]
-        raise InputError(f"--precision: no target of this sweep takes it (only {', '.join(takers)})")
+        raise InputError(f"{param('precision')}: no target of this sweep takes it (only {', '.join(takers)})")
     variants: list[Variant] = []
     for name in targets:
         takes_precision = "precision" in get_target(name).choices
@@ -176,17 +178,16 @@ def _record(variant: Variant, exit_code: int, seconds: float, error: str = "", r
     )
     record["error"] = error or None
     if result is not None:
-        r = result.report
-        target_section = r.get(variant.target, {})
+        r = result.typed
         record.update(
-            alpha=r["alpha"],
-            resolution=r["resolution"],
-            rho=r["rho"],
-            precision=target_section.get("precision", "fp32"),
-            params=r["params"],
-            macs=r["macs"],
-            size_bytes=r["artifact"]["size_bytes"],
-            sha256=r["artifact"]["sha256"],
+            alpha=r.alpha,
+            resolution=r.resolution,
+            rho=r.rho,
+            precision=(r.target_section or {}).get("precision", "fp32"),
+            params=r.params,
+            macs=r.macs,
+            size_bytes=r.artifact.size_bytes,
+            sha256=r.artifact.sha256,
             artifact=str(result.artifact),
             report=str(result.report_path),
         )
@@ -195,30 +196,36 @@ def _record(variant: Variant, exit_code: int, seconds: float, error: str = "", r
 
 def compile_variant(shared: Shared, variant: Variant, out_dir: Path) -> dict:
     """Compile one variant as `mnc compile` would; its record, whether it passed or not."""
+    return _compile(shared, variant, out_dir)[0]
+
+
+def _compile(shared: Shared, variant: Variant, out_dir: Path) -> tuple[dict, CompileResult | None]:
     start = time.perf_counter()
     try:
-        result = api.compile(**shared.compile_kwargs(variant, Path(out_dir)))
+        result = compile_spec(shared.request(variant), Path(out_dir) / variant.folder)
     except MncError as exc:
-        return _record(variant, exc.exit_code, time.perf_counter() - start, exc.render())
+        return _record(variant, exc.exit_code, time.perf_counter() - start, exc.render()), None
     except Exception as exc:  # a bug in mnc: recorded like the rest, with its traceback
         text = f"internal error (a bug in mnc): {type(exc).__name__}: {exc}\n{traceback.format_exc()}"
-        return _record(variant, EXIT_INTERNAL, time.perf_counter() - start, text)
-    return _record(variant, 0, time.perf_counter() - start, result=result)
+        return _record(variant, EXIT_INTERNAL, time.perf_counter() - start, text), None
+    return _record(variant, 0, time.perf_counter() - start, result=result), result
 
 
 # ---- where the builds run ------------------------------------------------------------------------
 
 
-def _local_task(shared: Shared, variant: Variant, out_dir: Path) -> dict:
-    with exit_when_stopped():
+def _local_task(shared: Shared, variant: Variant, out_dir: Path, words: Wording) -> dict:
+    with exit_when_stopped(), wording(words):
         return compile_variant(shared, variant, out_dir)
 
 
-def _run_local(shared: Shared, variants: list[Variant], out_dir: Path, jobs: int, done: Callable) -> None:
+def _run_local(
+    shared: Shared, variants: list[Variant], out_dir: Path, jobs: int, words: Wording, done: Callable
+) -> None:
     # Workers forked before anything started ONNX Runtime can each fork again for the reference.
     workers = max(1, min(jobs, len(variants)))
     with process_pool("fork" if can_fork() else "spawn", workers=workers, cleanup=True) as pool:
-        futures = {pool.submit(_local_task, shared, v, out_dir): v for v in variants}
+        futures = {pool.submit(_local_task, shared, v, out_dir, words): v for v in variants}
         for future in as_completed(futures):
             variant = futures[future]
             try:
@@ -257,12 +264,12 @@ def _inputs(shared: Shared) -> dict[str, tuple[str, dict[str, bytes]]]:
     return found
 
 
-def remote_compile(shared: Shared, inputs: dict, variant: Variant) -> tuple[dict, dict]:
+def remote_compile(shared: Shared, inputs: dict, variant: Variant, words: Wording = PYTHON) -> tuple[dict, dict]:
     """A Dask task: build one variant from copies of its inputs in a folder of the worker's own.
     Returns its record and, if it passed, the files to install: the artifact's, its companions',
-    and its report (as a dict)."""
+    and its report (a Report). Messages name parameters in the sweep's caller's words."""
     never_fork()  # a worker has threads of its own: a forked child could inherit a held lock
-    with tempfile.TemporaryDirectory(prefix="mnc-sweep-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="mnc-sweep-") as tmp, wording(words):
         copies = {role: str(_materialise(files, Path(tmp, "in", role, name))) for role, (name, files) in inputs.items()}
         local = replace(
             shared,
@@ -272,7 +279,7 @@ def remote_compile(shared: Shared, inputs: dict, variant: Variant) -> tuple[dict
             calib_name=shared.calib,
             target_options={**shared.target_options, **({"labels": copies["labels"]} if "labels" in copies else {})},
         )
-        record = compile_variant(local, variant, Path(tmp, "out"))
+        record, result = _compile(local, variant, Path(tmp, "out"))
         if record["exit_code"] != 0:  # its message names the user's files, not these copies
             for role, copy in copies.items():
                 original = shared.target_options["labels"] if role == "labels" else getattr(shared, role)
@@ -283,7 +290,7 @@ def remote_compile(shared: Shared, inputs: dict, variant: Variant) -> tuple[dict
         return record, {
             "artifact": _files(artifact),
             "companions": {p.name: p.read_bytes() for p in target.companions(artifact)},
-            "report": json.loads(Path(record["report"]).read_text()),
+            "report": result.typed,
         }
 
 
@@ -293,33 +300,40 @@ def _install_remote(shared: Shared, variant: Variant, record: dict, files: dict,
         return record
     name = Path(record["artifact"]).name
     destination = out_dir / variant.folder / name
-    report = files["report"]
-    report["artifact"]["path"] = str(destination)
-    report["spec"]["path"] = shared.spec
-    if "file" in report["weights"]:
-        report["weights"]["file"] = shared.weights
+    report: Report = files["report"]
+    weights = report.weights if report.weights.file is None else replace(report.weights, file=shared.weights)
+    report = replace(
+        report,
+        artifact=replace(report.artifact, path=str(destination)),
+        spec=replace(report.spec, path=shared.spec),
+        weights=weights,
+    )
     with staged(destination) as tmp:
         _materialise(files["artifact"], tmp)
         companions = [_materialise({"": data}, tmp.parent / n) for n, data in files["companions"].items()]
         report_path = destination.with_name(name + REPORT_SUFFIX)
-        publish(tmp, destination, report_path, report_bytes(report), companions)
+        publish(tmp, destination, report_path, report_bytes(report.as_dict()), companions)
     return {**record, "artifact": str(destination), "report": str(report_path)}
 
 
-def _run_cluster(shared: Shared, variants: list[Variant], out_dir: Path, address: str, done: Callable) -> None:
+def _run_cluster(
+    shared: Shared, variants: list[Variant], out_dir: Path, address: str, words: Wording, done: Callable
+) -> None:
     try:
         from distributed import Client
         from distributed import as_completed as completed
     except ImportError:
-        raise InputError("--cluster needs Dask's distributed scheduler client: pip install 'mnc[cluster]'") from None
+        raise InputError(
+            f"{param('cluster')} needs Dask's distributed scheduler client: pip install 'mnc[cluster]'"
+        ) from None
     inputs = _inputs(shared)
     try:
         client = Client(address, timeout="10s")
     except (OSError, TimeoutError, ValueError) as exc:
-        raise InputError(f"--cluster {address}: cannot reach a Dask scheduler there ({exc})") from None
+        raise InputError(f"{param('cluster', address)}: cannot reach a Dask scheduler there ({exc})") from None
     with client:
         [shipped] = client.scatter([inputs], broadcast=True)
-        futures = {client.submit(remote_compile, shared, shipped, v, pure=False): v for v in variants}
+        futures = {client.submit(remote_compile, shared, shipped, v, words, pure=False): v for v in variants}
         for future in completed(futures):
             variant = futures[future]
             try:
@@ -371,11 +385,12 @@ def sweep(
     for name in shared.target_options:
         if not any(name in TARGETS[v.target].choices for v in variants):
             takers = [t for t in TARGETS if name in TARGETS[t].choices]
-            raise InputError(f"{FLAGS[name].option}: no target of this sweep takes it (only {', '.join(takers)})")
+            raise InputError(f"{param(name)}: no target of this sweep takes it (only {', '.join(takers)})")
     if jobs is not None and jobs < 1:
-        raise InputError(f"--jobs {jobs}: at least 1")
+        raise InputError(f"{param('jobs', jobs)}: at least 1")
     if any(v.quantize for v in variants) and shared.calib is None:
-        raise InputError("--quantize int8 needs calibration data: --calib FOLDER|FILE.npy|FILE.npz|synthetic")
+        where = param("calib", metavar="FOLDER|FILE.npy|FILE.npz|synthetic")
+        raise InputError(f"{param('quantize', 'int8')} needs calibration data: {where}")
     load_spec(shared.spec)  # a spec that cannot be read is one error, not one per variant
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -389,9 +404,9 @@ def sweep(
 
     try:
         if cluster:
-            _run_cluster(shared, variants, out, cluster, finished)
+            _run_cluster(shared, variants, out, cluster, current_wording(), finished)
         else:
-            _run_local(shared, variants, out, jobs or default_jobs(), finished)
+            _run_local(shared, variants, out, jobs or default_jobs(), current_wording(), finished)
     except BaseException:  # interrupted: the variants done stay, the workers' half-built ones go
         for folder in {out / v.folder for v in variants}:
             if folder.is_dir():

@@ -283,3 +283,32 @@ def test_installed_entry_point_runs_without_traceback(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "v1_0.25_64.onnx").exists() and (tmp_path / "v1_0.25_64.onnx.report.json").exists()
+
+
+def test_messages_name_flags_on_the_command_line_and_keyword_arguments_in_python(tmp_path, capsys):
+    from mnc.api import compile
+    from mnc.cli.parser import WORDING
+    from mnc.errors import InputError, param, wording
+
+    assert (param("calib_method", "mse"), param("alpha", 0.5), param("calib")) == (
+        "calib_method='mse'",
+        "alpha=0.5",
+        "calib=",
+    )
+    with wording(WORDING):
+        assert (param("calib_method", "mse"), param("alpha", 0.5), param("calib")) == (
+            "--calib-method mse",
+            "--alpha 0.5",
+            "--calib",
+        )
+        assert param("out_dir") == "--output-dir" and param("calib", metavar="DATA") == "--calib DATA"
+    assert param("calib") == "calib="  # the command line's wording ends with its command
+    with pytest.raises(
+        InputError, match="passes='quantize_int8': int8 quantisation runs with quantize='int8' calib=DATA"
+    ):
+        compile(SPECS / "v1.mnet", passes="quantize_int8", out_dir=tmp_path)
+    assert (
+        main(["compile", str(SPECS / "v1.mnet"), "--target", "onnx", "--passes", "quantize_int8", "-o", str(tmp_path)])
+        == 2
+    )
+    assert "--passes quantize_int8: int8 quantisation runs with --quantize int8 --calib DATA" in capsys.readouterr().err

@@ -151,14 +151,16 @@ def test_compile_verifies_the_saved_package(tmp_path, spec, alpha, resolution, p
         out_dir=tmp_path,
         options=TargetOptions(precision=precision),
     )
-    v = result.report["verification"]
-    assert v["verdict"] == "pass" and "simulated: Core ML runtime not available" in v["executor"]
+    v = result.typed.verification
+    run = v.runs[0]
+    assert v.passed and "simulated: Core ML runtime not available" in run.executor
     if precision == "fp32":  # every element within the rounding error derived for it (mnc/verification/bounds.py)
-        assert v["metrics"]["exceedance"] <= 1 and v["metrics"]["max_rel_err"] <= 1e-4
+        assert run.exceedance <= 1 and run.comparison.max_rel_err <= 1e-4
     else:  # each layer within its derived float16 bound; the whole network reported
-        assert v["layers"]["verdict"] == "pass" and v["layers"]["max_error_over_bound"] <= 1
-        assert v["layers"]["layers"] > 20 and v["layers"]["samples"] >= 2
-        assert v["metrics"]["cosine"] > 0.999  # reported, not gated
+        layers = v.check("layers")
+        assert layers.passed and layers.section["max_error_over_bound"] <= 1
+        assert layers.section["layers"] > 20 and layers.section["samples"] >= 2
+        assert run.comparison.cosine > 0.999  # reported, not gated
     assert result.artifact.is_dir() and result.artifact.suffix == ".mlpackage"
     program = CoreMLProgram(result.artifact)
     types = {op.type for op in program.operations}
@@ -254,8 +256,8 @@ def test_image_input_and_labels_make_a_verified_classifier(tmp_path):
         out_dir=tmp_path,
         options=TargetOptions(precision="fp32", image_input=True, labels=str(labels)),
     )
-    v = result.report["verification"]
-    assert v["verdict"] == "pass" and v["metrics"]["max_rel_err"] <= 1e-4  # exact per-channel normalisation
+    v = result.typed.verification
+    assert v.passed and v.runs[0].comparison.max_rel_err <= 1e-4  # exact per-channel normalisation
     spec = ct.utils.load_spec(str(result.artifact))
     assert spec.description.input[0].type.HasField("imageType") and spec.description.input[0].name == "input"
     assert spec.description.predictedFeatureName == "classLabel"
@@ -326,9 +328,9 @@ def test_builds_are_reproducible_and_carry_metadata(tmp_path):
     spec = tmp_path / "meta.mnet"
     spec.write_text((SPECS / "v2.mnet").read_text() + 'author = "mnc tests"\nlicense = "Apache-2.0"\nversion = "1.2"\n')
     reports = [
-        compile_spec(spec, target="coreml", alpha=0.35, resolution=64, out_dir=tmp_path / d).report for d in ("a", "b")
+        compile_spec(spec, target="coreml", alpha=0.35, resolution=64, out_dir=tmp_path / d).typed for d in ("a", "b")
     ]
-    assert reports[0]["artifact"]["sha256"] == reports[1]["artifact"]["sha256"]
+    assert reports[0].artifact.sha256 == reports[1].artifact.sha256
     meta = ct.utils.load_spec(str(tmp_path / "a" / "meta_0.35_64.mlpackage")).description.metadata
     assert (meta.author, meta.license, meta.versionString) == ("mnc tests", "Apache-2.0", "1.2")
     assert meta.shortDescription.startswith("MobileNetV2")

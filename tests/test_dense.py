@@ -65,8 +65,9 @@ def test_core_ml_fp16_of_a_detection_network_verifies_layer_by_layer(tmp_path):
         options=TargetOptions(precision="fp16"),
         out_dir=tmp_path,
     )
-    layers = result.report["verification"]["layers"]
-    assert layers["verdict"] == "pass" and layers["layers"] == 138
+    layers = result.typed.verification.check("layers")
+    emitted_layers = result.typed.passes[-1]["nodes_after"] - 1  # every node of the artifact's IR but its input
+    assert layers.passed and layers.section["layers"] == emitted_layers
 
 
 @pytest.mark.parametrize("target", ["onnx", "ort", "coreml"])

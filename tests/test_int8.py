@@ -72,10 +72,11 @@ def test_int8_artifact_is_qdq_with_8_bit_depthwise_and_7_bit_other_weights_and_i
     meta = {p.key: p.value for p in model.metadata_props}
     assert "7-bit" in meta["mnc.quantization"] and meta["mnc.passes"].endswith("quantize_int8")
     assert meta["mnc.weight_bits"] == "7" and meta["mnc.depthwise_weight_bits"] == "8"
-    v = q.report["verification"]
-    assert v["verdict"] == "pass" and v["saturation"]["largest_weight"] <= 63
+    v = q.typed.verification
+    assert v.passed and v.check("saturation").section["largest_weight"] <= 63
     # ONNX Runtime's integer kernels, layer by layer, against the reference of each layer.
-    assert v["layers"]["verdict"] == "pass" and v["layers"]["max_lsb"] <= 1 and v["layers"]["layers"] > 50
+    layers = v.check("layers")
+    assert layers.passed and layers.section["max_lsb"] <= 1 and layers.section["layers"] > 50
 
 
 def test_verify_rebuilds_the_quantised_reference(int8_and_fp32, capsys):
@@ -87,7 +88,7 @@ def test_verify_rebuilds_the_quantised_reference(int8_and_fp32, capsys):
 def test_same_data_and_seed_give_the_same_ranges_and_bytes(tmp_path):
     a = _compile(tmp_path / "a", Quantization(str(DIGITS / "calib"), samples=16, method="percentile"))
     b = _compile(tmp_path / "b", Quantization(str(DIGITS / "calib"), samples=16, method="percentile"))
-    assert a.report["quantization"]["activation_ranges"] == b.report["quantization"]["activation_ranges"]
+    assert a.typed.quantization.activation_ranges == b.typed.quantization.activation_ranges
     assert a.artifact.read_bytes() == b.artifact.read_bytes()
 
 
@@ -298,7 +299,7 @@ def test_core_ml_int8_keeps_the_trained_networks_accuracy(tmp_path, heldout, dep
     types = {op.type for op in CoreMLProgram(q.artifact).operations}
     assert "constexpr_affine_dequantize" in types
     assert ("quantize" in types) == (deployment == "iOS17")  # int8 activations from iOS17
-    assert q.report["verification"]["verdict"] == "pass"
+    assert q.typed.verification.passed
     assert main(["verify", str(q.artifact), "--weights", str(WEIGHTS)]) == 0
 
 

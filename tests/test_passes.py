@@ -222,10 +222,10 @@ def test_default_pipeline_leaves_no_batchnorm_or_activation_in_mobilenets(spec):
 )
 def test_optimised_artifact_matches_unoptimised_reference(tmp_path, spec, alpha, resolution):
     result = compile_spec(SPECS / spec, alpha=alpha, resolution=resolution, out_dir=tmp_path)
-    v = result.report["verification"]
-    assert v["verdict"] == "pass" and v["metrics"]["max_rel_err"] <= 1e-4
-    assert "graph optimisations disabled" in v["reference"] and v["reference_check"]["verdict"] == "pass"
-    assert [p["name"] for p in result.report["passes"]] == ["fold_bn", "fuse_act", "cleanup"]
+    v = result.typed.verification
+    assert v.passed and v.runs[0].comparison.max_rel_err <= 1e-4
+    assert "graph optimisations disabled" in v.reference and v.reference_check.passed
+    assert [p["name"] for p in result.typed.passes] == ["fold_bn", "fuse_act", "cleanup"]
     model = onnx.load(str(result.artifact))
     op_types = [n.op_type for n in model.graph.node]
     assert "BatchNormalization" not in op_types

@@ -330,9 +330,9 @@ def test_a_deep_network_is_not_failed_for_rounding_it_cannot_avoid(tmp_path):
     spec = tmp_path / "deep.mnet"
     spec.write_text(text)
     result = compile_spec(spec, resolution=96, out_dir=tmp_path)
-    v = result.report["verification"]
-    assert v["verdict"] == "pass" and v["reference_check"]["verdict"] == "pass"
-    assert v["metrics"]["max_rel_err"] > 1e-4 and v["metrics"]["exceedance"] <= 1
+    v = result.typed.verification
+    assert v.passed and v.reference_check.passed
+    assert v.runs[0].comparison.max_rel_err > 1e-4 and v.runs[0].exceedance <= 1
 
 
 # ---- new ways to fail, each located -------------------------------------------------------------

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 import platform
+import re
 import signal
 import subprocess
 import sys
@@ -116,7 +117,7 @@ def test_the_sweep_exit_code_is_the_worst_of_its_variants(tmp_path, monkeypatch)
     def failing(*args, **kwargs):
         raise VerificationError("verification failed: injected")
 
-    monkeypatch.setattr(variants.api, "compile", failing)
+    monkeypatch.setattr(variants, "compile_spec", failing)
     record = variants.compile_variant(Shared(V1), Variant("onnx", 0.25, 32), tmp_path)
     assert (record["verdict"], record["exit_code"]) == ("verification failed", 3)
     result = variants.SweepResult([dict(record, exit_code=c) for c in (0, 3, 2)], [], [])
@@ -193,12 +194,16 @@ def test_bench_refuses_what_it_cannot_time(tmp_path, capsys):
 
 def test_python_api_is_the_command_line(tmp_path):
     result = mnc.compile(V1, target="tflite", alpha=0.25, resolution=32, out_dir=tmp_path, precision="fp16")
-    assert result.report["verification"]["verdict"] == "pass" and result.report["tflite"]["precision"] == "fp16"
-    assert mnc.summary(V1, alpha=0.25, resolution=32)["macs"] == result.report["macs"]
+    assert result.typed.verification.passed and result.typed.target_section["precision"] == "fp16"
+    assert result.report["macs"] == result.typed.macs  # the JSON as a dict, as README shows it
+    assert mnc.summary(V1, alpha=0.25, resolution=32)["macs"] == result.typed.macs
     assert mnc.verify(result.artifact)["verdict"] == "pass"
     assert mnc.bench(result.artifact, runs=3, warmup=0).runs == 3
-    with pytest.raises(InputError, match="--calib is for --quantize int8"):
+    # A Python caller is told of the keyword arguments it gave; the command line, of its flags.
+    with pytest.raises(InputError, match=re.escape("calib= is for quantize='int8'")):
         mnc.compile(V1, out_dir=tmp_path, calib="synthetic")
+    with pytest.raises(InputError, match=re.escape("quantize='int4': choose one of int8")):
+        mnc.compile(V1, out_dir=tmp_path, quantize="int4")
     with pytest.raises(TypeError, match="unknown target option"):
         mnc.compile(V1, out_dir=tmp_path, precission="fp16")
 

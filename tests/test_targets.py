@@ -171,7 +171,7 @@ def test_every_activation_compiles_and_verifies_on_every_target(tmp_path, name):
     fused = {optimised.node(n).attrs.get("fused_act") for n in optimised} - {None}
     assert fused == set(TARGETS[name].fused_activations)  # the rest stay act nodes of their own
     result = compile_spec(spec, target=name, out_dir=tmp_path)
-    assert result.report["verification"]["verdict"] == "pass"
+    assert result.typed.verification.passed
 
 
 def _string_constants(path: Path) -> set[str]:

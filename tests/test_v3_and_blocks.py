@@ -63,7 +63,7 @@ def test_onnx_lowering_and_fusion_of_hard_activations(tmp_path):
         == {"alpha": pytest.approx(1 / 6), "beta": 0.5}
         for n in sigmoids
     )
-    fused = {r["name"]: r for r in result.report["passes"]}["fuse_act"]
+    fused = {r["name"]: r for r in result.typed.passes}["fuse_act"]
     assert "act" not in fused["ops_after"]  # hswish, hsigmoid and relu all fused into their convs
 
 
@@ -87,7 +87,7 @@ def test_v3_matches_torchvision_through_onnx_and_coreml(tmp_path, arch, spec, re
             out_dir=tmp_path / f"{target}{precision}",
             options=TargetOptions(precision=precision),
         )
-        assert result.report["weights"]["layout"] == "torchvision_mobilenet_v3" and result.report["classes"] == 10
+        assert result.typed.weights.layout == "torchvision_mobilenet_v3" and result.typed.classes == 10
         (y,) = execute(result.artifact, {"input": io["input"]})
         assert np.abs(y - expected).max() <= limit * scale, (target, precision)
         assert (y.argmax(1) == expected.argmax(1)).all(), (target, precision)
@@ -280,7 +280,7 @@ def test_examples_compile_and_verify(tmp_path, name, target, precision):
         out_dir=tmp_path,
         options=TargetOptions(precision=precision),
     )
-    assert result.report["verification"]["verdict"] == "pass"
+    assert result.typed.verification.passed
     optimised, _ = run_pipeline(
         build(EXAMPLES / f"{name}.mnet", alpha=0.5, resolution=96).graph, resolve_pipeline("default")
     )

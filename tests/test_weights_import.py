@@ -28,8 +28,8 @@ def test_compiled_onnx_matches_torchvision(tmp_path, width, resolution):
     result = compile_spec(
         SPECS / "v2.mnet", alpha=width, resolution=resolution, weights=checkpoint(width), out_dir=tmp_path
     )
-    assert result.report["classes"] == 10  # taken from the checkpoint's classifier
-    assert result.report["weights"]["layout"] == "torchvision_mobilenet_v2"
+    assert result.typed.classes == 10  # taken from the checkpoint's classifier
+    assert result.typed.weights.layout == "torchvision_mobilenet_v2"
     io = load_file(FIXTURES / f"mobilenet_v2_w{width}_r{resolution}.safetensors")
     (y,) = run_onnx(result.artifact.read_bytes(), {"input": io["input"]})
     expected = io["output"]
@@ -64,7 +64,8 @@ def test_checkpoint_of_another_width_names_tensor_shapes_layer_line_and_the_widt
     )
     assert first.loc.path.endswith("v2.mnet") and first.loc.line == 29  # the row `| 112² × 16 | bottleneck …`
     notes = [text for text, _ in first.notes]
-    assert "these weights fit α = 0.5, and this compile uses α = 0.35; pass --alpha 0.5" in notes
+    # To a Python caller, in its keyword arguments (the command line says --alpha 0.5: see below).
+    assert "these weights fit α = 0.5, and this compile uses α = 0.35; pass alpha=0.5" in notes
 
 
 def test_class_count_comes_from_the_classifier_unless_given(tmp_path):
@@ -168,11 +169,11 @@ def test_saved_weights_reload_to_the_same_model(tmp_path):
         save_weights=tmp_path / "mine.safetensors",
         out_dir=tmp_path / "a",
     )
-    assert first.report["weights"]["saved_to"].endswith("mine.safetensors")
+    assert first.typed.weights.saved_to.endswith("mine.safetensors")
     again = compile_spec(
         SPECS / "v2.mnet", alpha=0.35, resolution=64, weights=tmp_path / "mine.safetensors", out_dir=tmp_path / "b"
     )
-    assert again.report["weights"]["layout"] == "mnc" and again.report["classes"] == 10
+    assert again.typed.weights.layout == "mnc" and again.typed.classes == 10
     a, b = (onnx.load(str(r.artifact)) for r in (first, again))
     assert {i.name: i.raw_data for i in a.graph.initializer} == {i.name: i.raw_data for i in b.graph.initializer}
     saved = load_file(tmp_path / "mine.safetensors")

@@ -6,45 +6,53 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from mnc.backends.target import FLAGS
+from mnc.backends.target import FLAGS, TargetOptions
 from mnc.cli.render import format_sweep, print_compiled, print_verified, progress, sweep_progress
 from mnc.errors import InputError
 
+if TYPE_CHECKING:
+    from mnc.pipeline.request import BuildRequest
+
 
 def _compile(args) -> int:
-    from mnc.api import compile
+    from mnc.pipeline import compile_spec, quantization
 
-    result = compile(
+    request = _request(
+        args,
         args.spec,
         target=args.target,
-        seed=args.seed or 0,
-        save_weights=args.save_weights,
-        out_dir=args.output_dir,
         passes=args.passes,
-        quantize=args.quantize,
-        calib=args.calib,
-        calib_samples=args.calib_samples,
-        calib_method=args.calib_method,
-        progress=progress if sys.stderr.isatty() else None,
-        **_network(args),
-        **{name: getattr(args, name) for name in FLAGS},
+        options=TargetOptions(**{name: getattr(args, name) for name in FLAGS}),
+        quantization=quantization(
+            args.quantize,
+            args.calib,
+            args.calib_samples,
+            args.calib_method,
+            progress=progress if sys.stderr.isatty() else None,
+        ),
     )
-    print_compiled(result)
+    print_compiled(compile_spec(request, args.output_dir, save_weights=args.save_weights))
     return 0
 
 
-def _network(args) -> dict:
+def _request(args, spec, **compile_fields) -> BuildRequest:
     """What every command that builds a network takes from the shape and weights options."""
-    return {
-        "alpha": args.alpha,
-        "rho": args.rho,
-        "resolution": args.resolution,
-        "classes": args.classes,
-        "weights": args.weights,
-        "weights_layout": args.weights_layout,
-        "max_memory": args.max_memory,
-    }
+    from mnc.pipeline.request import BuildRequest
+
+    return BuildRequest(
+        spec,
+        alpha=args.alpha,
+        rho=args.rho,
+        resolution=args.resolution,
+        classes=args.classes,
+        weights=args.weights,
+        weights_layout=args.weights_layout,
+        seed=args.seed,
+        max_memory=args.max_memory,
+        **compile_fields,
+    )
 
 
 def _ir(args) -> int:
@@ -55,12 +63,7 @@ def _ir(args) -> int:
     pipeline = resolve_pipeline(args.passes)
     if args.after not in (None, "none") and args.after not in pipeline:
         raise InputError(f"--after {args.after}: not a pass of the pipeline ({', '.join(pipeline) or 'empty'})")
-    built = build(
-        args.spec,
-        seed=args.seed or 0,
-        **_network(args),
-    )
-    graph = built.graph
+    graph = build(_request(args, args.spec)).graph
     if args.after != "none":
         graph, _ = run_pipeline(graph, pipeline, stop_after=args.after)
     print(format_graph(graph))
@@ -84,10 +87,9 @@ def _summary(args) -> int:
 
 
 def _verify(args) -> int:
-    from mnc.api import verify
+    from mnc.pipeline import verify_file
 
-    result = verify(args.artifact, spec=args.spec, seed=args.seed, **_network(args))
-    print_verified(args.artifact, result, args.json)
+    print_verified(args.artifact, verify_file(args.artifact, _request(args, args.spec)), args.json)
     return 0
 
 

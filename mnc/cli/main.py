@@ -12,8 +12,8 @@ import tempfile
 import traceback
 
 from mnc.cli.commands import COMMANDS
-from mnc.cli.parser import make_parser
-from mnc.errors import EXIT_INTERNAL, MncError
+from mnc.cli.parser import WORDING, make_parser
+from mnc.errors import EXIT_INTERNAL, MncError, wording
 from mnc.version import __version__
 
 EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_BROKEN_PIPE = 130, 143, 141
@@ -22,7 +22,7 @@ EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_BROKEN_PIPE = 130, 143, 141
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
-        with _signals_as_exceptions():
+        with _signals_as_exceptions(), wording(WORDING):
             return COMMANDS[args.command](args)
     except MncError as exc:
         print(exc.render(), file=sys.stderr)

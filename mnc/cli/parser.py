@@ -9,12 +9,17 @@ import sys
 
 from mnc.backends import TARGETS, targets_taking
 from mnc.backends.target import FLAGS
+from mnc.errors import Wording
 from mnc.frontend.budget import parse_size
 from mnc.parallel import default_jobs
 from mnc.quant.calibrate import DEFAULT_METHOD as CALIBRATION_DEFAULT
 from mnc.quant.calibrate import METHODS as CALIBRATION_METHODS
 from mnc.version import __version__
 from mnc.weights.layouts import LAYOUTS
+
+# How the library's messages name a parameter given here: as the flag that gave it. A flag is its
+# parameter's name with dashes (calib_method: --calib-method), but for these.
+WORDING = Wording({"out_dir": "--output-dir"})
 
 
 class _Parser(argparse.ArgumentParser):

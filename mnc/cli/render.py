@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what the commands give these functions; loaded by the commands that make them
+    from mnc.pipeline.compile import CompileResult
+    from mnc.pipeline.report import Verified
+    from mnc.verification.result import ExecutorRun, FloatVerification, Int8Verification
 
 
-def print_compiled(result) -> None:
+def print_compiled(result: CompileResult) -> None:
     """A compile that passed: the artifact, its int8 figures, each executor's errors, the checks."""
-    r = result.report
-    v = r["verification"]
-    print(
-        f"wrote {result.artifact} ({r['artifact']['size_bytes']:,} bytes; "
-        f"{r['params']:,} params, {r['macs'] / 1e6:.1f} M MACs)"
-    )
-    if "quantization" in r:
-        q, m, f = r["quantization"], v["metrics"], v["versus_fp32"]
-        if q["synthetic"]:
+    r = result.typed
+    v = r.verification
+    print(f"wrote {result.artifact} ({r.artifact.size_bytes:,} bytes; {r.params:,} params, {r.macs / 1e6:.1f} M MACs)")
+    if r.quantization is not None:
+        q, m, f = r.quantization, v.versus_fake_quant, v.versus_fp32
+        if q.synthetic:
             print(
                 "warning: calibrated with synthetic data; the int8 ranges do not represent real inputs", file=sys.stderr
             )
         print(
-            f"int8 ({q['calibration']}): against mnc's fake-quant reference SQNR {m['sqnr_db']} dB, cosine "
+            f"int8 ({q.calibration}): against mnc's fake-quant reference SQNR {m['sqnr_db']} dB, cosine "
             f"{m['cosine']:.5f}; against fp32 SQNR {f['sqnr_db']} dB, top-1 agreement {_fraction(f['top1_agreement'])}"
             " (seeded synthetic images)"
         )
@@ -31,57 +34,66 @@ def print_compiled(result) -> None:
                 f"int8 against fp32 on {own['samples']} of the calibration images: SQNR {own['sqnr_db']} dB, "
                 f"cosine {own['cosine']:.5f}, top-1 agreement {_fraction(own['top1_agreement'])}"
             )
-    for run in v.get("runs", []):
-        m = run["metrics"]
+    for run in _runs(v):
+        c = run.comparison
         print(
-            f"verified with {run['executor']}: max abs error {m['max_abs_err']:.3g}, max rel error "
-            f"{m['max_rel_err']:.3g} ({_allowance(v, m)}), cosine {m['cosine']:.7f}"
+            f"verified with {run.executor}: max abs error {c.max_abs_err:.3g}, max rel error "
+            f"{c.max_rel_err:.3g} ({_allowance(v, run)}), cosine {c.cosine:.7f}"
         )
     _print_check_summaries(v)
-    print(f"  reference: {v['reference']}")
+    print(f"  reference: {v.reference}")
     print(f"report: {result.report_path}")
 
 
-def print_verified(artifact: str, result: dict, as_json: bool) -> None:
+def print_verified(artifact: str, verified: Verified, as_json: bool) -> None:
+    from mnc.verification.result import Int8Verification
+
     if as_json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps(verified.as_dict(), indent=2))
     else:
-        print(f"{artifact}: pass (α={result['alpha']:g}, resolution {result['resolution']}, seed {result['seed']})")
-        if "versus_fp32" in result:
-            m = result["metrics"]
+        v = verified.verification
+        print(f"{artifact}: pass (α={verified.alpha:g}, resolution {verified.resolution}, seed {verified.seed})")
+        if isinstance(v, Int8Verification):
+            m = v.versus_fake_quant
             print(f"  int8 against mnc's fake-quant reference: SQNR {m['sqnr_db']} dB, cosine {m['cosine']:.5f}")
-        for run in result.get("runs", []):
-            m = run["metrics"]
+        for run in _runs(v):
+            c = run.comparison
             print(
-                f"  {run['executor']}: max abs error {m['max_abs_err']:.3g}, max rel error {m['max_rel_err']:.3g}, "
-                f"cosine {m['cosine']:.7f}"
+                f"  {run.executor}: max abs error {c.max_abs_err:.3g}, max rel error {c.max_rel_err:.3g}, "
+                f"cosine {c.cosine:.7f}"
             )
-        _print_check_summaries(result, indent="  ")
-        if not result["spec"]["matches_artifact"]:
-            print(f"note: {result['spec']['path']} differs from the spec the artifact was built from")
+        _print_check_summaries(v, indent="  ")
+        if not verified.spec.matches_artifact:
+            print(f"note: {verified.spec.path} differs from the spec the artifact was built from")
+
+
+def _runs(verification: FloatVerification | Int8Verification) -> list[ExecutorRun]:
+    """Each executor's run of a float artifact (an int8 one is compared as a whole, not run by run)."""
+    from mnc.verification.result import FloatVerification
+
+    return verification.runs if isinstance(verification, FloatVerification) else []
 
 
 def _fraction(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
-def _allowance(verification: dict, metrics: dict) -> str:
-    if "exceedance" in metrics:  # fp32: the per-element bound derived from the computation
-        return f"{metrics['exceedance']:.2f} of the rounding error derived for it"
-    tolerance = verification["tolerance"]
-    if "reported_max_rel_err" in tolerance:  # checked layer by layer; the whole network reported
+def _allowance(verification: FloatVerification, run: ExecutorRun) -> str:
+    if run.exceedance is not None:  # fp32: the per-element bound derived from the computation
+        return f"{run.reported_exceedance:.2f} of the rounding error derived for it"
+    if verification.layered:  # checked layer by layer; the whole network reported
         return "reported against the fp32 reference"
-    return f"tolerance {tolerance['max_rel_err']:g}"
+    return f"tolerance {verification.tolerance.max_rel_err:g}"
 
 
-def _print_check_summaries(verification: dict, indent: str = "") -> None:
-    for section in verification.values():
-        if isinstance(section, dict) and "summary" in section:
-            print(indent + section["summary"])
-    if "constants" in verification:
+def _print_check_summaries(verification: FloatVerification | Int8Verification, indent: str = "") -> None:
+    for check in verification.checks:
+        if check.summary:
+            print(indent + check.summary)
+    if verification.constants is not None:
         print(
-            f"{indent}checked {verification['constants']['checked']} constants of the artifact: each equals the "
-            "spec's weights after the declared rounding, bit for bit"
+            f"{indent}checked {verification.constants.as_dict()['checked']} constants of the artifact: each equals "
+            "the spec's weights after the declared rounding, bit for bit"
         )
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from mnc.errors import InputError, Loc
+from mnc.errors import InputError, Loc, param
 from mnc.frontend import CheckedSpec, Config, build_graph, load_spec
 from mnc.ir.graph import Graph
+from mnc.pipeline.request import BuildRequest, as_request
 from mnc.timing import Timings
 from mnc.weights.files import WeightsFile, read_weights
 from mnc.weights.init import init_weights
@@ -28,22 +29,13 @@ class Built:
     timings: Timings = field(default_factory=Timings)
 
 
-def build(
-    spec: CheckedSpec | str | Path,
-    *,
-    alpha=None,
-    rho=None,
-    resolution=None,
-    classes=None,
-    seed: int = 0,
-    weights: str | Path | WeightsFile | None = None,
-    weights_layout: str | None = None,
-    timings: Timings | None = None,
-    max_memory: int | None = None,
-) -> Built:
+def build(spec: BuildRequest | CheckedSpec | str | Path, /, *, timings: Timings | None = None, **fields) -> Built:
     """Spec → IR graph with α/ρ applied, shapes inferred, and weights: loaded from a checkpoint (a
     path, or a file already read) whose classifier gives the class count unless `classes` is
-    given, or initialised from `seed`."""
+    given, or initialised from the seed. Takes a BuildRequest, or a spec and its fields as keywords."""
+    request = as_request(spec, fields)
+    spec, alpha, rho, resolution = request.spec, request.alpha, request.rho, request.resolution
+    classes, weights, seed = request.classes, request.weights, request.seed or 0
     timings = timings or Timings()
     if not isinstance(spec, CheckedSpec):
         with timings.stage("parse"):
@@ -53,7 +45,7 @@ def build(
     if weights is not None:
         with timings.stage("read_weights"):
             checkpoint = weights if isinstance(weights, WeightsFile) else read_weights(weights)
-            layout = choose_layout(set(checkpoint.tensors), weights_layout, Loc.file(checkpoint.path))
+            layout = choose_layout(set(checkpoint.tensors), request.weights_layout, Loc.file(checkpoint.path))
         conventions = {**layout.conventions(set(checkpoint.tensors)), **checkpoint.conventions}
         spec, overridden = _with_conventions(spec, conventions)
         if classes is None:
@@ -62,7 +54,7 @@ def build(
             classes = _classes_from_shapes(spec, alpha, rho, resolution, checkpoint, layout)
     config = spec.config(alpha, rho, resolution, classes)
     with timings.stage("lower"):
-        graph = build_graph(spec, config, max_memory)
+        graph = build_graph(spec, config, request.max_memory)
         graph.validate()
     with timings.stage("weights"):
         if checkpoint is not None:
@@ -143,7 +135,7 @@ def _add_fit_hint(
             exc.diagnostics[0].notes.append(
                 (
                     f"these weights fit α = {alpha:g}, and this compile uses α = {config.alpha:g}; "
-                    f"pass --alpha {alpha:g}",
+                    f"pass {param('alpha', alpha)}",
                     None,
                 )
             )

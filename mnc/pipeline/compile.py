@@ -1,17 +1,17 @@
 """The two things mnc does with a spec: compile it (build, optimise, emit, verify the saved
-artifact, and only then install it with its report) and re-verify an artifact it wrote. Every
-target-specific decision is the Target's (mnc/backends/target.py)."""
+artifact, and only then install it with its report) and re-verify an artifact it wrote. Both take
+a BuildRequest and check the artifact on one path (check_artifact). Every target-specific decision
+is the Target's (mnc/backends/target.py)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from mnc.artifact import ArtifactRecord
 from mnc.backends import get_target, target_of, target_options
-from mnc.backends.target import INPUT_NAME, NetworkFacts, Target, TargetOptions, check_classifier, output_names
-from mnc.errors import InputError, VerificationError
+from mnc.backends.target import INPUT_NAME, NetworkFacts, Target, check_classifier, output_names
+from mnc.errors import InputError, VerificationError, param
 from mnc.frontend import load_spec, load_spec_text
 from mnc.frontend.anchors import SUFFIX as ANCHORS_SUFFIX
 from mnc.frontend.anchors import anchors_json
@@ -22,25 +22,32 @@ from mnc.parallel import background_pool, single_threaded_blas
 from mnc.passes.manager import resolve_pipeline, run_pipeline
 from mnc.pipeline.build import Built, build
 from mnc.pipeline.quantize import PASS as QUANTIZE_PASS
-from mnc.pipeline.quantize import Quantization, quantize, quantize_with_ranges
+from mnc.pipeline.quantize import quantize, quantize_with_ranges
+from mnc.pipeline.report import (
+    REPORT_SUFFIX,
+    ArtifactFile,
+    Report,
+    SpecSource,
+    Tensor,
+    Verified,
+    VerifiedSpec,
+    WeightsSource,
+    report_bytes,
+)
+from mnc.pipeline.request import BuildRequest, as_request
 from mnc.verification.check import start_reference, verify_float, verify_int8
 from mnc.verification.constants import check_constants
+from mnc.verification.result import FloatVerification, Int8Verification
 from mnc.version import __version__
 from mnc.weights.save import weights_bytes
-
-REPORT_SUFFIX = ".report.json"  # beside the artifact, named after it: every artifact keeps its own
-
-
-def report_bytes(report: dict) -> bytes:
-    """A report as written beside its artifact."""
-    return (json.dumps(report, indent=2) + "\n").encode()
 
 
 @dataclass
 class CompileResult:
     artifact: Path
     report_path: Path
-    report: dict
+    report: dict  # the report as written beside the artifact (JSON values)
+    typed: Report  # the same report, typed
 
 
 def artifact_name(spec_path: str, built: Built, target: Target) -> str:
@@ -86,62 +93,44 @@ def network_facts(built: Built) -> NetworkFacts:
     )
 
 
-@single_threaded_blas
-def compile_spec(
-    spec_path: str | Path,
-    *,
-    target: str | None = None,
-    alpha=None,
-    rho=None,
-    resolution=None,
-    classes=None,
-    seed: int = 0,
-    weights=None,
-    weights_layout=None,
-    save_weights=None,
-    out_dir: str | Path = "build",
-    passes: str = "default",
-    options: TargetOptions | None = None,
-    quantization: Quantization | None = None,
-    max_memory: int | None = None,
-) -> CompileResult:
-    backend = get_target(target)
-    pipeline = resolve_pipeline(passes)
-    if QUANTIZE_PASS in pipeline and quantization is None:
+def _float_passes(request: BuildRequest) -> list[str]:
+    """The passes before any quantisation: with `quantization` the quantize pass always runs, last."""
+    pipeline = resolve_pipeline(request.passes)
+    if QUANTIZE_PASS in pipeline and request.quantization is None:
         raise InputError(
-            f"--passes {QUANTIZE_PASS}: int8 quantisation runs with --quantize int8 --calib DATA, "
+            f"{param('passes', QUANTIZE_PASS)}: int8 quantisation runs with "
+            f"{param('quantize', 'int8')} {param('calib', metavar='DATA')}, "
             "which calibrates the activation ranges it needs"
         )
-    pipeline = [p for p in pipeline if p != QUANTIZE_PASS]  # with --quantize it always runs, last
-    built = build(
-        spec_path,
-        alpha=alpha,
-        rho=rho,
-        resolution=resolution,
-        classes=classes,
-        seed=seed,
-        weights=weights,
-        weights_layout=weights_layout,
-        max_memory=max_memory,
-    )
+    return [p for p in pipeline if p != QUANTIZE_PASS]
+
+
+@single_threaded_blas
+def compile_spec(spec, /, out_dir: str | Path = "build", *, save_weights=None, **fields) -> CompileResult:
+    """Build, optimise, [quantise,] write, verify the saved artifact, and only then install it with
+    its report under out_dir. Takes a BuildRequest, or a spec and its fields as keywords."""
+    request = as_request(spec, fields)
+    backend = get_target(request.target)
+    pipeline = _float_passes(request)
+    built = build(request)
     timings = built.timings
-    if (options or TargetOptions()).given.get("labels"):
+    if request.options.given.get("labels"):
         check_classifier(built.graph)
-    opts = target_options(backend, options or TargetOptions(), network_facts(built))
-    plan = backend.int8_plan(opts) if quantization is not None else None
+    opts = target_options(backend, request.options, network_facts(built))
+    plan = backend.int8_plan(opts) if request.quantization is not None else None
     record = record_of(built, pipeline, **backend.record_fields(opts))
-    out = Path(out_dir) / artifact_name(str(spec_path), built, backend)
+    out = Path(out_dir) / artifact_name(str(request.spec), built, backend)
     settings, resolution_px = built.spec.settings, built.config.resolution
     quantized = None
     # Decided before the long work: a spec whose anchors do not fit its outputs fails at once.
     anchor_boxes = anchors_json(built.graph, settings.anchors, resolution_px) if settings.anchors else None
     with background_pool() as pool:
-        reference_future = None if plan else start_reference(built.graph, settings, resolution_px, seed, pool)
+        reference_future = None if plan else start_reference(built.graph, settings, resolution_px, built.seed, pool)
         with timings.stage("passes"):
             optimised, pass_records = run_pipeline(built.graph, pipeline, options=pass_options(backend, pipeline))
         emitted = optimised
         if plan is not None:
-            quantized = quantize(optimised, built, quantization, plan)
+            quantized = quantize(optimised, built, request.quantization, plan)
             emitted, pass_records = quantized.graph, pass_records + quantized.records
             record = replace(
                 record,
@@ -159,162 +148,87 @@ def compile_spec(
                     build_facts = backend.write(emitted, tmp, record, opts)
                 except OSError as exc:
                     raise output_error(out, exc) from None
-            if plan is None:
-                verification = verify_float(
-                    tmp,
-                    backend,
-                    built.graph,
-                    settings,
-                    resolution_px,
-                    seed,
-                    precision=record.precision or "fp32",
-                    image_input=bool(record.image_input),
-                    reference_future=reference_future,
-                    timings=timings,
-                    emitted=emitted,
-                )
-            else:
-                verification = verify_int8(
-                    tmp,
-                    backend,
-                    built.graph,
-                    emitted,
-                    optimised,
-                    settings,
-                    resolution_px,
-                    seed,
-                    activations=plan.activations,
-                    image_input=bool(record.image_input),
-                    timings=timings,
-                    calibration_sample=quantized.sample,
-                )
-            verification.constants = check_constants(backend, tmp, emitted, record)
+            verification = check_artifact(
+                tmp,
+                backend,
+                built,
+                record,
+                optimised,
+                emitted,
+                reference_future=reference_future,
+                calibration_sample=quantized.sample if quantized is not None else None,
+            )
             if not verification.passed:
                 raise VerificationError(verification.failure(out.name))
             size, sha256 = digest(tmp)
-            report = _report(built, backend, pass_records, out, size, sha256, verification.as_dict(), optimised)
-            if quantized is not None:
-                report["quantization"] = quantized.info
-            target_section = {**(backend.report_fields(opts) or {}), **(build_facts or {})}
-            if target_section:
-                report[backend.name] = target_section
+            weights = WeightsSource(**built.weights)
             if save_weights is not None:
                 meta = record_of(built, list(record.passes)).to_metadata(with_spec_text=False)
                 write_atomic(Path(save_weights), weights_bytes(built.graph, meta))
-                report["weights"]["saved_to"] = str(save_weights)
-            report["timings_s"] = timings.as_dict()
-            report_path = out.with_name(out.name + REPORT_SUFFIX)
+                weights = replace(weights, saved_to=str(save_weights))
             companions = backend.companions(tmp)
+            anchors = None
             if settings.anchors is not None:
                 boxes = tmp.with_name(tmp.name + ANCHORS_SUFFIX)
                 write_atomic(boxes, anchor_boxes)
                 companions.append(boxes)
-                report["artifact"]["anchors"] = str(out.with_name(boxes.name))
-            publish(tmp, out, report_path, report_bytes(report), companions)
-    return CompileResult(out, report_path, report)
-
-
-def _report(
-    built: Built,
-    target: Target,
-    passes: list[dict],
-    out: Path,
-    size: int,
-    sha256: str,
-    verification: dict,
-    optimised: Graph,
-) -> dict:
-    cost = graph_cost(built.graph)
-    s, config, graph = built.spec.settings, built.config, built.graph
-    outputs = [
-        {"name": name, "shape": ["batch", *target.layout(graph.node(node).shape)]}
-        for node, name in zip(graph.outputs, output_names(optimised))
-    ]
-    return {
-        "mnc_version": __version__,
-        "spec": {"path": str(built.spec.path), "name": s.name, "sha256": built.spec.sha256},
-        "alpha": config.alpha,
-        "resolution": config.resolution,
-        "rho": round(config.rho, 6),
-        "classes": config.classes,
-        "seed": built.seed,
-        "target": target.name,
-        "weights": dict(built.weights),
-        "passes": passes,
-        "macs": cost.macs,
-        "params": cost.params,
-        "artifact": {
-            "path": str(out),
-            "size_bytes": size,
-            "sha256": sha256,
-            "input": {"name": INPUT_NAME, "shape": ["batch", *target.layout(graph.node(graph.inputs[0]).shape)]},
-            # "output": the first (for a classifier, the only) one; "outputs": every one, in order.
-            "output": outputs[0],
-            "outputs": outputs,
-        },
-        "verification": verification,
-    }
-
-
-@single_threaded_blas
-def verify_file(
-    artifact_path: str | Path,
-    *,
-    spec_path: str | Path | None = None,
-    alpha=None,
-    rho=None,
-    resolution=None,
-    classes=None,
-    seed: int | None = None,
-    weights=None,
-    weights_layout=None,
-    max_memory: int | None = None,
-) -> dict:
-    """Re-check an artifact against the reference rebuilt from its spec. Settings the caller
-    does not give come from the artifact's own record. Returns the verification section,
-    with the settings used; raises VerificationError if it fails."""
-    path = Path(artifact_path)
-    target = target_of(path)
-    if not path.exists():
-        raise InputError(f"cannot read artifact '{path}': no such file or directory")
-    record = ArtifactRecord.from_metadata(target.read_metadata(path), str(path))
-    if spec_path is not None:
-        spec = load_spec(spec_path)
-    elif record is not None:
-        spec = load_spec_text(record.spec_text, f"{path}#spec")
-    else:
-        raise InputError(f"'{path}' carries no spec (it was not built by mnc); give one with --spec")
-    if record is not None:
-        if resolution is None and rho is None:
-            resolution = record.resolution
-        alpha = record.alpha if alpha is None else alpha
-        classes = record.classes if classes is None else classes
-        seed = record.seed if seed is None else seed
-        if weights is None and record.weights_sha256:
-            raise InputError(
-                f"'{path}' was built from a weights file (sha256 {record.weights_sha256[:16]}…, "
-                f"layout {record.weights_layout}); give the same file with --weights"
+                anchors = str(out.with_name(boxes.name))
+            cost = graph_cost(built.graph)
+            report = Report(
+                mnc_version=__version__,
+                spec=SpecSource(str(built.spec.path), settings.name, built.spec.sha256),
+                alpha=built.config.alpha,
+                resolution=resolution_px,
+                rho=round(built.config.rho, 6),
+                classes=built.config.classes,
+                seed=built.seed,
+                target=backend.name,
+                weights=weights,
+                passes=pass_records,
+                macs=cost.macs,
+                params=cost.params,
+                artifact=_artifact_file(built.graph, optimised, backend, out, size, sha256, anchors),
+                verification=verification,
+                quantization=quantized.info if quantized is not None else None,
+                target_section={**(backend.report_fields(opts) or {}), **(build_facts or {})} or None,
+                timings_s=timings.as_dict(),
             )
-    seed = seed or 0
-    built = build(
-        spec,
-        alpha=alpha,
-        rho=rho,
-        resolution=resolution,
-        classes=classes,
-        seed=seed,
-        weights=weights,
-        weights_layout=weights_layout,
-        max_memory=max_memory,
+            report_path = out.with_name(out.name + REPORT_SUFFIX)
+            written = report.as_dict()
+            publish(tmp, out, report_path, report_bytes(written), companions)
+    return CompileResult(out, report_path, written, report)
+
+
+def _artifact_file(
+    graph: Graph, optimised: Graph, target: Target, out: Path, size: int, sha256: str, anchors: str | None
+) -> ArtifactFile:
+    def tensor(node: str, name: str) -> Tensor:
+        return Tensor(name, ["batch", *target.layout(graph.node(node).shape)])
+
+    outputs = [tensor(node, name) for node, name in zip(graph.outputs, output_names(optimised))]
+    return ArtifactFile(
+        str(out), size, sha256, tensor(graph.inputs[0], INPUT_NAME), outputs[0], outputs, anchors=anchors
     )
-    settings, res = built.spec.settings, built.config.resolution
-    if record is not None and record.quantized:  # int8: rebuild the quantised IR from the recorded ranges
-        passes = [p for p in record.passes if p != QUANTIZE_PASS]
-        optimised, _ = run_pipeline(built.graph, passes, options=pass_options(target, passes))
-        emitted, _ = quantize_with_ranges(
-            optimised, record.activation_ranges, record.weight_bits or 8, record.depthwise_weight_bits
-        )
-        activations = record.int8_activations is not False
+
+
+def check_artifact(
+    path: Path,
+    target: Target,
+    built: Built,
+    record: ArtifactRecord | None,
+    optimised: Graph | None,
+    emitted: Graph | None,
+    *,
+    reference_future=None,
+    calibration_sample=None,
+) -> FloatVerification | Int8Verification:
+    """Run a saved artifact and compare it with the reference of `built` (compile and verify both
+    come here): an int8 one against mnc's fake-quant interpreter of the quantised IR (`emitted`),
+    a float one element-wise; then its constants against the IR it was emitted from. `record` None:
+    an artifact mnc did not build, checked as an fp32 one, without its constants."""
+    settings, resolution, seed = built.spec.settings, built.config.resolution, built.seed
+    image_input = bool(record is not None and record.image_input)
+    if record is not None and record.quantized:
         verification = verify_int8(
             path,
             target,
@@ -322,45 +236,96 @@ def verify_file(
             emitted,
             optimised,
             settings,
-            res,
+            resolution,
             seed,
-            activations=activations,
-            image_input=bool(record.image_input),
+            activations=record.int8_activations is not False,
+            image_input=image_input,
+            timings=built.timings,
+            calibration_sample=calibration_sample,
         )
     else:
-        emitted = None
-        if record is not None:  # the IR the artifact was emitted from, for its constants
-            passes = list(record.passes)
-            emitted, _ = run_pipeline(built.graph, passes, options=pass_options(target, passes))
         verification = verify_float(
             path,
             target,
             built.graph,
             settings,
-            res,
+            resolution,
             seed,
-            precision=(record.precision if record else None) or "fp32",
-            image_input=bool(record and record.image_input),
+            precision=(record.precision if record is not None else None) or "fp32",
+            image_input=image_input,
+            reference_future=reference_future,
+            timings=built.timings,
             emitted=emitted,
         )
     if record is not None:
         verification.constants = check_constants(target, path, emitted, record)
-    result = verification.as_dict()
-    result.update(
-        {
-            "artifact": str(path),
-            "spec": {
-                "path": str(spec.path),
-                "sha256": spec.sha256,
-                "matches_artifact": record is not None and record.spec_sha256 == spec.sha256,
-            },
-            "alpha": built.config.alpha,
-            "resolution": built.config.resolution,
-            "classes": built.config.classes,
-            "seed": seed,
-            "weights": built.weights,
-        }
+    return verification
+
+
+def _rebuilt(built: Built, target: Target, record: ArtifactRecord | None) -> tuple[Graph | None, Graph | None]:
+    """The optimised IR and the IR an artifact was emitted from (quantised with its recorded ranges
+    where it is int8), from its record; (None, None) without one."""
+    if record is None:
+        return None, None
+    passes = [p for p in record.passes if p != QUANTIZE_PASS]
+    optimised, _ = run_pipeline(built.graph, passes, options=pass_options(target, passes))
+    if not record.quantized:
+        return optimised, optimised
+    emitted, _ = quantize_with_ranges(
+        optimised, record.activation_ranges, record.weight_bits or 8, record.depthwise_weight_bits
     )
+    return optimised, emitted
+
+
+@single_threaded_blas
+def verify_file(artifact_path: str | Path, request: BuildRequest | None = None) -> Verified:
+    """Re-check an artifact against the reference rebuilt from its spec. What the request leaves
+    None (its spec, α, ρ or resolution, classes, seed) comes from the artifact's own record.
+    Raises VerificationError if it fails."""
+    path = Path(artifact_path)
+    target = target_of(path)
+    if not path.exists():
+        raise InputError(f"cannot read artifact '{path}': no such file or directory")
+    record = ArtifactRecord.from_metadata(target.read_metadata(path), str(path))
+    request = _recorded(request or BuildRequest(None), record, path)
+    built = build(request)
+    optimised, emitted = _rebuilt(built, target, record)
+    verification = check_artifact(path, target, built, record, optimised, emitted)
     if not verification.passed:
         raise VerificationError(verification.failure(str(path)))
-    return result
+    spec = built.spec
+    return Verified(
+        verification=verification,
+        artifact=str(path),
+        spec=VerifiedSpec(str(spec.path), spec.sha256, record is not None and record.spec_sha256 == spec.sha256),
+        alpha=built.config.alpha,
+        resolution=built.config.resolution,
+        classes=built.config.classes,
+        seed=built.seed,
+        weights=WeightsSource(**built.weights),
+    )
+
+
+def _recorded(request: BuildRequest, record: ArtifactRecord | None, path: Path) -> BuildRequest:
+    """The request with what it leaves open taken from the artifact's record."""
+    if request.spec is not None:
+        spec = load_spec(request.spec)
+    elif record is not None:
+        spec = load_spec_text(record.spec_text, f"{path}#spec")
+    else:
+        raise InputError(f"'{path}' carries no spec (it was not built by mnc); give one with {param('spec')}")
+    if record is None:
+        return replace(request, spec=spec)
+    if request.weights is None and record.weights_sha256:
+        raise InputError(
+            f"'{path}' was built from a weights file (sha256 {record.weights_sha256[:16]}…, "
+            f"layout {record.weights_layout}); give the same file with {param('weights')}"
+        )
+    return replace(
+        request,
+        spec=spec,
+        resolution=record.resolution if request.resolution is None and request.rho is None else request.resolution,
+        alpha=record.alpha if request.alpha is None else request.alpha,
+        classes=record.classes if request.classes is None else request.classes,
+        seed=record.seed if request.seed is None else request.seed,
+    )

@@ -8,28 +8,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from mnc.backends.target import Int8Plan
-from mnc.errors import InputError
+from mnc.errors import InputError, param
 from mnc.ir.graph import Graph
 from mnc.passes.manager import run_pipeline
 from mnc.pipeline.build import Built
-from mnc.quant.calibrate import DEFAULT_METHOD, METHODS, activation_ranges
+from mnc.pipeline.report import QuantizationInfo
+from mnc.pipeline.request import Quantization
+from mnc.quant.calibrate import METHODS, activation_ranges
 from mnc.quant.data import load_calibration
 
 PASS = "quantize_int8"
 REPORTED_SAMPLES = 16
-
-
-@dataclass(frozen=True)
-class Quantization:
-    """Where the calibration data comes from and how it is read."""
-
-    calib: str | None = None  # a folder of images, a .npy/.npz array, or "synthetic"
-    samples: int = 100
-    method: str = DEFAULT_METHOD
-    progress: object = None  # progress(done, total) during calibration
-    # How the data is named in the artifact and its report (default: calib as given). A sweep's
-    # remote worker reads a copy of the data and names it as the user did: the same bytes result.
-    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -38,7 +27,7 @@ class Quantized:
     records: list[dict]  # the pass's record
     ranges: dict[str, list[float]]
     calibration: str  # what the data was, in words
-    info: dict  # the report's 'quantization' section
+    info: QuantizationInfo  # the report's 'quantization' section
     # A few of the user's own calibration inputs (None for synthetic data): what int8 costs against
     # fp32 is reported on these too, since on the verification stream's synthetic images a trained
     # network's answers say little.
@@ -48,29 +37,30 @@ class Quantized:
 def quantize(optimised: Graph, built: Built, q: Quantization, plan: Int8Plan) -> Quantized:
     """Calibrate on the optimised fp32 graph, then quantise it. Bad data fails here, before anything is written."""
     if q.calib is None:
+        where = param("calib", metavar="FOLDER|FILE.npy|FILE.npz")
         raise InputError(
-            "--quantize int8 needs calibration data: --calib FOLDER|FILE.npy|FILE.npz, "
-            "or --calib synthetic (no real data: accuracy is then not represented)"
+            f"{param('quantize', 'int8')} needs calibration data: {where}, "
+            f"or {param('calib', 'synthetic')} (no real data: accuracy is then not represented)"
         )
     if q.method not in METHODS:
-        raise InputError(f"--calib-method {q.method}: choose one of {', '.join(METHODS)}")
+        raise InputError(f"{param('calib_method', q.method)}: choose one of {', '.join(METHODS)}")
     with built.timings.stage("calibrate"):
         data, described = load_calibration(
             q.calib, built.spec.settings, built.config.resolution, q.samples, built.seed, q.name
         )
         ranges = activation_ranges(optimised, data, q.method, q.progress)
     quantized, records = quantize_with_ranges(optimised, ranges, plan.weight_bits, plan.depthwise_weight_bits)
-    info = {
-        "scheme": plan.scheme,
-        "weight_bits": plan.weight_bits,
-        "depthwise_weight_bits": plan.depthwise_weight_bits or plan.weight_bits,
-        "calibration": described,
-        "method": q.method,
-        "samples": len(data),
-        "synthetic": q.calib == "synthetic",
-        "bias_overflow_resolved": records[-1]["bias_overflow_resolved"],
-        "activation_ranges": {k: [round(v, 7) for v in r] for k, r in ranges.items()},
-    }
+    info = QuantizationInfo(
+        scheme=plan.scheme,
+        weight_bits=plan.weight_bits,
+        depthwise_weight_bits=plan.depthwise_weight_bits or plan.weight_bits,
+        calibration=described,
+        method=q.method,
+        samples=len(data),
+        synthetic=q.calib == "synthetic",
+        bias_overflow_resolved=records[-1]["bias_overflow_resolved"],
+        activation_ranges={k: [round(v, 7) for v in r] for k, r in ranges.items()},
+    )
     sample = None if q.calib == "synthetic" else data[:REPORTED_SAMPLES]
     return Quantized(quantized, records, ranges, described, info, sample)
 

@@ -24,6 +24,13 @@ def _verdict(passed: bool) -> str:
     return "pass" if passed else "fail"
 
 
+def _named(checks: list[Check], name: str) -> Check:
+    found = [c for c in checks if c.name == name]
+    if not found:
+        raise KeyError(f"no check '{name}' (checks: {', '.join(c.name for c in checks) or 'none'})")
+    return found[0]
+
+
 @dataclass(frozen=True)
 class ReferenceCheck:
     """The reference (ONNX Runtime) against mnc's float64 interpreter, both on the unoptimised IR:
@@ -67,10 +74,15 @@ class ExecutorRun:
     error: str | None = None
     exceedance: float | None = None  # fp32: the largest error as a multiple of what is allowed there
 
+    @property
+    def reported_exceedance(self) -> float | None:
+        """The exceedance as the report gives it."""
+        return None if self.exceedance is None else round(self.exceedance, 4)
+
     def as_dict(self) -> dict:
         metrics = self.comparison.as_dict() if self.comparison else None
         if metrics is not None and self.exceedance is not None:
-            metrics["exceedance"] = round(self.exceedance, 4)
+            metrics["exceedance"] = self.reported_exceedance
         run = {"executor": self.executor, "metrics": metrics}
         if self.error is not None:
             run["error"] = self.error
@@ -99,7 +111,7 @@ class FloatVerification:
         return self.reference_check.passed and all(r.passed for r in self.runs) and constants_ok and checks_ok
 
     def _tolerance(self) -> dict:
-        if any(c.name == "layers" for c in self.checks):
+        if self.layered:
             return {
                 "rule": "each layer within its derived float16 bound (the layers section); mnc's executor's whole "
                 "network against the fp32 reference reported; Core ML itself (macOS) within the measured tolerance",
@@ -118,10 +130,24 @@ class FloatVerification:
             "precision": self.precision,
         }
 
+    @property
+    def reference(self) -> str:
+        """What the artifact was compared with, in words."""
+        return reference.DESCRIPTION
+
+    def check(self, name: str) -> Check:
+        """The check of this name (its report section is its `section`)."""
+        return _named(self.checks, name)
+
+    @property
+    def layered(self) -> bool:
+        """Checked layer by layer (fp16 computed in float16); the whole network's figures reported."""
+        return any(c.name == "layers" for c in self.checks)
+
     def as_dict(self) -> dict:
         first = self.runs[0].as_dict()
         result = {
-            "reference": reference.DESCRIPTION,
+            "reference": self.reference,
             "reference_check": self.reference_check.as_dict(),
             "inputs": self.inputs,
             "tolerance": self._tolerance(),
@@ -191,15 +217,24 @@ class Int8Verification:
             and (self.constants is None or self.constants.passed)
         )
 
+    def check(self, name: str) -> Check:
+        """The check of this name (its report section is its `section`)."""
+        return _named(self.checks, name)
+
+    @property
+    def reference(self) -> str:
+        """What the artifact was compared with, in words."""
+        return (
+            "mnc fake-quant interpreter of the quantised IR"
+            + ("" if self.activations else ", int8 weights only")
+            + (" (gating); " if self.end_to_end_gate else " (gating layer by layer; the whole network reported); ")
+            + reference.DESCRIPTION
+            + " (reported)"
+        )
+
     def as_dict(self) -> dict:
         return {
-            "reference": (
-                "mnc fake-quant interpreter of the quantised IR"
-                + ("" if self.activations else ", int8 weights only")
-                + (" (gating); " if self.end_to_end_gate else " (gating layer by layer; the whole network reported); ")
-                + reference.DESCRIPTION
-                + " (reported)"
-            ),
+            "reference": self.reference,
             "reference_check": self.reference_check.as_dict(),
             "executor": self.executor,
             "inputs": self.inputs,
