@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mnc.backends import target_of
-from mnc.errors import InputError
+from mnc.errors import InputError, param
 
 # The x86 features ONNX Runtime's and XNNPACK's kernels choose between: figures say which were there.
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
@@ -51,9 +51,11 @@ def bench(artifact: str | Path, *, threads: int = 1, warmup: int = 10, runs: int
     path = Path(artifact)
     target = target_of(path)
     if threads < 1:
-        raise InputError(f"--threads {threads}: at least 1")
+        raise InputError(f"{param('threads', threads)}: at least 1")
     if runs < 1 or warmup < 0:
-        raise InputError(f"--runs {runs} --warmup {warmup}: at least 1 timed run, and no negative warm-up")
+        raise InputError(
+            f"{param('runs', runs)} {param('warmup', warmup)}: at least 1 timed run, and no negative warm-up"
+        )
     if not path.exists():
         raise InputError(f"cannot read artifact '{path}': no such file or directory")
     timer = target.timer(path, threads)

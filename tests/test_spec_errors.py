@@ -4,7 +4,8 @@ valid spec and names the line, column and message the user must see."""
 import pytest
 from conftest import TINY, replace_line, spec_errors
 
-from mnc.errors import InputError
+from mnc.cli.parser import WORDING
+from mnc.errors import InputError, wording
 from mnc.frontend import build_graph, load_spec_text
 
 CASES = [
@@ -188,7 +189,13 @@ def test_resolution_that_collapses_a_feature_map_points_at_the_stride():
     ],
 )
 def test_bad_overrides_name_the_option(kwargs, message):
+    """As the command line's flag under its wording, as the keyword argument from Python."""
     spec = load_spec_text(TINY)
-    with pytest.raises(InputError) as info:
+    with wording(WORDING), pytest.raises(InputError) as info:
         spec.config(**kwargs)
     assert message in info.value.render()
+    with pytest.raises(InputError) as info:
+        spec.config(**kwargs)
+    name = next(iter(kwargs))
+    python = message.replace(f"--{name} ", f"{name}=") if message.startswith("--") else message
+    assert python in info.value.render() and "--" not in info.value.render()

@@ -13,8 +13,8 @@ import importlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from mnc.backends.target import FLAGS, NetworkFacts, Target, TargetOptions
-from mnc.errors import InputError
+from mnc.backends.target import NetworkFacts, Target, TargetOptions
+from mnc.errors import InputError, param
 
 # name → (artifact suffix, the module that defines TARGET)
 REGISTERED: dict[str, tuple[str, str]] = {
@@ -74,5 +74,5 @@ def target_options(target: Target, given: TargetOptions, network: NetworkFacts):
     foreign = [f for f in given.given if f not in target.choices]
     if foreign:
         takers = sorted({t for f in foreign for t in targets_taking(f)})
-        raise InputError(f"{', '.join(FLAGS[f].option for f in foreign)}: only for --target {'/'.join(takers)}")
+        raise InputError(f"{', '.join(param(f) for f in foreign)}: only for {param('target', '/'.join(takers))}")
     return target.options(given, network)

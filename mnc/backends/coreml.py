@@ -39,7 +39,7 @@ from mnc.backends.target import (
     read_labels,
     timing_input,
 )
-from mnc.errors import InputError
+from mnc.errors import InputError, param
 from mnc.ir.graph import Graph
 
 WEIGHT_BITS = 8  # Core ML's int8 kernels have no int16 pair sums to saturate
@@ -133,7 +133,8 @@ class CoreMLTarget(Target):
     def int8_plan(self, options: CoreMLOptions) -> Int8Plan:
         if options.deployment_target not in WEIGHT_INT8_TARGETS:
             raise InputError(
-                f"--quantize int8 for Core ML needs --deployment-target iOS16/macOS13 or later (int8 "
+                f"{param('quantize', 'int8')} for Core ML needs {param('deployment_target', 'iOS16')}/macOS13 or "
+                "later (int8 "
                 f"weights; iOS17/macOS14 for int8 activations), not {options.deployment_target}"
             )
         if options.int8_activations:

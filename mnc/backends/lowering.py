@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
-from mnc.errors import InputError
+from mnc.errors import InputError, param
 from mnc.ir.graph import Graph
 from mnc.ir.node import Node
 
@@ -35,7 +35,7 @@ class Lowering:
     around: Callable | None = None
 
     def refuse(self, what: str, name: str, node: Node) -> InputError:
-        return InputError(f"--target {self.target} cannot express {what} (layer '{name}')", node.src)
+        return InputError(f"{param('target', self.target)} cannot express {what} (layer '{name}')", node.src)
 
     def lower(self, ctx, name: str, node: Node, xs: list):
         lower = self.ops.get(node.op)

@@ -18,7 +18,7 @@ import numpy as np
 
 from mnc.artifact import ArtifactRecord
 from mnc.backends.lowering import Lowering
-from mnc.errors import InputError, Loc
+from mnc.errors import InputError, Loc, param
 from mnc.ir.activations import FUSABLE
 from mnc.ir.graph import Graph
 
@@ -236,7 +236,7 @@ class Target:
     # ---- int8 ---------------------------------------------------------------------------
 
     def int8_plan(self, options) -> Int8Plan:
-        raise InputError(f"--quantize int8 is not available for --target {self.name}")
+        raise InputError(f"{param('quantize', 'int8')} is not available for {param('target', self.name)}")
 
     def int8_checks(self, artifact: Path, quantized: Graph, feed: np.ndarray, output: np.ndarray) -> list[Check]:
         """Checks of an int8 artifact beyond its agreement with the fake-quant reference."""
@@ -334,7 +334,7 @@ def check_classifier(graph: Graph) -> None:
     if not is_classifier(graph):
         described = ", ".join(f"{n} {'×'.join(map(str, s))}" for n, s in zip(output_names(graph), shapes))
         raise InputError(
-            f"--labels makes a classifier, whose output is one vector of class scores; this network's "
+            f"{param('labels')} makes a classifier, whose output is one vector of class scores; this network's "
             f"output{'s are' if len(shapes) > 1 else ' is'} {described}",
             graph.node(graph.outputs[-1]).src,
         )

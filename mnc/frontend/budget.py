@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from math import prod
 
-from mnc.errors import InputError, Loc
+from mnc.errors import InputError, Loc, param
 
 MAX_LAYERS = 20_000  # IR nodes; MobileNets have 100–300, and lowering is linear in them
 # A compile holds float32 weights about six times over (the IR, its optimised copy, the interpreter's
@@ -47,7 +47,7 @@ class Budget:
     @classmethod
     def for_machine(cls, max_memory: int | None = None) -> "Budget":
         if max_memory is not None:
-            return cls(max_memory, "the --max-memory limit")
+            return cls(max_memory, f"the {param('max_memory')} limit")
         return cls(available_memory(), "this machine's available memory")
 
     def need(self) -> int:

@@ -6,7 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
-from mnc.errors import Collector, InputError, Loc, did_you_mean, one_of
+from mnc.errors import Collector, InputError, Loc, did_you_mean, one_of, param
 from mnc.frontend.ast import Setting, Value
 from mnc.frontend.rounding import POLICIES, WidthRounding
 from mnc.ir import activations
@@ -380,15 +380,15 @@ def resolve(
 ) -> Config:
     """Apply command-line overrides. An override that cannot work is an error naming the option."""
     if classes is not None and classes < 1:
-        raise InputError(f"--classes {classes}: the number of classes must be at least 1")
+        raise InputError(f"{param('classes', classes)}: the number of classes must be at least 1")
     if rho is not None and resolution is not None:
-        raise InputError("give either --rho or --resolution, not both")
+        raise InputError(f"give either {param('rho')} or {param('resolution')}, not both")
     if alpha is not None and (message := alpha_problem(alpha)):
-        raise InputError(f"--alpha {alpha:g}: {message}")
+        raise InputError(f"{param('alpha', alpha)}: {message}")
     if rho is not None and (message := rho_problem(rho, settings.base_resolution)):
-        raise InputError(f"--rho {rho:g}: {message}")
+        raise InputError(f"{param('rho', rho)}: {message}")
     if resolution is not None and (message := resolution_problem(resolution)):
-        raise InputError(f"--resolution {resolution}: {message}")
+        raise InputError(f"{param('resolution', resolution)}: {message}")
     if resolution is None:
         if rho is None and settings.resolution is not None:
             resolution = settings.resolution

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import traceback
 
-from mnc.errors import InputError, Loc, MncError, did_you_mean
+from mnc.errors import InputError, Loc, MncError, did_you_mean, param
 from mnc.ir.graph import Graph, GraphError
 from mnc.ir.ops import ShapeError
 from mnc.ir.shapes import check_shapes
@@ -29,11 +29,11 @@ def resolve_pipeline(text: str) -> list[str]:
     else:
         names = [n.strip() for n in text.split(",") if n.strip()]
         if not names:
-            raise InputError(f"--passes '{text}': name a pipeline ({', '.join(PIPELINES)}) or list passes")
+            raise InputError(f"{param('passes')} '{text}': name a pipeline ({', '.join(PIPELINES)}) or list passes")
         for n in names:
             if n not in PASSES:
                 raise InputError(
-                    f"--passes: unknown pass '{n}'"
+                    f"{param('passes')}: unknown pass '{n}'"
                     + did_you_mean(n, PASSES)
                     + f"; passes are {', '.join(PASSES)}; pipelines are {', '.join(PIPELINES)}"
                 )
@@ -46,7 +46,7 @@ def check_order(names: list[str]) -> None:
         for earlier in PASSES[name].after:
             if earlier in names[i + 1 :] and earlier not in names[:i]:
                 raise InputError(
-                    f"--passes: '{earlier}' must run before '{name}' "
+                    f"{param('passes')}: '{earlier}' must run before '{name}' "
                     f"({PASSES[name].name} works on what {earlier} leaves)"
                 )
 
@@ -57,7 +57,7 @@ def check_options(names: list[str], options: dict[str, dict]) -> None:
         missing = [o for o in PASSES[name].options if o not in options.get(name, {})]
         if missing:
             needs = "; ".join(f"{o}: from {PASSES[name].options[o]}" for o in missing)
-            raise InputError(f"--passes: pass '{name}' cannot run on its own; it needs {needs}")
+            raise InputError(f"{param('passes')}: pass '{name}' cannot run on its own; it needs {needs}")
     for name in options:
         if name not in names:
             raise InputError(f"options for pass '{name}', which the pipeline does not run")

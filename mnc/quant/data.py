@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mnc.errors import InputError, Loc
+from mnc.errors import InputError, Loc, param
 from mnc.samples import normalise, sample_images
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
@@ -20,7 +20,7 @@ def load_calibration(
     """(inputs N×C×R×R float32, a description for the report, naming the data `name` or else
     `source`). `samples` are chosen with `seed`."""
     if samples < 1:
-        raise InputError(f"--calib-samples {samples}: need at least one sample")
+        raise InputError(f"{param('calib_samples', samples)}: need at least one sample")
     if source == "synthetic":
         return sample_images(
             settings, resolution, samples, seed, STREAM_SYNTHETIC

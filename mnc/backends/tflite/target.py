@@ -26,7 +26,7 @@ from mnc.backends.target import (
 from mnc.backends.tflite.litert import in_child, quantization, quiet_native_stderr, run_litert, run_litert_reference
 from mnc.backends.tflite.options import FUSED_ACTIVATIONS, PRECISIONS, TFLiteOptions
 from mnc.backends.tflite.resize import resize_allowance
-from mnc.errors import InputError
+from mnc.errors import InputError, param
 from mnc.ir.graph import Graph
 
 # TFLite's integer kernels requantize with fixed-point multipliers and, for hard swish, logistic and
@@ -74,7 +74,10 @@ class TFLiteTarget(Target):
 
     def int8_plan(self, options: TFLiteOptions) -> Int8Plan:
         if options.precision != "fp32":
-            raise InputError(f"--quantize int8 with --precision {options.precision}: int8 models keep int8 weights")
+            raise InputError(
+                f"{param('quantize', 'int8')} with {param('precision', options.precision)}: "
+                "int8 models keep int8 weights"
+            )
         return Int8Plan(weight_bits=8, activations=True, scheme=INT8_SCHEME)
 
     def record_fields(self, options: TFLiteOptions) -> dict:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from mnc.errors import InputError, did_you_mean
+from mnc.errors import InputError, did_you_mean, param
 from mnc.weights.layouts.dense import TORCHVISION_DEEPLABV3, TORCHVISION_LRASPP, TORCHVISION_SSDLITE
 from mnc.weights.layouts.in_order import KERAS, TIMM
 from mnc.weights.layouts.layout import Layout
@@ -29,7 +29,7 @@ def choose_layout(keys: set[str], name: str | None, loc) -> Layout:
     if name is not None:
         if name not in LAYOUTS:
             raise InputError(
-                f"--weights-layout: unknown layout '{name}'"
+                f"{param('weights_layout')}: unknown layout '{name}'"
                 + did_you_mean(name, LAYOUTS)
                 + f"; layouts are {', '.join(LAYOUTS)}"
             )
@@ -41,10 +41,11 @@ def choose_layout(keys: set[str], name: str | None, loc) -> Layout:
         sample = ", ".join(sorted(keys)[:3])
         raise InputError(
             f"cannot tell the layout of these weights (tensors such as {sample}); "
-            f"choose one with --weights-layout ({', '.join(LAYOUTS)})",
+            f"choose one with {param('weights_layout')} ({', '.join(LAYOUTS)})",
             loc,
         )
     raise InputError(
-        f"these weights fit several layouts ({', '.join(m.name for m in matches)}); choose one with --weights-layout",
+        f"these weights fit several layouts ({', '.join(m.name for m in matches)}); "
+        f"choose one with {param('weights_layout')}",
         loc,
     )
