@@ -19,7 +19,7 @@ from mnc.backends.tflite.flatbuffer import Act, Op, Opt, T, Writer, make, nhwc, 
 from mnc.backends.tflite.options import FUSED_ACTIVATIONS, TFLiteOptions
 from mnc.ir.graph import Graph
 from mnc.ir.node import Affine, Node
-from mnc.ir.ops import dilation
+from mnc.ir.ops import depthwise_multiplier, dilation
 
 FUSED = {fn: getattr(Act, fn.upper()) for fn in FUSED_ACTIVATIONS}  # RELU, RELU6
 
@@ -104,21 +104,21 @@ def _conv(w: Writer, name: str, node: Node, xs: list[int]) -> int:
             x = w.op(Op.PAD, [x, paddings], [padded], Opt.PadOptions, make(schema.PadOptionsT))
     out_channels = p["weight"].shape[0]
     b = w.bias(f"{name}.bias", node, out_channels, x)
-    groups = a["groups"]
+    groups, multiplier = a["groups"], depthwise_multiplier(a, c_in)
     if groups == 1:
         filt = w.weights(f"{name}.weight", node, *weight_layout(w.graph, name))
         options = make(
             schema.Conv2DOptionsT, padding=padding, strideH=sh, strideW=sw, dilationHFactor=dh, dilationWFactor=dw
         )
         builtin, options_type = Op.CONV_2D, Opt.Conv2DOptions
-    elif groups == c_in:  # depthwise, with out_channels / c_in filters per input channel
+    elif multiplier is not None:
         filt = w.weights(f"{name}.weight", node, *weight_layout(w.graph, name))
         options = make(
             schema.DepthwiseConv2DOptionsT,
             padding=padding,
             strideH=sh,
             strideW=sw,
-            depthMultiplier=out_channels // c_in,
+            depthMultiplier=multiplier,
             dilationHFactor=dh,
             dilationWFactor=dw,
         )

@@ -28,6 +28,7 @@ from mnc.ir.ops.record import (
 _MODULES = ("graph_input", "conv", "batchnorm", "elementwise", "pooling", "resize", "tensors", "fc", "softmax")
 _loaded = {m: import_module(f"{__name__}.{m}") for m in _MODULES}
 dilation, is_depthwise = _loaded["conv"].dilation, _loaded["conv"].is_depthwise
+depthwise_multiplier = _loaded["conv"].depthwise_multiplier
 MAX_RESIZE = _loaded["resize"].MAX_RESIZE
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "OpDef",
     "Shape",
     "ShapeError",
+    "depthwise_multiplier",
     "dilation",
     "is_depthwise",
     "param_count",

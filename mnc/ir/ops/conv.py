@@ -32,9 +32,15 @@ def dilation(a: dict) -> list[int]:
     return a.get("dilation", [1, 1])
 
 
+def depthwise_multiplier(attrs: dict, in_channels: int) -> int | None:
+    """Filters per input channel of a depthwise convolution (one group per input channel; TFLite's
+    DEPTHWISE_CONV_2D takes any multiplier), or None for a dense or otherwise grouped one."""
+    return attrs["out_channels"] // in_channels if attrs["groups"] == in_channels else None
+
+
 def is_depthwise(attrs: dict, in_channels: int) -> bool:
     """One filter per input channel: groups = input channels = output channels."""
-    return attrs["groups"] == in_channels == attrs["out_channels"]
+    return depthwise_multiplier(attrs, in_channels) == 1
 
 
 def _infer(a: dict, ins: list[Shape]) -> Shape:
