@@ -28,6 +28,7 @@ from mnc.backends.tflite.options import FUSED_ACTIVATIONS, PRECISIONS, TFLiteOpt
 from mnc.backends.tflite.resize import resize_allowance
 from mnc.errors import InputError, param
 from mnc.ir.graph import Graph
+from mnc.ir.ops import OPS
 
 # TFLite's integer kernels requantize with fixed-point multipliers and, for hard swish, logistic and
 # softmax, fixed-point approximations; the fake-quant reference rounds the exact real result once.
@@ -39,6 +40,11 @@ INT8_SCHEME = (
     "symmetric, [-127, 127]), int32 bias at input·weight scale; float input and output through "
     "QUANTIZE/DEQUANTIZE"
 )
+
+
+def has_weight_tensor(op: str) -> bool:
+    """The ops whose weights (and biases) TFLite holds as tensors of their own: conv and fc."""
+    return "weight" in OPS[op].slots
 
 
 class TFLiteTarget(Target):
@@ -164,7 +170,7 @@ class TFLiteTarget(Target):
         expected = {}
         for name in graph.topo():
             node = graph.node(name)
-            if node.op not in ("conv", "fc"):
+            if not has_weight_tensor(node.op):
                 continue
             layout, _ = weight_layout(graph, name)
             channels = node.params["weight"].shape[0]
@@ -187,7 +193,7 @@ class TFLiteTarget(Target):
         graph = emitted.copy()
         for name in graph:
             node = graph.node(name)
-            if node.op in ("conv", "fc"):
+            if has_weight_tensor(node.op):
                 for key in ("weight", "bias"):
                     if key in node.params:
                         node.params[key] = node.params[key].astype(np.float32).astype(np.float16).astype(np.float32)
