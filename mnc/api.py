@@ -16,6 +16,7 @@ name the keyword arguments (`calib=`, `quantize='int8'`), where the command line
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from mnc.backends.target import TargetOptions
@@ -54,20 +55,9 @@ def compile(
     Target options are the target flags as keywords: precision="fp16", image_input=True,
     labels="labels.txt", deployment_target="iOS17"."""
     quantized = quantization(quantize, calib, calib_samples, calib_method, calib_name, progress)
-    request = BuildRequest(
-        spec,
-        alpha=alpha,
-        rho=rho,
-        resolution=resolution,
-        classes=classes,
-        weights=weights,
-        weights_layout=weights_layout,
-        seed=seed,
-        max_memory=max_memory,
-        target=target,
-        passes=passes,
-        options=TargetOptions(**target_options),
-        quantization=quantized,
+    network = _network(spec, alpha, rho, resolution, classes, weights, weights_layout, seed, max_memory)
+    request = dataclasses.replace(
+        network, target=target, passes=passes, options=TargetOptions(**target_options), quantization=quantized
     )
     return compile_spec(request, out_dir, save_weights=save_weights)
 
@@ -87,7 +77,13 @@ def verify(
 ) -> dict:
     """Re-check a saved artifact against the reference rebuilt from its spec (by default the spec
     recorded in it); returns the verification section, raises VerificationError if it fails."""
-    request = BuildRequest(
+    request = _network(spec, alpha, rho, resolution, classes, weights, weights_layout, seed, max_memory)
+    return verify_file(artifact, request).as_dict()
+
+
+def _network(spec, alpha, rho, resolution, classes, weights, weights_layout, seed, max_memory) -> BuildRequest:
+    """The request's network part, which compile and verify take alike."""
+    return BuildRequest(
         spec,
         alpha=alpha,
         rho=rho,
@@ -98,7 +94,6 @@ def verify(
         seed=seed,
         max_memory=max_memory,
     )
-    return verify_file(artifact, request).as_dict()
 
 
 def summary(

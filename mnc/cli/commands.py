@@ -41,18 +41,14 @@ def _request(args, spec, **compile_fields) -> BuildRequest:
     """What every command that builds a network takes from the shape and weights options."""
     from mnc.pipeline.request import BuildRequest
 
-    return BuildRequest(
-        spec,
-        alpha=args.alpha,
-        rho=args.rho,
-        resolution=args.resolution,
-        classes=args.classes,
-        weights=args.weights,
-        weights_layout=args.weights_layout,
-        seed=args.seed,
-        max_memory=args.max_memory,
-        **compile_fields,
-    )
+    weights = {"weights": args.weights, "weights_layout": args.weights_layout, "seed": args.seed}
+    return BuildRequest(spec, **_shape(args), **weights, **compile_fields)
+
+
+def _shape(args) -> dict:
+    """The network's shape options, as every command that builds one takes them."""
+    names = ("alpha", "rho", "resolution", "classes", "max_memory")
+    return {name: getattr(args, name) for name in names}
 
 
 def _ir(args) -> int:
@@ -74,14 +70,7 @@ def _summary(args) -> int:
     from mnc.api import summary as summarise
     from mnc.summary_table import format_table
 
-    summary = summarise(
-        args.spec,
-        alpha=args.alpha,
-        rho=args.rho,
-        resolution=args.resolution,
-        classes=args.classes,
-        max_memory=args.max_memory,
-    )
+    summary = summarise(args.spec, **_shape(args))
     print(json.dumps(summary, indent=2) if args.json else format_table(summary))
     return 0
 

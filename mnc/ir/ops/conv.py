@@ -11,21 +11,8 @@ from math import prod
 import numpy as np
 
 from mnc.ir import activations, kernels
-from mnc.ir.ops.linear import float16_fused, linear_error, seeded_bias
-from mnc.ir.ops.record import (
-    CALIBRATED,
-    FLAG,
-    FUSED_ACTIVATION,
-    PADS,
-    PAIR,
-    POSITIVE,
-    Attr,
-    OpDef,
-    Shape,
-    ShapeError,
-    fmt,
-    register,
-)
+from mnc.ir.ops.linear import BIAS, FUSED_ACT, float16_fused, linear_error, seeded_bias
+from mnc.ir.ops.record import CALIBRATED, PADS, PAIR, POSITIVE, Attr, OpDef, Shape, ShapeError, fmt, register
 
 
 def dilation(a: dict) -> list[int]:
@@ -98,8 +85,8 @@ register(
             Attr("stride", PAIR),
             Attr("pads", PADS),
             Attr("groups", POSITIVE),
-            Attr("bias", FLAG),
-            Attr("fused_act", FUSED_ACTIVATION, optional=True),
+            BIAS,
+            FUSED_ACT,
             Attr("dilation", PAIR, optional=True),
         ),
         infer=_infer,

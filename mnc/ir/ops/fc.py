@@ -6,19 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from mnc.ir import activations, kernels
-from mnc.ir.ops.linear import float16_fused, linear_error, seeded_bias
-from mnc.ir.ops.record import (
-    CALIBRATED,
-    FLAG,
-    FUSED_ACTIVATION,
-    POSITIVE,
-    Attr,
-    OpDef,
-    Shape,
-    ShapeError,
-    fmt,
-    register,
-)
+from mnc.ir.ops.linear import BIAS, FUSED_ACT, float16_fused, linear_error, seeded_bias
+from mnc.ir.ops.record import CALIBRATED, POSITIVE, Attr, OpDef, Shape, ShapeError, fmt, register
 from mnc.reproducible import stable
 
 
@@ -52,8 +41,8 @@ register(
         1,
         attrs=(
             Attr("out_features", POSITIVE),
-            Attr("bias", FLAG),
-            Attr("fused_act", FUSED_ACTIVATION, optional=True),
+            BIAS,
+            FUSED_ACT,
         ),
         infer=_infer,
         run=_run,

@@ -8,8 +8,11 @@ from typing import Callable
 import numpy as np
 
 from mnc.ir import activations
-from mnc.ir.ops.record import OPS
+from mnc.ir.ops.record import FLAG, FUSED_ACTIVATION, OPS, Attr
 from mnc.ir.roundoff import FP16_TINY, FP16_U, TOLERANCE_SIGMAS
+
+BIAS = Attr("bias", FLAG)
+FUSED_ACT = Attr("fused_act", FUSED_ACTIVATION, optional=True)  # absent or None: none
 
 
 def linear_error(products: Callable, length: Callable[[np.ndarray], int]):
