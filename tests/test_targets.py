@@ -131,11 +131,11 @@ def test_what_a_target_cannot_lower_is_a_located_error_naming_it(name):
     # The target's table without resize, every other lowering a stub: what is under test is the refusal.
     stubs = {op: (lambda ctx, name, node, xs: name) for op in lowering.ops if op != "resize"}
     without = dataclasses.replace(lowering, ops=stubs, around=None)
-    with pytest.raises(InputError, match=f"--target {name} cannot express the op 'resize' \\(layer 'up'\\)") as info:
+    with pytest.raises(InputError, match=f"target='{name}' cannot express the op 'resize' \\(layer 'up'\\)") as info:
         walk(g, _Values(), without)
     assert info.value.diagnostics[0].loc == g.node("up").src
     without = dataclasses.replace(lowering, activations={})
-    with pytest.raises(InputError, match=f"--target {name} cannot express the activation 'relu'") as info:
+    with pytest.raises(InputError, match=f"target='{name}' cannot express the activation 'relu'") as info:
         without.activate(None, "relu", None, None, "act_relu", g.node("act_relu"))
     assert info.value.diagnostics[0].loc == g.node("act_relu").src
 
@@ -154,7 +154,7 @@ def test_tflite_refuses_a_grouped_convolution_at_its_layer(tmp_path):
     target = TARGETS["tflite"]
     options = target.options(TargetOptions(), NetworkFacts(5, (0.5,) * 3, (0.25,) * 3))
     record = ArtifactRecord("0", "every_op", "", "", 1.0, 8, 5, 0, ())
-    with pytest.raises(InputError, match="--target tflite cannot express a grouped convolution") as info:
+    with pytest.raises(InputError, match="target='tflite' cannot express a grouped convolution") as info:
         target.write(g, tmp_path / "g.tflite", record, options)
     assert info.value.diagnostics[0].loc == g.node("dw").src
 
@@ -273,3 +273,19 @@ def test_quantisation_parameters_are_validated():
 def test_a_pass_checks_what_it_requires_of_the_graph():
     with pytest.raises(PassError, match="requires 'unquantized'"):
         run_pipeline(_tiny_quantised(), ["fold_bn"])
+
+
+@pytest.mark.parametrize("target,flag,value", [("tflite", "precision", "fp8"), ("coreml", "deployment_target", "iOS9")])
+def test_a_target_option_value_is_named_as_the_caller_gave_it(tmp_path, capsys, target, flag, value):
+    """The Python API names the keyword argument; the command line its flag."""
+    from mnc.api import compile as compile_api
+
+    with pytest.raises(InputError) as info:
+        compile_api(
+            ROOT / "specs" / "v1.mnet", target=target, alpha=0.25, resolution=32, out_dir=tmp_path, **{flag: value}
+        )
+    assert f"{flag}='{value}': choose one of" in str(info.value) and "--" not in str(info.value)
+    argv = ["compile", str(ROOT / "specs" / "v1.mnet"), "--target", target, "-o", str(tmp_path)]
+    assert main([*argv, "--" + flag.replace("_", "-"), value]) == 2
+    assert f"--{flag.replace('_', '-')} {value}: choose one of" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -3,8 +3,9 @@ Adding a target is one module plus a line in REGISTERED.
 
 A target's module is imported when the target is first used (`TARGETS[name]`), so that a build
 imports only the format libraries it needs: its suffix is known without importing it, and the
-modules stay light enough to import for their `choices` (the command line's flags); each imports
-its format library where it lowers, writes or reads an artifact.
+modules stay light enough to import for their `choices` (the command line's flags): Core ML and
+TFLite import their format libraries where they lower, write or read an artifact. ONNX imports
+`onnx` at the top (the reference every build runs needs it anyway), and `.ort` imports ONNX.
 """
 
 from __future__ import annotations

@@ -216,7 +216,7 @@ class Target:
         for name, value in given.given.items():
             choice = self.choices.get(name)
             if choice is not None and choice.values and value not in choice.values:
-                raise InputError(f"{FLAGS[name].option} {value}: choose one of {', '.join(choice.values)}")
+                raise InputError(f"{param(name, value)}: choose one of {', '.join(choice.values)}")
             values[name] = value
         for name, choice in self.choices.items():
             values.setdefault(name, choice.default)

@@ -4,7 +4,7 @@ frontend/emitter.py names every node `stage{row}.block{j}.{layer}`: `row` is the
 `j` which of the row's `n` repeats of its block, `layer` the layer's name in its
 block (frontend/prelude.mnet: `conv`, `dw`, `pw`, `expand`, `se`, `project`, `pool`, `fc`, `softmax`…;
 a spec's own blocks name theirs). A convolution's batch norm and activation are `{layer}.bn` and
-`{layer}.act`; the squeeze-excite primitive (frontend/blocks.py) names its two convolutions
+`{layer}.act`; the squeeze-excite primitive (frontend/primitive_ir.py `emit_se`) names its two convolutions
 `{layer}.fc1` and `{layer}.fc2`. mnc's own checkpoints name a parameter `{node}.{param}`.
 
 Artifacts and checkpoints carry these names, so they must not change; a layout that needs one asks
