@@ -61,10 +61,13 @@ so.intra_op_num_threads = 1
 so.log_severity_level = 3
 so.add_session_config_entry("session.save_model_format", "ORT")
 so.add_session_config_entry("session.qdqisint8allowed", "1")  # the model is for ARM
-if sys.argv[3:] == ["exact-x64"]:
-    so.add_session_config_entry("session.x64quantprecision", "1")
 ort.InferenceSession(source, so, providers=["CPUExecutionProvider"], disabled_optimizers=["NchwcTransformer"])
 """
+# The verification twin's conversion (see `convert`). A script of its own: the artifact's converter
+# keeps its exact text and arguments, on which the byte layout of the .ort it writes depends.
+_CONVERT_EXACT_X64 = _CONVERT.replace(
+    "ort.InferenceSession(", 'so.add_session_config_entry("session.x64quantprecision", "1")\nort.InferenceSession('
+)
 
 
 def _without_aslr() -> None:
@@ -104,7 +107,7 @@ def convert(onnx_path: Path, ort_path: Path, *, exact_x64: bool = False) -> bool
     with tempfile.TemporaryDirectory(prefix="mnc-ort-") as work:
         shutil.copyfile(onnx_path, Path(work, "model.onnx"))
         done = subprocess.run(
-            [sys.executable, "-c", _CONVERT, "model.onnx", "model.ort", *(["exact-x64"] if exact_x64 else [])],
+            [sys.executable, "-c", _CONVERT_EXACT_X64 if exact_x64 else _CONVERT, "model.onnx", "model.ort"],
             cwd=work,
             env=_fixed_environment(),
             preexec_fn=_without_aslr if fixed else None,
