@@ -312,3 +312,23 @@ def test_messages_name_flags_on_the_command_line_and_keyword_arguments_in_python
         == 2
     )
     assert "--passes quantize_int8: int8 quantisation runs with --quantize int8 --calib DATA" in capsys.readouterr().err
+
+
+def test_help_names_each_targets_values_and_a_build_imports_only_its_target(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["compile", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert exit_.value.code == 0
+    assert (
+        "--precision P compute precision of the model [coreml: fp16 (default), fp32; tflite: fp32 (default), fp16]"
+        in out
+    )
+    # A fresh process: building for TFLite never imports the ONNX writer's or Core ML's target modules.
+    script = (
+        "import sys; from mnc.cli import main; "
+        f"code = main(['compile', 'specs/v1.mnet', '--alpha', '0.25', '--resolution', '64', '--target', 'tflite', "
+        f"'-o', {str(tmp_path)!r}]); "
+        "print(code, sorted(m for m in sys.modules if m.startswith(('mnc.backends.coreml', 'coremltools'))))"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT)
+    assert proc.stdout.strip().splitlines()[-1] == "0 []", proc.stdout + proc.stderr

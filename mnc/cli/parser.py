@@ -27,6 +27,12 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         self.exit(2, f"mnc: error: {message}\n")
 
+    def format_help(self) -> str:
+        for action in self._actions:
+            if isinstance(action.help, _TargetFlagHelp):
+                action.help = action.help.text()
+        return super().format_help()
+
 
 def _whole_number(text: str) -> int:
     """Any integer: the library checks the range and says why a value does not work."""
@@ -152,14 +158,28 @@ def _add_weights_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=_natural, help="seed of the initial weights when no --weights (default: 0)")
 
 
-def _add_target_flags(group, lists: set[str] = frozenset()) -> None:
-    for flag in FLAGS.values():
+class _TargetFlagHelp(str):
+    """A target flag's help, which names each target that takes the flag and its values. Reading a
+    target's choices imports its module (and its format library): done only when help is shown, so
+    that a build imports only its own target's."""
+
+    def __new__(cls, flag):
+        self = super().__new__(cls, flag.help)
+        self.flag = flag
+        return self
+
+    def text(self) -> str:
         takers = []
-        for name in targets_taking(flag.name):
-            choice = TARGETS[name].choices[flag.name]
+        for name in targets_taking(self.flag.name):
+            choice = TARGETS[name].choices[self.flag.name]
             values = ", ".join(v + (" (default)" if v == choice.default else "") for v in choice.values)
             takers.append(f"{name}: {values}" if values else name)
-        text = f"{flag.help} [{'; '.join(takers)}]"
+        return f"{self.flag.help} [{'; '.join(takers)}]"
+
+
+def _add_target_flags(group, lists: set[str] = frozenset()) -> None:
+    for flag in FLAGS.values():
+        text = _TargetFlagHelp(flag)
         if flag.boolean:
             group.add_argument(flag.option, action="store_true", help=text)
         elif flag.name in lists:
