@@ -136,14 +136,45 @@ def process_pool(method: str = "fork", workers: int = 1, cleanup: bool = False):
 
 @contextlib.contextmanager
 def background_pool():
-    """Where work runs beside the main thread's: a forked process (the second core, no GIL shared)
-    where possible, else a thread."""
+    """Where work runs beside the main thread's: forked processes, one per core (no GIL shared, and
+    the main thread's own work is mostly waiting for a runtime or a file), where possible; else a
+    thread."""
     if can_fork():
-        with process_pool("fork") as pool:
+        with process_pool("fork", workers=default_jobs()) as pool:
+            pool.workers = default_jobs()
             yield pool
     else:
         with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.workers = 1
             yield pool
+
+
+def background_workers(pool) -> int:
+    """How many tasks a background_pool runs at once (1: any other pool)."""
+    return getattr(pool, "workers", 1)
+
+
+_inherited: Callable | None = None
+
+
+def _run_inherited(part):
+    return _inherited(part)
+
+
+def on_two_cores(work: Callable, first, second) -> tuple:
+    """(work(first), work(second)), the first in a forked process where forking is allowed. The
+    child inherits `work` and all it reads: only the parts and the results are sent between the two."""
+    global _inherited
+    if not can_fork():
+        return work(first), work(second)
+    _inherited = work  # set before the pool forks its worker (at the first submit)
+    try:
+        with process_pool("fork") as pool:
+            head = pool.submit(_run_inherited, first)
+            rest = work(second)
+            return head.result(), rest
+    finally:
+        _inherited = None
 
 
 def run_split(run: Callable, artifact, feed: dict[str, np.ndarray], split: bool) -> list[np.ndarray]:
