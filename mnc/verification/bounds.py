@@ -36,6 +36,7 @@ from mnc.ir.graph import Graph
 from mnc.ir.interpreter import Interpreter
 from mnc.ir.node import Node
 from mnc.ir.ops import OPS
+from mnc.ir.ops.linear import keeping_pre_activation
 from mnc.ir.roundoff import (
     EXACT_INPUTS_FLOAT32,
     FLOAT32,
@@ -96,8 +97,9 @@ def float16_layer(graph: Graph, name: str, params: dict, xs: list[np.ndarray]) -
     for producer in graph.inputs_of(name):
         model.variances[producer] = np.zeros_like(xs[graph.inputs_of(name).index(producer)])
     model.params = lambda _node: params
-    y = model.run_node(name, node, xs)
-    arithmetic = TOLERANCE_SIGMAS * np.sqrt(model.variances[name]) * (1 + FP16_U)
-    allowed = arithmetic + FP16_U * np.abs(y) + FP16_TINY
-    rule = OPS[node.op].float16
-    return y, (allowed if rule is None else rule(node, params, xs, allowed))
+    with keeping_pre_activation():
+        y = model.run_node(name, node, xs)
+        arithmetic = TOLERANCE_SIGMAS * np.sqrt(model.variances[name]) * (1 + FP16_U)
+        allowed = arithmetic + FP16_U * np.abs(y) + FP16_TINY
+        rule = OPS[node.op].float16
+        return y, (allowed if rule is None else rule(node, params, xs, allowed))

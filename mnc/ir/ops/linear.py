@@ -3,6 +3,7 @@ weights, a bias, and an activation fused into them."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import numpy as np
@@ -31,11 +32,36 @@ def linear_error(products: Callable, length: Callable[[np.ndarray], int]):
         var = (carried + (p.accumulate**2 * n + p.weights**2) * terms).astype(np.float64)
         fn = node.attrs.get("fused_act")
         if fn is not None:
-            pre = OPS[node.op].run({**node.attrs, "fused_act": None}, params, xs)
-            var = activations.slope(fn, pre, np.sqrt(var)) ** 2 * var
+            var = activations.slope(fn, pre_activation(node, params, xs), np.sqrt(var)) ** 2 * var
         return var
 
     return error
+
+
+_kept: list | None = None  # within keeping_pre_activation(): [(node, params, x, pre)]
+
+
+@contextlib.contextmanager
+def keeping_pre_activation():
+    """Within: a conv/fc's result before its fused activation is computed once per layer. The float32
+    error model and the float16 rule of one layer both need it, in turn; outside, nothing is kept
+    (a later call may come with weights changed in place)."""
+    global _kept
+    _kept = []
+    try:
+        yield
+    finally:
+        _kept = None
+
+
+def pre_activation(node, params: dict, xs: list[np.ndarray]) -> np.ndarray:
+    for kept_node, kept_params, kept_x, pre in _kept or ():
+        if kept_node is node and kept_params is params and kept_x is xs[0]:
+            return pre
+    pre = OPS[node.op].run({**node.attrs, "fused_act": None}, params, xs)
+    if _kept is not None:
+        _kept[:] = [(node, params, xs[0], pre)]  # what it came from is held: no new array can share its address
+    return pre
 
 
 def float16_fused(node, params, xs, allowed):
@@ -44,7 +70,7 @@ def float16_fused(node, params, xs, allowed):
     fn = node.attrs.get("fused_act")
     if fn is None:
         return allowed
-    pre = OPS[node.op].run({**node.attrs, "fused_act": None}, params, xs)
+    pre = pre_activation(node, params, xs)
     pre_error = FP16_U * np.abs(pre) + FP16_TINY
     allowed = allowed + activations.slope(fn, pre, pre_error / TOLERANCE_SIGMAS) * pre_error
     extra = activations.ACTIVATIONS[fn].float16_constants_error
