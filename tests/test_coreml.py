@@ -419,3 +419,14 @@ def test_a_layer_off_by_a_few_float16_steps_fails_the_fp16_layer_check(tmp_path)
     failed = verify(emitted)
     (layers,) = [c for c in failed.checks if c.name == "layers"]
     assert not failed.passed and layers.section["worst_layer"] == "stage3.block1.project", layers.section
+
+
+def test_verifying_a_float16_package_against_another_spec_is_a_failed_verification(tmp_path, capsys):
+    """Its layers cannot be matched with the other spec's: the layer check fails, nothing crashes."""
+    argv = ["--alpha", "0.25", "--resolution", "64"]
+    assert main(["compile", str(SPECS / "v1.mnet"), *argv, "--target", "coreml", "-o", str(tmp_path)]) == 0
+    capsys.readouterr()
+    package = tmp_path / "v1_0.25_64.mlpackage"
+    assert main(["verify", str(package), "--spec", str(SPECS / "v2.mnet"), *argv]) == 3
+    err = capsys.readouterr().err
+    assert "failed against the reference" in err and "could not run it" in err
