@@ -202,6 +202,19 @@ def test_huge_class_counts_and_memory_limits_are_bad_input(capsys):
     assert main(["summary", str(SPECS / "v2.mnet"), "--max-memory", "2G"]) == 0
 
 
+def test_the_input_column_check_does_not_depend_on_free_memory(monkeypatch, capsys):
+    """The check of a table's `input` column lowers the spec at α = 1 and its base resolution; only shapes
+    are compared, so neither a small --max-memory nor a machine short of memory at the moment fails it."""
+    from mnc.frontend import budget
+
+    monkeypatch.setattr(budget, "available_memory", lambda: 20 * 2**20)
+    small = ["--alpha", "0.25", "--resolution", "96"]
+    assert main(["summary", str(SPECS / "v2.mnet"), *small, "--max-memory", "1G"]) == 0
+    assert main(["summary", str(SPECS / "v2.mnet"), *small, "--max-memory", "120M"]) == 0
+    assert main(["summary", str(SPECS / "v2.mnet"), "--max-memory", "120M"]) == 2  # α = 1 at 224² itself needs more
+    assert "the --max-memory limit is 0.117 GiB" in capsys.readouterr().err
+
+
 # ---- the same bytes on every machine ------------------------------------------------------------
 
 
