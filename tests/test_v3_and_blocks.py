@@ -253,6 +253,56 @@ end
     assert build_graph(spec, spec.config(resolution=32)).node("stage1.block0.conv").attrs["out_channels"] == 24
 
 
+def _comparing(condition: str) -> str:
+    return (
+        HEADER
+        + f"""
+block b(c: channels, nl: act = default)
+    wide = conv(1, c, act=nl)
+    extra = conv(1, c, act=nl)    if {condition}
+end
+
+| operator       | c  | nl |
+|----------------|----|----|
+| conv2d 3x3     | 16 |    |
+| b              | 24 | RE |
+| b              | 24 | HS |
+| b              | 24 |    |
+| avgpool global |    |    |
+| fc             | k  |    |
+"""
+    )
+
+
+@pytest.mark.parametrize(
+    "condition,built",
+    [
+        ("nl == hswish", [False, True, False]),
+        ("nl == re", [True, False, False]),
+        ("nl != relu", [False, True, True]),
+        ("nl == default", [False, False, True]),  # the spec's activation (TINY's: relu6)
+        ("nl == relu6", [False, False, True]),
+        ("nl == none", [False, False, False]),
+    ],
+)
+def test_activations_compare_by_what_they_compute(condition, built):
+    """A cell gives an activation as a word of the table, an expression as a word of the block, and
+    `default` means the spec's: `==` compares what they name."""
+    spec = load_spec_text(_comparing(condition), "compare.mnet")
+    assert "activation = relu6" in HEADER
+    g = build_graph(spec, spec.config(resolution=32))
+    assert [f"stage{i}.block0.extra" in g for i in (1, 2, 3)] == built
+
+
+def test_ordering_activations_is_a_located_error():
+    spec = load_spec_text(_comparing("nl < hswish"), "compare.mnet")
+    with pytest.raises(InputError) as info:
+        build_graph(spec, spec.config(resolution=32))
+    (d,) = info.value.diagnostics
+    assert d.message == "expected a number, got 'relu'" and d.loc.line == 12  # the condition
+    assert d.notes[0][0] == "in the block used here" and d.notes[0][1].line == 18  # the RE row
+
+
 # ---- the example architectures ------------------------------------------------------------------
 
 

@@ -25,6 +25,10 @@ FUNCTIONS = {
     "min": (min, (2, 8)),
     "max": (max, (2, 8)),
 }
+ORDER = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+# The env key under which a block's runner gives the spec's own activation, which `default` means
+# (not a name a spec can write).
+SPEC_ACTIVATION = "<the spec's activation>"
 ARITHMETIC = {
     "+": operator.add,
     "-": operator.sub,
@@ -112,21 +116,25 @@ def evaluate(e: Expr, env: dict):
         return any(truth(evaluate(a, env), a) for a in e.args)
     left, right = (evaluate(a, env) for a in e.args)
     if e.kind == "compare":
-        # All six are computed, so comparing activation words fails (ActWord has no order). Kept as
-        # it was: a cell gives an activation as its IR name, an expression as an ActWord, and `==`
-        # between the two would be silently false.
-        return {
-            "==": left == right,
-            "!=": left != right,
-            "<": left < right,
-            "<=": left <= right,
-            ">": left > right,
-            ">=": left >= right,
-        }[e.value]
+        if e.value in ("==", "!="):
+            same = _comparable(left, env) == _comparable(right, env)
+            return same if e.value == "==" else not same
+        left, right = number(left, e.args[0]), number(right, e.args[1])
+        return ORDER[e.value](left, right)
     left, right = number(left, e.args[0]), number(right, e.args[1])
     if e.value in ("/", "//") and right == 0:
         raise EvalError("division by zero", e.loc)
     return ARITHMETIC[e.value](left, right)  # only the chosen one: `x + 0` must not compute `x / 0`
+
+
+def _comparable(value, env: dict):
+    """A value as `==` compares it: an activation by its IR name however it was given (a table cell
+    gives the name, an expression an ActWord; `default` is the spec's own, none is no activation)."""
+    if isinstance(value, ActWord):
+        value = value.fn
+    if isinstance(value, str) and value == DEFAULT_ACT:
+        value = env.get(SPEC_ACTIVATION, DEFAULT_ACT)
+    return None if value == activations.IDENTITY else value
 
 
 def number(value, e: Expr):

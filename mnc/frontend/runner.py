@@ -6,7 +6,7 @@ from __future__ import annotations
 from mnc.errors import Diagnostic, InputError, Loc
 from mnc.frontend.ast import BlockDef, Expr
 from mnc.frontend.emitter import Emitter
-from mnc.frontend.expressions import EvalError, evaluate, truth
+from mnc.frontend.expressions import SPEC_ACTIVATION, EvalError, evaluate, truth
 from mnc.frontend.primitives import FROM, PRIMITIVES
 
 
@@ -16,7 +16,7 @@ def run_block(defn: BlockDef, e: Emitter, args: dict, use_site: Loc, row_inputs:
     joins. Returns the IR node of each layer that was built, by layer name."""
     taps = {p.name for p in defn.params if p.type == "tap"}
     env = {k: v for k, v in args.items() if k not in taps}
-    env.update({"in": e.channels, "classes": e.config.classes})
+    env.update({"in": e.channels, "classes": e.config.classes, SPEC_ACTIVATION: e.config.settings.activation})
     named = {"input": e.current, **{k: args[k] for k in taps}}
     built = {}
     try:
