@@ -430,3 +430,35 @@ def test_verifying_a_float16_package_against_another_spec_is_a_failed_verificati
     assert main(["verify", str(package), "--spec", str(SPECS / "v2.mnet"), *argv]) == 3
     err = capsys.readouterr().err
     assert "failed against the reference" in err and "could not run it" in err
+
+
+@pytest.mark.parametrize(
+    "scale,code,message",
+    [
+        # Weights beyond float16's range cannot be stored: bad input at the layer, before anything is written.
+        (1e6, 2, "v1.mnet:38:20: error: --precision fp16: layer 'stage11.block0.fc' has weight values up to"),
+        # Weights that fit but logits that do not: the layer check names the layer that overflows.
+        (3e4, 3, "failed: layer 'stage11.block0.fc' overflows float16: its values reach"),
+    ],
+)
+def test_values_beyond_float16s_range_are_named(tmp_path, capsys, scale, code, message):
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    argv = [str(SPECS / "v1.mnet"), "--alpha", "0.25", "--resolution", "64"]
+    saved = tmp_path / "w.safetensors"
+    assert main(["compile", *argv, "--target", "onnx", "-o", str(tmp_path / "a"), "--save-weights", str(saved)]) == 0
+    with safe_open(str(saved), "np") as f:
+        weights, meta = {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+    for key in ("stage11.block0.fc.weight", "stage11.block0.fc.bias"):
+        weights[key] = weights[key] * scale
+    save_file(weights, str(tmp_path / "big.safetensors"), metadata=meta)
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert (
+        main(["compile", *argv, "--target", "coreml", "--weights", str(tmp_path / "big.safetensors"), "-o", str(out)])
+        == code
+    )
+    err = capsys.readouterr().err
+    assert message in err and "65504" in err and "RuntimeWarning" not in err and "inf times" not in err
+    assert not out.exists() or not any(out.iterdir())

@@ -125,7 +125,12 @@ class CoreMLProgram:
     # ---- execution ------------------------------------------------------------------
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, object]:
-        """Run the program on one sample; returns every named value (outputs included)."""
+        """Run the program on one sample; returns every named value (outputs included). A value
+        beyond float16's range becomes infinite, as on a device; verification reports where."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return self._run(feeds)
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, object]:
         env: dict[str, object] = dict(self.constants)
         for name in self.inputs:
             if name not in feeds:

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
+
 from mnc.artifact import ArtifactRecord
 from mnc.backends import get_target, target_of, target_options
 from mnc.backends.target import INPUT_NAME, NetworkFacts, Target, check_classifier, output_names
@@ -35,7 +37,7 @@ from mnc.pipeline.report import (
     report_bytes,
 )
 from mnc.pipeline.request import BuildRequest, as_request
-from mnc.verification.check import start_reference, verify_float, verify_int8
+from mnc.verification.check import FLOAT16_MAX, start_reference, verify_float, verify_int8
 from mnc.verification.constants import check_constants
 from mnc.verification.result import FloatVerification, Int8Verification
 from mnc.version import __version__
@@ -142,6 +144,8 @@ def compile_spec(spec, /, out_dir: str | Path = "build", *, save_weights=None, *
                 int8_activations=plan.activations,
                 activation_ranges=quantized.ranges,
             )
+        if record.precision == "fp16":
+            _check_float16_range(emitted)
         with staged(out) as tmp:
             with timings.stage("emit"):
                 try:
@@ -197,6 +201,22 @@ def compile_spec(spec, /, out_dir: str | Path = "build", *, save_weights=None, *
             written = report.as_dict()
             publish(tmp, out, report_path, report_bytes(written), companions)
     return CompileResult(out, report_path, written, report)
+
+
+def _check_float16_range(graph: Graph) -> None:
+    """A float16 artifact holds its weights in float16: one beyond float16's range would be infinite."""
+    for name in graph.topo():
+        node = graph.node(name)
+        for slot, value in node.params.items():
+            with np.errstate(over="ignore"):
+                beyond = np.isinf(np.asarray(value).astype(np.float16)) & np.isfinite(value)
+            if beyond.any():
+                raise InputError(
+                    f"{param('precision', 'fp16')}: layer '{name}' has {slot} values up to "
+                    f"{float(np.abs(value).max()):.3g}, beyond float16's largest {FLOAT16_MAX:g}; "
+                    f"{param('precision', 'fp32')} keeps them",
+                    node.src,
+                )
 
 
 def _artifact_file(

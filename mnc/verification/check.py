@@ -26,6 +26,8 @@ from mnc.verification.result import (
     ReferenceCheck,
 )
 
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+
 
 class _JoinedFutures:
     """The reference computed in parts (each in a worker of its own): its result joins theirs."""
@@ -125,7 +127,8 @@ def verify_float(
                 run.passed = True
                 rounded, values = layers
                 first = reference.joined(values[o] for o in rounded.outputs)
-                if not np.array_equal(np.asarray(actual[: len(first)], np.float64).reshape(first.shape), first):
+                same = np.asarray(actual[: len(first)], np.float64).reshape(first.shape)
+                if not np.array_equal(same, first, equal_nan=True):
                     checks.append(
                         Check(
                             "layers_are_the_run",
@@ -162,23 +165,31 @@ def float16_layers_check(rounded: Graph, values: dict[str, np.ndarray], executor
     """Each layer of an artifact that computes in float16, fed the artifact's own values, within its
     derived float16 bound of that layer's exact result (mnc/verification/bounds.py)."""
 
-    def excesses(names: list[str]) -> list[tuple[str, float]]:
+    def excesses(names: list[str]) -> list[tuple[str, float, float | None]]:
+        """(layer, its largest error over its bound, how large its exact values are if the artifact's
+        overflowed float16 there, else None)."""
         found = []
         for name in names:
             node = rounded.node(name)
             params = {k: np.asarray(v, dtype=np.float64) for k, v in node.params.items()}
-            exact, allowed = float16_layer(rounded, name, params, [values[p] for p in rounded.inputs_of(name)])
-            found.append((name, float((np.abs(values[name] - exact) / allowed).max())))
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported, not warned about
+                exact, allowed = float16_layer(rounded, name, params, [values[p] for p in rounded.inputs_of(name)])
+                excess = float((np.abs(values[name] - exact) / allowed).max())
+            overflowed = not np.isfinite(values[name]).all()
+            peak = float(np.abs(exact).max()) if overflowed else None
+            found.append((name, excess if np.isfinite(excess) else np.inf, peak))
         return found
 
     # Each layer is checked on its own inputs: the layers are split between the two cores, largest first.
     names = sorted((n for n in rounded.topo() if rounded.node(n).op != "input"), key=lambda n: -values[n].size)
-    found = dict(pair for part in on_two_cores(excesses, names[0::2], names[1::2]) for pair in part)
+    found = {name: rest for part in on_two_cores(excesses, names[0::2], names[1::2]) for name, *rest in part}
     layers = len(found)
+    order = [n for n in rounded.topo() if n in found]
+    overflowed = [n for n in order if found[n][1] is not None]
     worst = ("", 0.0)
-    for name in rounded.topo():  # the first of equal excesses in the graph's order, as when checked in order
-        if name in found and found[name] > worst[1]:
-            worst = (name, found[name])
+    for name in overflowed[:1] or order:  # the first overflow, else the largest excess (the first of equals)
+        if found[name][0] > worst[1]:
+            worst = (name, found[name][0])
     passed = worst[1] <= 1
     samples = len(next(iter(values.values())))
     return Check(
@@ -188,13 +199,16 @@ def float16_layers_check(rounded: Graph, values: dict[str, np.ndarray], executor
             "samples": samples,
             "layers": layers,
             "worst_layer": worst[0],
-            "max_error_over_bound": round(worst[1], 4),
+            "max_error_over_bound": round(worst[1], 4) if np.isfinite(worst[1]) else "overflow",
             "bound": "per element: the layer's float32 arithmetic (derived, inputs as the artifact computed them) "
             "plus the rounding of its result to float16 (2⁻¹¹ relative)",
             "verdict": "pass" if passed else "fail",
         },
         passed,
-        f"layer '{worst[0]}' is {worst[1]:.3g} times its derived float16 bound from that layer's exact result",
+        f"layer '{worst[0]}' overflows float16: its values reach {found[worst[0]][1]:.3g}, beyond float16's largest "
+        f"{FLOAT16_MAX:g}; float32 precision keeps them"
+        if overflowed
+        else f"layer '{worst[0]}' is {worst[1]:.3g} times its derived float16 bound from that layer's exact result",
         f"verified layer by layer in float16: {layers} layers, {samples} samples, at most {worst[1]:.3g} of each "
         "layer's derived bound",
     )
