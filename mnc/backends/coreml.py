@@ -229,7 +229,8 @@ class CoreMLTarget(Target):
 
     def executors(self) -> list[Executor]:
         simulated = Executor(
-            "mnc Core ML executor (numpy, reads the saved package, fp16 emulated); simulated: "
+            "mnc Core ML executor (numpy, reads the saved package, each value in the type the program gives it: "
+            "float16 where it says fp16); simulated: "
             "Core ML runtime not available on this host",
             run_simulated,
             split_samples=True,
