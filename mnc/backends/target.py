@@ -102,6 +102,9 @@ class Executor:
     run: Callable[[Path, dict[str, np.ndarray]], list[np.ndarray]]
     # Runs one sample at a time on one thread: verification may give half the batch to a forked process.
     split_samples: bool = False
+    # Runs in a child process of its own (a fresh interpreter, which takes a while to start):
+    # verification starts it first, to run beside the others.
+    own_process: bool = False
 
 
 @dataclass(frozen=True)

@@ -202,7 +202,9 @@ class TFLiteTarget(Target):
     def executors(self) -> list[Executor]:
         return [
             Executor("LiteRT interpreter (default kernels, XNNPACK)", run_litert),
-            Executor("LiteRT interpreter (reference kernels, in a child process)", run_litert_reference),
+            Executor(
+                "LiteRT interpreter (reference kernels, in a child process)", run_litert_reference, own_process=True
+            ),
         ]
 
     def timer(self, path: Path, threads: int) -> Timer:
