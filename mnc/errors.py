@@ -188,3 +188,9 @@ def _shown(value) -> str:
 
 def one_of(choices) -> str:
     return ", ".join(f"'{c}'" for c in sorted(choices))
+
+
+def choices_hint(word: str, choices, what: str, listed=one_of, synonyms: dict[str, str] | None = None) -> str:
+    """What a message adds after a name that is none of `choices`: a close one, if any ('; did you
+    mean …?'), then all of them ('; {what} are …', as `listed` writes them: one_of sorts and quotes)."""
+    return did_you_mean(word, choices, synonyms) + f"; {what} are {listed(choices)}"

@@ -51,6 +51,11 @@ def _shape(args) -> dict:
     return {name: getattr(args, name) for name in names}
 
 
+def _timing(args) -> dict:
+    """The timing options, as bench and sweep take them."""
+    return {name: getattr(args, name) for name in ("threads", "warmup", "runs")}
+
+
 def _ir(args) -> int:
     from mnc.ir.printer import format_graph
     from mnc.passes.manager import resolve_pipeline, run_pipeline
@@ -98,7 +103,7 @@ def _bench(args) -> int:
     from mnc.api import bench
     from mnc.latency import cpu_line
 
-    latency = bench(args.artifact, threads=args.threads, warmup=args.warmup, runs=args.runs)
+    latency = bench(args.artifact, **_timing(args))
     print(json.dumps(latency.as_dict(), indent=2) if args.json else latency.line())
     if not args.json:
         print(f"  cpu: {cpu_line()}")
@@ -139,10 +144,8 @@ def _sweep(args) -> int:
         jobs=args.jobs,
         cluster=args.cluster,
         measure=args.bench,
-        threads=args.threads,
-        warmup=args.warmup,
-        runs=args.runs,
         progress=sweep_progress(len(variants)),
+        **_timing(args),
     )
     print(format_sweep(result.records))
     for note in result.notes:

@@ -10,7 +10,7 @@ user blocks; runner.py runs a block used in a table row.
 
 from __future__ import annotations
 
-from mnc.errors import Collector, did_you_mean, one_of
+from mnc.errors import Collector, choices_hint, did_you_mean
 from mnc.frontend.ast import BlockDef, Expr, Layer, Param, TapRef
 from mnc.frontend.expressions import check_expr, evaluate
 from mnc.frontend.primitives import FROM, PRIMITIVES, Primitive
@@ -36,9 +36,7 @@ def check_block(defn: BlockDef, problems: Collector) -> None:
             problems.error(f"parameter '{p.name}' of block '{defn.name}' {why}", p.loc)
         if p.type is not None and p.type not in PARAM_TYPES:
             problems.error(
-                f"unknown parameter type '{p.type}'"
-                + did_you_mean(p.type, PARAM_TYPES)
-                + f"; types are {one_of(PARAM_TYPES)}",
+                f"unknown parameter type '{p.type}'" + choices_hint(p.type, PARAM_TYPES, "types"),
                 p.loc,
             )
         if p.type == "tap":
@@ -52,9 +50,7 @@ def check_block(defn: BlockDef, problems: Collector) -> None:
         prim = PRIMITIVES.get(layer.primitive)
         if prim is None:
             problems.error(
-                f"unknown layer '{layer.primitive}'"
-                + did_you_mean(layer.primitive, PRIMITIVES)
-                + f"; layers are {one_of(PRIMITIVES)}",
+                f"unknown layer '{layer.primitive}'" + choices_hint(layer.primitive, PRIMITIVES, "layers"),
                 layer.loc,
             )
             continue

@@ -6,7 +6,7 @@ from __future__ import annotations
 import operator
 from dataclasses import dataclass
 
-from mnc.errors import Collector, Loc, did_you_mean
+from mnc.errors import Collector, Loc, choices_hint, did_you_mean
 from mnc.frontend.ast import Expr
 from mnc.frontend.rounding import make_divisible
 from mnc.ir import activations
@@ -60,9 +60,7 @@ def check_expr(e: Expr, names: set[str], problems: Collector, constant: bool = F
     elif e.kind == "func":
         if e.value not in FUNCTIONS:
             problems.error(
-                f"unknown function '{e.value}'"
-                + did_you_mean(e.value, FUNCTIONS)
-                + f"; functions are {', '.join(FUNCTIONS)}",
+                f"unknown function '{e.value}'" + choices_hint(e.value, FUNCTIONS, "functions", ", ".join),
                 e.loc,
             )
         else:

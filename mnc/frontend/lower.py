@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from mnc.errors import InputError, Loc, did_you_mean
+from mnc.errors import InputError, Loc, choices_hint
 from mnc.frontend.ast import CLASSES_SYMBOL, BlockDef, LayerRow, TapRef
 from mnc.frontend.budget import Budget
 from mnc.frontend.emitter import Emitter
@@ -86,7 +86,5 @@ def lower(
 
 def _tap(taps: dict[str, str], ref: TapRef) -> str:
     if ref.name not in taps:
-        raise InputError(
-            f"no tap named '{ref.name}'" + did_you_mean(ref.name, taps) + f"; taps are {', '.join(taps)}", ref.loc
-        )
+        raise InputError(f"no tap named '{ref.name}'" + choices_hint(ref.name, taps, "taps", ", ".join), ref.loc)
     return taps[ref.name]

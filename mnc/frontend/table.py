@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from mnc.errors import Collector, did_you_mean, one_of
+from mnc.errors import Collector, choices_hint, did_you_mean, one_of
 from mnc.frontend.ast import CLASSES_SYMBOL, BlockDef, Cell, LayerRow, Row, Table, TapDef, TapRef
 from mnc.frontend.blocks import default_value
 from mnc.frontend.expressions import ACT_WORDS, FLAG_WORDS
@@ -108,8 +108,7 @@ def check_taps(
             )
             problems.error(
                 f"no tap named '{ref.name}' above this row{later}"
-                + did_you_mean(ref.name, available)
-                + f"; taps here are {', '.join(available)}",
+                + choices_hint(ref.name, available, "taps here", ", ".join),
                 ref.loc,
             )
 
@@ -150,9 +149,7 @@ def check_taps(
         layers = [layer.name or layer.primitive for layer in block.layers]
         if tap.layer is not None and tap.layer not in layers:
             problems.error(
-                f"'{row.block}' has no layer '{tap.layer}'"
-                + did_you_mean(tap.layer, layers)
-                + f"; its layers are {', '.join(layers)}",
+                f"'{row.block}' has no layer '{tap.layer}'" + choices_hint(tap.layer, layers, "its layers", ", ".join),
                 tap.loc,
             )
         taps.setdefault(tap.name, tap)
@@ -177,9 +174,7 @@ def _check_header(header: Row, known_params: set[str], problems: Collector) -> l
             ok = False
         elif name not in allowed:
             problems.error(
-                f"unknown column '{name}'"
-                + did_you_mean(name, allowed, COLUMN_SYNONYMS)
-                + f"; columns are {one_of(allowed)}",
+                f"unknown column '{name}'" + choices_hint(name, allowed, "columns", synonyms=COLUMN_SYNONYMS),
                 cell.loc,
             )
             ok = False
@@ -309,7 +304,7 @@ def _operator(cell: Cell, blocks: dict[str, BlockDef], problems: Collector):
     name = atoms[0].text
     if name not in blocks:
         problems.error(
-            f"unknown operator '{name}'" + did_you_mean(name, blocks) + f"; operators are {one_of(blocks)}",
+            f"unknown operator '{name}'" + choices_hint(name, blocks, "operators"),
             atoms[0].loc,
         )
         return None

@@ -12,7 +12,7 @@ from typing import Callable
 
 from mnc.errors import InputError
 from mnc.ir.graph import Graph
-from mnc.weights.layouts.layout import Layout, Slot, blocks, pytorch_ignored
+from mnc.weights.layouts.layout import Layout, Slot, blocks, classifier_rows, pytorch_ignored
 from mnc.weights.layouts.torchvision import conv_bn_slots, v3_slots
 from mnc.weights.node_names import (
     EXPAND,
@@ -195,24 +195,20 @@ TORCHVISION_SSDLITE = _dense_layout(
     "torchvision.models.detection.ssdlite320_mobilenet_v3_large state dict",
     "head.regression_head.module_list.0.1.weight",
     _ssdlite_slots,
-    lambda t: (
-        int(t["head.classification_head.module_list.0.1.weight"].shape[0]) // SSD_ANCHORS_PER_LOCATION
-        if "head.classification_head.module_list.0.1.weight" in t
-        else None
-    ),
+    classifier_rows("head.classification_head.module_list.0.1.weight", per=SSD_ANCHORS_PER_LOCATION),
 )
 TORCHVISION_LRASPP = _dense_layout(
     "torchvision_lraspp",
     "torchvision.models.segmentation.lraspp_mobilenet_v3_large state dict",
     "classifier.cbr.0.weight",
     _lraspp_slots,
-    lambda t: int(t["classifier.low_classifier.weight"].shape[0]) if "classifier.low_classifier.weight" in t else None,
+    classifier_rows("classifier.low_classifier.weight"),
 )
 TORCHVISION_DEEPLABV3 = _dense_layout(
     "torchvision_deeplabv3",
     "torchvision.models.segmentation.deeplabv3_mobilenet_v3_large state dict (aux_classifier.* ignored)",
     "classifier.0.convs.0.0.weight",
     _deeplabv3_slots,
-    lambda t: int(t["classifier.4.weight"].shape[0]) if "classifier.4.weight" in t else None,
+    classifier_rows("classifier.4.weight"),
     ignored=("aux_classifier.",),
 )

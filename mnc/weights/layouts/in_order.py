@@ -17,7 +17,16 @@ from typing import Callable
 
 from mnc.errors import InputError
 from mnc.ir.graph import Graph
-from mnc.weights.layouts.layout import PYTORCH_NAMES, Layout, Slot, param_names, param_nodes, pytorch_ignored, weighted
+from mnc.weights.layouts.layout import (
+    PYTORCH_NAMES,
+    Layout,
+    Slot,
+    classifier_rows,
+    param_names,
+    param_nodes,
+    pytorch_ignored,
+    weighted,
+)
 
 
 @dataclass(frozen=True)
@@ -143,7 +152,7 @@ TIMM = Layout(
     "a timm MobileNetV1/V2/V3 state dict (conv_stem, blocks.S.B…, conv_head, classifier)",
     detect=lambda keys: "conv_stem.weight" in keys and any(k.startswith("blocks.0.0.") for k in keys),
     slots=TIMM_ORDER.slots,
-    classes=lambda tensors: int(tensors["classifier.weight"].shape[0]) if "classifier.weight" in tensors else None,
+    classes=classifier_rows("classifier.weight"),
     ignored=pytorch_ignored,
     conventions=_timm_conventions,
 )

@@ -48,6 +48,12 @@ def pytorch_ignored(key: str) -> bool:
     return key.endswith(".num_batches_tracked")
 
 
+def classifier_rows(key: str, per: int = 1) -> Callable[[dict], int | None]:
+    """A layout's `classes`: the rows of the checkpoint's classifier tensor `key` (`per` rows a class),
+    or None for a checkpoint without one."""
+    return lambda tensors: int(tensors[key].shape[0]) // per if key in tensors else None
+
+
 def weighted(op: str) -> bool:
     """Whether an op computes with a weight tensor (a convolution's or a dense layer's kernel), as
     opposed to a batch norm's per-channel scale and statistics: a framework's kernel may fill any

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from mnc.errors import InputError, did_you_mean, param
+from mnc.errors import InputError, choices_hint, param
 from mnc.weights.layouts.dense import TORCHVISION_DEEPLABV3, TORCHVISION_LRASPP, TORCHVISION_SSDLITE
 from mnc.weights.layouts.in_order import KERAS, TIMM
 from mnc.weights.layouts.layout import Layout
@@ -30,8 +30,7 @@ def choose_layout(keys: set[str], name: str | None, loc) -> Layout:
         if name not in LAYOUTS:
             raise InputError(
                 f"{param('weights_layout')}: unknown layout '{name}'"
-                + did_you_mean(name, LAYOUTS)
-                + f"; layouts are {', '.join(LAYOUTS)}"
+                + choices_hint(name, LAYOUTS, "layouts", ", ".join)
             )
         return LAYOUTS[name]
     matches = [layout for layout in LAYOUTS.values() if layout.detect(keys)]

@@ -8,7 +8,15 @@ import re
 
 from mnc.errors import InputError
 from mnc.ir.graph import Graph
-from mnc.weights.layouts.layout import PYTORCH_NAMES, Layout, Slot, blocks, param_names, pytorch_ignored
+from mnc.weights.layouts.layout import (
+    PYTORCH_NAMES,
+    Layout,
+    Slot,
+    blocks,
+    classifier_rows,
+    param_names,
+    pytorch_ignored,
+)
 from mnc.weights.node_names import batchnorm_of, se_conv
 
 # ---- torchvision MobileNetV2 -------------------------------------------------------------------
@@ -29,6 +37,23 @@ def conv_bn_slots(graph: Graph, conv: str, module: str, bn_module: str | None) -
     if bn_module is not None and bn in graph:
         slots += _module_slots(graph, bn, bn_module)
     return slots
+
+
+def _torchvision_layout(name: str, description: str, classifier: str, unit: str, slots) -> Layout:
+    """A torchvision MobileNet classifier's state dict, told by its stem, its classifier (whose rows
+    are the classes) and the units of its blocks (`features.N.<unit>.M`)."""
+    weight = f"{classifier}.weight"
+    pattern = re.compile(rf"features\.\d+\.{unit}\.\d+\.0\.weight")
+    return Layout(
+        name,
+        description,
+        detect=lambda keys: (
+            "features.0.0.weight" in keys and weight in keys and any(pattern.fullmatch(k) for k in keys)
+        ),
+        slots=slots,
+        classes=classifier_rows(weight),
+        ignored=pytorch_ignored,
+    )
 
 
 def _v2_slots(graph: Graph, keys: list[str]) -> list[Slot]:
@@ -60,17 +85,8 @@ def _v2_slots(graph: Graph, keys: list[str]) -> list[Slot]:
     return slots
 
 
-TORCHVISION_MOBILENET_V2 = Layout(
-    "torchvision_mobilenet_v2",
-    "torchvision.models.mobilenet_v2 state dict",
-    detect=lambda keys: (
-        "features.0.0.weight" in keys
-        and "classifier.1.weight" in keys
-        and any(re.fullmatch(r"features\.\d+\.conv\.\d+\.0\.weight", k) for k in keys)
-    ),
-    slots=_v2_slots,
-    classes=lambda tensors: int(tensors["classifier.1.weight"].shape[0]) if "classifier.1.weight" in tensors else None,
-    ignored=pytorch_ignored,
+TORCHVISION_MOBILENET_V2 = _torchvision_layout(
+    "torchvision_mobilenet_v2", "torchvision.models.mobilenet_v2 state dict", "classifier.1", "conv", _v2_slots
 )
 
 # ---- torchvision MobileNetV3 (large and small) -------------------------------------------------
@@ -113,15 +129,10 @@ def v3_slots(graph: Graph, keys: list[str]) -> list[Slot]:
     return slots
 
 
-TORCHVISION_MOBILENET_V3 = Layout(
+TORCHVISION_MOBILENET_V3 = _torchvision_layout(
     "torchvision_mobilenet_v3",
     "torchvision.models.mobilenet_v3_large / mobilenet_v3_small state dict",
-    detect=lambda keys: (
-        "features.0.0.weight" in keys
-        and "classifier.3.weight" in keys
-        and any(re.fullmatch(r"features\.\d+\.block\.\d+\.0\.weight", k) for k in keys)
-    ),
-    slots=v3_slots,
-    classes=lambda tensors: int(tensors["classifier.3.weight"].shape[0]) if "classifier.3.weight" in tensors else None,
-    ignored=pytorch_ignored,
+    "classifier.3",
+    "block",
+    v3_slots,
 )
