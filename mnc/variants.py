@@ -286,10 +286,12 @@ def remote_compile(shared: Shared, inputs: dict, variant: Variant, words: Wordin
                 record["error"] = record["error"].replace(copy, str(original))
             return record, {}
         artifact = Path(record["artifact"])
-        target = get_target(variant.target)
+        companions = get_target(variant.target).companions(artifact)
+        if result.typed.artifact.anchors is not None:  # the SSD default boxes, written beside it by compile_spec
+            companions.append(Path(result.typed.artifact.anchors))
         return record, {
             "artifact": _files(artifact),
-            "companions": {p.name: p.read_bytes() for p in target.companions(artifact)},
+            "companions": {p.name: p.read_bytes() for p in companions},
             "report": result.typed,
         }
 
@@ -302,9 +304,14 @@ def _install_remote(shared: Shared, variant: Variant, record: dict, files: dict,
     destination = out_dir / variant.folder / name
     report: Report = files["report"]
     weights = report.weights if report.weights.file is None else replace(report.weights, file=shared.weights)
+    anchors = report.artifact.anchors
     report = replace(
         report,
-        artifact=replace(report.artifact, path=str(destination)),
+        artifact=replace(
+            report.artifact,
+            path=str(destination),
+            anchors=None if anchors is None else str(destination.with_name(Path(anchors).name)),
+        ),
         spec=replace(report.spec, path=shared.spec),
         weights=weights,
     )

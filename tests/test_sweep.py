@@ -237,6 +237,27 @@ def test_sweep_on_a_dask_cluster_brings_back_the_same_artifacts(tmp_path):
     assert (tmp_path / "remote" / config).read_bytes() == (tmp_path / "local" / config).read_bytes()
 
 
+def test_a_dask_build_brings_back_the_anchors_beside_its_artifact(tmp_path):
+    """A detection network's default boxes are written beside its artifact by the build, not by the
+    target: a remote build ships them back and its report names where they are installed."""
+    distributed = pytest.importorskip("distributed")
+    shared = Shared(str(SPECS.parent / "examples" / "specs" / "ssdlite320_mobilenet_v3_large.mnet"), classes=3)
+    grid_ = grid(["onnx"], [0.25])
+    local = sweep(shared, grid_, tmp_path / "local", jobs=1, plot=False)
+    try:
+        with distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster:
+            remote = sweep(shared, grid_, tmp_path / "remote", cluster=cluster.scheduler_address, plot=False)
+    finally:
+        parallel._fork_allowed = True
+    (here,), (there,) = local.records, remote.records
+    assert here["exit_code"] == there["exit_code"] == 0
+    mine, theirs = (json.loads(open(r["report"]).read())["artifact"]["anchors"] for r in (here, there))
+    assert theirs == there["artifact"] + ".anchors.json"
+    assert open(theirs, "rb").read() == open(mine, "rb").read()
+
+
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_mid_sweep_leaves_finished_pairs_and_nothing_half_built(tmp_path, sig, code):
     # Signalled while one worker installs a variant (its signals held) and the other is wherever it is.
