@@ -30,6 +30,10 @@ def available_memory() -> int:
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
+    return physical_memory()
+
+
+def physical_memory() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
@@ -38,7 +42,7 @@ def available_memory() -> int:
 
 @dataclass
 class Budget:
-    limit: float  # bytes
+    limit: int  # bytes
     source: str  # what set the limit, for the message
     params: int = 0
     widest: int = 0
@@ -52,9 +56,10 @@ class Budget:
 
     @classmethod
     def shapes_only(cls) -> "Budget":
-        """For a lowering that only reads shapes (nothing of the size it describes is ever allocated):
-        the layer count is still bounded, memory is not."""
-        return cls(math.inf, "no limit")
+        """For a lowering that only reads shapes, at a configuration other than the build's: what
+        no machine like this one could compile is still refused at its row, but neither the build's
+        own limit nor the memory free at this moment applies."""
+        return cls(physical_memory(), "this machine's physical memory")
 
     def need(self) -> int:
         return self.params * BYTES_PER_PARAM + self.widest * BYTES_PER_ACTIVATION
