@@ -299,10 +299,10 @@ _KERNELS = {
     "conv": _conv,
     "batch_norm": _batch_norm,
     "linear": _linear,
-    # MIL's relu, relu6 and sigmoid are the IR activations of the same names.
+    # MIL's relu, relu6, sigmoid and silu are the IR activations of the same names.
     **{
         fn: (lambda f: lambda a: f(_f(a["x"])))(activations.ACTIVATIONS[fn].function)
-        for fn in ("relu", "relu6", "sigmoid")
+        for fn in ("relu", "relu6", "sigmoid", "silu")
     },
     "sigmoid_hard": lambda a: np.clip(_f(a.get("alpha", 0.2)) * _f(a["x"]) + _f(a.get("beta", 0.5)), 0, 1),
     "clip": lambda a: np.clip(_f(a["x"]), _f(a["alpha"]), _f(a["beta"])),

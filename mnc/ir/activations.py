@@ -55,6 +55,10 @@ def _hswish(x: np.ndarray) -> np.ndarray:
     return x * _hsigmoid(x)
 
 
+def _silu(x: np.ndarray) -> np.ndarray:
+    return x * _sigmoid(x)
+
+
 def _identity(x: np.ndarray) -> np.ndarray:
     return x
 
@@ -80,8 +84,28 @@ def _hswish_slope(x, lo, hi):  # slope 0 below −3, (2x + 3)/6 between, 1 above
     return np.where((lo < 3) & (hi > 3), 1.5, steepest)
 
 
-def _sigmoid_slope(x, lo, hi):
-    return np.full_like(x, 0.25)
+def _sigmoid_slope(x, lo, hi):  # σ(1 − σ): 1/4 at 0, falling either side
+    nearest = np.where(lo > 0, lo, np.where(hi < 0, hi, 0.0))  # the point of [lo, hi] nearest 0
+    s = _sigmoid(nearest)
+    return s * (1 - s)
+
+
+# SiLU's slope σ(x)·(1 + x·(1 − σ(x))) falls from 0 to its least, −0.09984, at x = −2.3994, rises through
+# 0.5 at 0 to its greatest, 1.09984, at x = 2.3994, and falls back to 1: on an interval its steepest
+# |slope| is at an end or at one of those two points inside.
+SILU_TURNS = ((-2.399357280515467, 0.0999), (2.399357280515467, 1.0999))
+
+
+def _silu_derivative(v):
+    s = _sigmoid(v)
+    return s * (1 + v * (1 - s))
+
+
+def _silu_slope(x, lo, hi):
+    steepest = np.maximum(np.abs(_silu_derivative(lo)), np.abs(_silu_derivative(hi)))
+    for turn, magnitude in SILU_TURNS:  # the magnitudes are rounded up: a bound, not an estimate
+        steepest = np.where((lo < turn) & (hi > turn), np.maximum(steepest, magnitude), steepest)
+    return steepest
 
 
 def _identity_slope(x, lo, hi):
@@ -123,6 +147,9 @@ ACTIVATIONS: dict[str, Activation] = {
             float16_constants_error=_hsigmoid_float16,
         ),
         Activation("sigmoid", _sigmoid, "1/(1 + e^−x)", _sigmoid_slope),
+        Activation(
+            "silu", _silu, "x·sigmoid(x) (SiLU, swish: EfficientNet, MobileViT)", _silu_slope, aliases=("swish",)
+        ),
         # No activation. Specs write none/linear/identity; cleanup removes identity `act` nodes.
         Activation(IDENTITY, _identity, "x", _identity_slope, aliases=("none", "linear"), fusable=False),
     ]
