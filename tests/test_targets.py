@@ -47,6 +47,7 @@ EVERY_ACTIVATION = textwrap.dedent("""\
         e = conv(1, c, act=sigmoid)
         f = conv(1, c, act=none)
         i = conv(1, c, act=silu)
+        j = conv(1, c, act=gelu)
         s = se(8, act=relu, gate=sigmoid)
         r = add(b)
         g = act(hswish)

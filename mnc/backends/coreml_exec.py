@@ -294,6 +294,12 @@ def _classify(a):
     return classes[int(np.argmax(probabilities))], dict(zip(classes, probabilities.tolist()))
 
 
+def _gelu(a):
+    if str(a.get("mode", "EXACT")) != "EXACT":  # the erf form is what mnc writes
+        raise ExecutorError(f"gelu mode {a['mode']!r} is not supported by mnc's Core ML executor")
+    return activations.ACTIVATIONS["gelu"].function(_f(a["x"]))
+
+
 _KERNELS = {
     "cast": _cast,
     "conv": _conv,
@@ -304,6 +310,7 @@ _KERNELS = {
         fn: (lambda f: lambda a: f(_f(a["x"])))(activations.ACTIVATIONS[fn].function)
         for fn in ("relu", "relu6", "sigmoid", "silu")
     },
+    "gelu": _gelu,
     "sigmoid_hard": lambda a: np.clip(_f(a.get("alpha", 0.2)) * _f(a["x"]) + _f(a.get("beta", 0.5)), 0, 1),
     "clip": lambda a: np.clip(_f(a["x"]), _f(a["alpha"]), _f(a["beta"])),
     "add": lambda a: _f(a["x"]) + _f(a["y"]),

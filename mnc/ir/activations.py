@@ -10,6 +10,7 @@ has a lowering table keyed by these names (a test checks that every backend cove
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -59,6 +60,16 @@ def _silu(x: np.ndarray) -> np.ndarray:
     return x * _sigmoid(x)
 
 
+_erf = np.frompyfunc(math.erf, 1, 1)  # numpy has none; the C library's, to double precision
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    """x·Φ(x), with the normal distribution's exact Φ (erf), as PyTorch's and Keras's default GELU."""
+    x = np.asarray(x)
+    phi = _erf(x.astype(np.float64) / math.sqrt(2)).astype(np.float64)
+    return (0.5 * x.astype(np.float64) * (1 + phi)).astype(np.result_type(x, np.float32))
+
+
 def _identity(x: np.ndarray) -> np.ndarray:
     return x
 
@@ -101,9 +112,29 @@ def _silu_derivative(v):
     return s * (1 + v * (1 - s))
 
 
+# GELU's slope Φ(x) + x·φ(x) has the same shape: its least, −0.128904, at x = −√2, its greatest,
+# 1.128904, at x = √2.
+GELU_TURNS = ((-math.sqrt(2), 0.128905), (math.sqrt(2), 1.128905))
+
+
+def _gelu_derivative(v):
+    v = np.asarray(v, np.float64)
+    return 0.5 * (1 + _erf(v / math.sqrt(2)).astype(np.float64)) + v * np.exp(-0.5 * v * v) / math.sqrt(2 * math.pi)
+
+
+def _gelu_slope(x, lo, hi):
+    return _steepest(_gelu_derivative, GELU_TURNS, lo, hi)
+
+
 def _silu_slope(x, lo, hi):
-    steepest = np.maximum(np.abs(_silu_derivative(lo)), np.abs(_silu_derivative(hi)))
-    for turn, magnitude in SILU_TURNS:  # the magnitudes are rounded up: a bound, not an estimate
+    return _steepest(_silu_derivative, SILU_TURNS, lo, hi)
+
+
+def _steepest(derivative, turns, lo, hi):
+    """The steepest |slope| on [lo, hi] of a smooth activation whose slope turns only at `turns`
+    (point, |slope| there rounded up): at an end, or at a turn inside."""
+    steepest = np.maximum(np.abs(derivative(lo)), np.abs(derivative(hi)))
+    for turn, magnitude in turns:
         steepest = np.where((lo < turn) & (hi > turn), np.maximum(steepest, magnitude), steepest)
     return steepest
 
@@ -147,6 +178,7 @@ ACTIVATIONS: dict[str, Activation] = {
             float16_constants_error=_hsigmoid_float16,
         ),
         Activation("sigmoid", _sigmoid, "1/(1 + e^−x)", _sigmoid_slope),
+        Activation("gelu", _gelu, "x·Φ(x), Φ by erf (GELU: MobileViT, EfficientFormer)", _gelu_slope),
         Activation(
             "silu", _silu, "x·sigmoid(x) (SiLU, swish: EfficientNet, MobileViT)", _silu_slope, aliases=("swish",)
         ),

@@ -69,6 +69,9 @@ ACTIVATIONS = {
     "relu6": lambda w, x, out, name: w.op(Op.RELU6, [x], [out]),
     "sigmoid": lambda w, x, out, name: w.op(Op.LOGISTIC, [x], [out]),
     "silu": _silu,
+    "gelu": lambda w, x, out, name: w.op(
+        Op.GELU, [x], [out], Opt.GeluOptions, make(schema.GeluOptionsT, approximate=False)
+    ),
     "hswish": lambda w, x, out, name: w.op(Op.HARD_SWISH, [x], [out]),
     "hsigmoid": _hsigmoid,
     "identity": lambda w, x, out, name: w.op(
