@@ -26,6 +26,7 @@ from mnc.ir.shapes import infer_shapes
 from mnc.passes.manager import PassError, resolve_pipeline, run_pipeline
 from mnc.pipeline import build, compile_spec
 from mnc.pipeline.compile import pass_options
+from mnc.pipeline.quantize import Quantization
 
 # A network that uses every activation twice: as an `act` node (after a conv with batch norm, so
 # fold_bn runs first) and fused into a conv; plus residual add, squeeze-excite mul, pooling, fc, softmax.
@@ -45,6 +46,8 @@ EVERY_ACTIVATION = textwrap.dedent("""\
         d = conv(1, c, act=hsigmoid)
         e = conv(1, c, act=sigmoid)
         f = conv(1, c, act=none)
+        i = conv(1, c, act=silu)
+        j = conv(1, c, act=gelu)
         s = se(8, act=relu, gate=sigmoid)
         r = add(b)
         g = act(hswish)
@@ -172,6 +175,22 @@ def test_every_activation_compiles_and_verifies_on_every_target(tmp_path, name):
     assert fused == set(TARGETS[name].fused_activations)  # the rest stay act nodes of their own
     result = compile_spec(spec, target=name, out_dir=tmp_path)
     assert result.typed.verification.passed
+
+
+@pytest.mark.parametrize(
+    "name,options",
+    [("onnx", None), ("ort", None), ("tflite", None), ("coreml", TargetOptions(deployment_target="iOS17"))],
+)
+def test_int8_of_every_activation_is_verified_layer_by_layer(tmp_path, name, options):
+    """A target that lowers an activation as several runtime ops (TFLite's swish: LOGISTIC on its fixed
+    grid, then MUL) still computes each IR layer within one step of mnc's fake-quant reference."""
+    spec = tmp_path / "acts.mnet"
+    spec.write_text(EVERY_ACTIVATION)
+    result = compile_spec(
+        spec, target=name, options=options, quantization=Quantization("synthetic", samples=8), out_dir=tmp_path
+    )
+    layers = result.typed.verification.check("layers")
+    assert layers.passed and layers.section["max_lsb"] <= 1
 
 
 def _string_constants(path: Path) -> set[str]:

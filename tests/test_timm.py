@@ -8,6 +8,7 @@ from conftest import ROOT, SPECS
 from safetensors.numpy import load_file
 
 import mnc
+from mnc.backends.coreml import run_simulated as run_coreml_simulated
 from mnc.backends.onnx import run_onnx
 from mnc.backends.tflite import run_litert
 from mnc.cli import main
@@ -80,6 +81,27 @@ def test_import_finds_the_family_and_width_of_a_timm_state_dict(
     )
     (y,) = run_onnx(result.artifact, {"input": data["input"]})
     _check(y, result.report, data["output"])
+
+
+@pytest.mark.parametrize(
+    "target,options", [("onnx", {}), ("tflite", {}), ("coreml", {"precision": "fp32"}), ("coreml", {})]
+)
+def test_efficientnet_b0_with_timm_weights_computes_what_timm_computed(tmp_path, target, options):
+    """SiLU and a squeeze-and-excite with SiLU inside, on every target: the spec in examples/specs with
+    timm's state dict, against timm's own output (within the derived bounds, and 1e-4 of its scale)."""
+    data = load_file(TIMM / "efficientnet_b0_r64.safetensors")
+    spec = ROOT / "examples" / "specs" / "efficientnet_b0.mnet"
+    weights = TIMM / "efficientnet_b0.npz"
+    result = mnc.compile(spec, target=target, resolution=64, weights=weights, out_dir=tmp_path, **options)
+    report = result.report
+    assert report["weights"]["layout"] == "timm" and "conventions" not in report["weights"]
+    assert report["params"] == 4_013_953  # timm's count with 5 classes
+    assert result.typed.verification.passed
+    if target == "coreml" and not options:  # float16: verified layer by layer, not held to timm's float32
+        return
+    run = {"onnx": run_onnx, "tflite": run_litert, "coreml": run_coreml_simulated}[target]
+    (y,) = run(result.artifact, {"input": data["input"]})
+    _check(y, report, data["output"])
 
 
 def test_timm_weights_that_fit_no_family_are_refused(tmp_path, capsys):

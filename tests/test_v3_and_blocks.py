@@ -311,6 +311,8 @@ def test_ordering_activations_is_a_located_error():
     [
         ("mnasnet_a1", 3_887_038, 311_579_072),  # the paper: 3.9 M parameters, 312 M multiply-adds
         ("efficientnet_lite0", 4_652_008, 385_187_552),  # PyTorch reproductions: 4.652 M, 0.385 GMACs
+        # timm's efficientnet_b0: its parameter count, and torch's FlopCounterMode's FLOPs / 2 at 224²
+        ("efficientnet_b0", 5_288_548, 385_814_752),
     ],
 )
 def test_example_counts_match_published_figures(name, params, macs):
@@ -319,7 +321,7 @@ def test_example_counts_match_published_figures(name, params, macs):
     assert (cost.params, cost.macs) == (params, macs)
 
 
-@pytest.mark.parametrize("name", ["mnasnet_a1", "efficientnet_lite0"])
+@pytest.mark.parametrize("name", ["mnasnet_a1", "efficientnet_lite0", "efficientnet_b0"])
 @pytest.mark.parametrize("target,precision", [("onnx", None), ("coreml", "fp32"), ("coreml", "fp16")])
 def test_examples_compile_and_verify(tmp_path, name, target, precision):
     result = compile_spec(

@@ -4,7 +4,7 @@
 Needs torch and timm (never dependencies of mnc; the tests only read the files written here):
 
     python -m venv .peer-torch && .peer-torch/bin/pip install torch==2.14.1 timm safetensors
-    .peer-torch/bin/python tools/make_timm_fixtures.py
+    .peer-torch/bin/python tools/make_timm_fixtures.py [MODEL ...]
 
 For each model it writes `<model>.safetensors`: a seeded, randomly initialised timm state dict
 with 5 classes whose batch-norm statistics are accumulated from data (random scale and shift),
@@ -31,6 +31,8 @@ MODELS = {
     # V3 below α 1: timm's own widths (fixed stem and head, expansion as a ratio of the scaled input)
     "mobilenetv3_large_075": "npz",
     "mobilenetv3_small_050": "npz",
+    # SiLU throughout and squeeze-and-excite with a SiLU inside (examples/specs/efficientnet_b0.mnet)
+    "efficientnet_b0": "npz",
 }
 RESOLUTION, CLASSES, BATCH, LEVELS = 64, 5, 4, 16
 
@@ -61,10 +63,12 @@ def make_model(name: str, seed: int) -> nn.Module:
     return model
 
 
-def main() -> None:
+def main(only: list[str]) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     versions = {"torch": torch.__version__, "timm": timm.__version__}
     for seed, (name, fmt) in enumerate(MODELS.items()):
+        if only and name not in only:
+            continue
         model = make_model(name, seed)
         state = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()}
         if fmt == "npz":
@@ -86,4 +90,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])  # the models named, or all

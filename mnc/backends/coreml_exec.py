@@ -294,16 +294,27 @@ def _classify(a):
     return classes[int(np.argmax(probabilities))], dict(zip(classes, probabilities.tolist()))
 
 
+def _gelu(a):
+    if str(a.get("mode", "EXACT")) != "EXACT":  # the erf form is what mnc writes
+        raise ExecutorError(f"gelu mode {a['mode']!r} is not supported by mnc's Core ML executor")
+    return activations.ACTIVATIONS["gelu"].function(np.asarray(a["x"], np.float64)).astype(np.float32)
+
+
 _KERNELS = {
     "cast": _cast,
     "conv": _conv,
     "batch_norm": _batch_norm,
     "linear": _linear,
-    # MIL's relu, relu6 and sigmoid are the IR activations of the same names.
+    # MIL's relu, relu6, sigmoid and silu are the IR activations of the same names, evaluated in float64
+    # and rounded to float32, as an accurate kernel computes them (mnc's sigmoid, 0.5·(1 + tanh(x/2)),
+    # computed in float32 errs by 3e-8 where it nears 0, which silu multiplies by |x|).
     **{
-        fn: (lambda f: lambda a: f(_f(a["x"])))(activations.ACTIVATIONS[fn].function)
-        for fn in ("relu", "relu6", "sigmoid")
+        fn: (lambda f: lambda a: f(np.asarray(a["x"], np.float64)).astype(np.float32))(
+            activations.ACTIVATIONS[fn].function
+        )
+        for fn in ("relu", "relu6", "sigmoid", "silu")
     },
+    "gelu": _gelu,
     "sigmoid_hard": lambda a: np.clip(_f(a.get("alpha", 0.2)) * _f(a["x"]) + _f(a.get("beta", 0.5)), 0, 1),
     "clip": lambda a: np.clip(_f(a["x"]), _f(a["alpha"]), _f(a["beta"])),
     "add": lambda a: _f(a["x"]) + _f(a["y"]),

@@ -268,6 +268,8 @@ ACTIVATIONS = {
     "relu": lambda ctx, x, out, name: ctx.mb.relu(x=x, name=out),
     "relu6": lambda ctx, x, out, name: ctx.mb.relu6(x=x, name=out),
     "sigmoid": lambda ctx, x, out, name: ctx.mb.sigmoid(x=x, name=out),
+    "silu": lambda ctx, x, out, name: ctx.mb.silu(x=x, name=out),
+    "gelu": lambda ctx, x, out, name: ctx.mb.gelu(x=x, mode="EXACT", name=out),
     "hsigmoid": _hard_sigmoid,
     "hswish": _hard_swish,
     "identity": lambda ctx, x, out, name: ctx.mb.identity(x=x, name=out),

@@ -3,6 +3,7 @@ activation maps to the ONNX operators that compute it."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -291,10 +292,24 @@ def _per_anchor(e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
     return e.node("Reshape", [f"{name}.nhwc", e.int64(f"{name}.shape", [0, -1, k])], e.name(name), name)
 
 
+def _gelu(e: _Emitter, x: str, out: str, name: str) -> str:
+    """x·(1 + erf(x/√2))/2: opset 17 has no Gelu; ONNX Runtime fuses these five nodes into its kernel."""
+    scaled = e.node("Div", [x, e.constant("gelu.sqrt2", math.sqrt(2.0))], f"{out}.scaled", f"{name}.scale")
+    erf = e.node("Erf", [scaled], f"{out}.erf", f"{name}.erf")
+    shifted = e.node("Add", [erf, e.constant("gelu.one", 1.0)], f"{out}.shifted", f"{name}.shift")
+    product = e.node("Mul", [x, shifted], f"{out}.product", f"{name}.product")
+    return e.node("Mul", [product, e.constant("gelu.half", 0.5)], out, name)
+
+
 ACTIVATIONS = {
     "relu": lambda e, x, out, name: e.node("Relu", [x], out, name),
     "relu6": _relu6,
     "sigmoid": lambda e, x, out, name: e.node("Sigmoid", [x], out, name),
+    # Opset 17 has no SiLU: x·sigmoid(x), which ONNX Runtime fuses back into one kernel.
+    "gelu": _gelu,
+    "silu": lambda e, x, out, name: e.node(
+        "Mul", [x, e.node("Sigmoid", [x], out + ".gate", name + ".gate")], out, name
+    ),
     "hswish": lambda e, x, out, name: e.node("HardSwish", [x], out, name),  # opset ≥ 14: x·relu6(x + 3)/6
     # ONNX's defaults (alpha 0.2) are Keras's; MobileNet's hard sigmoid is relu6(x + 3)/6.
     "hsigmoid": lambda e, x, out, name: e.node("HardSigmoid", [x], out, name, alpha=1.0 / 6.0, beta=0.5),

@@ -10,6 +10,7 @@ has a lowering table keyed by these names (a test checks that every backend cove
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -55,6 +56,20 @@ def _hswish(x: np.ndarray) -> np.ndarray:
     return x * _hsigmoid(x)
 
 
+def _silu(x: np.ndarray) -> np.ndarray:
+    return x * _sigmoid(x)
+
+
+_erf = np.frompyfunc(math.erf, 1, 1)  # numpy has none; the C library's, to double precision
+
+
+def _gelu(x: np.ndarray) -> np.ndarray:
+    """x·Φ(x), with the normal distribution's exact Φ (erf), as PyTorch's and Keras's default GELU."""
+    x = np.asarray(x)
+    phi = _erf(x.astype(np.float64) / math.sqrt(2)).astype(np.float64)
+    return (0.5 * x.astype(np.float64) * (1 + phi)).astype(np.result_type(x, np.float32))
+
+
 def _identity(x: np.ndarray) -> np.ndarray:
     return x
 
@@ -80,8 +95,48 @@ def _hswish_slope(x, lo, hi):  # slope 0 below −3, (2x + 3)/6 between, 1 above
     return np.where((lo < 3) & (hi > 3), 1.5, steepest)
 
 
-def _sigmoid_slope(x, lo, hi):
-    return np.full_like(x, 0.25)
+def _sigmoid_slope(x, lo, hi):  # σ(1 − σ): 1/4 at 0, falling either side
+    nearest = np.where(lo > 0, lo, np.where(hi < 0, hi, 0.0))  # the point of [lo, hi] nearest 0
+    s = _sigmoid(nearest)
+    return s * (1 - s)
+
+
+# SiLU's slope σ(x)·(1 + x·(1 − σ(x))) falls from 0 to its least, −0.09984, at x = −2.3994, rises through
+# 0.5 at 0 to its greatest, 1.09984, at x = 2.3994, and falls back to 1: on an interval its steepest
+# |slope| is at an end or at one of those two points inside.
+SILU_TURNS = ((-2.399357280515467, 0.0999), (2.399357280515467, 1.0999))
+
+
+def _silu_derivative(v):
+    s = _sigmoid(v)
+    return s * (1 + v * (1 - s))
+
+
+# GELU's slope Φ(x) + x·φ(x) has the same shape: its least, −0.128904, at x = −√2, its greatest,
+# 1.128904, at x = √2.
+GELU_TURNS = ((-math.sqrt(2), 0.128905), (math.sqrt(2), 1.128905))
+
+
+def _gelu_derivative(v):
+    v = np.asarray(v, np.float64)
+    return 0.5 * (1 + _erf(v / math.sqrt(2)).astype(np.float64)) + v * np.exp(-0.5 * v * v) / math.sqrt(2 * math.pi)
+
+
+def _gelu_slope(x, lo, hi):
+    return _steepest(_gelu_derivative, GELU_TURNS, lo, hi)
+
+
+def _silu_slope(x, lo, hi):
+    return _steepest(_silu_derivative, SILU_TURNS, lo, hi)
+
+
+def _steepest(derivative, turns, lo, hi):
+    """The steepest |slope| on [lo, hi] of a smooth activation whose slope turns only at `turns`
+    (point, |slope| there rounded up): at an end, or at a turn inside."""
+    steepest = np.maximum(np.abs(derivative(lo)), np.abs(derivative(hi)))
+    for turn, magnitude in turns:
+        steepest = np.where((lo < turn) & (hi > turn), np.maximum(steepest, magnitude), steepest)
+    return steepest
 
 
 def _identity_slope(x, lo, hi):
@@ -123,6 +178,10 @@ ACTIVATIONS: dict[str, Activation] = {
             float16_constants_error=_hsigmoid_float16,
         ),
         Activation("sigmoid", _sigmoid, "1/(1 + e^−x)", _sigmoid_slope),
+        Activation("gelu", _gelu, "x·Φ(x), Φ by erf (GELU: MobileViT, EfficientFormer)", _gelu_slope),
+        Activation(
+            "silu", _silu, "x·sigmoid(x) (SiLU, swish: EfficientNet, MobileViT)", _silu_slope, aliases=("swish",)
+        ),
         # No activation. Specs write none/linear/identity; cleanup removes identity `act` nodes.
         Activation(IDENTITY, _identity, "x", _identity_slope, aliases=("none", "linear"), fusable=False),
     ]

@@ -34,6 +34,7 @@ INT8_VERSIONS = {
     Op.PAD: 2,
     Op.SOFTMAX: 2,
     Op.LOGISTIC: 2,
+    Op.GELU: 2,
     Op.RELU: 2,
     Op.RELU6: 2,
     Op.DEQUANTIZE: 2,

@@ -55,10 +55,23 @@ def _hsigmoid(w: Writer, x: int, out: int, name: str) -> int:
     )
 
 
+def _silu(w: Writer, x: int, out: int, name: str) -> int:
+    """x·sigmoid(x): LOGISTIC, then MUL by its input, as TensorFlow's converter lowers swish."""
+    int8 = w.tensors[x].type == T.INT8
+    # In an int8 model LOGISTIC gives its fixed grid of [0, 1]: scale 1/256, int8 zero point −128.
+    gate = w.activation(f"{name}.gate", w.tensors[x].shape, Affine(1.0 / 256.0, 0) if int8 else None)
+    w.op(Op.LOGISTIC, [x], [gate])
+    return w.op(Op.MUL, [x, gate], [out], Opt.MulOptions, make(schema.MulOptionsT))
+
+
 ACTIVATIONS = {
     "relu": lambda w, x, out, name: w.op(Op.RELU, [x], [out]),
     "relu6": lambda w, x, out, name: w.op(Op.RELU6, [x], [out]),
     "sigmoid": lambda w, x, out, name: w.op(Op.LOGISTIC, [x], [out]),
+    "silu": _silu,
+    "gelu": lambda w, x, out, name: w.op(
+        Op.GELU, [x], [out], Opt.GeluOptions, make(schema.GeluOptionsT, approximate=False)
+    ),
     "hswish": lambda w, x, out, name: w.op(Op.HARD_SWISH, [x], [out]),
     "hsigmoid": _hsigmoid,
     "identity": lambda w, x, out, name: w.op(
