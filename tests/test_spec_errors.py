@@ -11,7 +11,7 @@ from mnc.frontend import build_graph, load_spec_text
 CASES = [
     # (line to replace, new text, expected line, column, message fragment)
     (5, "activaton = relu6", 5, 1, "unknown setting 'activaton'; did you mean 'activation'?"),
-    (5, "activation = relu7", 5, 14, "'relu6', 'sigmoid', got 'relu7'; did you mean"),
+    (5, "activation = relu7", 5, 14, "'relu6', 'sigmoid', 'silu', got 'relu7'; did you mean"),
     (
         6,
         "width_rounding = make_divisble(8)",
