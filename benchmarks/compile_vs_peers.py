@@ -42,9 +42,13 @@ PEERS = {  # target → (script, the python option that runs it, extra arguments
 }
 
 
-def timed(argv: list[str], env: dict | None = None) -> float:
+def timed(argv: list[str], env: dict | None = None, cwd: Path = ROOT) -> float:
+    # Every route runs from compiled bytecode, as installed packages do (pip compiles a wheel's modules
+    # when it installs them): a PYTHONDONTWRITEBYTECODE in the environment would have mnc's checkout
+    # compiled from source in every run (0.1 s), the peers' site-packages not.
+    env = {k: v for k, v in (env or os.environ).items() if k != "PYTHONDONTWRITEBYTECODE"}
     start = time.perf_counter()
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, env=env)
+    done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f"failed ({done.returncode}): {' '.join(argv)}\n{done.stderr[-2000:]}")
     return time.perf_counter() - start
@@ -56,28 +60,30 @@ def main() -> None:
     p.add_argument("--tf-python", help="python with tensorflow-cpu")
     p.add_argument("--targets", default="onnx,coreml,tflite")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--baseline", help="another checkout whose mnc is timed too (its mnc/ is put first on the path)")
+    p.add_argument("--baseline", help="another checkout whose mnc is timed too (run from its folder, on its path)")
     args = p.parse_args()
     targets = args.targets.split(",")
     with tempfile.TemporaryDirectory() as tmp:
-        routes: dict[str, tuple[list[str], dict | None]] = {}
+        routes: dict[str, tuple[list[str], dict | None, Path]] = {}
         for target in targets:
             mnc = [sys.executable, "-m", "mnc", "compile", "specs/v2.mnet", "--target", target]
-            routes[f"mnc {target}"] = ([*mnc, "-o", f"{tmp}/mnc-{target}"], None)
+            routes[f"mnc {target}"] = ([*mnc, "-o", f"{tmp}/mnc-{target}"], None, ROOT)
             if args.baseline:
-                env = {**os.environ, "PYTHONPATH": str(Path(args.baseline).resolve())}
-                routes[f"baseline {target}"] = ([*mnc, "-o", f"{tmp}/base-{target}"], env)
+                # Run from the baseline's folder: `python -m` puts the working folder before PYTHONPATH.
+                baseline = Path(args.baseline).resolve()
+                env = {**os.environ, "PYTHONPATH": str(baseline)}
+                routes[f"baseline {target}"] = ([*mnc, "-o", f"{tmp}/base-{target}"], env, baseline)
             script, python_option, extra = PEERS[target]
             python = getattr(args, python_option)
             if python:
                 command = [python, str(BENCH / script), *[a.format(tmp=tmp) for a in extra]]
-                routes[f"peer {target}"] = (command, None)
-        for argv, env in routes.values():  # warm the file cache for every route
-            timed(argv, env)
+                routes[f"peer {target}"] = (command, None, ROOT)
+        for argv, env, cwd in routes.values():  # warm the file cache for every route
+            timed(argv, env, cwd)
         times: dict[str, list[float]] = {name: [] for name in routes}
         for _ in range(args.repeats):
-            for name, (argv, env) in routes.items():
-                times[name].append(timed(argv, env))
+            for name, (argv, env, cwd) in routes.items():
+                times[name].append(timed(argv, env, cwd))
     model, flags = cpu()
     print(f"MobileNetV2 1.0/224, whole processes, {args.repeats} interleaved rounds; {model}, {' '.join(flags)}")
     for name, values in times.items():
