@@ -208,22 +208,28 @@ def test_python_api_is_the_command_line(tmp_path):
         mnc.compile(V1, out_dir=tmp_path, precission="fp16")
 
 
-def test_sweep_on_a_dask_cluster_brings_back_the_same_artifacts(tmp_path):
+def _on_a_dask_cluster(shared: Shared, *sweeps) -> list:
+    """Each (grid, out_dir) swept on an in-process Dask cluster of one worker."""
     distributed = pytest.importorskip("distributed")
+    try:
+        with distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster:
+            return [sweep(shared, g, out, cluster=cluster.scheduler_address, plot=False) for g, out in sweeps]
+    finally:
+        parallel._fork_allowed = True  # the in-process worker said never to fork; this process may again
+
+
+def test_sweep_on_a_dask_cluster_brings_back_the_same_artifacts(tmp_path):
     spec = tmp_path / "tiny.mnet"
     spec.write_text(TINY)
     shared = Shared(str(spec), calib="synthetic", calib_samples=4)
     grid_ = grid(["onnx", "ort"], [0.5, 1.0], [32], quantize=[None, "int8"])
     local = sweep(shared, grid_, tmp_path / "local", jobs=1, plot=False)
-    try:
-        with distributed.LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster:
-            remote = sweep(shared, grid_, tmp_path / "remote", cluster=cluster.scheduler_address, plot=False)
-            # A variant that fails on a worker is reported with the user's spec path, not the worker's copy.
-            failed = sweep(shared, grid(["onnx"], [0.5], [2]), tmp_path / "bad", cluster=cluster.scheduler_address)
-    finally:
-        parallel._fork_allowed = True  # the in-process worker said never to fork; this process may again
+    # A variant that fails on a worker is reported with the user's spec path, not the worker's copy.
+    remote, failed = _on_a_dask_cluster(
+        shared, (grid_, tmp_path / "remote"), (grid(["onnx"], [0.5], [2]), tmp_path / "bad")
+    )
     assert local.exit_code == remote.exit_code == 0
     (record,) = failed.records
     assert record["exit_code"] == 2 and record["error"].startswith(f"{spec}:"), record["error"]
@@ -240,17 +246,10 @@ def test_sweep_on_a_dask_cluster_brings_back_the_same_artifacts(tmp_path):
 def test_a_dask_build_brings_back_the_anchors_beside_its_artifact(tmp_path):
     """A detection network's default boxes are written beside its artifact by the build, not by the
     target: a remote build ships them back and its report names where they are installed."""
-    distributed = pytest.importorskip("distributed")
     shared = Shared(str(SPECS.parent / "examples" / "specs" / "ssdlite320_mobilenet_v3_large.mnet"), classes=3)
     grid_ = grid(["onnx"], [0.25])
     local = sweep(shared, grid_, tmp_path / "local", jobs=1, plot=False)
-    try:
-        with distributed.LocalCluster(
-            n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None
-        ) as cluster:
-            remote = sweep(shared, grid_, tmp_path / "remote", cluster=cluster.scheduler_address, plot=False)
-    finally:
-        parallel._fork_allowed = True
+    (remote,) = _on_a_dask_cluster(shared, (grid_, tmp_path / "remote"))
     (here,), (there,) = local.records, remote.records
     assert here["exit_code"] == there["exit_code"] == 0
     mine, theirs = (json.loads(open(r["report"]).read())["artifact"]["anchors"] for r in (here, there))
