@@ -8,7 +8,6 @@ median is what a user sees, the minimum what the machine can do when nothing els
 
 from __future__ import annotations
 
-import platform
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,9 +16,7 @@ import numpy as np
 
 from mnc.backends import target_of
 from mnc.errors import InputError, param
-
-# The x86 features ONNX Runtime's and XNNPACK's kernels choose between: figures say which were there.
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+from mnc.host import CPU_FLAGS, cpu, cpu_line  # noqa: F401  (where figures are labelled from)
 
 
 @dataclass(frozen=True)
@@ -82,24 +79,3 @@ def bench(artifact: str | Path, *, threads: int = 1, warmup: int = 10, runs: int
         cpu=name,
         cpu_flags=flags,
     )
-
-
-def cpu() -> tuple[str, list[str]]:
-    """This machine's processor and which of CPU_FLAGS it has (from /proc/cpuinfo on Linux)."""
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and name in ("", platform.machine()):
-                name = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
-    except OSError:
-        pass
-    return name, [f for f in CPU_FLAGS if f in flags]
-
-
-def cpu_line() -> str:
-    """The processor and its flags, as figures are labelled with them."""
-    name, flags = cpu()
-    return f"{name} ({', '.join(flags) or 'none of ' + ', '.join(CPU_FLAGS)})"

