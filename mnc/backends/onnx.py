@@ -306,10 +306,10 @@ ACTIVATIONS = {
     "relu6": _relu6,
     "sigmoid": lambda e, x, out, name: e.node("Sigmoid", [x], out, name),
     # Opset 17 has no SiLU: x·sigmoid(x), which ONNX Runtime fuses back into one kernel.
-    "gelu": _gelu,
     "silu": lambda e, x, out, name: e.node(
         "Mul", [x, e.node("Sigmoid", [x], out + ".gate", name + ".gate")], out, name
     ),
+    "gelu": _gelu,
     "hswish": lambda e, x, out, name: e.node("HardSwish", [x], out, name),  # opset ≥ 14: x·relu6(x + 3)/6
     # ONNX's defaults (alpha 0.2) are Keras's; MobileNet's hard sigmoid is relu6(x + 3)/6.
     "hsigmoid": lambda e, x, out, name: e.node("HardSigmoid", [x], out, name, alpha=1.0 / 6.0, beta=0.5),

@@ -66,8 +66,8 @@ _erf = np.frompyfunc(math.erf, 1, 1)  # numpy has none; the C library's, to doub
 def _gelu(x: np.ndarray) -> np.ndarray:
     """x·Φ(x), with the normal distribution's exact Φ (erf), as PyTorch's and Keras's default GELU."""
     x = np.asarray(x)
-    phi = _erf(x.astype(np.float64) / math.sqrt(2)).astype(np.float64)
-    return (0.5 * x.astype(np.float64) * (1 + phi)).astype(np.result_type(x, np.float32))
+    erf = _erf(x.astype(np.float64) / math.sqrt(2)).astype(np.float64)
+    return (0.5 * x.astype(np.float64) * (1 + erf)).astype(np.result_type(x, np.float32))
 
 
 def _identity(x: np.ndarray) -> np.ndarray:
@@ -112,6 +112,10 @@ def _silu_derivative(v):
     return s * (1 + v * (1 - s))
 
 
+def _silu_slope(x, lo, hi):
+    return _steepest(_silu_derivative, SILU_TURNS, lo, hi)
+
+
 # GELU's slope Φ(x) + x·φ(x) has the same shape: its least, −0.128904, at x = −√2, its greatest,
 # 1.128904, at x = √2.
 GELU_TURNS = ((-math.sqrt(2), 0.128905), (math.sqrt(2), 1.128905))
@@ -124,10 +128,6 @@ def _gelu_derivative(v):
 
 def _gelu_slope(x, lo, hi):
     return _steepest(_gelu_derivative, GELU_TURNS, lo, hi)
-
-
-def _silu_slope(x, lo, hi):
-    return _steepest(_silu_derivative, SILU_TURNS, lo, hi)
 
 
 def _steepest(derivative, turns, lo, hi):
