@@ -341,8 +341,10 @@ def test_builds_are_reproducible_and_carry_metadata(tmp_path):
 
 
 def test_failed_verification_leaves_the_old_package(tmp_path, monkeypatch, capsys):
+    # fp32: the executor's whole-network run is what is checked (an fp16 package is checked layer by layer)
+    fp32 = TargetOptions(precision="fp32")
     out = tmp_path / "out"
-    assert compile_spec(SPECS / "v2.mnet", target="coreml", alpha=0.35, resolution=64, out_dir=out).report
+    assert compile_spec(SPECS / "v2.mnet", target="coreml", alpha=0.35, resolution=64, out_dir=out, options=fp32).report
     package = out / "v2_0.35_64.mlpackage"
     before = sorted(p.relative_to(package) for p in package.rglob("*"))
     real = coreml_backend.TARGET.executors()[0]
@@ -362,6 +364,8 @@ def test_failed_verification_leaves_the_old_package(tmp_path, monkeypatch, capsy
                 "64",
                 "--target",
                 "coreml",
+                "--precision",
+                "fp32",
                 "--seed",
                 "9",
                 "-o",

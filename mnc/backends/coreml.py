@@ -1,18 +1,20 @@
 """The Core ML target: IR → an ML Program (.mlpackage, mnc/backends/coreml_lowering.py), run by mnc's
 executor of saved packages (mnc/backends/coreml_exec.py) and, on macOS, by Core ML itself.
 
-coremltools is imported lazily: it is slow to import and only this target needs it.
+mnc writes and reads packages without coremltools (slow to import); it is imported only to run a
+package with Core ML on macOS.
 """
 
 from __future__ import annotations
 
+import logging
 import platform
 from pathlib import Path
 
 import numpy as np
 
 from mnc.artifact import ArtifactRecord
-from mnc.backends.coreml_exec import CoreMLProgram, coremltools, load_spec, run_coreml
+from mnc.backends.coreml_exec import CoreMLProgram, run_coreml
 from mnc.backends.coreml_lowering import (
     ACTIVATION_INT8_TARGETS,
     DEFAULT_PRECISION,
@@ -26,6 +28,7 @@ from mnc.backends.coreml_lowering import (
     typed_params,
     write,
 )
+from mnc.backends.coreml_mil import read_package
 from mnc.backends.lowering import Lowering
 from mnc.backends.target import (
     Check,
@@ -47,9 +50,16 @@ WEIGHT_BITS = 8  # Core ML's int8 kernels have no int16 pair sums to saturate
 # fed the same inputs, a layer differs from the reference by at most one step, where float32's
 # rounding of the sum puts a value on the other side of a grid boundary.
 LAYER_LSB_BOUND = 1.0
-FP16_LAYER_SAMPLES = 4  # at most; every element of every layer of these is checked
 WEIGHT_INT8_TARGETS = ("iOS16", "macOS13", *ACTIVATION_INT8_TARGETS)
 WEIGHTS_SCHEME = "int8 weights (constexpr_affine_dequantize, per-output-channel symmetric)"
+
+
+def coremltools():
+    """Import coremltools quietly: on Linux it logs that its prediction runtime is missing."""
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
+    import coremltools as ct
+
+    return ct
 
 
 def run_simulated(artifact, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -148,8 +158,8 @@ class CoreMLTarget(Target):
 
     def read_metadata(self, path: Path) -> dict[str, str]:
         try:
-            spec = load_spec(path)
-        except Exception as exc:  # coremltools raises several types for a broken package
+            spec = read_package(path)
+        except Exception as exc:  # a missing file, broken JSON or protobuf: each its own type
             raise InputError(f"'{path}' is not a readable Core ML package ({type(exc).__name__}: {exc})") from None
         return dict(spec.description.metadata.userDefined)
 
@@ -211,12 +221,12 @@ class CoreMLTarget(Target):
 
     def fp16_layers(self, artifact: Path, emitted: Graph, feed: np.ndarray) -> tuple[Graph, dict] | None:
         """An fp16 program rounds every op's result, and all its constants, to float16: the values
-        mnc's executor computes from the saved package for each node, on the first samples."""
+        mnc's executor computes from the saved package for each node, on every sample."""
         program = CoreMLProgram(artifact)
         if "input_fp16" not in {op.outputs[0].name for op in program.operations}:
             return None  # an fp32 program
         (input_name,) = program.inputs
-        runs = [program.run({input_name: sample[None]}) for sample in feed[:FP16_LAYER_SAMPLES]]
+        runs = [program.run({input_name: sample[None]}) for sample in feed]
         values = {}
         for name in emitted.topo():
             value = "input_fp16" if name in emitted.inputs else mil_name(name)

@@ -9,24 +9,12 @@ throughout); on macOS it is held to the measured fp16 tolerance (mnc/verificatio
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 
+from mnc.backends.coreml_mil import DTYPES, model_folder, proto, read_blob, read_package
 from mnc.ir import activations, kernels
-
-
-def coremltools():
-    """Import coremltools quietly: on Linux it logs that its prediction runtime is missing."""
-    logging.getLogger("coremltools").setLevel(logging.ERROR)
-    import coremltools as ct
-
-    return ct
-
-
-def load_spec(path: Path):
-    return coremltools().utils.load_spec(str(path))
 
 
 class ExecutorError(Exception):
@@ -48,11 +36,14 @@ _DTYPES = {  # MIL proto DataType enum names → numpy (values quantize writes a
 }
 
 
+_MIL_TYPES = {proto_name: name for name, (_, proto_name) in DTYPES.items()}
+
+
 class CoreMLProgram:
     def __init__(self, package: str | Path):
         self.package = Path(package)
-        self.spec = load_spec(self.package)  # imports coremltools quietly, before MIL_pb2 below
-        from coremltools.proto import MIL_pb2
+        self.spec = read_package(self.package)
+        MIL_pb2 = proto().MIL_pb2
 
         if not self.spec.HasField("mlProgram"):
             raise ExecutorError("the package does not hold an ML Program")
@@ -62,7 +53,7 @@ class CoreMLProgram:
         self.operations = list(block.operations)
         self.outputs = list(block.outputs)
         self._dtype_name = MIL_pb2.DataType.Name
-        self._blobs: dict[str, object] = {}
+        self._blobs: dict[Path, bytes] = {}  # each weight file's bytes
         self.constants = {}
         for op in self.operations:
             if op.type == "constexpr_affine_dequantize":  # int8 weights, dequantised when loaded
@@ -103,24 +94,18 @@ class CoreMLProgram:
         return array.reshape(shape) if shape else array.reshape(())
 
     def _blob(self, blob, dtype_name: str) -> np.ndarray:
-        from coremltools.libmilstoragepython import _BlobStorageReader
-
-        path = blob.fileName.replace("@model_path", str(self.package / "Data" / "com.apple.CoreML"))
+        path = Path(blob.fileName.replace("@model_path", str(model_folder(self.package))))
         if path not in self._blobs:
-            if not Path(path).exists():
+            if not path.exists():
                 raise ExecutorError(f"weight file {blob.fileName} is missing from the package")
-            self._blobs[path] = _BlobStorageReader(path)
-        reader = self._blobs[path]
-        read = {
-            "FLOAT16": reader.read_fp16_data,
-            "FLOAT32": reader.read_float_data,
-            "INT8": reader.read_int8_data,
-            "UINT8": reader.read_uint8_data,
-        }.get(dtype_name)
-        if read is None:
+            self._blobs[path] = path.read_bytes()
+        dtype = _MIL_TYPES.get(dtype_name)
+        if dtype is None:
             raise ExecutorError(f"weights of type {dtype_name} are not supported by mnc's Core ML executor")
-        data = np.asarray(read(blob.offset))
-        return data.view(np.float16) if dtype_name == "FLOAT16" and data.dtype == np.uint16 else data
+        try:
+            return read_blob(self._blobs[path], blob.offset, dtype)
+        except ValueError as exc:
+            raise ExecutorError(f"{blob.fileName}: {exc}") from None
 
     # ---- execution ------------------------------------------------------------------
 

@@ -1,21 +1,21 @@
-"""IR → a Core ML ML Program (.mlpackage), built with coremltools' MIL builder: the Core ML target's
-lowering table (mnc/backends/lowering.py) and the package it is saved as.
+"""IR → a Core ML ML Program (.mlpackage): the Core ML target's lowering table
+(mnc/backends/lowering.py), written with mnc's MIL writer (mnc/backends/coreml_mil.py, which takes
+coremltools' MIL builder calls), and the package it is saved as.
 
-Reads the IR only. coremltools is imported inside the functions that build: it is slow to import
-and only this target needs it.
+Reads the IR only.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
+import json
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from mnc.backends.coreml_exec import coremltools
+from mnc.backends.coreml_mil import Program, model_folder, proto, serialise
 from mnc.backends.image_input import PIXEL_MAX, normalisation
 from mnc.backends.lowering import Lowering, walk
 from mnc.backends.target import INPUT_NAME, output_name, output_names
@@ -23,6 +23,7 @@ from mnc.ir.activations import IDENTITY
 from mnc.ir.graph import Graph
 from mnc.ir.node import Node
 from mnc.ir.ops import dilation
+from mnc.version import __version__
 
 # int8 activations (MIL quantize/dequantize) need iOS17 / macOS14; int8 weights alone, iOS16 / macOS13.
 ACTIVATION_INT8_TARGETS = ("iOS17", "iOS18", "macOS14", "macOS15")
@@ -30,19 +31,6 @@ DEPLOYMENT_TARGETS = ("iOS15", "iOS16", "iOS17", "iOS18", "macOS12", "macOS13", 
 PRECISIONS = ("fp16", "fp32")
 DEFAULT_PRECISION = "fp16"  # what Core ML apps ship; fp32 on request
 DEFAULT_TARGET = "iOS16"
-# coremltools stamps the day of conversion into the model; mnc builds are reproducible instead.
-_UNSTABLE_METADATA = ("com.github.apple.coremltools.conversion_date",)
-# The coremltools passes mnc runs. mnc's IR arrives optimised (batch norm folded, activations
-# fused), so coremltools' 95-pass default pipeline, which validates the whole program after each
-# pass, would spend most of the build finding nothing to do. Only the fp16 conversion and the
-# clean-up it needs remain. (The default pipeline also made the model inexact: it rewrites the
-# input normalisation x·(1/std) − mean/std into batch_norm(variance=1, epsilon=1e-5), scaling every
-# input by 1/√(1+1e-5); seen as a 1.9e-4 relative error at the output.)
-_PASSES = ("common::dead_code_elimination",)
-
-
-def _pipeline(ct, precision: str):
-    return ct.PassPipeline(pass_names=list(_PASSES), pipeline_name="mnc")
 
 
 @dataclass(frozen=True)
@@ -61,49 +49,103 @@ class CoreMLOptions:
 
 
 def write(graph: Graph, path: Path, metadata: dict[str, str], options: CoreMLOptions) -> None:
-    ct = coremltools()
-    target = getattr(ct.target, options.deployment_target)
+    """Write the .mlpackage: the program (mnc/backends/coreml_mil.py), its model description, its
+    weight file and the package's manifest."""
+    program = Program(options.deployment_target)
     (input_node,) = graph.inputs
-    shape = (1, *graph.node(input_node).shape)
-    program = _program(graph, shape, target, options)
-    kwargs = {}
+    x = program.input(INPUT_NAME, (1, *graph.node(input_node).shape))
+    if options.image_input:  # Core ML scales image pixels by one number, as coremltools' ImageType does
+        x = program.mul(x=x, y=1 / PIXEL_MAX, name=INPUT_NAME + "__scaled__")
+    program.outputs = lower(program, graph, options, x)
+    if options.labels:  # coremltools' classifier: the label and each label's probability
+        (probabilities,) = program.outputs
+        program.outputs = list(program.classify(probabilities=probabilities, classes=list(options.labels)))
+    mil, weights = serialise(program, build_info={"mnc-version": __version__})
+    model = describe(proto(), program, graph, options, metadata)
+    model.mlProgram.CopyFrom(mil)
+    save_package(Path(path), model.SerializeToString(deterministic=True), weights)
+
+
+def lower(mb, graph: Graph, options: CoreMLOptions, model_input) -> list:
+    """Lower the graph with `mb`, a MIL builder (mnc's `Program`, or coremltools' `Builder` in the
+    tests that compare the two); returns the program's outputs, in fp32."""
+    ctx = _Program(mb, graph, options, model_input)
+    walk(graph, ctx, LOWERING)
+    results = []
+    for out, label in zip(graph.outputs, output_names(graph)):
+        if options.precision == "fp16":
+            results.append(mb.cast(x=ctx.values[out], dtype="fp32", name=label))
+        elif options.int8_activations and graph.node(out).qparams:
+            results.append(mb.identity(x=ctx.values[out], name=label))
+        else:
+            results.append(ctx.values[out])
+    return results
+
+
+def describe(pb, program: Program, graph: Graph, options: CoreMLOptions, metadata: dict[str, str]):
+    """The model's specification without its program: version, inputs and outputs as apps see them,
+    metadata."""
+    ft = pb.FeatureTypes_pb2
+    model = pb.Model_pb2.Model(specificationVersion=program.specification_version)
+    (model_input,) = program.inputs
+    feature = model.description.input.add(name=model_input.name)
     if options.image_input:
-        kwargs["inputs"] = [
-            ct.ImageType(
-                name=INPUT_NAME,
-                shape=shape,
-                scale=1 / PIXEL_MAX,
-                bias=[0.0] * shape[1],
-                color_layout=ct.colorlayout.RGB if shape[1] == 3 else ct.colorlayout.GRAYSCALE,
-            )
-        ]
+        _, c, h, w = model_input.shape
+        image = feature.type.imageType
+        image.width, image.height = w, h
+        image.colorSpace = ft.ImageFeatureType.RGB if c == 3 else ft.ImageFeatureType.GRAYSCALE
+    else:
+        feature.type.multiArrayType.shape.extend(model_input.shape)
+        feature.type.multiArrayType.dataType = ft.ArrayFeatureType.FLOAT32
+    for var in program.outputs:
+        feature = model.description.output.add(name=var.name)
+        if var.dtype == "string":
+            feature.type.stringType.SetInParent()
+        elif var.dtype == "dict":
+            feature.type.dictionaryType.stringKeyType.SetInParent()
+        else:
+            feature.type.multiArrayType.shape.extend(var.shape)
+            feature.type.multiArrayType.dataType = ft.ArrayFeatureType.FLOAT32
     if options.labels:
-        kwargs["classifier_config"] = ct.ClassifierConfig(list(options.labels))
-    precision = ct.precision.FLOAT32  # fp16 programs are fp16 already (see _typed_params)
-    pipeline = _pipeline(ct, options.precision)
-    with contextlib.redirect_stderr(io.StringIO()):  # coremltools' progress bars
-        model = ct.convert(
-            program,
-            convert_to="mlprogram",
-            minimum_deployment_target=target,
-            compute_precision=precision,
-            pass_pipeline=pipeline,
-            **kwargs,
+        model.description.predictedFeatureName, model.description.predictedProbabilitiesName = (
+            v.name for v in program.outputs
         )
-    spec = model.get_spec()
-    for key in _UNSTABLE_METADATA:
-        spec.description.metadata.userDefined.pop(key, None)
-    meta = spec.description.metadata
+    meta = model.description.metadata
     meta.shortDescription = options.metadata.get("short_description", "")
     meta.author = options.metadata.get("author", "")
     meta.license = options.metadata.get("license", "")
     meta.versionString = options.metadata.get("version", "")
     for key, value in metadata.items():
         meta.userDefined[key] = str(value)
-    _describe_features(spec, graph, options)
-    ct.utils.save_spec(spec, str(path), weights_dir=model.weights_dir)
-    # save_spec serialises map fields (the metadata) in an unstable order; rewrite it stably.
-    (Path(path) / "Data" / "com.apple.CoreML" / "model.mlmodel").write_bytes(spec.SerializeToString(deterministic=True))
+    _describe_features(model, graph, options)
+    return model
+
+
+# Core ML finds the model and its weights through the manifest, by identifiers that need only be
+# unique within the package: fixed ones keep builds byte-identical (coremltools draws random ones).
+_MANIFEST_ITEMS = {
+    "model.mlmodel": ("CoreML Model Specification", "com.apple.CoreML/model.mlmodel"),
+    "weights": ("CoreML Model Weights", "com.apple.CoreML/weights"),
+}
+
+
+def save_package(path: Path, model: bytes, weights: bytes) -> None:
+    data = model_folder(path)
+    (data / "weights").mkdir(parents=True, exist_ok=True)
+    (data / "model.mlmodel").write_bytes(model)
+    (data / "weights" / "weight.bin").write_bytes(weights)
+    entries = {
+        str(uuid.uuid5(uuid.NAMESPACE_URL, f"mnc:{name}")).upper(): {
+            "author": "com.apple.CoreML",
+            "description": description,
+            "name": name,
+            "path": item_path,
+        }
+        for name, (description, item_path) in _MANIFEST_ITEMS.items()
+    }
+    root = next(i for i, e in entries.items() if e["name"] == "model.mlmodel")
+    manifest = {"fileFormatVersion": "1.0.0", "itemInfoEntries": entries, "rootModelIdentifier": root}
+    (path / "Manifest.json").write_text(json.dumps(manifest, indent=4, sort_keys=True) + "\n")
 
 
 def _describe_features(spec, graph: Graph, options: CoreMLOptions) -> None:
@@ -132,28 +174,6 @@ def _describe_features(spec, graph: Graph, options: CoreMLOptions) -> None:
             feature.shortDescription = (
                 "class probabilities" if output_name(graph) == "probabilities" else "class scores (logits)"
             )
-
-
-def _program(graph: Graph, shape: tuple, target, options: CoreMLOptions):
-    coremltools()  # the quiet import, before the builder's
-    from coremltools.converters.mil import Builder as mb
-
-    # MIL names the program input after this function's parameter: it must be INPUT_NAME.
-    @mb.program(input_specs=[mb.TensorSpec(shape=shape)], opset_version=target)
-    def program(input):  # noqa: A002
-        ctx = _Program(mb, graph, options, input)
-        walk(graph, ctx, LOWERING)
-        results = []
-        for out, label in zip(graph.outputs, output_names(graph)):
-            if options.precision == "fp16":
-                results.append(mb.cast(x=ctx.values[out], dtype="fp32", name=label))
-            elif options.int8_activations and graph.node(out).qparams:
-                results.append(mb.identity(x=ctx.values[out], name=label))
-            else:
-                results.append(ctx.values[out])
-        return results[0] if len(results) == 1 else tuple(results)
-
-    return program
 
 
 @dataclass
@@ -227,12 +247,15 @@ def _quantised(mb, x, data: Node, options: CoreMLOptions, name: str):
     q = data.qparams
     if q is None or not options.int8_activations:
         return x
-    from coremltools.converters.mil.mil import types
-
-    scalar = np.float16 if x.dtype == types.fp16 else np.float32
+    scalar = _scalar(options)
     scale, zero_point = scalar(q.output.scale), np.uint8(q.output.zero_point)
     quantized = mb.quantize(input=x, scale=scale, zero_point=zero_point, output_dtype="uint8", name=name + "_q")
     return mb.dequantize(input=quantized, scale=scale, zero_point=zero_point, name=name + "_dq")
+
+
+def _scalar(options: CoreMLOptions):
+    """The type of every value an op reads in this program: fp16 programs cast their input to fp16."""
+    return np.float16 if options.precision == "fp16" else np.float32
 
 
 def mil_name(name: str) -> str:
@@ -254,9 +277,7 @@ def _fused(ctx: _Program, y, name: str, node: Node):
 
 
 def _hard_sigmoid(ctx: _Program, x, out: str, name: str):  # relu6(x + 3)/6 = clip(x/6 + 1/2, 0, 1)
-    from coremltools.converters.mil.mil import types
-
-    scalar = np.float16 if x.dtype == types.fp16 else np.float32  # MIL wants the type of x
+    scalar = _scalar(ctx.options)  # MIL wants the type of x
     return ctx.mb.sigmoid_hard(x=x, alpha=scalar(1.0 / 6.0), beta=scalar(0.5), name=out)
 
 

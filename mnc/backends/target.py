@@ -255,8 +255,9 @@ class Target:
 
     def fp16_layers(self, artifact: Path, emitted: Graph, feed: np.ndarray) -> tuple[Graph, dict] | None:
         """For an fp16 artifact that computes in float16 throughout: (the emitted IR with its constants
-        as the artifact holds them, every node's output as the artifact computed it on the first
-        samples of the feed), for a check layer by layer. None where that does not apply."""
+        as the artifact holds them, every node's output as the artifact computed it on each sample of
+        the feed), for a check layer by layer; its outputs are the executor's run on the feed. None
+        where that does not apply."""
         return None
 
     # ---- artifacts ------------------------------------------------------------------------

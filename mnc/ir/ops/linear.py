@@ -28,7 +28,7 @@ def linear_error(products: Callable, length: Callable[[np.ndarray], int]):
         x, var_x = (xs[0] ** 2).astype(np.float32), in_vars[0].astype(np.float32)
         n = length(params["weight"])
         terms = products(node, x, w2)
-        carried = products(node, var_x, w2)
+        carried = products(node, var_x, w2) if var_x.any() else 0.0  # inputs taken as exact: nothing carried
         var = (carried + (p.accumulate**2 * n + p.weights**2) * terms).astype(np.float64)
         fn = node.attrs.get("fused_act")
         if fn is not None:
