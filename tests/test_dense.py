@@ -35,7 +35,7 @@ def _fixture(name: str):
     return np.load(FIXTURES / f"{name}_r{resolution}.npz"), resolution, classes, outputs
 
 
-@pytest.mark.parametrize("target", ["onnx", "coreml"])
+@pytest.mark.parametrize("target", ["onnx", "coreml", "ncnn"])
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_the_bundled_spec_computes_what_torchvision_computed(tmp_path, name, target):
     data, resolution, classes, outputs = _fixture(name)

@@ -9,6 +9,7 @@ from safetensors.numpy import load_file
 
 import mnc
 from mnc.backends.coreml import run_simulated as run_coreml_simulated
+from mnc.backends.ncnn import run_ncnn
 from mnc.backends.onnx import run_onnx
 from mnc.backends.tflite import run_litert
 from mnc.cli import main
@@ -25,6 +26,7 @@ CASES = [  # timm model, its file, the bundled spec it is, α, timm's parameter 
 # What mnc import writes where it is not the spec above: timm's V3s get the timm-flavoured specs.
 IMPORTED_SPEC = {"mobilenetv3_small_100": "timm_v3_small.mnet"}
 IDS = [c[0] for c in CASES]
+RUNS = {"onnx": run_onnx, "tflite": run_litert, "coreml": run_coreml_simulated, "ncnn": run_ncnn}
 
 
 def _run(argv) -> int:
@@ -45,7 +47,7 @@ def _check(y: np.ndarray, report: dict, expected: np.ndarray) -> None:
         np.testing.assert_allclose(y, expected, atol=1e-4 * np.abs(expected).max(), rtol=0)
 
 
-@pytest.mark.parametrize("target", ["onnx", "tflite"])
+@pytest.mark.parametrize("target", ["onnx", "tflite", "ncnn"])
 @pytest.mark.parametrize("name,suffix,spec,alpha,params,conventions", CASES, ids=IDS)
 def test_a_bundled_spec_with_timm_weights_computes_what_timm_computed(
     tmp_path, name, suffix, spec, alpha, params, conventions, target
@@ -57,7 +59,7 @@ def test_a_bundled_spec_with_timm_weights_computes_what_timm_computed(
     assert report["weights"]["layout"] == "timm" and report["classes"] == data["output"].shape[1]
     assert report["params"] == params  # as timm counts them: weights, biases, batch-norm scale and shift
     assert {k: v["used"] for k, v in report["weights"].get("conventions", {}).items()} == conventions
-    (y,) = (run_onnx if target == "onnx" else run_litert)(result.artifact, {"input": data["input"]})
+    (y,) = RUNS[target](result.artifact, {"input": data["input"]})
     _check(y, report, data["output"])
 
 
@@ -84,7 +86,8 @@ def test_import_finds_the_family_and_width_of_a_timm_state_dict(
 
 
 @pytest.mark.parametrize(
-    "target,options", [("onnx", {}), ("tflite", {}), ("coreml", {"precision": "fp32"}), ("coreml", {})]
+    "target,options",
+    [("onnx", {}), ("tflite", {}), ("coreml", {"precision": "fp32"}), ("coreml", {}), ("ncnn", {})],
 )
 def test_efficientnet_b0_with_timm_weights_computes_what_timm_computed(tmp_path, target, options):
     """SiLU and a squeeze-and-excite with SiLU inside, on every target: the spec in examples/specs with
@@ -99,8 +102,7 @@ def test_efficientnet_b0_with_timm_weights_computes_what_timm_computed(tmp_path,
     assert result.typed.verification.passed
     if target == "coreml" and not options:  # float16: verified layer by layer, not held to timm's float32
         return
-    run = {"onnx": run_onnx, "tflite": run_litert, "coreml": run_coreml_simulated}[target]
-    (y,) = run(result.artifact, {"input": data["input"]})
+    (y,) = RUNS[target](result.artifact, {"input": data["input"]})
     _check(y, report, data["output"])
 
 

@@ -23,6 +23,7 @@ REGISTERED: dict[str, tuple[str, str]] = {
     "coreml": (".mlpackage", "mnc.backends.coreml"),
     "tflite": (".tflite", "mnc.backends.tflite"),
     "ort": (".ort", "mnc.backends.ort"),
+    "ncnn": (".ncnn", "mnc.backends.ncnn"),
 }
 DEFAULT_TARGET = "onnx"  # of the library API; the command line asks for --target
 

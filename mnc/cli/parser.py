@@ -256,12 +256,12 @@ def make_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "bench",
         parents=[common],
-        help="latency of an artifact in its runtime (ONNX Runtime for .onnx/.ort, LiteRT for .tflite)",
+        help="latency of an artifact in its runtime (ONNX Runtime for .onnx/.ort, LiteRT for .tflite, ncnn for .ncnn)",
         description="Median, p10, p90 and minimum latency of one inference (batch 1) after warm-up runs, in the "
-        "runtime an app would use: ONNX Runtime (.onnx, .ort), LiteRT with XNNPACK (.tflite), Core ML "
-        "(.mlpackage, macOS only). Idle runtime threads do not spin.",
+        "runtime an app would use: ONNX Runtime (.onnx, .ort), LiteRT with XNNPACK (.tflite), ncnn with its "
+        "defaults (.ncnn), Core ML (.mlpackage, macOS only). Idle runtime threads do not spin.",
     )
-    p.add_argument("artifact", help="model file (.onnx, .ort, .tflite, .mlpackage)")
+    p.add_argument("artifact", help="model file (.onnx, .ort, .tflite, .mlpackage, .ncnn)")
     _add_timing_options(p)
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
 

@@ -1,0 +1,364 @@
+"""The ncnn target (Tencent's mobile runtime): IR → a folder `NAME.ncnn/` holding the network as ncnn
+loads it, `model.ncnn.param` (text: one line per layer, `Type name inputs outputs blobs… k=v…`) and
+`model.ncnn.bin` (each layer's weights in order), and mnc's record `mnc.json`. Run by ncnn's own
+runtime (the `ncnn` wheel).
+
+ncnn's layers and parameter ids are those of its operator reference (docs/developer-guide/
+operators.md in the ncnn repository). ncnn computes in float32 here: float16 storage and
+arithmetic, bf16 and Winograd convolutions are switched off for verification, so the float32
+bound derived for a direct evaluation holds. On a phone ncnn switches them on by default (an app
+sets `opt.use_fp16_arithmetic` and `opt.use_winograd_convolution` to keep float32).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mnc.artifact import ArtifactRecord
+from mnc.backends.lowering import Lowering, walk
+from mnc.backends.target import INPUT_NAME, Executor, Target, Timer, output_names, timing_input
+from mnc.errors import InputError
+from mnc.ir.activations import IDENTITY
+from mnc.ir.graph import Graph
+from mnc.ir.node import Node
+from mnc.ir.ops import dilation
+
+MAGIC = 7767517
+PARAM_FILE, BIN_FILE, RECORD_FILE = "model.ncnn.param", "model.ncnn.bin", "mnc.json"
+FP32_TAG = 0  # before each convolution's and inner product's weights: stored as float32
+# The activations a Convolution or InnerProduct applies itself (its 9=type, 10=parameters).
+_FUSED = {"relu": (1, ()), "relu6": (3, (0.0, 6.0)), "sigmoid": (4, ()), "hswish": (6, (1.0 / 6.0, 0.5))}
+FUSED_ACTIVATIONS = tuple(_FUSED)
+RUNTIME = "ncnn (CPU, float32 arithmetic, no Winograd, 1 thread)"
+
+
+@dataclass
+class _Layer:
+    type: str
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    params: dict[int, object] = field(default_factory=dict)
+
+
+@dataclass
+class _Network:
+    """The network being written: its layers in order, their weights, each IR node's blob."""
+
+    graph: Graph
+    layers: list[_Layer] = field(default_factory=list)
+    weights: list[bytes] = field(default_factory=list)
+    values: dict = field(default_factory=dict)
+
+    def layer(self, type_: str, name: str, inputs: list[str], params: dict | None = None, output: str | None = None):
+        self.layers.append(_Layer(type_, name, list(inputs), [output or name], params or {}))
+        return output or name
+
+    def data(self, *arrays: np.ndarray, tagged: bool = False) -> None:
+        blob = b"".join(np.ascontiguousarray(a, dtype="<f4").tobytes() for a in arrays)
+        self.weights.append((struct.pack("<I", FP32_TAG) if tagged else b"") + blob)
+
+
+def _fused(node: Node) -> dict[int, object]:
+    fn = node.attrs.get("fused_act")
+    if fn is None or fn == IDENTITY:
+        return {}
+    kind, values = _FUSED[fn]
+    return {9: kind, **({10: values} if values else {})}
+
+
+def _conv(net: _Network, name: str, node: Node, xs: list):
+    a, p = node.attrs, node.params
+    weight = p["weight"]
+    out, _, kh, kw = weight.shape
+    top, left, bottom, right = a["pads"]
+    (sh, sw), (dh, dw) = a["stride"], dilation(a)
+    params = {0: out, 1: kw, 11: kh, 2: dw, 12: dh, 3: sw, 13: sh, 4: left, 15: right, 14: top, 16: bottom}
+    params |= {5: int("bias" in p), 6: weight.size}
+    grouped = a["groups"] > 1
+    if grouped:
+        params[7] = a["groups"]
+    net.data(weight, tagged=True)
+    if "bias" in p:
+        net.data(p["bias"])
+    return net.layer("ConvolutionDepthWise" if grouped else "Convolution", name, xs, params | _fused(node))
+
+
+def _fc(net: _Network, name: str, node: Node, xs: list):
+    p = node.params
+    net.data(p["weight"], tagged=True)
+    if "bias" in p:
+        net.data(p["bias"])
+    params = {0: p["weight"].shape[0], 1: int("bias" in p), 2: p["weight"].size}
+    return net.layer("InnerProduct", name, xs, params | _fused(node))
+
+
+def _batchnorm(net: _Network, name: str, node: Node, xs: list):
+    p = node.params
+    net.data(p["gamma"], p["mean"], p["var"], p["beta"])
+    return net.layer("BatchNorm", name, xs, {0: p["gamma"].size, 1: float(node.attrs["eps"])})
+
+
+def _add(net: _Network, name: str, node: Node, xs: list):
+    if len(xs) == 2:
+        return net.layer("BinaryOp", name, xs, {0: 0})
+    return net.layer("Eltwise", name, xs, {0: 1})  # a sum of several
+
+
+def _global_avgpool(net: _Network, name: str, node: Node, xs: list):
+    """ncnn's global pooling gives a vector; the IR keeps C×1×1 (an SE block's 1×1 convs read it)."""
+    pooled = net.layer("Pooling", name + ".pool", xs, {0: 1, 4: 1}, output=name + ".pooled")
+    return net.layer("Reshape", name, [pooled], {0: 1, 1: 1, 2: node.shape[0]})
+
+
+def _per_anchor(net: _Network, name: str, node: Node, xs: list):
+    """C×H×W → one row of `columns` values per anchor, in H, W, C order (each position's anchors)."""
+    hwc = net.layer("Permute", name + ".hwc", xs, {0: 3}, output=name + ".hwc")
+    return net.layer("Reshape", name, [hwc], {0: node.attrs["columns"], 1: -1})
+
+
+def _activation(type_: str, params: dict | None = None):
+    return lambda net, x, out, name: net.layer(type_, name, [x], params, output=out)
+
+
+ACTIVATIONS = {
+    "relu": _activation("ReLU"),
+    "relu6": _activation("Clip", {0: 0.0, 1: 6.0}),
+    "sigmoid": _activation("Sigmoid"),
+    "silu": _activation("Swish"),
+    "gelu": _activation("GELU", {0: 0}),  # 0: erf, not the tanh approximation
+    "hswish": _activation("HardSwish", {0: 1.0 / 6.0, 1: 0.5}),
+    "hsigmoid": _activation("HardSigmoid", {0: 1.0 / 6.0, 1: 0.5}),
+    "identity": _activation("Noop"),
+}
+
+OPS = {
+    "input": lambda net, name, node, xs: net.layer(
+        "Input", INPUT_NAME, [], {0: node.shape[2], 1: node.shape[1], 2: node.shape[0]}
+    ),
+    "conv": _conv,
+    "fc": _fc,
+    "batchnorm": _batchnorm,
+    "act": lambda net, name, node, xs: LOWERING.activate(net, node.attrs["fn"], xs[0], name, name, node),
+    "add": _add,
+    "mul": lambda net, name, node, xs: net.layer("BinaryOp", name, xs, {0: 2}),
+    "global_avgpool": _global_avgpool,
+    "flatten": lambda net, name, node, xs: net.layer("Flatten", name, xs),
+    "softmax": lambda net, name, node, xs: net.layer("Softmax", name, xs, {0: 0, 1: 1}),
+    "avgpool": lambda net, name, node, xs: net.layer(
+        "Pooling",
+        name,
+        xs,
+        {
+            0: 1,
+            1: node.attrs["kernel"][1],
+            11: node.attrs["kernel"][0],
+            2: node.attrs["stride"][1],
+            12: node.attrs["stride"][0],
+            5: 1,
+        },
+    ),
+    # align_corner 0: input sampled at (i + 0.5)·in/out − 0.5, clamped (half-pixel centres).
+    "resize": lambda net, name, node, xs: net.layer(
+        "Interp", name, xs, {0: 2, 3: node.attrs["size"][0], 4: node.attrs["size"][1], 6: 0}
+    ),
+    "concat": lambda net, name, node, xs: net.layer("Concat", name, xs, {0: 0}),
+    "per_anchor": _per_anchor,
+}
+LOWERING = Lowering("ncnn", OPS, ACTIVATIONS)
+
+
+def _value(v) -> str:
+    if isinstance(v, tuple):  # an array: its id is −23300 − id, then count and values
+        return ",".join([str(len(v)), *(_value(x) for x in v)])
+    return f"{v:.9e}" if isinstance(v, float) else str(v)
+
+
+def _param_line(layer: _Layer) -> str:
+    fields = [f"{layer.type:<24}", f"{layer.name:<32}", str(len(layer.inputs)), str(len(layer.outputs))]
+    fields += layer.inputs + layer.outputs
+    for key, v in layer.params.items():
+        fields.append(f"{-23300 - key if isinstance(v, tuple) else key}={_value(v)}")
+    return " ".join(fields)
+
+
+def _with_splits(layers: list[_Layer]) -> list[_Layer]:
+    """ncnn gives each blob one reader: a blob read by several gets a Split into copies, one per reader."""
+    readers: dict[str, int] = {}
+    for layer in layers:
+        for blob in layer.inputs:
+            readers[blob] = readers.get(blob, 0) + 1
+    result, copies = [], {}
+    for layer in layers:
+        layer.inputs = [copies[b].pop(0) if b in copies else b for b in layer.inputs]
+        result.append(layer)
+        for blob in layer.outputs:
+            if readers.get(blob, 0) > 1:
+                names = [f"{blob}.split{i}" for i in range(readers[blob])]
+                copies[blob] = list(names)
+                result.append(_Layer("Split", f"{blob}.split", [blob], names))
+    return result
+
+
+def write(graph: Graph, path: Path, metadata: dict[str, str]) -> None:
+    net = _Network(graph)
+    walk(graph, net, LOWERING)
+    for node, label in zip(graph.outputs, output_names(graph)):  # outputs carry the model's names
+        blob = net.values[node]
+        for layer in net.layers:
+            layer.outputs = [label if b == blob else b for b in layer.outputs]
+            layer.inputs = [label if b == blob else b for b in layer.inputs]
+    layers = _with_splits(net.layers)
+    blobs = {b for layer in layers for b in layer.outputs}
+    lines = [str(MAGIC), f"{len(layers)} {len(blobs)}", *(_param_line(layer) for layer in layers)]
+    path.mkdir(parents=True, exist_ok=True)
+    (path / PARAM_FILE).write_text("\n".join(lines) + "\n")
+    (path / BIN_FILE).write_bytes(b"".join(net.weights))
+    (path / RECORD_FILE).write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
+
+
+# ---- running ------------------------------------------------------------------------------------
+
+
+def _net(artifact: Path, threads: int = 1, exact: bool = True):
+    import ncnn
+
+    net = ncnn.Net()
+    opt = net.opt
+    opt.use_vulkan_compute = False
+    opt.num_threads = threads
+    if exact:  # float32 throughout, direct convolutions: the arithmetic the derived bound describes
+        opt.use_fp16_storage = opt.use_fp16_arithmetic = opt.use_fp16_packed = False
+        opt.use_bf16_storage = opt.use_winograd_convolution = False
+    artifact = Path(artifact)
+    for what, load, file in (("layers", net.load_param, PARAM_FILE), ("weights", net.load_model, BIN_FILE)):
+        if load(str(artifact / file)) != 0:
+            raise RuntimeError(f"ncnn could not load the network's {what} ({file})")
+    return ncnn, net
+
+
+def run_ncnn(artifact: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """ncnn's runtime, one sample at a time (ncnn has no batch dimension)."""
+    ncnn, net = _net(artifact)
+    names = _output_blobs(artifact)
+    ((name, batch),) = feeds.items()
+    results: list[list[np.ndarray]] = [[] for _ in names]
+    for sample in np.asarray(batch, np.float32):
+        with net.create_extractor() as ex:
+            ex.input(name, ncnn.Mat(np.ascontiguousarray(sample)))
+            for i, blob in enumerate(names):
+                status, mat = ex.extract(blob)
+                if status != 0:
+                    raise RuntimeError(f"ncnn could not compute '{blob}' (status {status})")
+                results[i].append(np.array(mat))
+    return [np.stack(r) for r in results]
+
+
+def _output_blobs(artifact: Path) -> list[str]:
+    return json.loads((Path(artifact) / RECORD_FILE).read_text())["mnc.outputs"].split(",")
+
+
+# ---- reading back -------------------------------------------------------------------------------
+
+
+# Weights each layer type holds, in order: (name, whether a float32 tag precedes it, its length).
+def _slots(type_: str, params: dict[int, str]) -> list[tuple[str, bool, int]]:
+    if type_ in ("Convolution", "ConvolutionDepthWise", "InnerProduct"):
+        size_key = 2 if type_ == "InnerProduct" else 6
+        bias = int(params.get(1 if type_ == "InnerProduct" else 5, "0"))
+        slots = [("weight", True, int(params[size_key]))]
+        return slots + ([("bias", False, int(params[0]))] if bias else [])
+    if type_ == "BatchNorm":
+        return [(k, False, int(params[0])) for k in ("gamma", "mean", "var", "beta")]
+    return []
+
+
+def read_layers(artifact: Path) -> list[tuple[str, str, dict[int, str]]]:
+    """(type, name, {param id: text}) of each layer of the saved network."""
+    lines = (Path(artifact) / PARAM_FILE).read_text().split("\n")
+    if lines[0].strip() != str(MAGIC):
+        raise InputError(f"'{artifact}': {PARAM_FILE} is not an ncnn network (no magic {MAGIC})")
+    layers = []
+    for line in lines[2:]:
+        if not line.strip():
+            continue
+        fields = line.split()
+        n_in, n_out = int(fields[2]), int(fields[3])
+        params = dict(f.split("=", 1) for f in fields[4 + n_in + n_out :])
+        layers.append((fields[0], fields[1], {int(k): v for k, v in params.items()}))
+    return layers
+
+
+def read_constants(artifact: Path) -> dict[str, np.ndarray]:
+    """Each layer's weights as the saved network holds them; a layer whose data the file does not
+    hold whole (a truncated or mistagged file) is left out, and so reported missing."""
+    data = (Path(artifact) / BIN_FILE).read_bytes()
+    offset, constants = 0, {}
+    for type_, name, params in read_layers(artifact):
+        for slot, tagged, count in _slots(type_, params):
+            if tagged:
+                if offset + 4 > len(data) or struct.unpack_from("<I", data, offset)[0] != FP32_TAG:
+                    return constants
+                offset += 4
+            if offset + 4 * count > len(data):
+                return constants
+            constants[f"{name}.{slot}"] = np.frombuffer(data, "<f4", count, offset).astype(np.float32)
+            offset += 4 * count
+    return constants
+
+
+class NcnnTarget(Target):
+    name = "ncnn"
+    suffix = ".ncnn"
+    fused_activations = FUSED_ACTIVATIONS
+
+    def lowering(self) -> Lowering:
+        return LOWERING
+
+    def write(self, graph: Graph, path: Path, record: ArtifactRecord, options) -> None:
+        metadata = record.to_metadata()
+        metadata["mnc.outputs"] = ",".join(output_names(graph))
+        write(graph, path, metadata)
+
+    def read_metadata(self, path: Path) -> dict[str, str]:
+        try:
+            metadata = json.loads((Path(path) / RECORD_FILE).read_text())
+            read_layers(path)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"'{path}' is not a readable ncnn network written by mnc ({type(exc).__name__})") from None
+        return metadata
+
+    def constants(self, path: Path) -> dict[str, np.ndarray]:
+        return read_constants(path)
+
+    def expected_constants(self, graph: Graph, record: ArtifactRecord) -> dict[str, np.ndarray]:
+        return {
+            f"{name}.{slot}": value.astype(np.float32).ravel()
+            for name in graph.topo()
+            for slot, value in graph.node(name).params.items()
+        }
+
+    def executors(self) -> list[Executor]:
+        return [Executor(RUNTIME, run_ncnn, split_samples=True)]
+
+    def timer(self, path: Path, threads: int) -> Timer:
+        """ncnn as an app runs it by default (float16 storage and Winograd where the CPU has them)."""
+        ncnn, net = _net(path, threads, exact=False)
+        (_, _, shape), *_ = [(t, n, p) for t, n, p in read_layers(path) if t == "Input"]
+        sample = timing_input((int(shape[2]), int(shape[1]), int(shape[0])), np.float32)
+        output = _output_blobs(path)[0]
+
+        def run():
+            with net.create_extractor() as ex:
+                ex.input(INPUT_NAME, ncnn.Mat(sample))
+                return ex.extract(output)
+
+        return Timer(f"ncnn {ncnn.__version__} (CPU, {threads} thread{'s' if threads > 1 else ''})", run)
+
+
+TARGET = NcnnTarget()
