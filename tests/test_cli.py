@@ -320,8 +320,8 @@ def test_help_names_each_targets_values_and_a_build_imports_only_its_target(tmp_
     out = " ".join(capsys.readouterr().out.split())
     assert exit_.value.code == 0
     assert (
-        "--precision P compute precision of the model [coreml: fp16 (default), fp32; tflite: fp32 (default), fp16]"
-        in out
+        "--precision P compute precision of the model [coreml: fp16 (default), fp32; tflite: fp32 (default), fp16; "
+        "ncnn: fp32 (default), fp16]" in out
     )
     # A fresh process: building for TFLite never imports the ONNX writer's or Core ML's target modules.
     script = (

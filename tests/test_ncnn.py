@@ -11,7 +11,7 @@ from conftest import ROOT, SPECS
 
 from mnc.backends import ncnn as ncnn_backend
 from mnc.cli import main
-from mnc.pipeline import compile_spec
+from mnc.pipeline import TargetOptions, compile_spec
 
 EXAMPLES = ROOT / "examples" / "specs"
 
@@ -92,12 +92,47 @@ def test_a_folder_without_a_network_is_bad_input(tmp_path, capsys):
     assert "is not a readable ncnn network written by mnc" in capsys.readouterr().err
 
 
+def test_fp16_stores_half_precision_weights_and_verifies(tmp_path):
+    fp32, fp16 = (
+        compile_spec(
+            SPECS / "v2.mnet",
+            target="ncnn",
+            alpha=0.5,
+            resolution=64,
+            options=TargetOptions(precision=p),
+            out_dir=tmp_path / p,
+        )
+        for p in ("fp32", "fp16")
+    )
+    assert fp16.typed.verification.passed and fp16.typed.verification.fp16_weights_only
+    sizes = [(r.artifact / "model.ncnn.bin").stat().st_size for r in (fp32, fp16)]
+    assert 0.5 < sizes[1] / sizes[0] < 0.53  # biases stay float32
+    stored = ncnn_backend.read_constants(fp16.artifact)["stage0.block0.conv.weight"]
+    exact = ncnn_backend.read_constants(fp32.artifact)["stage0.block0.conv.weight"]
+    assert np.array_equal(stored, exact.astype(np.float16).astype(np.float32)) and not np.array_equal(stored, exact)
+
+
+def test_image_input_takes_pixels_and_normalises_them_inside(tmp_path):
+    result = compile_spec(
+        SPECS / "v1.mnet",
+        target="ncnn",
+        alpha=0.25,
+        resolution=64,
+        options=TargetOptions(image_input=True),
+        out_dir=tmp_path,
+    )
+    assert result.typed.verification.passed and "8-bit pixels" in result.typed.verification.inputs
+    layers = ncnn_backend.read_layers(result.artifact)
+    assert [t for t, _, _ in layers[:2]] == ["Input", "Scale"]
+    assert main(["verify", str(result.artifact)]) == 0  # fed pixels again, from the record
+
+
 @pytest.mark.parametrize(
     "flags,message",
     [
         (["--quantize", "int8", "--calib", "synthetic"], "--quantize int8 is not available for --target ncnn"),
-        (["--image-input"], "--image-input: only for --target coreml/onnx/tflite"),
-        (["--precision", "fp16"], "--precision: only for --target coreml/tflite"),
+        (["--precision", "fp8"], "--precision fp8: choose one of fp32, fp16"),
+        (["--labels", "labels.txt"], "--labels: only for --target coreml/tflite"),
     ],
 )
 def test_what_ncnn_does_not_take_is_refused(tmp_path, capsys, flags, message):

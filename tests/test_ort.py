@@ -113,7 +113,7 @@ def test_ort_bytes_do_not_depend_on_the_callers_environment_or_folders(tmp_path,
 def test_image_input_is_refused_for_ort_and_nothing_is_written(tmp_path, capsys):
     argv = ["compile", str(SPECS / "v1.mnet"), "--target", "ort", "--image-input", "-o", str(tmp_path / "out")]
     assert main(argv) == 2
-    assert "--image-input: only for --target coreml/onnx/tflite" in capsys.readouterr().err
+    assert "--image-input: only for --target coreml/ncnn/onnx/tflite" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

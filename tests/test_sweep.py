@@ -150,7 +150,7 @@ def test_sweep_arguments_are_checked(tmp_path, capsys):
     assert _run([*base, "--calib", "synthetic"]) == 2
     assert "--calib is for --quantize int8" in capsys.readouterr().err
     assert _run([*base, "--precision", "fp16"]) == 2
-    assert "--precision: no target of this sweep takes it (only coreml, tflite)" in capsys.readouterr().err
+    assert "--precision: no target of this sweep takes it (only coreml, tflite, ncnn)" in capsys.readouterr().err
     assert _run([*base, "--quantize", "none,int8"]) == 2
     assert "--quantize int8 needs calibration data" in capsys.readouterr().err
     assert _run(["sweep", str(tmp_path / "absent.mnet"), *base[2:]]) == 2

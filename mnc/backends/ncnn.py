@@ -13,28 +13,54 @@ sets `opt.use_fp16_arithmetic` and `opt.use_winograd_convolution` to keep float3
 from __future__ import annotations
 
 import json
+import signal
 import struct
+import subprocess
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mnc.artifact import ArtifactRecord
+from mnc.backends import ncnn_runner
+from mnc.backends.image_input import normalisation
 from mnc.backends.lowering import Lowering, walk
-from mnc.backends.target import INPUT_NAME, Executor, Target, Timer, output_names, timing_input
+from mnc.backends.ncnn_runner import BIN_FILE, PARAM_FILE, RECORD_FILE
+from mnc.backends.target import (
+    INPUT_NAME,
+    Choice,
+    Executor,
+    NetworkFacts,
+    Target,
+    Timer,
+    output_names,
+    timing_input,
+)
 from mnc.errors import InputError
 from mnc.ir.activations import IDENTITY
 from mnc.ir.graph import Graph
 from mnc.ir.node import Node
 from mnc.ir.ops import dilation
+from mnc.parallel import child_environment
 
 MAGIC = 7767517
-PARAM_FILE, BIN_FILE, RECORD_FILE = "model.ncnn.param", "model.ncnn.bin", "mnc.json"
-FP32_TAG = 0  # before each convolution's and inner product's weights: stored as float32
+# Before each convolution's and inner product's weights, how they are stored (ncnn's ModelBin).
+FP32_TAG, FP16_TAG = 0, 0x01306B47
+PRECISIONS = ("fp32", "fp16")  # fp16: weights stored in float16 (half the file), computed in float32
 # The activations a Convolution or InnerProduct applies itself (its 9=type, 10=parameters).
 _FUSED = {"relu": (1, ()), "relu6": (3, (0.0, 6.0)), "sigmoid": (4, ()), "hswish": (6, (1.0 / 6.0, 0.5))}
 FUSED_ACTIVATIONS = tuple(_FUSED)
 RUNTIME = "ncnn (CPU, float32 arithmetic, no Winograd, 1 thread)"
+
+
+@dataclass(frozen=True)
+class NcnnOptions:
+    precision: str = "fp32"
+    image_input: bool = False
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
 
 
 @dataclass
@@ -51,6 +77,7 @@ class _Network:
     """The network being written: its layers in order, their weights, each IR node's blob."""
 
     graph: Graph
+    options: NcnnOptions
     layers: list[_Layer] = field(default_factory=list)
     weights: list[bytes] = field(default_factory=list)
     values: dict = field(default_factory=dict)
@@ -59,9 +86,18 @@ class _Network:
         self.layers.append(_Layer(type_, name, list(inputs), [output or name], params or {}))
         return output or name
 
-    def data(self, *arrays: np.ndarray, tagged: bool = False) -> None:
-        blob = b"".join(np.ascontiguousarray(a, dtype="<f4").tobytes() for a in arrays)
-        self.weights.append((struct.pack("<I", FP32_TAG) if tagged else b"") + blob)
+    def data(self, *arrays: np.ndarray) -> None:
+        """Values ncnn reads as they are (biases, batch-norm statistics): float32."""
+        self.weights.append(b"".join(np.ascontiguousarray(a, dtype="<f4").tobytes() for a in arrays))
+
+    def tagged(self, weight: np.ndarray) -> None:
+        """A convolution's or inner product's weights, after the tag saying how they are stored
+        (float16 data padded to 4 bytes)."""
+        if self.options.precision == "fp16":
+            half = np.ascontiguousarray(weight, dtype="<f2").tobytes()
+            self.weights.append(struct.pack("<I", FP16_TAG) + half + b"\0" * (-len(half) % 4))
+        else:
+            self.weights.append(struct.pack("<I", FP32_TAG) + np.ascontiguousarray(weight, dtype="<f4").tobytes())
 
 
 def _fused(node: Node) -> dict[int, object]:
@@ -83,7 +119,7 @@ def _conv(net: _Network, name: str, node: Node, xs: list):
     grouped = a["groups"] > 1
     if grouped:
         params[7] = a["groups"]
-    net.data(weight, tagged=True)
+    net.tagged(weight)
     if "bias" in p:
         net.data(p["bias"])
     return net.layer("ConvolutionDepthWise" if grouped else "Convolution", name, xs, params | _fused(node))
@@ -91,7 +127,7 @@ def _conv(net: _Network, name: str, node: Node, xs: list):
 
 def _fc(net: _Network, name: str, node: Node, xs: list):
     p = node.params
-    net.data(p["weight"], tagged=True)
+    net.tagged(p["weight"])
     if "bias" in p:
         net.data(p["bias"])
     params = {0: p["weight"].shape[0], 1: int("bias" in p), 2: p["weight"].size}
@@ -137,10 +173,23 @@ ACTIVATIONS = {
     "identity": _activation("Noop"),
 }
 
+
+def _input(net: _Network, name: str, node: Node, xs: list):
+    """The network's input; with image input it takes pixels (0–255, as ncnn::Mat::from_pixels gives
+    them) and applies the spec's normalisation itself: a Scale layer, p·scale + shift per channel."""
+    c, h, w = node.shape
+    x = net.layer("Input", INPUT_NAME, [], {0: w, 1: h, 2: c})
+    if not net.options.image_input:
+        return x
+    scale, shift = normalisation(net.options.mean, net.options.std)
+    net.data(scale, shift)
+    return net.layer("Scale", NORMALISE, [x], {0: c, 1: 1}, output=NORMALISE)
+
+
+NORMALISE = f"{INPUT_NAME}.normalised"
+
 OPS = {
-    "input": lambda net, name, node, xs: net.layer(
-        "Input", INPUT_NAME, [], {0: node.shape[2], 1: node.shape[1], 2: node.shape[0]}
-    ),
+    "input": _input,
     "conv": _conv,
     "fc": _fc,
     "batchnorm": _batchnorm,
@@ -205,8 +254,8 @@ def _with_splits(layers: list[_Layer]) -> list[_Layer]:
     return result
 
 
-def write(graph: Graph, path: Path, metadata: dict[str, str]) -> None:
-    net = _Network(graph)
+def write(graph: Graph, path: Path, metadata: dict[str, str], options: NcnnOptions) -> None:
+    net = _Network(graph, options)
     walk(graph, net, LOWERING)
     for node, label in zip(graph.outputs, output_names(graph)):  # outputs carry the model's names
         blob = net.values[node]
@@ -225,42 +274,25 @@ def write(graph: Graph, path: Path, metadata: dict[str, str]) -> None:
 # ---- running ------------------------------------------------------------------------------------
 
 
-def _net(artifact: Path, threads: int = 1, exact: bool = True):
-    import ncnn
-
-    net = ncnn.Net()
-    opt = net.opt
-    opt.use_vulkan_compute = False
-    opt.num_threads = threads
-    if exact:  # float32 throughout, direct convolutions: the arithmetic the derived bound describes
-        opt.use_fp16_storage = opt.use_fp16_arithmetic = opt.use_fp16_packed = False
-        opt.use_bf16_storage = opt.use_winograd_convolution = False
-    artifact = Path(artifact)
-    for what, load, file in (("layers", net.load_param, PARAM_FILE), ("weights", net.load_model, BIN_FILE)):
-        if load(str(artifact / file)) != 0:
-            raise RuntimeError(f"ncnn could not load the network's {what} ({file})")
-    return ncnn, net
-
-
 def run_ncnn(artifact: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """ncnn's runtime, one sample at a time (ncnn has no batch dimension)."""
-    ncnn, net = _net(artifact)
-    names = _output_blobs(artifact)
+    """ncnn's runtime on the batch, in a child process (mnc/backends/ncnn_runner.py): ncnn is native
+    code, and a network it cannot run may crash the process that runs it."""
     ((name, batch),) = feeds.items()
-    results: list[list[np.ndarray]] = [[] for _ in names]
-    for sample in np.asarray(batch, np.float32):
-        with net.create_extractor() as ex:
-            ex.input(name, ncnn.Mat(np.ascontiguousarray(sample)))
-            for i, blob in enumerate(names):
-                status, mat = ex.extract(blob)
-                if status != 0:
-                    raise RuntimeError(f"ncnn could not compute '{blob}' (status {status})")
-                results[i].append(np.array(mat))
-    return [np.stack(r) for r in results]
-
-
-def _output_blobs(artifact: Path) -> list[str]:
-    return json.loads((Path(artifact) / RECORD_FILE).read_text())["mnc.outputs"].split(",")
+    with tempfile.TemporaryDirectory(prefix="mnc-ncnn-") as tmp:
+        np.savez(Path(tmp) / "input.npz", name=name, batch=np.asarray(batch, np.float32))
+        done = subprocess.run(
+            [sys.executable, ncnn_runner.__file__, str(artifact), tmp],
+            capture_output=True,
+            text=True,
+            env=child_environment(),
+        )
+        if done.returncode != 0:
+            why = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+            if done.returncode < 0:
+                why = [f"ncnn crashed ({signal.Signals(-done.returncode).name})"]
+            raise RuntimeError(why[0])
+        with np.load(Path(tmp) / "output.npz") as out:
+            return [out[f"arr_{i}"] for i in range(len(out.files))]
 
 
 # ---- reading back -------------------------------------------------------------------------------
@@ -268,6 +300,8 @@ def _output_blobs(artifact: Path) -> list[str]:
 
 # Weights each layer type holds, in order: (name, whether a float32 tag precedes it, its length).
 def _slots(type_: str, params: dict[int, str]) -> list[tuple[str, bool, int]]:
+    """The weights a layer of this type holds, in order: (name, whether a storage tag precedes them,
+    how many values)."""
     if type_ in ("Convolution", "ConvolutionDepthWise", "InnerProduct"):
         size_key = 2 if type_ == "InnerProduct" else 6
         bias = int(params.get(1 if type_ == "InnerProduct" else 5, "0"))
@@ -275,6 +309,8 @@ def _slots(type_: str, params: dict[int, str]) -> list[tuple[str, bool, int]]:
         return slots + ([("bias", False, int(params[0]))] if bias else [])
     if type_ == "BatchNorm":
         return [(k, False, int(params[0])) for k in ("gamma", "mean", "var", "beta")]
+    if type_ == "Scale":
+        return [("scale", False, int(params[0]))] + ([("shift", False, int(params[0]))] if params.get(1) else [])
     return []
 
 
@@ -295,35 +331,64 @@ def read_layers(artifact: Path) -> list[tuple[str, str, dict[int, str]]]:
 
 
 def read_constants(artifact: Path) -> dict[str, np.ndarray]:
-    """Each layer's weights as the saved network holds them; a layer whose data the file does not
-    hold whole (a truncated or mistagged file) is left out, and so reported missing."""
+    """Each layer's weights as the saved network holds them, widened to float32; a layer whose data
+    the file does not hold whole (a truncated file, an unknown tag) is left out, and so reported
+    missing."""
     data = (Path(artifact) / BIN_FILE).read_bytes()
     offset, constants = 0, {}
     for type_, name, params in read_layers(artifact):
         for slot, tagged, count in _slots(type_, params):
+            dtype = "<f4"
             if tagged:
-                if offset + 4 > len(data) or struct.unpack_from("<I", data, offset)[0] != FP32_TAG:
+                tag = struct.unpack_from("<I", data, offset)[0] if offset + 4 <= len(data) else None
+                if tag not in (FP32_TAG, FP16_TAG):
                     return constants
-                offset += 4
-            if offset + 4 * count > len(data):
+                dtype, offset = ("<f2" if tag == FP16_TAG else "<f4"), offset + 4
+            size = count * np.dtype(dtype).itemsize
+            if offset + size > len(data):
                 return constants
-            constants[f"{name}.{slot}"] = np.frombuffer(data, "<f4", count, offset).astype(np.float32)
-            offset += 4 * count
+            constants[f"{name}.{slot}"] = np.frombuffer(data, dtype, count, offset).astype(np.float32)
+            offset += size + (-size % 4)
     return constants
+
+
+def _stored(slot: str, value: np.ndarray, precision: str) -> np.ndarray:
+    """A parameter as the network holds it: conv and fc weights in float16 in an fp16 network."""
+    value = value.astype(np.float32)
+    return value.astype(np.float16).astype(np.float32) if precision == "fp16" and slot == "weight" else value
 
 
 class NcnnTarget(Target):
     name = "ncnn"
     suffix = ".ncnn"
+    choices = {"precision": Choice(PRECISIONS, "fp32"), "image_input": Choice(default=False)}
     fused_activations = FUSED_ACTIVATIONS
 
     def lowering(self) -> Lowering:
         return LOWERING
 
-    def write(self, graph: Graph, path: Path, record: ArtifactRecord, options) -> None:
+    def make_options(self, values: dict, network: NetworkFacts) -> NcnnOptions:
+        return NcnnOptions(values["precision"], bool(values["image_input"]), network.mean, network.std)
+
+    def record_fields(self, options: NcnnOptions) -> dict:
+        return {"precision": options.precision, "image_input": options.image_input}
+
+    def report_fields(self, options: NcnnOptions) -> dict:
+        return {"precision": options.precision, "image_input": options.image_input}
+
+    def write(self, graph: Graph, path: Path, record: ArtifactRecord, options: NcnnOptions) -> None:
         metadata = record.to_metadata()
         metadata["mnc.outputs"] = ",".join(output_names(graph))
-        write(graph, path, metadata)
+        write(graph, path, metadata, options)
+
+    def fp16_weights_graph(self, emitted: Graph) -> Graph:
+        """An fp16 network stores its conv and fc weights in float16; ncnn widens them when it loads
+        the network and computes in float32."""
+        graph = emitted.copy()
+        for name in graph:
+            node = graph.node(name)
+            node.params = {k: _stored(k, v, "fp16") for k, v in node.params.items()}
+        return graph
 
     def read_metadata(self, path: Path) -> dict[str, str]:
         try:
@@ -337,28 +402,27 @@ class NcnnTarget(Target):
         return read_constants(path)
 
     def expected_constants(self, graph: Graph, record: ArtifactRecord) -> dict[str, np.ndarray]:
+        precision = record.precision or "fp32"
         return {
-            f"{name}.{slot}": value.astype(np.float32).ravel()
+            f"{name}.{slot}": _stored(slot, value, precision).ravel()
             for name in graph.topo()
             for slot, value in graph.node(name).params.items()
         }
 
     def executors(self) -> list[Executor]:
-        return [Executor(RUNTIME, run_ncnn, split_samples=True)]
+        return [Executor(RUNTIME, run_ncnn)]
 
     def timer(self, path: Path, threads: int) -> Timer:
         """ncnn as an app runs it by default (float16 storage and Winograd where the CPU has them)."""
-        ncnn, net = _net(path, threads, exact=False)
-        (_, _, shape), *_ = [(t, n, p) for t, n, p in read_layers(path) if t == "Input"]
-        sample = timing_input((int(shape[2]), int(shape[1]), int(shape[0])), np.float32)
-        output = _output_blobs(path)[0]
-
-        def run():
-            with net.create_extractor() as ex:
-                ex.input(INPUT_NAME, ncnn.Mat(sample))
-                return ex.extract(output)
-
-        return Timer(f"ncnn {ncnn.__version__} (CPU, {threads} thread{'s' if threads > 1 else ''})", run)
+        ncnn, net = ncnn_runner.load(path, threads, exact=False)
+        (shape,) = [p for t, _, p in read_layers(path) if t == "Input"]
+        sample = timing_input((1, int(shape[2]), int(shape[1]), int(shape[0])), np.float32)
+        outputs = ncnn_runner.output_blobs(path)[:1]
+        plural = "s" if threads > 1 else ""
+        return Timer(
+            f"ncnn {ncnn.__version__} (CPU, {threads} thread{plural}, its defaults)",
+            lambda: ncnn_runner.run(ncnn, net, INPUT_NAME, outputs, sample),
+        )
 
 
 TARGET = NcnnTarget()
