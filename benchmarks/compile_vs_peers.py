@@ -7,6 +7,8 @@ per target, in one interleaved run (issue 21's target: mnc ≤ 0.3× each peer).
           torch.jit.trace → coremltools.convert)
 - tflite: `mnc compile specs/v2.mnet --target tflite` vs `../shared/bench/peer_tflite.py` (Keras
           MobileNetV2 → TFLiteConverter)
+- ncnn:   `mnc compile specs/v2.mnet --target ncnn`   vs `benchmarks/peer_pnnx.py` (torchvision →
+          torch.jit.trace → pnnx; the peer python needs pnnx too)
 
 mnc's runs include its verification; the peers verify nothing. The peers need environments with torch,
 torchvision and coremltools (--peer-python) and tensorflow-cpu (--tf-python): optional, large, never
@@ -36,9 +38,10 @@ BENCH = ROOT.parent / "shared" / "bench"
 from mnc.latency import cpu  # noqa: E402
 
 PEERS = {  # target → (script, the python option that runs it, extra arguments)
-    "onnx": ("peer_onnx.py", "peer_python", ["--arch", "mobilenet_v2", "-o", "{tmp}/peer.onnx"]),
-    "coreml": ("peer_coreml.py", "peer_python", ["--arch", "mobilenet_v2", "-o", "{tmp}/peer"]),
-    "tflite": ("peer_tflite.py", "tf_python", ["-o", "{tmp}/peer.tflite"]),
+    "onnx": (BENCH / "peer_onnx.py", "peer_python", ["--arch", "mobilenet_v2", "-o", "{tmp}/peer.onnx"]),
+    "coreml": (BENCH / "peer_coreml.py", "peer_python", ["--arch", "mobilenet_v2", "-o", "{tmp}/peer"]),
+    "tflite": (BENCH / "peer_tflite.py", "tf_python", ["-o", "{tmp}/peer.tflite"]),
+    "ncnn": (ROOT / "benchmarks" / "peer_pnnx.py", "peer_python", ["--arch", "mobilenet_v2", "-o", "{tmp}/peer-ncnn"]),
 }
 
 
@@ -56,7 +59,7 @@ def timed(argv: list[str], env: dict | None = None, cwd: Path = ROOT) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--peer-python", help="python with torch, torchvision, onnx and coremltools")
+    p.add_argument("--peer-python", help="python with torch, torchvision, onnx and coremltools (and pnnx for ncnn)")
     p.add_argument("--tf-python", help="python with tensorflow-cpu")
     p.add_argument("--targets", default="onnx,coreml,tflite")
     p.add_argument("--repeats", type=int, default=5)
@@ -76,7 +79,7 @@ def main() -> None:
             script, python_option, extra = PEERS[target]
             python = getattr(args, python_option)
             if python:
-                command = [python, str(BENCH / script), *[a.format(tmp=tmp) for a in extra]]
+                command = [python, str(script), *[a.format(tmp=tmp) for a in extra]]
                 routes[f"peer {target}"] = (command, None, ROOT)
         for argv, env, cwd in routes.values():  # warm the file cache for every route
             timed(argv, env, cwd)

@@ -70,6 +70,7 @@ class _Layer:
     inputs: list[str]
     outputs: list[str]
     params: dict[int, object] = field(default_factory=dict)
+    weights: bytes = b""  # what the layer reads from the .bin file, in order
 
 
 @dataclass
@@ -79,11 +80,12 @@ class _Network:
     graph: Graph
     options: NcnnOptions
     layers: list[_Layer] = field(default_factory=list)
-    weights: list[bytes] = field(default_factory=list)
+    weights: list[bytes] = field(default_factory=list)  # for the next layer
     values: dict = field(default_factory=dict)
 
     def layer(self, type_: str, name: str, inputs: list[str], params: dict | None = None, output: str | None = None):
-        self.layers.append(_Layer(type_, name, list(inputs), [output or name], params or {}))
+        weights, self.weights = b"".join(self.weights), []
+        self.layers.append(_Layer(type_, name, list(inputs), [output or name], params or {}, weights))
         return output or name
 
     def data(self, *arrays: np.ndarray) -> None:
@@ -152,6 +154,15 @@ def _global_avgpool(net: _Network, name: str, node: Node, xs: list):
     return net.layer("Reshape", name, [pooled], {0: 1, 1: 1, 2: node.shape[0]})
 
 
+def _flatten(net: _Network, name: str, node: Node, xs: list):
+    """The vector itself where it flattens a global pooling (a classifier's head, as pnnx writes it);
+    the C×1×1 copy is then read by nothing and left out."""
+    (producer,) = net.graph.inputs_of(name)
+    if net.graph.node(producer).op == "global_avgpool":
+        return producer + ".pooled"
+    return net.layer("Flatten", name, xs)
+
+
 def _per_anchor(net: _Network, name: str, node: Node, xs: list):
     """C×H×W → one row of `columns` values per anchor, in H, W, C order (each position's anchors)."""
     hwc = net.layer("Permute", name + ".hwc", xs, {0: 3}, output=name + ".hwc")
@@ -197,7 +208,7 @@ OPS = {
     "add": _add,
     "mul": lambda net, name, node, xs: net.layer("BinaryOp", name, xs, {0: 2}),
     "global_avgpool": _global_avgpool,
-    "flatten": lambda net, name, node, xs: net.layer("Flatten", name, xs),
+    "flatten": _flatten,
     "softmax": lambda net, name, node, xs: net.layer("Softmax", name, xs, {0: 0, 1: 1}),
     "avgpool": lambda net, name, node, xs: net.layer(
         "Pooling",
@@ -236,6 +247,17 @@ def _param_line(layer: _Layer) -> str:
     return " ".join(fields)
 
 
+def _read(layers: list[_Layer], outputs: set[str]) -> list[_Layer]:
+    """The layers whose results are read, by a later layer or as the network's outputs."""
+    kept: list[_Layer] = []
+    needed = set(outputs)
+    for layer in reversed(layers):
+        if needed.intersection(layer.outputs):
+            kept.append(layer)
+            needed.update(layer.inputs)
+    return kept[::-1]
+
+
 def _with_splits(layers: list[_Layer]) -> list[_Layer]:
     """ncnn gives each blob one reader: a blob read by several gets a Split into copies, one per reader."""
     readers: dict[str, int] = {}
@@ -262,12 +284,12 @@ def write(graph: Graph, path: Path, metadata: dict[str, str], options: NcnnOptio
         for layer in net.layers:
             layer.outputs = [label if b == blob else b for b in layer.outputs]
             layer.inputs = [label if b == blob else b for b in layer.inputs]
-    layers = _with_splits(net.layers)
+    layers = _with_splits(_read(net.layers, set(output_names(graph))))
     blobs = {b for layer in layers for b in layer.outputs}
     lines = [str(MAGIC), f"{len(layers)} {len(blobs)}", *(_param_line(layer) for layer in layers)]
     path.mkdir(parents=True, exist_ok=True)
     (path / PARAM_FILE).write_text("\n".join(lines) + "\n")
-    (path / BIN_FILE).write_bytes(b"".join(net.weights))
+    (path / BIN_FILE).write_bytes(b"".join(layer.weights for layer in layers))
     (path / RECORD_FILE).write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
 
 
