@@ -47,6 +47,29 @@ def small_sweep(tmp_path_factory):
     return out, code
 
 
+def test_a_sweep_over_runtimes_names_the_fastest_for_each_network(tmp_path, capsys):
+    argv = [
+        "sweep",
+        V1,
+        "--alpha",
+        "0.25",
+        "--resolution",
+        "32,64",
+        "--target",
+        "onnx,tflite,ncnn",
+        "-o",
+        str(tmp_path),
+    ]
+    assert _run([*argv, "--bench", "--runs", "5", "--warmup", "1"]) == 0
+    records = json.loads((tmp_path / "sweep.json").read_text())["variants"]
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("fastest")]
+    assert len(lines) == 2  # one per resolution, each timed in three runtimes
+    for resolution, line in zip((32, 64), lines):
+        timed = sorted((r for r in records if r["resolution"] == resolution), key=lambda r: r["latency_ms"])
+        assert line.startswith(f"fastest at α 0.25, {resolution}px: {timed[0]['target']} fp32 ")
+        assert all(f"{r['target']} fp32 {r['latency_ms']:.3f}" in line for r in timed)
+
+
 def test_sweep_writes_every_variant_its_report_and_the_tables(small_sweep):
     out, code = small_sweep
     assert code == 0

@@ -9,7 +9,7 @@ import sys
 from typing import TYPE_CHECKING
 
 from mnc.backends.target import FLAGS, TargetOptions
-from mnc.cli.render import format_sweep, print_compiled, print_verified, progress, sweep_progress
+from mnc.cli.render import fastest, format_sweep, print_compiled, print_verified, progress, sweep_progress
 from mnc.errors import InputError
 
 if TYPE_CHECKING:
@@ -148,6 +148,8 @@ def _sweep(args) -> int:
         **_timing(args),
     )
     print(format_sweep(result.records))
+    for line in fastest(result.records):
+        print(line)
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
     print("wrote " + ", ".join(str(f) for f in result.files))

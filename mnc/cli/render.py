@@ -157,3 +157,28 @@ def format_sweep(records: list[dict]) -> str:
         "  ".join(c.rjust(w) if 2 <= i <= 7 else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
         for cells in [header, *rows]
     )
+
+
+def fastest(records: list[dict]) -> list[str]:
+    """For each network of the sweep (α, resolution) timed in more than one runtime: one line naming
+    the fastest variant on this machine, and the others' medians."""
+    networks: dict[tuple, list[dict]] = {}
+    for r in records:
+        if r["latency_ms"] is not None:
+            networks.setdefault((r["alpha"], r["resolution"]), []).append(r)
+    lines = []
+    for (alpha, resolution), timed in networks.items():
+        if len(timed) < 2:
+            continue
+        ranked = sorted(timed, key=lambda r: r["latency_ms"])
+        name = [_variant(r) for r in ranked]
+        others = ", ".join(f"{n} {r['latency_ms']:.3f}" for n, r in zip(name[1:], ranked[1:]))
+        where = ", ".join(
+            x for x in (f"α {alpha:g}" if alpha is not None else "", f"{resolution}px" if resolution else "") if x
+        )
+        lines.append(f"fastest{' at ' + where if where else ''}: {name[0]} {ranked[0]['latency_ms']:.3f} ms ({others})")
+    return lines
+
+
+def _variant(r: dict) -> str:
+    return " ".join(x for x in (r["target"], r["precision"] or "", r["quantize"] or "") if x)
