@@ -1,10 +1,10 @@
 """Fingerprint what mnc builds, to prove a refactoring changed no behaviour.
 
 Builds every bundled spec and example through the command line (ONNX; Core ML fp16 and fp32; int8
-ONNX and int8 Core ML), plus trained weights, an image-input classifier and a non-default α/ρ, and
-records for each artifact: the hashes of its weight data and of its whole files, its op list, its
-outputs on seeded inputs (ONNX Runtime for .onnx, mnc's executor for .mlpackage), its report (timings
-removed) and what `mnc verify` says of it. Also `mnc summary --json` and `mnc ir` of every spec.
+ONNX and int8 Core ML; TFLite, .ort and ncnn at 96²), plus trained weights, an image-input classifier
+and a non-default α/ρ, and records for each artifact: the hashes of its weight data and of its whole
+files, its op list, its outputs on seeded inputs (each target's runtime; mnc's executor for
+.mlpackage), its report (timings removed) and what `mnc verify` says of it. Also `mnc summary --json` and `mnc ir` of every spec.
 
     python tools/artifact_fingerprint.py -o before.json            # before the change
     python tools/artifact_fingerprint.py -o after.json --compare before.json
@@ -43,6 +43,8 @@ VARIANTS = {  # name → extra arguments of `mnc compile`
     "tflite": ["--target", "tflite", "--resolution", "96"],
     "tflite_fp16": ["--target", "tflite", "--precision", "fp16", "--resolution", "96"],
     "tflite_int8": ["--target", "tflite", "--resolution", "96", *INT8],
+    "ncnn": ["--target", "ncnn", "--resolution", "96"],
+    "ncnn_fp16": ["--target", "ncnn", "--precision", "fp16", "--resolution", "96"],
     "ort": ["--target", "ort", "--resolution", "96"],
 }
 EXTRA = {  # (spec, variant name) → arguments, for paths the table above does not reach
@@ -194,6 +196,19 @@ def tflite_facts(path: Path, shape: list[int], image: bool) -> dict:
     }
 
 
+def ncnn_facts(path: Path, shape: list[int], image: bool) -> dict:
+    from mnc.backends.ncnn import read_layers, run_ncnn
+
+    files = {p.name: sha(p.read_bytes()) for p in sorted(path.iterdir()) if p.is_file()}
+    out = joined(run_ncnn(path, {"input": seeded_inputs(shape, image)}))
+    return {
+        "files_sha256": files,
+        "layers": [f"{t}:{n}" for t, n, _ in read_layers(path)],
+        "outputs_sha256": sha(np.ascontiguousarray(out).tobytes()),
+        "outputs_head": [float(v) for v in np.ravel(out)[:4]],
+    }
+
+
 def coreml_facts(path: Path, shape: list[int], image: bool) -> dict:
     try:
         from mnc.verification.coreml_exec import CoreMLProgram, run_coreml
@@ -238,6 +253,8 @@ def build(spec: Path, variant: str, args: list[str], work: Path) -> dict:
         record["artifact"] = ort_facts(artifact, shape)
     elif artifact.suffix == ".tflite":
         record["artifact"] = tflite_facts(artifact, shape, "--image-input" in args)
+    elif artifact.suffix == ".ncnn":
+        record["artifact"] = ncnn_facts(artifact, shape, "--image-input" in args)
     else:
         record["artifact"] = coreml_facts(artifact, shape, "--image-input" in args)
     verify_args = ["--weights", args[args.index("--weights") + 1]] if "--weights" in args else []
