@@ -27,9 +27,9 @@ def linear_error(products: Callable, length: Callable[[np.ndarray], int]):
         w2 = (params["weight"] ** 2).astype(np.float32)
         x, var_x = (xs[0] ** 2).astype(np.float32), in_vars[0].astype(np.float32)
         n = length(params["weight"])
-        terms = products(node, x, w2)
-        carried = products(node, var_x, w2) if var_x.any() else 0.0  # inputs taken as exact: nothing carried
-        var = (carried + (p.accumulate**2 * n + p.weights**2) * terms).astype(np.float64)
+        # The map is linear: what x's errors carry and what the products add go through it together.
+        own = np.float32(p.accumulate**2 * n + p.weights**2)
+        var = products(node, var_x + own * x, w2).astype(np.float64)
         fn = node.attrs.get("fused_act")
         if fn is not None:
             var = activations.slope(fn, pre_activation(node, params, xs), np.sqrt(var)) ** 2 * var
