@@ -4,7 +4,8 @@ Builds every bundled spec and example through the command line (ONNX; Core ML fp
 ONNX and int8 Core ML; TFLite, .ort and ncnn at 96²), plus trained weights, an image-input classifier
 and a non-default α/ρ, and records for each artifact: the hashes of its weight data and of its whole
 files, its op list, its outputs on seeded inputs (each target's runtime; mnc's executor for
-.mlpackage), its report (timings removed) and what `mnc verify` says of it. Also `mnc summary --json` and `mnc ir` of every spec.
+.mlpackage), its report (timings removed) and what `mnc verify` says of it. Also `mnc summary --json`
+and `mnc ir` of every spec.
 
     python tools/artifact_fingerprint.py -o before.json            # before the change
     python tools/artifact_fingerprint.py -o after.json --compare before.json
