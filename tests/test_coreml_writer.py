@@ -12,7 +12,7 @@ from conftest import ROOT, SPECS
 
 from mnc.backends import coreml as coreml_backend
 from mnc.backends.coreml import coremltools
-from mnc.backends.coreml_lowering import CoreMLOptions, _describe_features, lower
+from mnc.backends.coreml_lowering import CoreMLOptions, describe_for_apps, lower
 from mnc.backends.coreml_mil import proto
 from mnc.backends.image_input import PIXEL_MAX
 from mnc.backends.target import INPUT_NAME
@@ -65,16 +65,9 @@ def _with_coremltools(graph, metadata: dict, options: CoreMLOptions):
             **kwargs,
         )
     spec = model.get_spec()
-    meta = spec.description.metadata
     for key in _COREMLTOOLS_METADATA:
-        meta.userDefined.pop(key, None)
-    meta.shortDescription = options.metadata.get("short_description", "")
-    meta.author = options.metadata.get("author", "")
-    meta.license = options.metadata.get("license", "")
-    meta.versionString = options.metadata.get("version", "")
-    for key, value in metadata.items():
-        meta.userDefined[key] = str(value)
-    _describe_features(spec, graph, options)
+        spec.description.metadata.userDefined.pop(key, None)
+    describe_for_apps(spec, graph, options, metadata)  # what mnc adds after coremltools, as it did
     weights = (model.weights_dir and open(f"{model.weights_dir}/weight.bin", "rb").read()) or b""
     return spec, weights
 

@@ -110,6 +110,13 @@ def describe(pb, program: Program, graph: Graph, options: CoreMLOptions, metadat
         model.description.predictedFeatureName, model.description.predictedProbabilitiesName = (
             v.name for v in program.outputs
         )
+    describe_for_apps(model, graph, options, metadata)
+    return model
+
+
+def describe_for_apps(model, graph: Graph, options: CoreMLOptions, metadata: dict[str, str]) -> None:
+    """The metadata and feature descriptions Xcode shows: the spec's description, author, license and
+    version, mnc's build facts, and what each input and output is."""
     meta = model.description.metadata
     meta.shortDescription = options.metadata.get("short_description", "")
     meta.author = options.metadata.get("author", "")
@@ -118,7 +125,6 @@ def describe(pb, program: Program, graph: Graph, options: CoreMLOptions, metadat
     for key, value in metadata.items():
         meta.userDefined[key] = str(value)
     _describe_features(model, graph, options)
-    return model
 
 
 # Core ML finds the model and its weights through the manifest, by identifiers that need only be
