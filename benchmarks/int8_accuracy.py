@@ -2,18 +2,19 @@
 framework's own fp32 outputs, beside ONNX Runtime's quantize_static, in one run.
 
 The reference is what torchvision computes for the held-out images (tools/make_real_weights_fixtures.py
--o writes it with torch; nothing here needs torch). For each calibration method mnc quantises the
-network as each target's plan would (the ONNX target: 7-bit weights, 8-bit in depthwise
-convolutions; TFLite, .ort and Core ML: 8-bit; and 7-bit everywhere, for comparison), emits it
-as QDQ ONNX and runs it in ONNX Runtime with graph optimisations off (the QDQ arithmetic in
-float, which no CPU's integer kernels change: the figures are the same on every host); the peer
-quantises mnc's
-fp32 ONNX model with `quantize_static` (QDQ, per-channel, uint8 activations, the same calibration
-images) for each of its methods. Reported: top-1 agreement with the framework's fp32 and the mean
-cosine of the logits.
+-o writes it with torch; nothing here needs torch). For each calibration method mnc quantises
+the network as each target's plan would (the ONNX target: 7-bit weights, 8-bit in depthwise
+convolutions; TFLite, .ort and Core ML: 8-bit; and 7-bit everywhere, for comparison), with and
+without bias correction, emits it as QDQ ONNX and runs it in ONNX Runtime with graph optimisations
+off (the QDQ arithmetic in float, which no CPU's integer kernels change: the figures are the same
+on every host); the peer quantises mnc's fp32 ONNX model with `quantize_static` (QDQ,
+per-channel, uint8 activations, the same calibration images) for each of its methods. Reported:
+top-1 agreement with the framework's fp32 and the mean cosine of the logits.
 
-    python tools/make_photo_fixtures.py --benchmark-set photos/ SKIMAGE_DATA MATPLOTLIB_SAMPLE_DATA
-    .peer-torch/bin/python tools/make_real_weights_fixtures.py --heldout photos/eval --resolution 224 -o tv224.npy
+    python tools/make_photo_fixtures.py --benchmark-set photos/ SKIMAGE_DATA MATPLOTLIB_SAMPLE_DATA \\
+        --sklearn-images SKLEARN_IMAGES
+    .peer-torch/bin/python tools/make_real_weights_fixtures.py --weights mobilenet_v2-b0353104.pth \\
+        --heldout photos/eval --resolution 224 -o tv224.npy
     python benchmarks/int8_accuracy.py --weights mobilenet_v2-b0353104.pth --calib photos/calib \\
         --heldout photos/eval --reference tv224.npy
 """
@@ -77,11 +78,13 @@ def main() -> None:
     }
     for method in args.methods.split(","):
         for bits, plan in plans.items():
-            q = Quantization(args.calib, samples=args.samples, method=method)
-            graph = quantize(optimised, built, q, plan).graph
-            logits = run_onnx(onnx_backend.emit(graph, {}), feed, optimise=False)[0]
-            rows.append((f"mnc int8 {method}", bits, *agreement(logits, reference)))
-            print(*rows[-1], flush=True)
+            for corrected in (False, True):
+                q = Quantization(args.calib, samples=args.samples, method=method, bias_correction=corrected)
+                graph = quantize(optimised, built, q, plan).graph
+                logits = run_onnx(onnx_backend.emit(graph, {}), feed, optimise=False)[0]
+                name = f"mnc int8 {method}{' + bias corr.' if corrected else ''}"
+                rows.append((name, bits, *agreement(logits, reference)))
+                print(*rows[-1], flush=True)
     if not args.no_peer:
         rows += peer_rows(fp32, built, args, feed, reference)
     print(f"\n{len(heldout)} held-out images, {args.samples} calibration samples at most, {args.resolution}²")

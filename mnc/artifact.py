@@ -35,6 +35,7 @@ class ArtifactRecord:
     depthwise_weight_bits: int | None = None
     int8_activations: bool | None = None
     activation_ranges: dict[str, list[float]] | None = None
+    bias_corrections: dict[str, list[int]] | None = None  # steps added to each corrected int32 bias
 
     @property
     def quantized(self) -> bool:
@@ -64,6 +65,9 @@ class ArtifactRecord:
             "activation_ranges": None
             if self.activation_ranges is None
             else json.dumps(self.activation_ranges, sort_keys=True),
+            "bias_corrections": None
+            if self.bias_corrections is None
+            else json.dumps(self.bias_corrections, sort_keys=True, separators=(",", ":")),
         }
         return {PREFIX + k: v for k, v in fields.items() if v is not None}
 
@@ -94,6 +98,7 @@ class ArtifactRecord:
                 depthwise_weight_bits=int(m["depthwise_weight_bits"]) if "depthwise_weight_bits" in m else None,
                 int8_activations=_parse_flag(m.get("int8_activations")),
                 activation_ranges=json.loads(m["activation_ranges"]) if "activation_ranges" in m else None,
+                bias_corrections=json.loads(m["bias_corrections"]) if "bias_corrections" in m else None,
             )
         except (KeyError, ValueError) as exc:
             raise InputError(f"'{shown}' has damaged mnc metadata ({type(exc).__name__}: {exc})") from None

@@ -332,7 +332,7 @@ def test_a_layer_that_computes_otherwise_fails_the_layer_check(tmp_path, heldout
     passes = [p for p in record.passes if p != PASS]
     optimised, _ = run_pipeline(built.graph, passes, options=pass_options(backend, passes))
     quantized, _ = quantize_with_ranges(
-        optimised, record.activation_ranges, record.weight_bits, record.depthwise_weight_bits
+        optimised, record.activation_ranges, record.weight_bits, record.depthwise_weight_bits, record.bias_corrections
     )
     feed = heldout[0][:4]
     (output,) = backend.executors()[0].run(report.artifact, {"input": feed})

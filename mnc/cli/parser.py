@@ -120,6 +120,13 @@ def _add_calibration_options(quant, multiple: bool = False) -> None:
         default=CALIBRATION_DEFAULT,
         help="activation ranges: " + "; ".join(f"{k}: {v}" for k, v in CALIBRATION_METHODS.items()),
     )
+    quant.add_argument(
+        "--no-bias-correction",
+        dest="bias_correction",
+        action="store_false",
+        help="keep each int32 bias as rounded, without taking off the mean shift its layer's int8 weights "
+        "cause on the calibration data",
+    )
 
 
 def _quantize_choice(text: str) -> str | None:

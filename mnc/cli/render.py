@@ -28,6 +28,12 @@ def print_compiled(result: CompileResult) -> None:
             f"{m['cosine']:.5f}; against fp32 SQNR {f['sqnr_db']} dB, top-1 agreement {_fraction(f['top1_agreement'])}"
             " (seeded synthetic images)"
         )
+        if q.bias_correction is not None:
+            c = q.bias_correction
+            print(
+                f"bias correction: {c['layers']} layers, measured on {c['samples']} calibration samples (largest "
+                f"mean shift taken off: {c['largest_shift_output_steps']} steps of the layer's output grid)"
+            )
         own = f.get("on_calibration_images")
         if own is not None:
             print(

@@ -7,6 +7,7 @@ from mnc.ir.graph import Graph, GraphError
 from mnc.ir.node import ChannelQuantized, QParams
 from mnc.passes.base import Pass, register
 from mnc.quant import rules, scheme
+from mnc.quant.bias_correction import corrected
 
 
 def quantize_int8(
@@ -15,8 +16,10 @@ def quantize_int8(
     activation_ranges: dict[str, list[float]],
     weight_bits: int,
     depthwise_weight_bits: int | None = None,
+    bias_corrections: dict[str, list[int]] | None = None,
 ):
     grown_total = []
+    bias_corrections = bias_corrections or {}
     for name in graph.topo():
         node = graph.node(name)
         out = rules.fixed_output(graph, name)
@@ -39,7 +42,9 @@ def quantize_int8(
                 grown_total += [f"{name}[{c}]" for c in grown]
             weight = ChannelQuantized(weight_q, weight_scale, bits)
         node.qparams = QParams(out, weight, bias)
-    return True, {"bias_overflow_resolved": grown_total}
+        if name in bias_corrections:
+            node.qparams = corrected(node.qparams, bias_corrections[name])
+    return True, {"bias_overflow_resolved": grown_total, "bias_corrected": len(bias_corrections)}
 
 
 register(
@@ -54,6 +59,7 @@ register(
             "activation_ranges": "calibration (--quantize int8 --calib DATA)",
             "weight_bits": "the target's int8 plan",
             "depthwise_weight_bits": "the target's int8 plan",
+            "bias_corrections": "bias correction on the calibration data (mnc/quant/bias_correction.py)",
         },
     )
 )

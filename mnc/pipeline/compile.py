@@ -143,6 +143,7 @@ def compile_spec(spec, /, out_dir: str | Path = "build", *, save_weights=None, *
                 depthwise_weight_bits=plan.depthwise_weight_bits,
                 int8_activations=plan.activations,
                 activation_ranges=quantized.ranges,
+                bias_corrections=quantized.bias_corrections,
             )
         if record.precision == "fp16":
             _check_float16_range(emitted)
@@ -292,7 +293,11 @@ def _rebuilt(built: Built, target: Target, record: ArtifactRecord | None) -> tup
     if not record.quantized:
         return optimised, optimised
     emitted, _ = quantize_with_ranges(
-        optimised, record.activation_ranges, record.weight_bits or 8, record.depthwise_weight_bits
+        optimised,
+        record.activation_ranges,
+        record.weight_bits or 8,
+        record.depthwise_weight_bits,
+        record.bias_corrections,
     )
     return optimised, emitted
 

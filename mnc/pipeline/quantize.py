@@ -14,6 +14,7 @@ from mnc.passes.manager import run_pipeline
 from mnc.pipeline.build import Built
 from mnc.pipeline.report import QuantizationInfo
 from mnc.pipeline.request import Quantization
+from mnc.quant import bias_correction
 from mnc.quant.calibrate import METHODS, activation_ranges
 from mnc.quant.data import load_calibration
 
@@ -26,6 +27,7 @@ class Quantized:
     graph: Graph
     records: list[dict]  # the pass's record
     ranges: dict[str, list[float]]
+    bias_corrections: dict[str, list[int]] | None  # None: not asked for
     calibration: str  # what the data was, in words
     info: QuantizationInfo  # the report's 'quantization' section
     # A few of the user's own calibration inputs (None for synthetic data): what int8 costs against
@@ -49,7 +51,14 @@ def quantize(optimised: Graph, built: Built, q: Quantization, plan: Int8Plan) ->
             q.calib, built.spec.settings, built.config.resolution, q.samples, built.seed, q.name
         )
         ranges = activation_ranges(optimised, data, q.method, q.progress)
-    quantized, records = quantize_with_ranges(optimised, ranges, plan.weight_bits, plan.depthwise_weight_bits)
+    bits = (plan.weight_bits, plan.depthwise_weight_bits)
+    quantized, records = quantize_with_ranges(optimised, ranges, *bits)
+    corrections, corrected_on = None, 0
+    if q.bias_correction:
+        with built.timings.stage("bias correction"):
+            corrected_on = min(len(data), bias_correction.SAMPLES)
+            corrections = bias_correction.bias_corrections(quantized, data[:corrected_on])
+        quantized, records = quantize_with_ranges(optimised, ranges, *bits, corrections)
     info = QuantizationInfo(
         scheme=plan.scheme,
         weight_bits=plan.weight_bits,
@@ -59,15 +68,38 @@ def quantize(optimised: Graph, built: Built, q: Quantization, plan: Int8Plan) ->
         samples=len(data),
         synthetic=q.calib == "synthetic",
         bias_overflow_resolved=records[-1]["bias_overflow_resolved"],
+        bias_correction=_described(quantized, corrections, corrected_on),
         activation_ranges={k: [round(v, 7) for v in r] for k, r in ranges.items()},
     )
     sample = None if q.calib == "synthetic" else data[:REPORTED_SAMPLES]
-    return Quantized(quantized, records, ranges, described, info, sample)
+    return Quantized(quantized, records, ranges, corrections, described, info, sample)
 
 
 def quantize_with_ranges(
-    optimised: Graph, ranges: dict, weight_bits: int, depthwise_weight_bits: int | None = None
+    optimised: Graph,
+    ranges: dict,
+    weight_bits: int,
+    depthwise_weight_bits: int | None = None,
+    bias_corrections: dict[str, list[int]] | None = None,
 ) -> tuple[Graph, list[dict]]:
-    """The quantize_int8 pass on a copy of the optimised graph, with these activation ranges."""
-    options = {"activation_ranges": ranges, "weight_bits": weight_bits, "depthwise_weight_bits": depthwise_weight_bits}
+    """The quantize_int8 pass on a copy of the optimised graph, with these activation ranges (and
+    bias corrections, in steps of each bias's scale)."""
+    options = {
+        "activation_ranges": ranges,
+        "weight_bits": weight_bits,
+        "depthwise_weight_bits": depthwise_weight_bits,
+        "bias_corrections": bias_corrections,
+    }
     return run_pipeline(optimised, [PASS], options={PASS: options})
+
+
+def _described(quantized: Graph, corrections: dict[str, list[int]] | None, samples: int) -> dict | None:
+    """The report's record of bias correction: on how many samples, how many layers, and the largest
+    mean shift it took off a layer's output, in steps of that output's int8 grid."""
+    if corrections is None:
+        return None
+    largest = 0.0
+    for name, steps in corrections.items():
+        q = quantized.node(name).qparams
+        largest = max(largest, float(np.max(np.abs(steps) * q.bias.scale, initial=0.0)) / q.output.scale)
+    return {"samples": samples, "layers": len(corrections), "largest_shift_output_steps": round(largest, 3)}

@@ -79,6 +79,8 @@ class QuantizationInfo:
     samples: int
     synthetic: bool
     bias_overflow_resolved: list
+    # samples, layers, largest_shift_output_steps; None: built without bias correction
+    bias_correction: dict | None
     activation_ranges: dict[str, list[float]]
 
 
