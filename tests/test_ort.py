@@ -1,12 +1,19 @@
 """The ONNX Runtime Mobile target: mnc's ONNX converted to the ORT format for ARM, with its operator
 config, reproducible bytes, and int8 with 8-bit weights verified with the same verdict on every host."""
 
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from conftest import ROOT, SPECS
 
 import mnc
 from mnc.backends import ort as ort_target
+from mnc.backends import ort_canonical
 from mnc.backends.ort import CONFIG_SUFFIX, run_ort
 from mnc.cli import main
 from mnc.frontend import load_spec
@@ -32,8 +39,7 @@ def test_ort_model_with_operator_config_and_reproducible_bytes(tmp_path):
     assert a.artifact.read_bytes()[4:8] == b"ORTM"  # the ORT format's file identifier
     config = a.artifact.with_name(a.artifact.name[: -len(".ort")] + CONFIG_SUFFIX)
     assert "ai.onnx;" in config.read_text() and str(tmp_path) not in config.read_text()
-    if not a.typed.target_section["reproducible_bytes"]:
-        pytest.skip("address-space randomisation cannot be turned off here: ORT's bytes vary")
+    assert a.typed.target_section["reproducible_bytes"] is True
     assert a.artifact.read_bytes() == b.artifact.read_bytes()
     assert main(["verify", str(a.artifact)]) == 0
 
@@ -93,10 +99,8 @@ def test_a_weight_changed_by_one_int8_step_fails_the_constants_check(tmp_path, c
 
 def test_ort_bytes_do_not_depend_on_the_callers_environment_or_folders(tmp_path, monkeypatch):
     """A sweep's worker, a Dask worker and a shell differ in environment, working folder and staging
-    path: none of that may reach the bytes (it did: the hash seed and the sizes of strings the
-    converter's process allocated moved the addresses that order ONNX Runtime's table)."""
-    if not ort_target._aslr_can_be_disabled():
-        pytest.skip("address-space randomisation cannot be turned off here")
+    path: none of that may reach the bytes (each moves the converting process's addresses, by which
+    ONNX Runtime lays out its kernel-type resolver)."""
     mnc.compile(SPECS / "v1.mnet", target="onnx", alpha=0.25, resolution=32, out_dir=tmp_path)
     source = tmp_path / "v1_0.25_32.onnx"
     ort_target.convert(source, tmp_path / "a.ort")
@@ -104,10 +108,82 @@ def test_ort_bytes_do_not_depend_on_the_callers_environment_or_folders(tmp_path,
     monkeypatch.setenv("PYTHONHASHSEED", "random")
     (tmp_path / "a much longer folder name" / "deeper").mkdir(parents=True)
     monkeypatch.chdir(tmp_path / "a much longer folder name")
-    ort_target.convert(source, tmp_path / "a much longer folder name" / "deeper" / "b.ort")
+    assert ort_target.convert(source, tmp_path / "a much longer folder name" / "deeper" / "b.ort") is None
     assert (tmp_path / "a.ort").read_bytes() == (
         tmp_path / "a much longer folder name" / "deeper" / "b.ort"
     ).read_bytes()
+
+
+def _copy_of_mnc(where):
+    where.mkdir(parents=True)
+    for part in ("mnc", "grammar", "specs"):
+        shutil.copytree(ROOT / part, where / part, ignore=shutil.ignore_patterns("__pycache__"))
+    return where
+
+
+def test_ort_bytes_are_the_same_from_installs_at_different_paths(tmp_path):
+    """The issue's case: copies of the same mnc at different paths, the same ONNX Runtime, the same
+    command. ONNX Runtime's own files differed there: its resolver's layout follows addresses that
+    the length of the install's path moves, even with address-space randomisation off (two paths
+    wrote the same file about one time in six: four copies make that chance negligible). The
+    canonical rewrite writes one file."""
+    folders = ["a/mnc-x", "bb/other/mnc-y", "c" * 60 + "/mnc-z", "d" * 40 + "/" + "e" * 90 + "/mnc-w"]
+    argv = ["compile", "specs/v1.mnet", "--alpha", "0.25", "--resolution", "128", "--target", "ort", "-o", "out"]
+    written = []
+    for folder in folders:
+        copy = _copy_of_mnc(tmp_path / folder)
+        env = {**os.environ, "PYTHONPATH": str(copy)}
+        done = subprocess.run([sys.executable, "-m", "mnc", *argv], cwd=copy, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        written.append((copy / "out" / "v1_0.25_128.ort").read_bytes())
+    assert all(data == written[0] for data in written[1:]), [hashlib.sha256(d).hexdigest()[:12] for d in written]
+
+
+def test_the_canonical_rewrite_is_idempotent_and_runs_as_onnx_runtimes_file(tmp_path):
+    """The rewrite changes the layout and the order of what ONNX Runtime loads into maps, nothing
+    else: the same tables, the same outputs bit for bit, the same constants and metadata."""
+    for name, quantization in (("fp32", None), ("int8", Quantization("synthetic", samples=4))):
+        built = compile_spec(
+            SPECS / "v1.mnet",
+            target="onnx",
+            alpha=0.25,
+            resolution=32,
+            quantization=quantization,
+            out_dir=tmp_path / name,
+        )
+        as_written = ort_target.converted_by_onnx_runtime(built.artifact)
+        canonical = ort_canonical.canonical(as_written)
+        assert canonical != as_written
+        assert ort_canonical.canonical(canonical) == canonical
+        assert ort_canonical.read(canonical) == ort_canonical.canonical_tree(ort_canonical.read(as_written))
+        resolver = ort_canonical.read(canonical)["kernel_type_str_resolver"]["op_kernel_type_str_args"]
+        assert [e["op_id"] for e in resolver] == sorted(e["op_id"] for e in resolver)
+        paths = tmp_path / f"{name}_as_written.ort", tmp_path / f"{name}_canonical.ort"
+        paths[0].write_bytes(as_written)
+        paths[1].write_bytes(canonical)
+        x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+        outputs = [run_ort(p, {"input": x}) for p in paths]
+        assert all(np.array_equal(u, v) for u, v in zip(*outputs))
+        constants = [ort_target.TARGET.constants(p) for p in paths]
+        assert constants[0].keys() == constants[1].keys()
+        assert all(np.array_equal(constants[0][k], constants[1][k]) for k in constants[0])
+        assert ort_target.TARGET.read_metadata(paths[0]) == ort_target.TARGET.read_metadata(paths[1])
+        assert main(["verify", str(paths[1])]) == 0
+
+
+def test_a_file_with_fields_mnc_does_not_know_is_kept_as_written_and_reported(tmp_path, monkeypatch):
+    """Another ONNX Runtime may write a field this schema lacks: the rewrite would lose it, so the
+    file stays as ONNX Runtime wrote it and the report says its bytes may vary."""
+    schema = ort_canonical.SCHEMA["InferenceSession"]
+    monkeypatch.setitem(ort_canonical.SCHEMA, "InferenceSession", schema[:2])  # as if it had no resolver
+    result = compile_spec(SPECS / "v1.mnet", target="ort", alpha=0.25, resolution=32, out_dir=tmp_path)
+    assert result.typed.verification.passed
+    section = result.typed.target_section
+    assert section["reproducible_bytes"] is False
+    assert section["reproducibility"].startswith("no: this ONNX Runtime's file cannot be rewritten canonically")
+    assert "InferenceSession has a field (slot 3)" in section["reproducibility"]
+    with pytest.raises(ort_canonical.NotCanonical):
+        ort_canonical.canonical(result.artifact.read_bytes())
 
 
 def test_image_input_is_refused_for_ort_and_nothing_is_written(tmp_path, capsys):

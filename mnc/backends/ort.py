@@ -2,26 +2,21 @@
 itself, as its own `convert_onnx_models_to_ort` tool does for ARM (`session.qdqisint8allowed`, no
 x86-only NCHWc layout), with the operator config a reduced-size ONNX Runtime build needs beside it.
 
-Reproducible bytes: ONNX Runtime writes its kernel-type resolver from a hash map whose seed comes
-from a memory address, so the entries' order changes from process to process. The conversion runs
-in a child process with address-space randomisation turned off (Linux `personality`). That alone
-is not enough: addresses then still follow what the process allocated before, which depends on its
-environment, its arguments and Python's string hashing. So the child also gets a fixed environment
-(hash seed 0), a fresh working folder and the same relative file names every time; then the bytes
-are the same from run to run, in any folder, from any caller (a sweep's worker, a Dask worker).
-Where randomisation cannot be turned off, the report says the bytes vary.
+Reproducible bytes: ONNX Runtime creates its kernel-type resolver's entries in the order of a hash
+map seeded from a memory address, so where they lie in the file changes with the converting
+process's address layout, which the path of the install, the environment and address-space
+randomisation move. What it writes is therefore rewritten in one canonical order and layout
+(`ort_canonical.py`): the same model gives the same bytes on every install, in any folder, from any
+caller. Where the rewrite cannot be made without loss (a field this mnc does not know, from another
+ONNX Runtime), ONNX Runtime's file is kept as written and the report says the bytes vary.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import dataclasses
 import io
 import logging
-import os
-import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +26,7 @@ import numpy as np
 
 from mnc.artifact import ArtifactRecord
 from mnc.backends import onnx as onnx_target
+from mnc.backends import ort_canonical
 from mnc.backends.lowering import Lowering
 from mnc.backends.target import Check, Executor, Int8Plan, NetworkFacts, Target, Timer, joined
 from mnc.errors import InputError
@@ -48,13 +44,12 @@ INT8_SCHEME = (
     f"per-output-channel symmetric in [-{weight_qmax(WEIGHT_BITS)}, {weight_qmax(WEIGHT_BITS)}] (8-bit); bias "
     "int32 with scale input_scale·weight_scale"
 )
-ADDR_NO_RANDOMIZE = 0x0040000
 # ONNX's TensorProto data types (which the ORT format keeps) of the constants mnc emits.
 _ORT_TENSOR_TYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 6: np.int32, 7: np.int64, 10: np.float16}
 _CONVERT = """
 import sys
 import onnxruntime as ort
-source, target = sys.argv[1:3]
+source, target, exact_x64 = sys.argv[1:4]
 so = ort.SessionOptions()
 so.optimized_model_filepath = target
 so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -62,69 +57,49 @@ so.intra_op_num_threads = 1
 so.log_severity_level = 3
 so.add_session_config_entry("session.save_model_format", "ORT")
 so.add_session_config_entry("session.qdqisint8allowed", "1")  # the model is for ARM
+if exact_x64 == "1":
+    so.add_session_config_entry("session.x64quantprecision", "1")
 ort.InferenceSession(source, so, providers=["CPUExecutionProvider"], disabled_optimizers=["NchwcTransformer"])
 """
-# The verification twin's conversion (see `convert`). A script of its own: the artifact's converter
-# keeps its exact text and arguments, on which the byte layout of the .ort it writes depends.
-_CONVERT_EXACT_X64 = _CONVERT.replace(
-    "ort.InferenceSession(", 'so.add_session_config_entry("session.x64quantprecision", "1")\nort.InferenceSession('
-)
 
 
-def _without_aslr() -> None:
-    """In the child, before exec: a fixed address-space layout (best effort)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.personality(ADDR_NO_RANDOMIZE)
-    except (OSError, AttributeError):
-        pass
+def converted_by_onnx_runtime(onnx_path: Path, *, exact_x64: bool = False) -> bytes:
+    """The ORT format file exactly as ONNX Runtime writes it, converted in a child process (a
+    native crash of its optimiser fails the conversion, not mnc); see `convert`."""
+    with tempfile.TemporaryDirectory(prefix="mnc-ort-") as work:
+        done = subprocess.run(
+            [sys.executable, "-c", _CONVERT, str(Path(onnx_path).resolve()), "model.ort", "1" if exact_x64 else "0"],
+            cwd=work,  # nothing in the caller's folder shadows onnxruntime
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode == 0:
+            return Path(work, "model.ort").read_bytes()
+    why = done.stderr.strip()[-500:]
+    if "Failed to save" in why or "No space" in why:
+        raise InputError(f"ONNX Runtime could not save the converted model in a temporary folder: {why}")
+    raise RuntimeError(f"ONNX Runtime could not convert the model: {why}")
 
 
-def _aslr_can_be_disabled() -> bool:
-    if platform.system() != "Linux":
-        return False
-    probe = subprocess.run(["cat", "/proc/self/personality"], preexec_fn=_without_aslr, capture_output=True, text=True)
-    return probe.returncode == 0 and int(probe.stdout.strip() or "0", 16) & ADDR_NO_RANDOMIZE != 0
-
-
-def _fixed_environment() -> dict[str, str]:
-    """What the child's address layout may depend on, the same in every run: where it finds
-    Python's packages (which a caller can extend) and nothing else."""
-    env = {"PYTHONHASHSEED": "0", "PATH": os.defpath}
-    if "PYTHONPATH" in os.environ:
-        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    return env
-
-
-def convert(onnx_path: Path, ort_path: Path, *, exact_x64: bool = False) -> bool:
-    """ONNX → ORT format in a child process; returns whether the bytes are reproducible.
+def convert(onnx_path: Path, ort_path: Path, *, exact_x64: bool = False) -> str | None:
+    """ONNX → ORT format, written in its canonical order and layout (`ort_canonical.canonical`).
+    Returns None when it was, else why the bytes are ONNX Runtime's as written (and may vary).
 
     `exact_x64`: for verification only, never an artifact: an x86 host without VNNI runs the ORT
     format's int8 convolutions with u8×s8 kernels that saturate pairs of products at 16 bits, which
     the phone's do not. ONNX Runtime's x64 precision path (int8 weights shifted to uint8, u8×u8
     kernels) avoids that, but it is a graph rewrite that an ORT-format model only gets when it is
     converted: the session option has no effect when the .ort is loaded."""
-    fixed = _aslr_can_be_disabled()
-    with tempfile.TemporaryDirectory(prefix="mnc-ort-") as work:
-        shutil.copyfile(onnx_path, Path(work, "model.onnx"))
-        done = subprocess.run(
-            [sys.executable, "-c", _CONVERT_EXACT_X64 if exact_x64 else _CONVERT, "model.onnx", "model.ort"],
-            cwd=work,
-            env=_fixed_environment(),
-            preexec_fn=_without_aslr if fixed else None,
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode == 0:
-            try:
-                shutil.move(Path(work, "model.ort"), ort_path)
-            except OSError as exc:
-                raise output_error(ort_path, exc) from None
-    if done.returncode != 0:
-        if not ort_path.parent.exists() or "Failed to save" in done.stderr or "No space" in done.stderr:
-            raise InputError(f"cannot write '{ort_path.name}' into '{ort_path.parent}': ONNX Runtime could not save it")
-        raise RuntimeError(f"ONNX Runtime could not convert the model: {done.stderr.strip()[-500:]}")
-    return fixed
+    data = converted_by_onnx_runtime(onnx_path, exact_x64=exact_x64)
+    try:
+        data, why_not = ort_canonical.canonical(data), None
+    except ort_canonical.NotCanonical as exc:
+        why_not = f"this ONNX Runtime's file cannot be rewritten canonically ({exc})"
+    try:
+        Path(ort_path).write_bytes(data)
+    except OSError as exc:
+        raise output_error(ort_path, exc) from None
+    return why_not
 
 
 def operator_config(ort_path: Path) -> bytes:
@@ -224,19 +199,19 @@ class OrtTarget(Target):
         description = options.get("short_description", "")
         source.write_bytes(onnx_target.emit(graph, record.to_metadata(), description, lowering=LOWERING))
         try:
-            reproducible = convert(source, path)
+            why_not = convert(source, path)
         finally:
             source.unlink(missing_ok=True)
         operator_config(path)
         why = (
-            "address-space randomisation off during the conversion"
-            if reproducible
+            "ONNX Runtime's file rewritten in a canonical order and layout"
+            if why_not is None
             else (
-                "no: ONNX Runtime orders its kernel-type resolver by a hash seeded from a memory address, and "
-                "address-space randomisation could not be turned off here"
+                f"no: {why_not}; ONNX Runtime lays out its kernel-type resolver in the order of a hash seeded "
+                "from a memory address"
             )
         )
-        return {"reproducible_bytes": reproducible, "reproducibility": why}
+        return {"reproducible_bytes": why_not is None, "reproducibility": why}
 
     def report_fields(self, options) -> dict:
         return {
