@@ -5,7 +5,7 @@ The reference is what torchvision computes for the held-out images (tools/make_r
 -o writes it with torch; nothing here needs torch). For each calibration method mnc quantises
 the network as each target's plan would (the ONNX target: 7-bit weights, 8-bit in depthwise
 convolutions; TFLite, .ort and Core ML: 8-bit; and 7-bit everywhere, for comparison), with and
-without bias correction, emits it as QDQ ONNX and runs it in ONNX Runtime with graph optimisations
+without equalisation and bias correction, emits it as QDQ ONNX and runs it in ONNX Runtime with graph optimisations
 off (the QDQ arithmetic in float, which no CPU's integer kernels change: the figures are the same
 on every host); the peer quantises mnc's fp32 ONNX model with `quantize_static` (QDQ,
 per-channel, uint8 activations, the same calibration images) for each of its methods. Reported:
@@ -39,6 +39,9 @@ from mnc.passes.manager import resolve_pipeline, run_pipeline  # noqa: E402
 from mnc.pipeline import Quantization, build, quantize  # noqa: E402
 from mnc.quant.calibrate import METHODS  # noqa: E402
 from mnc.quant.data import load_calibration  # noqa: E402
+
+# (equalisation, bias correction): each step alone, then both (the default)
+STEPS = ((False, False), (False, True), (True, False), (True, True))
 
 
 def agreement(logits: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
@@ -78,19 +81,19 @@ def main() -> None:
     }
     for method in args.methods.split(","):
         for bits, plan in plans.items():
-            for corrected in (False, True):
-                q = Quantization(args.calib, samples=args.samples, method=method, bias_correction=corrected)
+            for equalized, corrected in STEPS:
+                q = Quantization(args.calib, args.samples, method, bias_correction=corrected, equalization=equalized)
                 graph = quantize(optimised, built, q, plan).graph
                 logits = run_onnx(onnx_backend.emit(graph, {}), feed, optimise=False)[0]
-                name = f"mnc int8 {method}{' + bias corr.' if corrected else ''}"
+                name = f"mnc int8 {method}{' + equalis.' if equalized else ''}{' + bias corr.' if corrected else ''}"
                 rows.append((name, bits, *agreement(logits, reference)))
                 print(*rows[-1], flush=True)
     if not args.no_peer:
         rows += peer_rows(fp32, built, args, feed, reference)
     print(f"\n{len(heldout)} held-out images, {args.samples} calibration samples at most, {args.resolution}²")
-    print(f"{'model':34s} {'weights':8s} {'top-1 agreement':>16s} {'mean cosine':>12s}")
+    print(f"{'model':44s} {'weights':8s} {'top-1 agreement':>16s} {'mean cosine':>12s}")
     for name, bits, top1, cosine in rows:
-        print(f"{name:34s} {bits:8s} {top1:16.3f} {cosine:12.4f}")
+        print(f"{name:44s} {bits:8s} {top1:16.3f} {cosine:12.4f}")
 
 
 def peer_rows(fp32: bytes, built, args, feed, reference) -> list[tuple]:

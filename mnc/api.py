@@ -47,6 +47,7 @@ def compile(
     calib_method: str = DEFAULT_METHOD,
     calib_name: str | None = None,
     bias_correction: bool = True,
+    equalization: bool = True,
     save_weights: str | Path | None = None,
     max_memory: int | None = None,
     progress=None,
@@ -55,7 +56,9 @@ def compile(
     """Build, verify and write one artifact (and its report) under out_dir, as `mnc compile` does.
     Target options are the target flags as keywords: precision="fp16", image_input=True,
     labels="labels.txt", deployment_target="iOS17"."""
-    quantized = quantization(quantize, calib, calib_samples, calib_method, calib_name, progress, bias_correction)
+    quantized = quantization(
+        quantize, calib, calib_samples, calib_method, calib_name, progress, bias_correction, equalization
+    )
     network = _network(spec, alpha, rho, resolution, classes, weights, weights_layout, seed, max_memory)
     request = dataclasses.replace(
         network, target=target, passes=passes, options=TargetOptions(**target_options), quantization=quantized

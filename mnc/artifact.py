@@ -36,6 +36,7 @@ class ArtifactRecord:
     int8_activations: bool | None = None
     activation_ranges: dict[str, list[float]] | None = None
     bias_corrections: dict[str, list[int]] | None = None  # steps added to each corrected int32 bias
+    equalization: dict[str, list[int]] | None = None  # doublings of each equalised convolution's channels
 
     @property
     def quantized(self) -> bool:
@@ -68,6 +69,9 @@ class ArtifactRecord:
             "bias_corrections": None
             if self.bias_corrections is None
             else json.dumps(self.bias_corrections, sort_keys=True, separators=(",", ":")),
+            "equalization": None
+            if self.equalization is None
+            else json.dumps(self.equalization, sort_keys=True, separators=(",", ":")),
         }
         return {PREFIX + k: v for k, v in fields.items() if v is not None}
 
@@ -99,6 +103,7 @@ class ArtifactRecord:
                 int8_activations=_parse_flag(m.get("int8_activations")),
                 activation_ranges=json.loads(m["activation_ranges"]) if "activation_ranges" in m else None,
                 bias_corrections=json.loads(m["bias_corrections"]) if "bias_corrections" in m else None,
+                equalization=json.loads(m["equalization"]) if "equalization" in m else None,
             )
         except (KeyError, ValueError) as exc:
             raise InputError(f"'{shown}' has damaged mnc metadata ({type(exc).__name__}: {exc})") from None

@@ -120,3 +120,28 @@ def plot_sweep(records: list[dict], out: Path, title: str) -> list[Path]:
         write_atomic(path, buffer.getvalue())
         written.append(path)
     return written
+
+
+def _finite(sqnr: float) -> float:
+    """An exact layer's SQNR is infinite: left out of the line."""
+    return float("nan") if sqnr == float("inf") else sqnr
+
+
+def plot_layer_errors(errors, out: Path, title: str) -> Path:
+    """Each quantised layer's SQNR against fp32, alone and in the int8 network (mnc/quant/debug.py),
+    as a PNG at `out`: where the two lines part is where error accumulates, a dip of the first is a
+    layer int8 itself serves badly."""
+    figure = Figure(figsize=(max(8, 0.16 * len(errors)), 5), layout="constrained")
+    axes = figure.subplots()
+    x = range(len(errors))
+    axes.plot(x, [_finite(e.isolated_sqnr) for e in errors], marker=".", label="alone (fp32 inputs on their grids)")
+    axes.plot(x, [_finite(e.propagated_sqnr) for e in errors], marker=".", label="in the int8 network")
+    axes.set_xticks(list(x), [e.name for e in errors], rotation=90, fontsize=6)
+    axes.set(ylabel="SQNR against fp32 (dB)")
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    write_atomic(out, buffer.getvalue())
+    return out

@@ -109,6 +109,7 @@ class Shared:
     calib_method: str = DEFAULT_METHOD
     calib_name: str | None = None  # how a remote copy of the data is named (as the user named it)
     bias_correction: bool = True
+    equalization: bool = True
     max_memory: int | None = None
     target_options: dict = field(default_factory=dict)  # image_input, labels, deployment_target
 
@@ -137,6 +138,7 @@ class Shared:
                 self.calib_method,
                 self.calib_name,
                 bias_correction=self.bias_correction,
+                equalization=self.equalization,
             ),
         )
 

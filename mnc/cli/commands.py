@@ -6,10 +6,20 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mnc.backends.target import FLAGS, TargetOptions
-from mnc.cli.render import fastest, format_sweep, print_compiled, print_verified, progress, sweep_progress
+from mnc.cli.render import (
+    fastest,
+    format_sweep,
+    print_compiled,
+    print_layer_errors,
+    print_verified,
+    progress,
+    sweep_progress,
+    write_layer_plot,
+)
 from mnc.errors import InputError
 
 if TYPE_CHECKING:
@@ -32,6 +42,7 @@ def _compile(args) -> int:
             args.calib_method,
             progress=progress if sys.stderr.isatty() else None,
             bias_correction=args.bias_correction,
+            equalization=args.equalization,
         ),
     )
     print_compiled(compile_spec(request, args.output_dir, save_weights=args.save_weights))
@@ -82,9 +93,19 @@ def _summary(args) -> int:
 
 
 def _verify(args) -> int:
-    from mnc.pipeline import verify_file
+    from mnc.pipeline import int8_layer_errors, verify_file
 
-    print_verified(args.artifact, verify_file(args.artifact, _request(args, args.spec)), args.json)
+    if args.layers and args.calib is None:
+        raise InputError("--layers needs calibration data: --calib FOLDER|FILE.npy|FILE.npz")
+    if not args.layers and (args.calib is not None or args.plot is not None):
+        raise InputError(f"{'--calib' if args.calib is not None else '--plot'} is for --layers")
+    request = _request(args, args.spec)
+    print_verified(args.artifact, verify_file(args.artifact, request), args.json)
+    if args.layers:
+        errors = int8_layer_errors(args.artifact, args.calib, args.calib_samples, request)
+        print_layer_errors(errors, args.calib, args.json)
+        if args.plot is not None:
+            print(f"plot: {write_layer_plot(errors, args.plot, Path(args.artifact).name)}")
     return 0
 
 
@@ -125,6 +146,7 @@ def _sweep(args) -> int:
         calib_samples=args.calib_samples,
         calib_method=args.calib_method,
         bias_correction=args.bias_correction,
+        equalization=args.equalization,
         max_memory=args.max_memory,
         target_options={name: getattr(args, name) for name in FLAGS if name != "precision" and getattr(args, name)},
     )

@@ -127,6 +127,13 @@ def _add_calibration_options(quant, multiple: bool = False) -> None:
         help="keep each int32 bias as rounded, without taking off the mean shift its layer's int8 weights "
         "cause on the calibration data",
     )
+    quant.add_argument(
+        "--no-equalization",
+        dest="equalization",
+        action="store_false",
+        help="quantise each activation as the network has it, without first scaling the channels before a "
+        "depthwise convolution by powers of two to even out their ranges",
+    )
 
 
 def _quantize_choice(text: str) -> str | None:
@@ -245,6 +252,18 @@ def make_parser() -> argparse.ArgumentParser:
     _add_shape_options(p)
     _add_weights_options(p)
     p.add_argument("--json", action="store_true", help="print the verification result as JSON")
+    layers = p.add_argument_group("int8 layer by layer (where int8 loses accuracy)")
+    layers.add_argument(
+        "--layers",
+        action="store_true",
+        help="after verifying an int8 artifact, print each quantised layer's SQNR against fp32 on --calib data: "
+        "alone (fed fp32 inputs on their grids) and in the int8 network, its range and what it clips",
+    )
+    layers.add_argument("--calib", metavar="DATA", help="for --layers: a folder of images or a .npy/.npz array")
+    layers.add_argument(
+        "--calib-samples", type=_whole_number, default=16, metavar="N", help="for --layers: samples used (default: 16)"
+    )
+    layers.add_argument("--plot", metavar="FILE.png", help="for --layers: also plot both SQNRs per layer (mnc[plot])")
 
     p = sub.add_parser(
         "import",

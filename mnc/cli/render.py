@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from mnc.errors import InputError
 
 if TYPE_CHECKING:  # what the commands give these functions; loaded by the commands that make them
     from mnc.pipeline.compile import CompileResult
@@ -28,11 +31,25 @@ def print_compiled(result: CompileResult) -> None:
             f"{m['cosine']:.5f}; against fp32 SQNR {f['sqnr_db']} dB, top-1 agreement {_fraction(f['top1_agreement'])}"
             " (seeded synthetic images)"
         )
+        if q.equalization is not None:
+            e = q.equalization
+            print(
+                f"equalisation: {e['channels']} channels of {e['layers']} layers scaled by powers of two before a "
+                f"depthwise convolution (measured on {e['samples']} calibration samples)"
+            )
         if q.bias_correction is not None:
             c = q.bias_correction
             print(
                 f"bias correction: {c['layers']} layers, measured on {c['samples']} calibration samples (largest "
                 f"mean shift taken off: {c['largest_shift_output_steps']} steps of the layer's output grid)"
+            )
+        if q.layers is not None:
+            from mnc.quant.debug import worst
+
+            named = ", ".join(f"{e['name']} ({e['isolated_sqnr']:.1f} dB)" for e in worst(q.layers["of"]))
+            print(
+                f"int8 loses most in: {named}: each layer's SQNR against fp32 alone, on {q.layers['samples']} "
+                "calibration images (every layer: the report's quantization.layers, or mnc verify --layers)"
             )
         own = f.get("on_calibration_images")
         if own is not None:
@@ -188,3 +205,26 @@ def fastest(records: list[dict]) -> list[str]:
 
 def _variant(r: dict) -> str:
     return " ".join(x for x in (r["target"], r["precision"] or "", r["quantize"] or "") if x)
+
+
+def print_layer_errors(errors, calib: str, as_json: bool) -> None:
+    """The per-layer int8 table of `mnc verify --layers` (mnc/quant/debug.py)."""
+    if as_json:
+        print(json.dumps({"layers": [e.as_dict() for e in errors]}, indent=2))
+        return
+    print(f"int8 against fp32, layer by layer, on {calib} (SQNR in dB; alone: fed fp32 inputs on their grids)")
+    print(f"  {'layer':32s} {'op':14s} {'alone':>7s} {'network':>8s} {'range':>22s} {'clipped':>8s}")
+    for e in errors:
+        span = f"[{e.low:.4g}, {e.high:.4g}]"
+        print(
+            f"  {e.name:32s} {e.op:14s} {e.isolated_sqnr:7.2f} {e.propagated_sqnr:8.2f} {span:>22s} "
+            f"{100 * e.clipped:7.3f}%"
+        )
+
+
+def write_layer_plot(errors, path: str, title: str) -> str:
+    try:
+        from mnc.plot import plot_layer_errors
+    except ImportError:
+        raise InputError("--plot needs matplotlib: pip install 'mnc[plot]'") from None
+    return str(plot_layer_errors(errors, Path(path), title))

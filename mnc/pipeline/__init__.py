@@ -3,7 +3,14 @@ re-verify an artifact. Each step reads only what the one before made; each takes
 
 from mnc.backends.target import TargetOptions
 from mnc.pipeline.build import Built, build
-from mnc.pipeline.compile import CompileResult, check_artifact, compile_spec, record_of, verify_file
+from mnc.pipeline.compile import (
+    CompileResult,
+    check_artifact,
+    compile_spec,
+    int8_layer_errors,
+    record_of,
+    verify_file,
+)
 from mnc.pipeline.quantize import quantize
 from mnc.pipeline.report import Report, Verified
 from mnc.pipeline.request import BuildRequest, Quantization, quantization
@@ -23,4 +30,5 @@ __all__ = [
     "quantize",
     "record_of",
     "verify_file",
+    "int8_layer_errors",
 ]

@@ -24,7 +24,7 @@ from mnc.parallel import background_pool, single_threaded_blas
 from mnc.passes.manager import resolve_pipeline, run_pipeline
 from mnc.pipeline.build import Built, build
 from mnc.pipeline.quantize import PASS as QUANTIZE_PASS
-from mnc.pipeline.quantize import quantize, quantize_with_ranges
+from mnc.pipeline.quantize import quantize, quantize_as_recorded
 from mnc.pipeline.report import (
     REPORT_SUFFIX,
     ArtifactFile,
@@ -37,6 +37,8 @@ from mnc.pipeline.report import (
     report_bytes,
 )
 from mnc.pipeline.request import BuildRequest, as_request
+from mnc.quant.data import load_calibration
+from mnc.quant.debug import LayerError, layer_errors
 from mnc.verification.check import FLOAT16_MAX, start_reference, verify_float, verify_int8
 from mnc.verification.constants import check_constants
 from mnc.verification.result import FloatVerification, Int8Verification
@@ -144,6 +146,7 @@ def compile_spec(spec, /, out_dir: str | Path = "build", *, save_weights=None, *
                 int8_activations=plan.activations,
                 activation_ranges=quantized.ranges,
                 bias_corrections=quantized.bias_corrections,
+                equalization=quantized.equalization,
             )
         if record.precision == "fp16":
             _check_float16_range(emitted)
@@ -292,14 +295,7 @@ def _rebuilt(built: Built, target: Target, record: ArtifactRecord | None) -> tup
     optimised, _ = run_pipeline(built.graph, passes, options=pass_options(target, passes))
     if not record.quantized:
         return optimised, optimised
-    emitted, _ = quantize_with_ranges(
-        optimised,
-        record.activation_ranges,
-        record.weight_bits or 8,
-        record.depthwise_weight_bits,
-        record.bias_corrections,
-    )
-    return optimised, emitted
+    return optimised, quantize_as_recorded(optimised, record)
 
 
 @single_threaded_blas
@@ -307,14 +303,7 @@ def verify_file(artifact_path: str | Path, request: BuildRequest | None = None) 
     """Re-check an artifact against the reference rebuilt from its spec. What the request leaves
     None (its spec, α, ρ or resolution, classes, seed) comes from the artifact's own record.
     Raises VerificationError if it fails."""
-    path = Path(artifact_path)
-    target = target_of(path)
-    if not path.exists():
-        raise InputError(f"cannot read artifact '{path}': no such file or directory")
-    record = ArtifactRecord.from_metadata(target.read_metadata(path), str(path))
-    request = _recorded(request or BuildRequest(None), record, path)
-    built = build(request)
-    optimised, emitted = _rebuilt(built, target, record)
+    path, target, record, built, optimised, emitted = _from_artifact(artifact_path, request)
     verification = check_artifact(path, target, built, record, optimised, emitted)
     if not verification.passed:
         raise VerificationError(verification.failure(str(path)))
@@ -329,6 +318,34 @@ def verify_file(artifact_path: str | Path, request: BuildRequest | None = None) 
         seed=built.seed,
         weights=WeightsSource(**built.weights),
     )
+
+
+def _from_artifact(artifact_path: str | Path, request: BuildRequest | None):
+    """(path, target, record, built network, optimised IR, emitted IR) an artifact is checked against."""
+    path = Path(artifact_path)
+    target = target_of(path)
+    if not path.exists():
+        raise InputError(f"cannot read artifact '{path}': no such file or directory")
+    record = ArtifactRecord.from_metadata(target.read_metadata(path), str(path))
+    request = _recorded(request or BuildRequest(None), record, path)
+    built = build(request)
+    optimised, emitted = _rebuilt(built, target, record)
+    return path, target, record, built, optimised, emitted
+
+
+@single_threaded_blas
+def int8_layer_errors(
+    artifact_path: str | Path, calib: str, samples: int, request: BuildRequest | None = None
+) -> list[LayerError]:
+    """Each quantised layer of an int8 artifact's IR against fp32 on calibration data (the first
+    `samples` of it, chosen with the artifact's seed): mnc/quant/debug.py."""
+    path, _, record, built, _, emitted = _from_artifact(artifact_path, request)
+    if record is None or not record.quantized:
+        raise InputError(f"{param('layers')} is for int8 artifacts; '{path}' is not quantised")
+    if not record.int8_activations:
+        raise InputError(f"{param('layers')} is for int8 activations; '{path}' has int8 weights only")
+    data, _ = load_calibration(calib, built.spec.settings, built.config.resolution, samples, built.seed)
+    return layer_errors(emitted, data)
 
 
 def _recorded(request: BuildRequest, record: ArtifactRecord | None, path: Path) -> BuildRequest:

@@ -79,9 +79,14 @@ class QuantizationInfo:
     samples: int
     synthetic: bool
     bias_overflow_resolved: list
+    # samples, layers, channels (equalised by a power of two); None: not equalised
+    equalization: dict | None
     # samples, layers, largest_shift_output_steps; None: built without bias correction
     bias_correction: dict | None
     activation_ranges: dict[str, list[float]]
+    # Each quantised layer's error against fp32 on a few of the user's calibration images
+    # (mnc/quant/debug.py): {"samples": n, "of": [LayerError.as_dict(), …]}; None for synthetic data.
+    layers: dict | None = field(default=None, metadata=OPTIONAL)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -28,6 +28,7 @@ class Quantization:
     method: str = DEFAULT_METHOD
     progress: object = None  # progress(done, total) during calibration
     bias_correction: bool = True  # mnc/quant/bias_correction.py
+    equalization: bool = True  # mnc/quant/equalization.py
     # How the data is named in the artifact and its report (default: calib as given). A sweep's
     # remote worker reads a copy of the data and names it as the user did: the same bytes result.
     name: str | None = None
@@ -41,13 +42,16 @@ def quantization(
     name: str | None = None,
     progress=None,
     bias_correction: bool = True,
+    equalization: bool = True,
 ) -> Quantization | None:
     """The quantisation asked for (None: a float build), from the caller's `quantize` and `calib`."""
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise InputError(f"{param('quantize', quantize)}: choose one of {', '.join(QUANTIZE_CHOICES)}")
     if calib is not None and quantize is None:
         raise InputError(f"{param('calib')} is for {param('quantize', 'int8')}")
-    return Quantization(calib, samples, method, progress, bias_correction, name) if quantize else None
+    if not quantize:
+        return None
+    return Quantization(calib, samples, method, progress, bias_correction, equalization, name)
 
 
 @dataclass(frozen=True)

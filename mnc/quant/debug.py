@@ -32,7 +32,20 @@ class LayerError:
     clipped: float  # share of fp32 values outside [low, high]
 
     def as_dict(self) -> dict:
-        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in dataclasses.asdict(self).items()}
+        """JSON values: an error-free layer's SQNR (infinite) is null."""
+        return {k: _json_number(v) for k, v in dataclasses.asdict(self).items()}
+
+
+def _json_number(v):
+    if not isinstance(v, float):
+        return v
+    return None if np.isinf(v) else round(v, 4)
+
+
+def worst(errors: list[dict], count: int = 3) -> list[dict]:
+    """The layers whose own int8 arithmetic loses most (lowest SQNR alone), worst first."""
+    finite = [e for e in errors if e["isolated_sqnr"] is not None]
+    return sorted(finite, key=lambda e: e["isolated_sqnr"])[:count]
 
 
 class _Sums:
