@@ -15,6 +15,7 @@ from mnc.backends.image_input import normalisation
 from mnc.backends.lowering import Lowering, walk
 from mnc.backends.onnx_runtime import ort_timer, run_onnx
 from mnc.backends.target import (
+    DYNAMIC_BATCH,
     INPUT_NAME,
     Check,
     Choice,
@@ -23,6 +24,7 @@ from mnc.backends.target import (
     Target,
     Timer,
     dequantized,
+    fixed_batch,
     joined,
     layer_by_layer,
     output_names,
@@ -71,8 +73,9 @@ def emit(
     description: str = "",
     normalise: tuple | None = None,
     lowering: Lowering | None = None,
+    batch: int | None = None,
 ) -> bytes:
-    model = build_model(graph, metadata, description, normalise, lowering)
+    model = build_model(graph, metadata, description, normalise, lowering, batch)
     onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString(deterministic=True)
 
@@ -83,16 +86,18 @@ def build_model(
     description: str = "",
     normalise: tuple | None = None,
     lowering: Lowering | None = None,
+    batch: int | None = None,
 ) -> onnx.ModelProto:
     """normalise = (mean, std): the model takes 8-bit pixels (uint8) and applies the spec's per-channel
     normalisation, (p/255 − mean)/std, itself (--image-input). lowering: ONNX's, under the name of the
-    target that writes the model (.ort's converts it)."""
+    target that writes the model (.ort's converts it). batch: the input's and every output's first
+    dimension, fixed (None: symbolic, "batch")."""
     (input_node,) = graph.inputs
     names = {input_node: INPUT_NAME, **dict(zip(graph.outputs, output_names(graph)))}
-    e = _Emitter(graph, names, normalise, lowering or LOWERING)
+    e = _Emitter(graph, names, normalise, lowering or LOWERING, batch)
     walk(graph, e, e.lowering)
     names = e.names
-    batch = "batch"
+    batch = "batch" if batch is None else batch
     input_type = TensorProto.UINT8 if normalise is not None else TensorProto.FLOAT
     inputs = [helper.make_tensor_value_info(INPUT_NAME, input_type, [batch, *graph.node(input_node).shape])]
     outputs = [
@@ -117,9 +122,12 @@ class _Emitter:
     """The ONNX graph being written: its nodes and initialisers. `names` says where a node's output
     goes (the model's output names, else the IR name); `values` holds what each lowered node produced."""
 
-    def __init__(self, graph: Graph, names: dict[str, str], normalise: tuple | None, lowering: Lowering):
+    def __init__(
+        self, graph: Graph, names: dict[str, str], normalise: tuple | None, lowering: Lowering, batch: int | None
+    ):
         self.graph = graph
         self.lowering = lowering
+        self.batch = batch  # None: symbolic
         self.names = names
         self.normalise = normalise
         self.values: dict[str, str] = {}
@@ -272,10 +280,14 @@ def _fc(e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
 
 def _resize(e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
     # Output size given as `sizes` (not a scale): the source coordinate is then computed from the two
-    # sizes, as PyTorch's interpolate(size=…, align_corners=False) does.
-    sizes = e.int64(f"{name}.sizes", [node.shape[0], *node.attrs["size"]])
-    batch_sizes = e.node("Shape", [xs[0]], f"{name}.in_shape", f"{name}.shape", start=0, end=1)
-    full = e.node("Concat", [batch_sizes, sizes], f"{name}.out_shape", f"{name}.out_shape", axis=0)
+    # sizes, as PyTorch's interpolate(size=…, align_corners=False) does. A symbolic batch is read from
+    # the input (Shape, which NNAPI lacks); a fixed one is a constant like the rest.
+    if e.batch is not None:
+        full = e.int64(f"{name}.sizes", [e.batch, node.shape[0], *node.attrs["size"]])
+    else:
+        sizes = e.int64(f"{name}.sizes", [node.shape[0], *node.attrs["size"]])
+        batch_sizes = e.node("Shape", [xs[0]], f"{name}.in_shape", f"{name}.shape", start=0, end=1)
+        full = e.node("Concat", [batch_sizes, sizes], f"{name}.out_shape", f"{name}.out_shape", axis=0)
     return e.node(
         "Resize",
         [xs[0], "", "", full],
@@ -358,10 +370,19 @@ def expected_initializers(graph: Graph) -> dict[str, np.ndarray]:
     return expected
 
 
+def batch_fields(options) -> dict:
+    """The report's words for the batch of an ONNX or .ort model."""
+    batch = options["batch"]
+    return {"batch": DYNAMIC_BATCH if batch is None else batch}
+
+
 class OnnxTarget(Target):
     name = "onnx"
     suffix = ".onnx"
-    choices = {"image_input": Choice(default=False)}
+    choices = {
+        "image_input": Choice(default=False),
+        "batch": Choice(default=DYNAMIC_BATCH),
+    }
 
     def lowering(self) -> Lowering:
         return LOWERING
@@ -371,22 +392,25 @@ class OnnxTarget(Target):
 
     def write(self, graph: Graph, path: Path, record: ArtifactRecord, options) -> None:
         normalise = (options["mean"], options["std"]) if options["image_input"] else None
+        description = options.get("short_description", "")
         with open(path, "wb") as f:
-            f.write(emit(graph, record.to_metadata(), options.get("short_description", ""), normalise))
+            f.write(emit(graph, record.to_metadata(), description, normalise, batch=options["batch"]))
 
     def make_options(self, values: dict, network) -> dict:
         return {
             "short_description": network.description.get("short_description", ""),
             "image_input": bool(values.get("image_input")),
+            "batch": fixed_batch(values["batch"]),
             "mean": network.mean,
             "std": network.std,
         }
 
     def record_fields(self, options) -> dict:
-        return {"image_input": options["image_input"]}
+        # None (a symbolic batch) is not written: a default model's bytes stay as they were.
+        return {"image_input": options["image_input"], "batch": options["batch"]}
 
     def report_fields(self, options) -> dict:
-        return {"image_input": options["image_input"]}
+        return {"image_input": options["image_input"], **batch_fields(options)}
 
     def read_metadata(self, path: Path) -> dict[str, str]:
         try:
