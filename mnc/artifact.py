@@ -29,6 +29,7 @@ class ArtifactRecord:
     precision: str | None = None
     image_input: bool | None = None
     batch: int | None = None  # the batch the input and outputs are fixed to (None: symbolic, or no batch option)
+    mobile_ops: bool | None = None  # ONNX Runtime Mobile's operators (None: the target's own, or no such option)
     # int8 artifacts: the scheme in words, the calibration data, and what rebuilds the quantised IR.
     quantization: str | None = None
     calibration: str | None = None
@@ -59,6 +60,7 @@ class ArtifactRecord:
             "precision": self.precision,
             "image_input": _flag(self.image_input),
             "batch": None if self.batch is None else str(self.batch),
+            "mobile_ops": _flag(self.mobile_ops),
             "quantization": self.quantization,
             "calibration": self.calibration,
             "weight_bits": None if self.weight_bits is None else str(self.weight_bits),
@@ -95,6 +97,7 @@ class ArtifactRecord:
                 precision=m.get("precision"),
                 image_input=_parse_flag(m.get("image_input")),
                 batch=int(m["batch"]) if "batch" in m else None,
+                mobile_ops=_parse_flag(m.get("mobile_ops")),
                 quantization=m.get("quantization"),
                 calibration=m.get("calibration"),
                 weight_bits=int(m["weight_bits"]) if "weight_bits" in m else None,

@@ -1,8 +1,8 @@
 """The ONNX Runtime Mobile target: mnc's ONNX model converted to the ORT format by ONNX Runtime
 itself, as its own `convert_onnx_models_to_ort` tool does for ARM (`session.qdqisint8allowed`, no
 x86-only NCHWc layout), with the operator config a reduced-size ONNX Runtime build needs beside it.
-The model's batch is fixed (1 unless `--batch` says otherwise): the phone's accelerators (NNAPI, Core
-ML) take only fixed shapes.
+The model is ONNX's mobile form, for the phone's accelerators (NNAPI, Core ML): a fixed batch (1
+unless `--batch` says otherwise) and operators those providers list (`onnx.MOBILE_LOWERING`).
 
 Reproducible bytes: ONNX Runtime creates its kernel-type resolver's entries in the order of a hash
 map seeded from a memory address, so where they lie in the file changes with the converting
@@ -38,8 +38,9 @@ from mnc.io import output_error
 from mnc.ir.graph import Graph
 from mnc.quant.scheme import weight_qmax
 
-# The model is mnc's ONNX model, converted: ONNX's lowering, refusing under this target's name.
-LOWERING = dataclasses.replace(onnx_target.LOWERING, target="ort")
+# The model is mnc's ONNX model in its mobile form, converted: ONNX's mobile lowering (operators NNAPI
+# and Core ML take), refusing under this target's name.
+LOWERING = dataclasses.replace(onnx_target.MOBILE_LOWERING, target="ort")
 DEFAULT_BATCH = "1"  # the mobile artifact: NNAPI and Core ML take only fixed shapes
 CONFIG_SUFFIX = ".required_operators.config"
 WEIGHT_BITS = 8  # ARM's int8 kernels widen before they accumulate: nothing to saturate on the phone
@@ -156,7 +157,8 @@ _SATURATING_HOST = Check(
 class OrtTarget(Target):
     name = "ort"
     suffix = ".ort"
-    choices = {"batch": Choice(default=DEFAULT_BATCH)}
+    # Its operators are always the mobile form's: --mobile-ops is taken, and changes nothing.
+    choices = {"batch": Choice(default=DEFAULT_BATCH), "mobile_ops": Choice(default=True)}
 
     def lowering(self) -> Lowering:
         return LOWERING
@@ -165,10 +167,11 @@ class OrtTarget(Target):
         return {
             "short_description": network.description.get("short_description", ""),
             "batch": fixed_batch(values["batch"]),
+            "mobile_ops": True,
         }
 
     def record_fields(self, options) -> dict:
-        return {"batch": options["batch"]}
+        return {"batch": options["batch"], "mobile_ops": True}
 
     def source_model(self, graph: Graph, record: ArtifactRecord, options: dict) -> bytes:
         """The ONNX model the .ort is converted from (ONNX Runtime's mobile usability checker reads this)."""
@@ -185,9 +188,12 @@ class OrtTarget(Target):
         kernels, saturating or not). Its tensors are then taken from the same twin converted with the
         x64 precision path, whose arithmetic is exact on every host (on a host whose kernels cannot
         saturate it computes the same values), so the verdict does not depend on the CPU. The twin has
-        the artifact's batch, as its record says (an .ort from before has none: a symbolic batch)."""
+        the artifact's operators and batch, as its record says (an .ort from before the mobile form has
+        neither in its record: ONNX's own operators, a symbolic batch)."""
         record = ArtifactRecord.from_metadata(self.read_metadata(artifact), str(artifact))
-        model = onnx_target.build_model(quantized, {}, lowering=LOWERING, batch=record.batch if record else None)
+        mobile = record is not None and record.mobile_ops
+        lowering = LOWERING if mobile else dataclasses.replace(onnx_target.LOWERING, target=self.name)
+        model = onnx_target.build_model(quantized, {}, lowering=lowering, batch=record.batch if record else None)
         twin, names = onnx_target.instrumented(model, quantized)
         feeds = {onnx_target.INPUT_NAME: feed}
         with tempfile.TemporaryDirectory(prefix="mnc-ort-layers-") as work:

@@ -55,6 +55,12 @@ FLAGS: dict[str, Flag] = {
             "NNAPI and Core ML, take only fixed shapes), 'dynamic' leaves it symbolic",
             "N|dynamic",
         ),
+        Flag(
+            "mobile_ops",
+            "lower to the operators ONNX Runtime Mobile's NNAPI and Core ML providers take (a hard sigmoid as "
+            "Add, Clip and Div, Flatten as Reshape, …), which .ort always uses",
+            boolean=True,
+        ),
     ]
 }
 
