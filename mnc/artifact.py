@@ -28,6 +28,8 @@ class ArtifactRecord:
     # What the target says of its options (None: the target has no such option).
     precision: str | None = None
     image_input: bool | None = None
+    batch: int | None = None  # the batch the input and outputs are fixed to (None: symbolic, or no batch option)
+    mobile_ops: bool | None = None  # ONNX Runtime Mobile's operators (None: the target's own, or no such option)
     # int8 artifacts: the scheme in words, the calibration data, and what rebuilds the quantised IR.
     quantization: str | None = None
     calibration: str | None = None
@@ -58,6 +60,8 @@ class ArtifactRecord:
             "weights_layout": self.weights_layout if self.weights_sha256 else None,
             "precision": self.precision,
             "image_input": _flag(self.image_input),
+            "batch": None if self.batch is None else str(self.batch),
+            "mobile_ops": _flag(self.mobile_ops),
             "quantization": self.quantization,
             "calibration": self.calibration,
             "weight_bits": None if self.weight_bits is None else str(self.weight_bits),
@@ -96,6 +100,8 @@ class ArtifactRecord:
                 weights_layout=m.get("weights_layout"),
                 precision=m.get("precision"),
                 image_input=_parse_flag(m.get("image_input")),
+                batch=int(m["batch"]) if "batch" in m else None,
+                mobile_ops=_parse_flag(m.get("mobile_ops")),
                 quantization=m.get("quantization"),
                 calibration=m.get("calibration"),
                 weight_bits=int(m["weight_bits"]) if "weight_bits" in m else None,

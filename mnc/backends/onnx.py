@@ -15,6 +15,7 @@ from mnc.backends.image_input import normalisation
 from mnc.backends.lowering import Lowering, walk
 from mnc.backends.onnx_runtime import ort_timer, run_onnx
 from mnc.backends.target import (
+    DYNAMIC_BATCH,
     INPUT_NAME,
     Check,
     Choice,
@@ -23,6 +24,7 @@ from mnc.backends.target import (
     Target,
     Timer,
     dequantized,
+    fixed_batch,
     joined,
     layer_by_layer,
     output_names,
@@ -71,8 +73,9 @@ def emit(
     description: str = "",
     normalise: tuple | None = None,
     lowering: Lowering | None = None,
+    batch: int | None = None,
 ) -> bytes:
-    model = build_model(graph, metadata, description, normalise, lowering)
+    model = build_model(graph, metadata, description, normalise, lowering, batch)
     onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString(deterministic=True)
 
@@ -83,16 +86,18 @@ def build_model(
     description: str = "",
     normalise: tuple | None = None,
     lowering: Lowering | None = None,
+    batch: int | None = None,
 ) -> onnx.ModelProto:
     """normalise = (mean, std): the model takes 8-bit pixels (uint8) and applies the spec's per-channel
-    normalisation, (p/255 − mean)/std, itself (--image-input). lowering: ONNX's, under the name of the
-    target that writes the model (.ort's converts it)."""
+    normalisation, (p/255 − mean)/std, itself (--image-input). lowering: ONNX's (LOWERING, or
+    MOBILE_LOWERING), under the name of the target that writes the model (.ort's converts it). batch:
+    the input's and every output's first dimension, fixed (None: symbolic, "batch")."""
     (input_node,) = graph.inputs
     names = {input_node: INPUT_NAME, **dict(zip(graph.outputs, output_names(graph)))}
-    e = _Emitter(graph, names, normalise, lowering or LOWERING)
+    e = _Emitter(graph, names, normalise, lowering or LOWERING, batch)
     walk(graph, e, e.lowering)
     names = e.names
-    batch = "batch"
+    batch = "batch" if batch is None else batch
     input_type = TensorProto.UINT8 if normalise is not None else TensorProto.FLOAT
     inputs = [helper.make_tensor_value_info(INPUT_NAME, input_type, [batch, *graph.node(input_node).shape])]
     outputs = [
@@ -117,9 +122,12 @@ class _Emitter:
     """The ONNX graph being written: its nodes and initialisers. `names` says where a node's output
     goes (the model's output names, else the IR name); `values` holds what each lowered node produced."""
 
-    def __init__(self, graph: Graph, names: dict[str, str], normalise: tuple | None, lowering: Lowering):
+    def __init__(
+        self, graph: Graph, names: dict[str, str], normalise: tuple | None, lowering: Lowering, batch: int | None
+    ):
         self.graph = graph
         self.lowering = lowering
+        self.batch = batch  # None: symbolic
         self.names = names
         self.normalise = normalise
         self.values: dict[str, str] = {}
@@ -272,10 +280,14 @@ def _fc(e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
 
 def _resize(e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
     # Output size given as `sizes` (not a scale): the source coordinate is then computed from the two
-    # sizes, as PyTorch's interpolate(size=…, align_corners=False) does.
-    sizes = e.int64(f"{name}.sizes", [node.shape[0], *node.attrs["size"]])
-    batch_sizes = e.node("Shape", [xs[0]], f"{name}.in_shape", f"{name}.shape", start=0, end=1)
-    full = e.node("Concat", [batch_sizes, sizes], f"{name}.out_shape", f"{name}.out_shape", axis=0)
+    # sizes, as PyTorch's interpolate(size=…, align_corners=False) does. A symbolic batch is read from
+    # the input (Shape, which NNAPI lacks); a fixed one is a constant like the rest.
+    if e.batch is not None:
+        full = e.int64(f"{name}.sizes", [e.batch, node.shape[0], *node.attrs["size"]])
+    else:
+        sizes = e.int64(f"{name}.sizes", [node.shape[0], *node.attrs["size"]])
+        batch_sizes = e.node("Shape", [xs[0]], f"{name}.in_shape", f"{name}.shape", start=0, end=1)
+        full = e.node("Concat", [batch_sizes, sizes], f"{name}.out_shape", f"{name}.out_shape", axis=0)
     return e.node(
         "Resize",
         [xs[0], "", "", full],
@@ -337,6 +349,53 @@ OPS = {
 LOWERING = Lowering("onnx", OPS, ACTIVATIONS, around=_quantised)
 
 
+# ---- the mobile form: operators ONNX Runtime Mobile's NNAPI and Core ML providers take ----------------
+#
+# Their support lists (onnxruntime/tools/mobile_helpers/*.md, which ONNX Runtime's usability checker
+# reads) lack, of what LOWERING writes: HardSigmoid (NNAPI, Core ML NeuralNetwork; ONNX Runtime inlines
+# HardSwish as HardSigmoid·x), Flatten (Core ML MLProgram), Sum (all three), and Shape (NNAPI: a
+# symbolic batch's resize; a fixed batch needs none). Each is replaced by ops all three take, computing
+# the IR's own formula in float32; in an int8 model they lie between a layer's dequantisation and its
+# quantisation as the op they replace did. Not replaced: GELU's Erf (NNAPI, Core ML NeuralNetwork; no
+# exact form in their ops), BatchNormalization (Core ML MLProgram; only with --passes none, and ONNX
+# Runtime folds one after a convolution itself).
+
+
+def _hard_sigmoid_gate(e: _Emitter, x: str, out: str, name: str) -> str:
+    """relu6(x + 3)/6 as the IR writes it: Add, Clip, Div."""
+    shifted = e.node("Add", [x, e.constant("hsigmoid.shift", 3.0)], f"{out}.shifted", f"{name}.shift")
+    clipped = _relu6(e, shifted, f"{out}.clipped", f"{name}.clip")
+    return e.node("Div", [clipped, e.constant("hsigmoid.six", 6.0)], out, name)
+
+
+def _hard_swish(e: _Emitter, x: str, out: str, name: str) -> str:
+    """x·relu6(x + 3)/6: x times the gate above."""
+    return e.node("Mul", [x, _hard_sigmoid_gate(e, x, f"{out}.gate", f"{name}.gate")], out, name)
+
+
+def _flatten_as_reshape(e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
+    # 0 keeps the input's batch (fixed or symbolic); the rest is the IR's per-sample shape.
+    shape = e.int64(f"{name}.shape", [0, *node.shape])
+    return e.node("Reshape", [xs[0], shape], e.name(name), name)
+
+
+def _add_in_pairs(e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
+    """A sum of several tensors as a chain of Adds, left to right (the IR's add sums them in that order)."""
+    total = xs[0]
+    for i, x in enumerate(xs[1:-1], 1):
+        total = e.node("Add", [total, x], f"{name}.partial{i}", f"{name}.add{i}")
+    return e.node("Add", [total, xs[-1]], e.name(name), name)
+
+
+MOBILE_LOWERING = Lowering(
+    "onnx",
+    {**OPS, "add": _add_in_pairs, "flatten": _flatten_as_reshape},
+    {**ACTIVATIONS, "hsigmoid": _hard_sigmoid_gate, "hswish": _hard_swish},
+    around=_quantised,
+)
+MOBILE_OPS = "HardSigmoid/HardSwish as Add, Clip, Div (and Mul); Flatten as Reshape; Sum as Adds"
+
+
 def expected_initializers(graph: Graph) -> dict[str, np.ndarray]:
     """What every initialiser must hold, from the IR: float32 parameters; for quantised nodes their
     int8 weights, int32 biases and per-channel scales, and each tensor's uint8 scale and zero point."""
@@ -358,10 +417,23 @@ def expected_initializers(graph: Graph) -> dict[str, np.ndarray]:
     return expected
 
 
+def batch_fields(options) -> dict:
+    """The report's words for the batch and the operators of an ONNX or .ort model."""
+    batch = options["batch"]
+    return {
+        "batch": DYNAMIC_BATCH if batch is None else batch,
+        "ops": f"mobile: {MOBILE_OPS}" if options["mobile_ops"] else "default",
+    }
+
+
 class OnnxTarget(Target):
     name = "onnx"
     suffix = ".onnx"
-    choices = {"image_input": Choice(default=False)}
+    choices = {
+        "image_input": Choice(default=False),
+        "batch": Choice(default=DYNAMIC_BATCH),
+        "mobile_ops": Choice(default=False),
+    }
 
     def lowering(self) -> Lowering:
         return LOWERING
@@ -371,22 +443,31 @@ class OnnxTarget(Target):
 
     def write(self, graph: Graph, path: Path, record: ArtifactRecord, options) -> None:
         normalise = (options["mean"], options["std"]) if options["image_input"] else None
+        lowering = MOBILE_LOWERING if options["mobile_ops"] else LOWERING
+        description = options.get("short_description", "")
         with open(path, "wb") as f:
-            f.write(emit(graph, record.to_metadata(), options.get("short_description", ""), normalise))
+            f.write(emit(graph, record.to_metadata(), description, normalise, lowering, options["batch"]))
 
     def make_options(self, values: dict, network) -> dict:
         return {
             "short_description": network.description.get("short_description", ""),
             "image_input": bool(values.get("image_input")),
+            "batch": fixed_batch(values["batch"]),
+            "mobile_ops": bool(values.get("mobile_ops")),
             "mean": network.mean,
             "std": network.std,
         }
 
     def record_fields(self, options) -> dict:
-        return {"image_input": options["image_input"]}
+        # Only what differs from ONNX's own form is written: a default model's bytes stay as they were.
+        return {
+            "image_input": options["image_input"],
+            "batch": options["batch"],
+            "mobile_ops": True if options["mobile_ops"] else None,
+        }
 
     def report_fields(self, options) -> dict:
-        return {"image_input": options["image_input"]}
+        return {"image_input": options["image_input"], **batch_fields(options)}
 
     def read_metadata(self, path: Path) -> dict[str, str]:
         try:

@@ -1,6 +1,8 @@
 """The ONNX Runtime Mobile target: mnc's ONNX model converted to the ORT format by ONNX Runtime
 itself, as its own `convert_onnx_models_to_ort` tool does for ARM (`session.qdqisint8allowed`, no
 x86-only NCHWc layout), with the operator config a reduced-size ONNX Runtime build needs beside it.
+The model is ONNX's mobile form, for the phone's accelerators (NNAPI, Core ML): a fixed batch (1
+unless `--batch` says otherwise) and operators those providers list (`onnx.MOBILE_LOWERING`).
 
 Reproducible bytes: ONNX Runtime creates its kernel-type resolver's entries in the order of a hash
 map seeded from a memory address, so where they lie in the file changes with the converting
@@ -28,15 +30,18 @@ from mnc.artifact import ArtifactRecord
 from mnc.backends import onnx as onnx_target
 from mnc.backends import ort_canonical
 from mnc.backends.lowering import Lowering
-from mnc.backends.target import Check, Executor, Int8Plan, NetworkFacts, Target, Timer, joined
+from mnc.backends.onnx_runtime import run_session
+from mnc.backends.target import Check, Choice, Executor, Int8Plan, NetworkFacts, Target, Timer, fixed_batch, joined
 from mnc.errors import InputError
 from mnc.host import saturating_int8_x86
 from mnc.io import output_error
 from mnc.ir.graph import Graph
 from mnc.quant.scheme import weight_qmax
 
-# The model is mnc's ONNX model, converted: ONNX's lowering, refusing under this target's name.
-LOWERING = dataclasses.replace(onnx_target.LOWERING, target="ort")
+# The model is mnc's ONNX model in its mobile form, converted: ONNX's mobile lowering (operators NNAPI
+# and Core ML take), refusing under this target's name.
+LOWERING = dataclasses.replace(onnx_target.MOBILE_LOWERING, target="ort")
+DEFAULT_BATCH = "1"  # the mobile artifact: NNAPI and Core ML take only fixed shapes
 CONFIG_SUFFIX = ".required_operators.config"
 WEIGHT_BITS = 8  # ARM's int8 kernels widen before they accumulate: nothing to saturate on the phone
 INT8_SCHEME = (
@@ -129,7 +134,7 @@ def run_ort(artifact, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     # No effect on a loaded .ort in ONNX Runtime 1.32 (see `convert`); harmless where a runtime applies it.
     options.add_session_config_entry("session.x64quantprecision", "1")
     session = ort.InferenceSession(str(artifact), options, providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)
+    return run_session(session, feeds)
 
 
 # Where the .ort itself runs with kernels that saturate, the whole-network figures are this host's: the
@@ -152,12 +157,26 @@ _SATURATING_HOST = Check(
 class OrtTarget(Target):
     name = "ort"
     suffix = ".ort"
+    # Its operators are always the mobile form's: --mobile-ops is taken, and changes nothing.
+    choices = {"batch": Choice(default=DEFAULT_BATCH), "mobile_ops": Choice(default=True)}
 
     def lowering(self) -> Lowering:
         return LOWERING
 
     def make_options(self, values: dict, network: NetworkFacts) -> dict:
-        return {"short_description": network.description.get("short_description", "")}
+        return {
+            "short_description": network.description.get("short_description", ""),
+            "batch": fixed_batch(values["batch"]),
+            "mobile_ops": True,
+        }
+
+    def record_fields(self, options) -> dict:
+        return {"batch": options["batch"], "mobile_ops": True}
+
+    def source_model(self, graph: Graph, record: ArtifactRecord, options: dict) -> bytes:
+        """The ONNX model the .ort is converted from (ONNX Runtime's mobile usability checker reads this)."""
+        description = options.get("short_description", "")
+        return onnx_target.emit(graph, record.to_metadata(), description, lowering=LOWERING, batch=options["batch"])
 
     def int8_plan(self, options) -> Int8Plan:
         return Int8Plan(weight_bits=WEIGHT_BITS, activations=True, scheme=INT8_SCHEME)
@@ -168,8 +187,14 @@ class OrtTarget(Target):
         run the same way: its output must equal the artifact's bit for bit (on any host: the same
         kernels, saturating or not). Its tensors are then taken from the same twin converted with the
         x64 precision path, whose arithmetic is exact on every host (on a host whose kernels cannot
-        saturate it computes the same values), so the verdict does not depend on the CPU."""
-        twin, names = onnx_target.instrumented(onnx_target.build_model(quantized, {}), quantized)
+        saturate it computes the same values), so the verdict does not depend on the CPU. The twin has
+        the artifact's operators and batch, as its record says (an .ort from before the mobile form has
+        neither in its record: ONNX's own operators, a symbolic batch)."""
+        record = ArtifactRecord.from_metadata(self.read_metadata(artifact), str(artifact))
+        mobile = record is not None and record.mobile_ops
+        lowering = LOWERING if mobile else dataclasses.replace(onnx_target.LOWERING, target=self.name)
+        model = onnx_target.build_model(quantized, {}, lowering=lowering, batch=record.batch if record else None)
+        twin, names = onnx_target.instrumented(model, quantized)
         feeds = {onnx_target.INPUT_NAME: feed}
         with tempfile.TemporaryDirectory(prefix="mnc-ort-layers-") as work:
             source, converted, exact = Path(work, "twin.onnx"), Path(work, "twin.ort"), Path(work, "exact.ort")
@@ -196,8 +221,7 @@ class OrtTarget(Target):
     def write(self, graph: Graph, path: Path, record: ArtifactRecord, options: dict) -> dict:
         path = Path(path)
         source = path.with_name(path.name + ".source.onnx")
-        description = options.get("short_description", "")
-        source.write_bytes(onnx_target.emit(graph, record.to_metadata(), description, lowering=LOWERING))
+        source.write_bytes(self.source_model(graph, record, options))
         try:
             why_not = convert(source, path)
         finally:
@@ -217,6 +241,7 @@ class OrtTarget(Target):
         return {
             "format": "ORT (flatbuffers), converted for ARM (session.qdqisint8allowed=1, no NCHWc layout)",
             "operator_config": f"beside the model: <name>{CONFIG_SUFFIX}",
+            **onnx_target.batch_fields(options),
         }
 
     def read_metadata(self, path: Path) -> dict[str, str]:

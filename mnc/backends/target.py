@@ -49,8 +49,33 @@ FLAGS: dict[str, Flag] = {
             boolean=True,
         ),
         Flag("labels", "one class label per line: makes a classifier with class labels", "FILE"),
+        Flag(
+            "batch",
+            "the batch dimension of the input and outputs: a number fixes it (the mobile execution providers, "
+            "NNAPI and Core ML, take only fixed shapes), 'dynamic' leaves it symbolic",
+            "N|dynamic",
+        ),
+        Flag(
+            "mobile_ops",
+            "lower to the operators ONNX Runtime Mobile's NNAPI and Core ML providers take (a hard sigmoid as "
+            "Add, Clip and Div, Flatten as Reshape, …), which .ort always uses",
+            boolean=True,
+        ),
     ]
 }
+
+
+DYNAMIC_BATCH = "dynamic"
+
+
+def fixed_batch(value) -> int | None:
+    """The `batch` flag's value: a batch the model's input and outputs are fixed to, or None where it
+    stays symbolic ('dynamic')."""
+    if value == DYNAMIC_BATCH:
+        return None
+    if isinstance(value, bool) or not str(value).isdigit() or int(value) < 1:
+        raise InputError(f"{param('batch', value)}: a whole number of samples (1 or more), or {DYNAMIC_BATCH}")
+    return int(value)
 
 
 class TargetOptions:

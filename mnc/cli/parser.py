@@ -187,6 +187,8 @@ class _TargetFlagHelp(str):
         for name in targets_taking(self.flag.name):
             choice = TARGETS[name].choices[self.flag.name]
             values = ", ".join(v + (" (default)" if v == choice.default else "") for v in choice.values)
+            if not values and isinstance(choice.default, str):  # any value, and a default when not given
+                values = f"default {choice.default}"
             takers.append(f"{name}: {values}" if values else name)
         return f"{self.flag.help} [{'; '.join(takers)}]"
 
@@ -283,9 +285,10 @@ def make_parser() -> argparse.ArgumentParser:
         "bench",
         parents=[common],
         help="latency of an artifact in its runtime (ONNX Runtime for .onnx/.ort, LiteRT for .tflite, ncnn for .ncnn)",
-        description="Median, p10, p90 and minimum latency of one inference (batch 1) after warm-up runs, in the "
-        "runtime an app would use: ONNX Runtime (.onnx, .ort), LiteRT with XNNPACK (.tflite), ncnn with its "
-        "defaults (.ncnn), Core ML (.mlpackage, macOS only). Idle runtime threads do not spin.",
+        description="Median, p10, p90 and minimum latency of one inference (batch 1, or the batch a model fixes) "
+        "after warm-up runs, in the runtime an app would use: ONNX Runtime (.onnx, .ort), LiteRT with XNNPACK "
+        "(.tflite), ncnn with its defaults (.ncnn), Core ML (.mlpackage, macOS only). Idle runtime threads do not "
+        "spin.",
     )
     p.add_argument("artifact", help="model file (.onnx, .ort, .tflite, .mlpackage, .ncnn)")
     _add_timing_options(p)

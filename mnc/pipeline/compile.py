@@ -195,7 +195,7 @@ def compile_spec(spec, /, out_dir: str | Path = "build", *, save_weights=None, *
                 passes=pass_records,
                 macs=cost.macs,
                 params=cost.params,
-                artifact=_artifact_file(built.graph, optimised, backend, out, size, sha256, anchors),
+                artifact=_artifact_file(built.graph, optimised, backend, out, size, sha256, anchors, record.batch),
                 verification=verification,
                 quantization=quantized.info if quantized is not None else None,
                 target_section={**(backend.report_fields(opts) or {}), **(build_facts or {})} or None,
@@ -224,10 +224,17 @@ def _check_float16_range(graph: Graph) -> None:
 
 
 def _artifact_file(
-    graph: Graph, optimised: Graph, target: Target, out: Path, size: int, sha256: str, anchors: str | None
+    graph: Graph,
+    optimised: Graph,
+    target: Target,
+    out: Path,
+    size: int,
+    sha256: str,
+    anchors: str | None,
+    batch: int | None,
 ) -> ArtifactFile:
     def tensor(node: str, name: str) -> Tensor:
-        return Tensor(name, ["batch", *target.layout(graph.node(node).shape)])
+        return Tensor(name, ["batch" if batch is None else batch, *target.layout(graph.node(node).shape)])
 
     outputs = [tensor(node, name) for node, name in zip(graph.outputs, output_names(optimised))]
     return ArtifactFile(

@@ -55,7 +55,7 @@ class WeightsSource:
 @dataclass(frozen=True)
 class Tensor:
     name: str
-    shape: list  # "batch", then the sizes in the target's layout
+    shape: list  # the batch ("batch" where symbolic, else its size), then the sizes in the target's layout
 
 
 @dataclass(frozen=True)
