@@ -15,10 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 from mnc.ir.graph import Graph
-from mnc.ir.node import ChannelQuantized, QParams
+from mnc.ir.node import ChannelQuantized, Node, QParams
 from mnc.ir.ops import OPS
+from mnc.quant.interpreter import FakeQuantInterpreter
 from mnc.quant.rules import has_int8_weights
-from mnc.quant.scheme import INT32_MAX, fake_quantize
+from mnc.quant.scheme import INT32_MAX
 from mnc.reproducible import stable
 
 SAMPLES = 32  # of the calibration data: the means settle well before (benchmarks/int8_accuracy.py)
@@ -28,32 +29,24 @@ def bias_corrections(quantized: Graph, data: np.ndarray) -> dict[str, list[int]]
     """Per layer with int8 weights and a bias: how many steps of its bias scale to add to its int32
     bias. Runs the int8 network once over `data` (all of it at once: a layer's correction needs the
     mean over every sample before the next layer can run). Leaves `quantized` as it was."""
-    graph = quantized.copy()
-    own: dict[str, np.ndarray] = {}
-    remaining = {n: len(graph.users(n)) for n in graph}
-    corrections: dict[str, list[int]] = {}
-    for name in graph.topo():
-        node = graph.node(name)
-        producers = graph.inputs_of(name)
-        xs = [own[p] for p in producers]
-        op, q = OPS[node.op], node.qparams
-        if node.op == "input":
-            x = np.asarray(data, dtype=np.float64)
-            own[name] = x if q is None else fake_quantize(x, q.output)
-            continue
+    run = _Correcting(quantized.copy())
+    run.run({quantized.inputs[0]: np.asarray(data, dtype=np.float64)})
+    return run.corrections
+
+
+class _Correcting(FakeQuantInterpreter):
+    """The fake-quant reference, each layer's bias corrected on its own inputs before it runs."""
+
+    def __init__(self, graph: Graph):
+        super().__init__(graph)
+        self.corrections: dict[str, list[int]] = {}
+
+    def run_node(self, name: str, node: Node, xs: list[np.ndarray]) -> np.ndarray:
+        q = node.qparams
         if q is not None and has_int8_weights(node.op) and q.bias is not None:
-            corrections[name] = _steps(node, xs).tolist()
-            node.qparams = q = corrected(q, corrections[name])
-        params = {k: np.asarray(v, dtype=np.float64) for k, v in node.params.items()}
-        if q is not None:
-            params.update(q.dequantized_params())
-        value = np.asarray(op.run(node.attrs, params, xs), dtype=np.float64)
-        own[name] = value if q is None else fake_quantize(value, q.output)
-        for p in producers:  # free what no later node reads
-            remaining[p] -= 1
-            if remaining[p] == 0:
-                del own[p]
-    return corrections
+            self.corrections[name] = _steps(node, xs).tolist()
+            node.qparams = corrected(q, self.corrections[name])
+        return super().run_node(name, node, xs)
 
 
 def _steps(node, xs: list[np.ndarray]) -> np.ndarray:
