@@ -19,16 +19,34 @@ from threadpoolctl import threadpool_limits
 
 
 def single_threaded_blas(function):
-    """Run with numpy's BLAS on one thread. mnc overlaps its own stages (the reference runs beside
-    the backend); idle OpenBLAS threads spin meanwhile and take the other core (seen: 4.7 CPU-seconds
-    for a 3.0 s compile, 2.8 for 2.7 s on one thread)."""
+    """Run with numpy's BLAS on one thread and without transparent huge pages. mnc overlaps its own
+    stages (the reference runs beside the backend); idle OpenBLAS threads spin meanwhile and take the
+    other core (seen: 4.7 CPU-seconds for a 3.0 s compile, 2.8 for 2.7 s on one thread). numpy asks
+    for huge pages for every array of 4 MiB or more; where the kernel grants them on request (THP
+    "madvise", with direct compaction) each fresh or copied-on-write page after a fork costs a 2 MiB
+    clear or copy: a Core ML compile of MobileNetV2 spent 2 of its 4 s in the kernel that way, 1 s
+    with them off."""
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
-        with threadpool_limits(limits=1, user_api="blas"):
+        with threadpool_limits(limits=1, user_api="blas"), _without_huge_pages():
             return function(*args, **kwargs)
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _without_huge_pages():
+    # numpy's switch (also NUMPY_MADVISE_HUGEPAGE=0); absent from a numpy without it, then nothing to do
+    switch = getattr(np._core.multiarray, "_set_madvise_hugepage", None)
+    if switch is None:
+        yield
+        return
+    before = switch(False)
+    try:
+        yield
+    finally:
+        switch(before)
 
 
 def child_environment() -> dict[str, str]:
@@ -36,7 +54,12 @@ def child_environment() -> dict[str, str]:
     from (an installed package, a checkout, a script that put it on sys.path)."""
     here = str(Path(__file__).resolve().parents[1])
     path = os.environ.get("PYTHONPATH")
-    return {**os.environ, "PYTHONPATH": here + (os.pathsep + path if path else "")}
+    # numpy without huge pages there too (single_threaded_blas says why), unless the user chose
+    return {
+        "NUMPY_MADVISE_HUGEPAGE": "0",
+        **os.environ,
+        "PYTHONPATH": here + (os.pathsep + path if path else ""),
+    }
 
 
 _fork_allowed = True

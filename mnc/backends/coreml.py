@@ -231,7 +231,8 @@ class CoreMLTarget(Target):
         for name in emitted.topo():
             value = "input_fp16" if name in emitted.inputs else mil_name(name)
             shape = emitted.node(name).shape
-            values[name] = np.concatenate([np.asarray(env[value], dtype=np.float64).reshape(1, *shape) for env in runs])
+            # float32 holding float16 values, as the executor keeps them: widened to float64 layer by layer
+            values[name] = np.concatenate([np.asarray(env[value], dtype=np.float32).reshape(1, *shape) for env in runs])
         rounded = emitted.copy()
         for name in rounded:
             rounded.node(name).params = dict(typed_params(rounded.node(name), "fp16").params)

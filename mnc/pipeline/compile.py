@@ -133,6 +133,8 @@ def compile_spec(spec, /, out_dir: str | Path = "build", *, save_weights=None, *
         with timings.stage("passes"):
             optimised, pass_records = run_pipeline(built.graph, pipeline, options=pass_options(backend, pipeline))
         emitted = optimised
+        if reference_future is not None and record.precision == "fp16":
+            reference_future.interpret(optimised)  # for the passes check, beside the writing
         if plan is not None:
             quantized = quantize(optimised, built, request.quantization, plan)
             emitted, pass_records = quantized.graph, pass_records + quantized.records

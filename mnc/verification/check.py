@@ -4,6 +4,7 @@ the target says which executors run its artifacts and which extra int8 checks it
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,22 +30,37 @@ from mnc.verification.result import (
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
-class _JoinedFutures:
-    """The reference computed in parts (each in a worker of its own): its result joins theirs."""
+class BackgroundReference:
+    """The reference computed in parts (each in a worker of its own), and float64 runs of other
+    graphs on the same inputs in the same workers (the passes check of an fp16 artifact)."""
 
-    def __init__(self, futures: list[Future]):
-        self.futures = futures
+    def __init__(self, graph: Graph, images: np.ndarray, pool):
+        self.pool, self.images = pool, images
+        parts = np.array_split(images, min(len(images), background_workers(pool)))
+        self.futures = [pool.submit(reference.reference_outputs, graph, part) for part in parts]
+        self.interpretations: list[tuple[Graph, Future]] = []
 
     def result(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return reference.joined_samples([f.result() for f in self.futures])
 
+    def interpret(self, graph: Graph) -> None:
+        """Start the float64 run of `graph` on the reference's inputs."""
+        self.interpretations.append((graph, self.pool.submit(_interpreted, graph, self.images)))
 
-def start_reference(graph: Graph, settings, resolution: int, seed: int, pool) -> _JoinedFutures:
+    def interpreted(self, graph: Graph) -> np.ndarray | None:
+        """The float64 run of `graph` started by interpret, or None if none was started."""
+        return next((future.result() for started, future in self.interpretations if started is graph), None)
+
+
+def _interpreted(graph: Graph, images: np.ndarray) -> np.ndarray:
+    return reference.joined(interpret(graph, {graph.inputs[0]: images}).values())
+
+
+def start_reference(graph: Graph, settings, resolution: int, seed: int, pool) -> BackgroundReference:
     """Compute the float reference in the background, its samples split among the pool's workers:
     it needs only the unoptimised graph."""
     _, images = verification_inputs(settings, resolution, seed)
-    parts = np.array_split(images, min(len(images), background_workers(pool)))
-    return _JoinedFutures([pool.submit(reference.reference_outputs, graph, part) for part in parts])
+    return BackgroundReference(graph, images, pool)
 
 
 def verify_float(
@@ -57,7 +73,7 @@ def verify_float(
     *,
     precision: str = "fp32",
     image_input: bool = False,
-    reference_future: _JoinedFutures | None = None,
+    reference_future: BackgroundReference | None = None,
     timings: Timings | None = None,
     emitted: Graph | None = None,
 ) -> FloatVerification:
@@ -74,31 +90,39 @@ def verify_float(
     pixels, images = verification_inputs(settings, resolution, seed)
     feed = {INPUT_NAME: pixels if image_input else images}
     fp16_graph = target.fp16_weights_graph(emitted) if precision == "fp16" and emitted is not None else None
+    checks, layered, layer_checks = [], None, []
+    if precision == "fp16" and emitted is not None and fp16_graph is None:
+        # The layer check needs no reference: it runs while the reference is being computed.
+        with timings.stage("execute"):
+            try:
+                layered = _float16_layers(target, artifact, emitted, feed[INPUT_NAME])
+            except Exception as exc:  # the executor rejected the artifact: a failed check, not a crash
+                failure = f"{target.executors()[0].label} could not run it: {type(exc).__name__}: {exc}"
+                layer_checks.append(Check("layers", {"verdict": "fail", "error": failure}, False, failure))
+        if layered is not None:
+            layer_checks.append(float16_layers_check(layered, target.executors()[0].label))
+    executors = target.executors()
+    known = {}
+    if layered is not None:  # the layer check ran the first executor on every sample: its outputs are that run's
+        known[0] = layered.outputs
+    with timings.stage("execute"):  # the executors need no reference either
+        ran = _run_executors(executors, artifact, feed, known)
     with timings.stage("reference"):  # with a future: only the time spent waiting for it
         if reference_future is not None:
             expected, interpreted, variance = reference_future.result()
         else:
             expected, interpreted, variance = reference.reference_outputs(graph, images)
-    checks, layers = [], None
     if precision == "fp16" and emitted is not None:
-        # The fp16 checks below start from the IR the artifact was emitted from; that IR itself must
+        # The fp16 checks start from the IR the artifact was emitted from; that IR itself must
         # compute what the spec does (a wrong pass shows here), as fp32 artifacts show it directly.
-        checks.append(_passes_check(emitted, images, expected, variance))
+        ours = reference_future.interpreted(emitted) if reference_future is not None else None
+        checks.append(_passes_check(emitted, images, expected, variance, ours))
     if fp16_graph is not None:
         with timings.stage("reference"):
             expected, interpreted, variance = reference.reference_outputs(fp16_graph, images)
-    elif precision == "fp16" and emitted is not None:
-        with timings.stage("execute"):
-            try:
-                layers = target.fp16_layers(artifact, emitted, feed[INPUT_NAME])
-            except Exception as exc:  # the executor rejected the artifact: a failed check, not a crash
-                failure = f"{target.executors()[0].label} could not run it: {type(exc).__name__}: {exc}"
-                checks.append(Check("layers", {"verdict": "fail", "error": failure}, False, failure))
-        if layers is not None:
-            checks.append(float16_layers_check(*layers, target.executors()[0].label))
+    checks += layer_checks
     # A layer check that could not run (the executor rejected the artifact) has failed already; the
     # whole-network runs are then compared as for any artifact.
-    layered = layers is not None
     tolerance = FP16 if precision == "fp16" and fp16_graph is None else FP32
     # Both the artifact and the reference are float32 evaluations of the (rounded-weight) network.
     allowed = TOLERANCE_SIGMAS * np.sqrt(2 * variance) if tolerance is FP32 else None
@@ -111,20 +135,13 @@ def verify_float(
         checks=checks,
         fp16_weights_only=fp16_graph is not None,
     )
-    executors = target.executors()
-    known = {}
-    if layered:  # the layer check ran the first executor on every sample: its outputs are that run's
-        rounded, values = layers
-        known[0] = reference.joined(values[o] for o in rounded.outputs)
-    with timings.stage("execute"):
-        ran = _run_executors(executors, artifact, feed, known)
     for i, (executor, (actual, error)) in enumerate(zip(executors, ran)):
         run = ExecutorRun(executor.label, error=error)
         if actual is not None and np.shape(actual) != expected.shape:
             run.error = f"output shape {np.shape(actual)} differs from the reference's {expected.shape}"
         elif actual is not None:
             run.comparison = compare(actual, expected, is_classifier(graph))
-            if layered and i == 0:  # the executor checked layer by layer: the whole network is reported
+            if layered is not None and i == 0:  # the executor checked layer by layer: the whole network is reported
                 run.passed = True
             elif allowed is None:
                 run.passed = run.comparison.passes(tolerance)
@@ -159,10 +176,13 @@ def _run_executors(
     return results
 
 
-def _passes_check(emitted: Graph, images: np.ndarray, expected: np.ndarray, variance: np.ndarray) -> Check:
-    """The emitted IR, evaluated in float64, against the reference of the unoptimised IR within the
-    derived float32 bound: the optimisation passes kept what the network computes."""
-    ours = reference.joined(interpret(emitted, {emitted.inputs[0]: images}).values())
+def _passes_check(
+    emitted: Graph, images: np.ndarray, expected: np.ndarray, variance: np.ndarray, ours: np.ndarray | None
+) -> Check:
+    """The emitted IR, evaluated in float64 (`ours`, if it was computed in the background), against
+    the reference of the unoptimised IR within the derived float32 bound: the optimisation passes
+    kept what the network computes."""
+    ours = _interpreted(emitted, images) if ours is None else ours
     excess = exceedance(ours, expected, TOLERANCE_SIGMAS * np.sqrt(2 * variance))
     passed = excess <= 1
     return Check(
@@ -174,37 +194,72 @@ def _passes_check(emitted: Graph, images: np.ndarray, expected: np.ndarray, vari
     )
 
 
-def float16_layers_check(rounded: Graph, values: dict[str, np.ndarray], executor: str) -> Check:
-    """Each layer of an artifact that computes in float16, fed the artifact's own values, within its
-    derived float16 bound of that layer's exact result (mnc/verification/bounds.py)."""
+@dataclass
+class Float16Layers:
+    """What a check of every layer found on some samples: per layer (in order of computation) its
+    largest error over its bound, how large its exact values are, and whether the artifact's overflowed
+    float16 there; and the artifact's outputs on those samples, joined."""
 
-    def excesses(names: list[str]) -> list[tuple[str, float, float | None]]:
-        """(layer, its largest error over its bound, how large its exact values are if the artifact's
-        overflowed float16 there, else None)."""
-        found = []
-        for name in names:
-            node = rounded.node(name)
-            params = {k: np.asarray(v, dtype=np.float64) for k, v in node.params.items()}
-            with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported, not warned about
-                exact, allowed = float16_layer(rounded, name, params, [values[p] for p in rounded.inputs_of(name)])
-                excess = float((np.abs(values[name] - exact) / allowed).max())
-            overflowed = not np.isfinite(values[name]).all()
-            peak = float(np.abs(exact).max()) if overflowed else None
-            found.append((name, excess if np.isfinite(excess) else np.inf, peak))
-        return found
+    found: dict[str, tuple[float, float, bool]]
+    outputs: np.ndarray
+    samples: int
 
-    # Each layer is checked on its own inputs: the layers are split between the two cores, largest first.
-    names = sorted((n for n in rounded.topo() if rounded.node(n).op != "input"), key=lambda n: -values[n].size)
-    found = {name: rest for part in on_two_cores(excesses, names[0::2], names[1::2]) for name, *rest in part}
+    def merged(self, other: Float16Layers) -> Float16Layers:
+        found = {
+            name: (max(a[0], b[0]), max(a[1], b[1]), a[2] or b[2])
+            for name, a, b in ((n, self.found[n], other.found[n]) for n in self.found)
+        }
+        return Float16Layers(found, np.concatenate([self.outputs, other.outputs]), self.samples + other.samples)
+
+
+def _float16_layers(target: Target, artifact: Path, emitted: Graph, feed: np.ndarray) -> Float16Layers | None:
+    """Run the artifact's executor on the feed and check each of its layers, fed the artifact's own
+    values, within its derived float16 bound of that layer's exact result (mnc/verification/bounds.py).
+    The samples are split between the two cores: each half is run and checked where it was run, and
+    only the findings come back. None: the artifact does not compute in float16 throughout."""
+
+    def check(samples: np.ndarray) -> Float16Layers | None:
+        layers = target.fp16_layers(artifact, emitted, samples)
+        return None if layers is None else _layer_excesses(*layers, len(samples))
+
+    if len(feed) < 2:
+        return check(feed)
+    half = len(feed) // 2
+    first, rest = on_two_cores(check, feed[:half], feed[half:])
+    return None if first is None or rest is None else first.merged(rest)
+
+
+def _layer_excesses(rounded: Graph, values: dict[str, np.ndarray], samples: int) -> Float16Layers:
+    found = {}
+    for name in rounded.topo():
+        node = rounded.node(name)
+        if node.op == "input":
+            continue
+        params = {k: np.asarray(v, dtype=np.float64) for k, v in node.params.items()}
+        xs = [np.asarray(values[p], np.float64) for p in rounded.inputs_of(name)]
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported, not warned about
+            exact, allowed = float16_layer(rounded, name, params, xs)
+            excess = float((np.abs(values[name] - exact) / allowed).max())
+        found[name] = (
+            excess if np.isfinite(excess) else np.inf,
+            float(np.abs(exact).max()),
+            not np.isfinite(values[name]).all(),
+        )
+    outputs = reference.joined(values[o] for o in rounded.outputs)
+    return Float16Layers(found, outputs, samples)
+
+
+def float16_layers_check(layered: Float16Layers, executor: str) -> Check:
+    """Each layer of an artifact that computes in float16 against its derived float16 bound."""
+    found = layered.found
     layers = len(found)
-    order = [n for n in rounded.topo() if n in found]
-    overflowed = [n for n in order if found[n][1] is not None]
+    overflowed = [n for n in found if found[n][2]]
     worst = ("", 0.0)
-    for name in overflowed[:1] or order:  # the first overflow, else the largest excess (the first of equals)
+    for name in overflowed[:1] or found:  # the first overflow, else the largest excess (the first of equals)
         if found[name][0] > worst[1]:
             worst = (name, found[name][0])
     passed = worst[1] <= 1
-    samples = len(next(iter(values.values())))
+    samples = layered.samples
     return Check(
         "layers",
         {
