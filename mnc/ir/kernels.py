@@ -48,15 +48,25 @@ def _dense(x, w, sh, sw, ho, wo, dh=1, dw=1):
     return out.transpose(0, 3, 1, 2)
 
 
+# A depthwise convolution reads each input plane once per tap: taken a few planes at a time (input and
+# output within this many bytes), the taps find them in the core's cache. Each element's sum keeps its
+# order, so the result is the same to the bit.
+_DEPTHWISE_BLOCK_BYTES = 1 << 18
+
+
 def _depthwise(x, w, sh, sw, ho, wo, dh=1, dw=1):
     n, c = x.shape[:2]
     kh, kw = w.shape[2:]
     out = np.zeros((n, c, ho, wo), dtype=np.result_type(x, w))
-    for i in range(kh):
-        for j in range(kw):
-            top, left = i * dh, j * dw
-            patch = x[:, :, top : top + (ho - 1) * sh + 1 : sh, left : left + (wo - 1) * sw + 1 : sw]
-            out += patch * w[:, 0, i, j].reshape(1, c, 1, 1)
+    per = max(1, _DEPTHWISE_BLOCK_BYTES // (out.itemsize * (x.shape[2] * x.shape[3] + ho * wo)))
+    for b in range(n):
+        for c0 in range(0, c, per):
+            xb, ob, wb = x[b : b + 1, c0 : c0 + per], out[b : b + 1, c0 : c0 + per], w[c0 : c0 + per, 0]
+            for i in range(kh):
+                for j in range(kw):
+                    top, left = i * dh, j * dw
+                    patch = xb[:, :, top : top + (ho - 1) * sh + 1 : sh, left : left + (wo - 1) * sw + 1 : sw]
+                    ob += patch * wb[:, i, j].reshape(1, -1, 1, 1)
     return out
 
 
