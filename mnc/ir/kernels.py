@@ -13,7 +13,8 @@ def conv2d(
     """Cross-correlation with explicit pads (top, left, bottom, right) and dilation, like ONNX Conv."""
     top, left, bottom, right = pads
     sh, sw = stride
-    x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    if any(pads):  # np.pad copies even when there is nothing to pad
+        x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
     n, c, h, wd = x.shape
     o, cg, kh, kw = w.shape
     dh, dw = dilation
