@@ -9,6 +9,8 @@ per target, in one interleaved run (issue 21's target: mnc ≤ 0.3× each peer).
           MobileNetV2 → TFLiteConverter)
 - ncnn:   `mnc compile specs/v2.mnet --target ncnn`   vs `benchmarks/peer_pnnx.py` (torchvision →
           torch.jit.trace → pnnx; the peer python needs pnnx too)
+- ort:    `mnc compile specs/v2.mnet --target ort`    vs `benchmarks/peer_ort.py` (torchvision →
+          torch.onnx.export → ONNX Runtime's convert_onnx_models_to_ort; the peer python needs onnxruntime)
 
 mnc's runs include its verification; the peers verify nothing. The peers need environments with torch,
 torchvision and coremltools (--peer-python) and tensorflow-cpu (--tf-python): optional, large, never
@@ -42,6 +44,7 @@ PEERS = {  # target → (script, the python option that runs it, extra arguments
     "coreml": (BENCH / "peer_coreml.py", "peer_python", ["--arch", "mobilenet_v2", "-o", "{tmp}/peer"]),
     "tflite": (BENCH / "peer_tflite.py", "tf_python", ["-o", "{tmp}/peer.tflite"]),
     "ncnn": (ROOT / "benchmarks" / "peer_pnnx.py", "peer_python", ["--arch", "mobilenet_v2", "-o", "{tmp}/peer-ncnn"]),
+    "ort": (ROOT / "benchmarks" / "peer_ort.py", "peer_python", ["--arch", "mobilenet_v2", "-o", "{tmp}/peer-ort"]),
 }
 
 
@@ -59,7 +62,10 @@ def timed(argv: list[str], env: dict | None = None, cwd: Path = ROOT) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--peer-python", help="python with torch, torchvision, onnx and coremltools (and pnnx for ncnn)")
+    p.add_argument(
+        "--peer-python",
+        help="python with torch, torchvision, onnx and coremltools (pnnx for ncnn, onnxruntime for ort)",
+    )
     p.add_argument("--tf-python", help="python with tensorflow-cpu")
     p.add_argument("--targets", default="onnx,coreml,tflite")
     p.add_argument("--repeats", type=int, default=5)
