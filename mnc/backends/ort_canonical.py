@@ -24,7 +24,6 @@ from typing import NamedTuple
 
 import flatbuffers
 from flatbuffers import number_types as N
-from flatbuffers.table import Table
 
 FILE_IDENTIFIER = b"ORTM"
 
@@ -217,18 +216,24 @@ def read(data: bytes) -> dict:
     return _read_table(data, flatbuffers.encode.Get(N.UOffsetTFlags.packer_type, data, 0), "InferenceSession")
 
 
+_U32 = struct.Struct("<I").unpack_from
+_I32 = struct.Struct("<i").unpack_from
+_U16 = struct.Struct("<H").unpack_from
+
+
 def _read_table(buf: bytes, pos: int, name: str) -> dict:
-    tab = Table(buf, pos)
+    # flatbuffers' own Table reader, unrolled: its per-field calls were most of a .ort build's rewrite.
     fields = SCHEMA[name]
-    vtable = pos - tab.Get(N.SOffsetTFlags, pos)
-    slots = (tab.Get(N.VOffsetTFlags, vtable) - 4) // 2
-    for slot in range(len(fields), slots):
-        if tab.Offset(4 + 2 * slot):
-            raise NotCanonical(f"{name} has a field (slot {slot}) that this schema does not know")
+    vtable = pos - _I32(buf, pos)[0]
+    vtable_size = _U16(buf, vtable)[0]
+    offsets = [_U16(buf, vtable + at)[0] for at in range(4, vtable_size, 2)]
+    if any(offsets[len(fields) :]):
+        slot = len(fields) + next(i for i, o in enumerate(offsets[len(fields) :]) if o)
+        raise NotCanonical(f"{name} has a field (slot {slot}) that this schema does not know")
     out: dict = {}
     union_type = 0
     for slot, field in enumerate(fields):
-        o = tab.Offset(4 + 2 * slot)
+        o = offsets[slot] if slot < len(offsets) else 0
         if field is DEPRECATED:
             if o:
                 raise NotCanonical(f"{name} has its deprecated field (slot {slot})")
@@ -238,29 +243,37 @@ def _read_table(buf: bytes, pos: int, name: str) -> dict:
         at = pos + o
         kind = field.kind
         if kind in ("scalar", "union_type"):
-            value = tab.Get(field.of, at)
+            value = field.of.py_type(field.of.packer_type.unpack_from(buf, at)[0])
             if kind == "union_type":
                 union_type = value
             if value != field.default:
                 out[field.name] = value
         elif kind == "string":
-            out[field.name] = tab.String(at)
+            out[field.name] = _string_at(buf, at)
         elif kind == "table":
-            out[field.name] = _read_table(buf, tab.Indirect(at), field.of)
+            out[field.name] = _read_table(buf, at + _U32(buf, at)[0], field.of)
         elif kind == "union":
             if union_type not in field.of:
                 raise NotCanonical(f"{name}.{field.name} is of a union type this schema does not know ({union_type})")
-            out[field.name] = _read_table(buf, tab.Indirect(at), field.of[union_type])
+            out[field.name] = _read_table(buf, at + _U32(buf, at)[0], field.of[union_type])
         else:
-            start, count = tab.Vector(o), tab.VectorLen(o)
+            vector = at + _U32(buf, at)[0]
+            start, count = vector + 4, _U32(buf, vector)[0]
             if kind == "strings":
-                out[field.name] = [tab.String(start + 4 * i) for i in range(count)]
+                out[field.name] = [_string_at(buf, start + 4 * i) for i in range(count)]
             elif kind == "tables":
-                out[field.name] = [_read_table(buf, tab.Indirect(start + 4 * i), field.of) for i in range(count)]
+                out[field.name] = [
+                    _read_table(buf, start + 4 * i + _U32(buf, start + 4 * i)[0], field.of) for i in range(count)
+                ]
             else:
                 size = field.of.bytewidth if kind == "numbers" else field.of if kind == "structs" else 1
                 out[field.name] = buf[start : start + size * count]
     return out
+
+
+def _string_at(buf: bytes, at: int) -> bytes:
+    at += _U32(buf, at)[0]
+    return buf[at + 4 : at + 4 + _U32(buf, at)[0]]
 
 
 def canonical_tree(tree: dict, name: str = "InferenceSession") -> dict:
@@ -283,9 +296,10 @@ def canonical_tree(tree: dict, name: str = "InferenceSession") -> dict:
     return out
 
 
-def write(tree: dict) -> bytes:
-    """The tree as an ORT format file, laid out the same way for the same tree."""
-    builder = flatbuffers.Builder(1 << 16)
+def write(tree: dict, size_hint: int = 1 << 16) -> bytes:
+    """The tree as an ORT format file, laid out the same way for the same tree (whatever the size
+    hint: the buffer the builder starts with, which it doubles, copying, while it is too small)."""
+    builder = flatbuffers.Builder(size_hint)
     root = _write_table(builder, tree, "InferenceSession")
     builder.Finish(root, file_identifier=FILE_IDENTIFIER)
     return bytes(builder.Output())
@@ -353,7 +367,7 @@ def canonical(data: bytes) -> bytes:
     """The ORT format file `data` in its canonical order and layout. Raises NotCanonical where the
     file holds what the schema does not know; the result reads back as the same tree."""
     tree = canonical_tree(read(data))
-    out = write(tree)
+    out = write(tree, size_hint=len(data) + (1 << 16))
     if not _same(read(out), tree):  # the writer's own check: nothing lost, nothing reordered
         raise RuntimeError("the canonical ORT file does not read back as the tree it was written from")
     return out
