@@ -44,6 +44,20 @@ def test_ort_model_with_operator_config_and_reproducible_bytes(tmp_path):
     assert main(["verify", str(a.artifact)]) == 0
 
 
+@pytest.mark.parametrize("quantization", [None, Quantization("synthetic", 4)], ids=["fp32", "int8"])
+def test_the_operator_config_is_the_one_onnx_runtimes_tool_writes(tmp_path, quantization):
+    from onnxruntime.tools.ort_format_model.utils import create_config_from_models
+
+    result = compile_spec(
+        SPECS / "v3_small.mnet", target="ort", resolution=32, quantization=quantization, out_dir=tmp_path
+    )
+    ours = result.artifact.with_name(result.artifact.name[: -len(".ort")] + CONFIG_SUFFIX).read_text()
+    create_config_from_models([result.artifact], tmp_path / "tool.config", False)
+    theirs = [line for line in (tmp_path / "tool.config").read_text().splitlines() if not line.startswith("# - ")]
+    assert ours.splitlines() == theirs
+    assert "com.microsoft;" in ours if quantization else "ai.onnx;" in ours
+
+
 def test_ort_int8_has_8_bit_weights_and_keeps_the_trained_networks_accuracy(tmp_path):
     common = dict(target="ort", alpha=0.35, resolution=32, weights=DIGITS / "mobilenet_v2_digits.safetensors")
     q = compile_spec(

@@ -15,10 +15,7 @@ ONNX Runtime), ONNX Runtime's file is kept as written and the report says the by
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
-import logging
 import subprocess
 import sys
 import tempfile
@@ -108,17 +105,19 @@ def convert(onnx_path: Path, ort_path: Path, *, exact_x64: bool = False) -> str 
 
 
 def operator_config(ort_path: Path) -> bytes:
-    """The operator config of a reduced-size ONNX Runtime build that runs this model."""
-    from onnxruntime.tools.ort_format_model.utils import create_config_from_models
-
+    """The operator config of a reduced-size ONNX Runtime build that runs this model, as ONNX
+    Runtime's `create_config_from_models` writes it (without type reduction), less the comment line
+    that names the model's path: the file stays free of where it was built."""
+    required = ort_canonical.required_operators(ort_canonical.read(Path(ort_path).read_bytes()))
+    lines = ["# Generated from model/s:"] + [
+        f"{domain};{opset};{','.join(sorted(required[domain][opset]))}"
+        for domain in sorted(required)
+        for opset in sorted(required[domain])
+    ]
     (config,) = TARGET.companions(ort_path)
-    logging.getLogger("ort_format_model.utils").setLevel(logging.WARNING)  # it logs each file it writes
-    with contextlib.redirect_stdout(io.StringIO()):
-        create_config_from_models([ort_path], config, False)
-    # The tool writes the model's path as a comment: keep the file free of where it was built.
-    lines = [line for line in config.read_text().splitlines() if not line.startswith("# - ")]
-    config.write_text("\n".join(lines) + "\n")
-    return config.read_bytes()
+    data = ("\n".join(lines) + "\n").encode()
+    config.write_bytes(data)
+    return data
 
 
 def run_ort(artifact, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

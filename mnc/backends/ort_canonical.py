@@ -373,6 +373,24 @@ def canonical(data: bytes) -> bytes:
     return out
 
 
+def required_operators(tree: dict) -> dict[str, dict[int, set[str]]]:
+    """{domain: {opset: operator types}} of every node, subgraphs included, as ONNX Runtime's
+    reduced-build tools count them (a node's domain, "ai.onnx" for the default one, and the opset
+    version it was resolved at)."""
+    found: dict[str, dict[int, set[str]]] = {}
+
+    def visit(graph: dict) -> None:
+        for node in graph.get("nodes", []):
+            domain = node.get("domain", b"").decode() or "ai.onnx"
+            found.setdefault(domain, {}).setdefault(node.get("since_version", 0), set()).add(node["op_type"].decode())
+            for attribute in node.get("attributes", []):
+                for sub in ([attribute["g"]] if "g" in attribute else []) + attribute.get("graphs", []):
+                    visit(sub)
+
+    visit(tree["model"]["graph"])
+    return found
+
+
 def _same(a, b) -> bool:
     """Trees equal, a float scalar by its bits (a NaN attribute equals itself)."""
     if isinstance(a, dict):
