@@ -8,6 +8,7 @@ from mnc.frontend.emitter import pads_for
 from mnc.ir import kernels
 from mnc.ir.graph import Graph, GraphError
 from mnc.ir.interpreter import run
+from mnc.ir.roundoff import float16_rounded
 from mnc.ir.shapes import infer_shapes
 
 SRC = Loc("test.mnet", 1, 1)
@@ -176,3 +177,22 @@ def test_copy_is_independent():
     h.node("conv").attrs["stride"][0] = 1
     h.remove(["flat"])
     assert g.node("conv").attrs["stride"] == [2, 2] and "flat" in g
+
+
+def test_float16_rounding_is_numpys_conversion_bit_for_bit():
+    # Every float32 whose upper 16 bits take any value, with the lower bits at each edge of float16's
+    # rounding (ties, just below and above them, the carry into the exponent), and random patterns:
+    # subnormals, overflow to inf, infinities and NaNs included.
+    high = np.arange(2**16, dtype=np.uint32) << np.uint32(16)
+    low = np.array([0, 1, 0x0FFF, 0x1000, 0x1001, 0x1FFF, 0x2000, 0x2001, 0x7FFF, 0x8000, 0xEFFF, 0xF000, 0xFFFF])
+    patterns = (high[:, None] | low.astype(np.uint32)[None, :]).ravel()
+    patterns = np.concatenate([patterns, np.random.default_rng(0).integers(0, 2**32, 2_000_000, dtype=np.uint32)])
+    values = patterns.view(np.float32)
+    with np.errstate(over="ignore"):
+        expected = values.astype(np.float16).astype(np.float32)
+        ours = float16_rounded(values)
+    same = (ours.view(np.uint32) == expected.view(np.uint32)) | (np.isnan(ours) & np.isnan(expected))
+    assert same.all(), values[~same][:5]
+    assert float16_rounded(np.float64(1 + 2**-11 + 2**-40)) == np.float16(
+        1 + 2**-11 + 2**-40
+    )  # float64: no double rounding

@@ -15,6 +15,7 @@ import numpy as np
 
 from mnc.backends.coreml_mil import DTYPES, model_folder, proto, read_blob, read_package
 from mnc.ir import activations, kernels
+from mnc.ir.roundoff import float16_rounded
 
 
 class ExecutorError(Exception):
@@ -162,7 +163,7 @@ class CoreMLProgram:
             return result
         dtype = _DTYPES.get(self._dtype_name(tensor_type.dataType))
         if dtype == np.float16:
-            return result.astype(np.float16).astype(np.float32)
+            return float16_rounded(result)
         return result.astype(dtype, copy=False) if dtype is not None else result
 
 

@@ -43,6 +43,7 @@ from mnc.ir.activations import IDENTITY
 from mnc.ir.graph import Graph
 from mnc.ir.node import Node
 from mnc.ir.ops import dilation
+from mnc.ir.roundoff import float16_rounded
 from mnc.parallel import child_environment
 
 MAGIC = 7767517
@@ -377,7 +378,7 @@ def read_constants(artifact: Path) -> dict[str, np.ndarray]:
 def _stored(slot: str, value: np.ndarray, precision: str) -> np.ndarray:
     """A parameter as the network holds it: conv and fc weights in float16 in an fp16 network."""
     value = value.astype(np.float32)
-    return value.astype(np.float16).astype(np.float32) if precision == "fp16" and slot == "weight" else value
+    return float16_rounded(value) if precision == "fp16" and slot == "weight" else value
 
 
 class NcnnTarget(Target):

@@ -29,6 +29,7 @@ from mnc.backends.tflite.resize import resize_allowance
 from mnc.errors import InputError, param
 from mnc.ir.graph import Graph
 from mnc.ir.ops import OPS
+from mnc.ir.roundoff import float16_rounded
 
 # TFLite's integer kernels requantize with fixed-point multipliers and, for hard swish, logistic and
 # softmax, fixed-point approximations; the fake-quant reference rounds the exact real result once.
@@ -196,7 +197,7 @@ class TFLiteTarget(Target):
             if has_weight_tensor(node.op):
                 for key in ("weight", "bias"):
                     if key in node.params:
-                        node.params[key] = node.params[key].astype(np.float32).astype(np.float16).astype(np.float32)
+                        node.params[key] = float16_rounded(node.params[key].astype(np.float32))
         return graph
 
     def executors(self) -> list[Executor]:
