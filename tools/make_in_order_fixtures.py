@@ -65,7 +65,7 @@ def lukemelas_names(state: dict) -> dict:
         if module.startswith("features.") and module not in modules.setdefault(".".join(module.split(".")[:2]), []):
             modules[".".join(module.split(".")[:2])].append(module)
     names, last = {}, len(modules) - 1
-    for i, (feature, units) in enumerate(modules.items()):
+    for i, units in enumerate(modules.values()):
         is_bn = [f"{u}.running_mean" in state for u in units]
         if i in (0, last):
             convs, bns = (["_conv_stem"], ["_bn0"]) if i == 0 else (["_conv_head"], ["_bn1"])

@@ -12,7 +12,6 @@ from mnc.ir.graph import Graph
 from mnc.ir.ops import OPS
 from mnc.weights.node_names import block_of, row_order
 
-
 # A checkpoint's tensors as layouts see them: name → shape, in the file's order.
 Tensors = Mapping[str, tuple]
 

@@ -7,9 +7,10 @@ only partial: parallel branches (a block's shortcut beside its main path) may co
 a module may fill any layer whose weighted predecessors are all filled already (the file's order is one
 order in which the network can be computed), and a checkpoint lists a branch whole: a module that can
 continue the branch of the module before it (fill a layer that reads that one's) does. Where more than
-one such layer fits a module's shapes, each is tried; the match must be the only one that places every module. Two complete matches are an
-error (the shapes cannot tell those layers apart), never a guess, and so is none: the first module
-that fits no layer that may come next is reported with the layers it was tried against.
+one such layer fits a module's shapes, each is tried; the match must be the only one that places every
+module. Two complete matches are an error (the shapes cannot tell those layers apart), never a guess,
+and so is none: the first module that fits no layer that may come next is reported with the layers it
+was tried against.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Callable
 
 from mnc.errors import Diagnostic, InputError, Loc
 from mnc.ir.graph import Graph
-from mnc.weights.layouts.layout import Slot, param_names, param_nodes, weighted
+from mnc.weights.layouts.layout import Slot, param_nodes, weighted
 
 MAX_STEPS = 200_000  # modules placed over all tries; beyond it the match is refused as too ambiguous
 
