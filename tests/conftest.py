@@ -66,10 +66,14 @@ def taking(spec: Path, out: Path, conventions: dict) -> Path:
     """A copy of a spec that takes a weight source's conventions as a user would: a setting the spec
     states otherwise is stated as the source's where the spec must state it (padding, activation) and
     left out where it may be (batch-norm ε, mean, std: the source's value is then used and reported)."""
+    from mnc.frontend import load_spec
     from mnc.frontend.settings import FIELDS
 
+    settings = load_spec(spec).settings
     lines = spec.read_text().splitlines()
     for key, value in conventions.items():
+        if getattr(settings, key) == value:
+            continue
         text = (
             ", ".join(f"{v:g}" for v in value)
             if isinstance(value, tuple)

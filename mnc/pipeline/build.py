@@ -114,8 +114,8 @@ def _with_conventions(spec: CheckedSpec, conventions: dict[str, tuple]) -> tuple
 
 def _setting(value) -> str:
     if isinstance(value, tuple):
-        return ", ".join(f"{v:g}" for v in value)
-    return f"{value:g}" if isinstance(value, float) else str(value)
+        return ", ".join(_setting(v) for v in value)
+    return f"{value + 0.0:g}" if isinstance(value, float) else str(value)  # + 0.0: no "-0"
 
 
 def _classes_from_shapes(spec: CheckedSpec, alpha, rho, resolution, checkpoint: WeightsFile, layout: Layout):

@@ -28,7 +28,7 @@ def layout_slots(graph: Graph, layout: Layout, weights: WeightsFile) -> list:
     except InputError as exc:
         for diagnostic in exc.diagnostics:
             diagnostic.loc = diagnostic.loc or Loc.file(weights.path)
-        raise type(exc)(exc.diagnostics) from None
+        raise WeightsMismatch(exc.diagnostics) from None
 
 
 def expected_shapes(graph: Graph, layout: Layout, tensors: dict) -> dict[str, tuple]:

@@ -37,11 +37,12 @@ class InOrder:
     order: Callable[[list[str]], list[str]] = list  # the keys in an order of computation
     only: dict[str, tuple[str, ...]] = field(default_factory=dict)  # a variable → the only IR ops it fills
     ignored: Callable[[str], bool] = lambda key: False
+    unit: str = "module"  # what the framework calls one of its layers
 
     def slots(self, graph: Graph, tensors: Tensors) -> list[Slot]:
         keys = self.order(list(tensors))
         modules = group({k: tensors[k] for k in keys}, self.separator, self.kinds, self.ignored)
-        naming = Naming(self.source, self._names, self.kinds)
+        naming = Naming(self.source, self._names, self.kinds, self.unit)
         note = ""
         if len(keys) > 1 and keys == sorted(keys):
             note = (
@@ -67,6 +68,7 @@ KERAS_ORDER = InOrder(
     {"kernel": "conv", "depthwise_kernel": "conv", "moving_mean": "batchnorm"},
     "the Keras model's layers",
     only={"depthwise_kernel": ("conv",)},  # a Dense layer's kernel is only ever `kernel`
+    unit="layer",
 )
 KERAS = Layout(
     "keras",

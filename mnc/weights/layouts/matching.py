@@ -48,6 +48,7 @@ class Naming:
     source: str  # what the modules are, in words: "the timm state dict's modules"
     names: Callable[[str, str], list[str]]
     kinds: dict[str, str]
+    unit: str = "module"  # what the framework calls one of them
 
 
 def fmt(shape) -> str:
@@ -162,38 +163,40 @@ def match(graph: Graph, modules: list[Module], naming: Naming, file: Loc, note: 
     if search.steps > MAX_STEPS:
         raise InputError(f"{where}: too many ways to match them with this network's layers; name a layout", file)
     if len(search.found) > 1:
-        raise _ambiguous(network, modules, search.found, where)
+        raise _ambiguous(network, modules, search.found, where, naming.unit)
     if not search.found:
-        raise _mismatch(network, modules, search.deepest, where, file, note)
+        raise _mismatch(network, modules, search.deepest, where, file, note, naming.unit)
     by_name = {m.name: m for m in modules}
     return [s for n in network.nodes for s in _fit(graph, naming, by_name[search.found[0][n]], n)]
 
 
-def _ambiguous(network: _Network, modules: list[Module], found: list[dict], where: str) -> InputError:
+def _ambiguous(network: _Network, modules: list[Module], found: list[dict], where: str, unit: str) -> InputError:
     one, other = found
     node = next(n for n in network.nodes if one[n] != other[n])
     twin = next(n for n in network.nodes if other[n] == one[node])
     module = next(m for m in modules if m.name == one[node])
     return InputError(
-        f"{where}: module {module.describe()} fits both layer '{node}' and layer '{twin}', and either way every "
+        f"{where}: {unit} {module.describe()} fits both layer '{node}' and layer '{twin}', and either way every "
         "module finds a layer: the shapes cannot tell which is which (parallel branches are matched by shapes, "
         "never guessed); save the weights under mnc's names or name a layout",
         network.graph.node(node).src,
     )
 
 
-def _mismatch(network: _Network, modules: list[Module], deepest: tuple, where: str, file: Loc, note: str):
+def _mismatch(network: _Network, modules: list[Module], deepest: tuple, where: str, file: Loc, note: str, unit: str):
     i, ready = deepest
     notes = [(note, None)] if note else []
-    diagnostic = _mismatch_diagnostic(network, modules, i, ready, where, file)
+    diagnostic = _mismatch_diagnostic(network, modules, i, ready, where, file, unit)
     diagnostic.notes += notes
     return InputError(diagnostic)
 
 
-def _mismatch_diagnostic(network: _Network, modules: list[Module], i: int, ready: list[str], where: str, file: Loc):
+def _mismatch_diagnostic(
+    network: _Network, modules: list[Module], i: int, ready: list[str], where: str, file: Loc, unit: str
+):
     if i >= len(modules):
         node = ready[0]
-        last = f"its last module is {modules[-1].describe()}" if modules else "it has no weighted module"
+        last = f"its last {unit} is {modules[-1].describe()}" if modules else f"it has no weighted {unit}"
         more = f", and {len(ready) - 1} other layer(s) that could come next," if len(ready) > 1 else ""
         return Diagnostic(
             f"{where}: the checkpoint ends where this network still has layer {network.describe(node)}{more} "
@@ -204,7 +207,7 @@ def _mismatch_diagnostic(network: _Network, modules: list[Module], i: int, ready
     if not ready:
         rest = len(modules) - i
         return Diagnostic(
-            f"{where}: module {module.describe()} and {rest - 1} more come after the network's last weighted "
+            f"{where}: {unit} {module.describe()} and {rest - 1} more come after the network's last weighted "
             f"layer '{network.nodes[-1]}': the network has no place for them",
             file,
         )
@@ -213,7 +216,7 @@ def _mismatch_diagnostic(network: _Network, modules: list[Module], i: int, ready
     also = f" (nor the other layer(s) that could come next: {others})" if others else ""
     after = f", after '{modules[i - 1].name}'" if i else ""
     return Diagnostic(
-        f"{where}: module {module.describe()}{after} does not fit the network's next layer "
+        f"{where}: {unit} {module.describe()}{after} does not fit the network's next layer "
         f"{network.describe(node)}{also}",
         network.graph.node(node).src,
     )
