@@ -159,3 +159,16 @@ def test_mnc_import_prints_a_command_that_compiles(tmp_path, capsys, monkeypatch
     # Weights under names it cannot import: it says to give them to mnc compile, which takes them.
     assert _run(["import", str(FIXTURES / "mobilenet_v2_035_renamed.pth"), "-o", str(out)]) == 2
     assert "give them to mnc compile with --weights and the spec they fit" in capsys.readouterr().err
+
+
+def test_a_renamed_checkpoint_on_tflite(tmp_path):
+    from mnc.backends.tflite import run_litert
+
+    x, expected = _io("mobilenet_v2_035_renamed.pth")
+    weights = FIXTURES / "mobilenet_v2_035_renamed.pth"
+    result = mnc.compile(
+        SPECS / "v2.mnet", target="tflite", alpha=0.35, resolution=64, weights=weights, out_dir=tmp_path
+    )
+    assert result.report["weights"]["layout"] == "in_order"
+    (y,) = run_litert(result.artifact, {"input": x})
+    np.testing.assert_allclose(y.reshape(expected.shape), expected, atol=1e-4 * np.abs(expected).max(), rtol=0)
