@@ -60,3 +60,33 @@ def fp16_verifier(artifact, target, spec, alpha: float, resolution: int):
         return verify_float(artifact, target, built.graph, settings, resolution, 0, precision="fp16", emitted=graph)
 
     return emitted, verify
+
+
+def taking(spec: Path, out: Path, conventions: dict) -> Path:
+    """A copy of a spec that takes a weight source's conventions as a user would: a setting the spec
+    states otherwise is stated as the source's where the spec must state it (padding, activation) and
+    left out where it may be (batch-norm ε, mean, std: the source's value is then used and reported)."""
+    from mnc.frontend import load_spec
+    from mnc.frontend.settings import FIELDS
+
+    settings = load_spec(spec).settings
+    lines = spec.read_text().splitlines()
+    for key, value in conventions.items():
+        if getattr(settings, key) == value:
+            continue
+        text = (
+            ", ".join(f"{v:g}" for v in value)
+            if isinstance(value, tuple)
+            else f"{value:g}"
+            if isinstance(value, float)
+            else str(value)
+        )
+        at = [i for i, line in enumerate(lines) if line.split("=")[0].strip() == key and "=" in line]
+        if FIELDS[key].required:
+            lines[at[0]] = f"{key:<16}= {text}"
+        elif at:
+            del lines[at[0]]
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / spec.name
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -7,12 +7,14 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import ROOT, SPECS
+from conftest import ROOT, SPECS, taking
 
 import mnc
 from mnc.backends.onnx import run_onnx
 from mnc.backends.tflite import run_litert
 from mnc.cli import main
+from mnc.errors import InputError
+from mnc.weights.files import read_weights
 
 KERAS = ROOT / "tests" / "fixtures" / "keras"
 V2, V1, V2_TOP = "keras_mobilenet_v2_a0.35", "keras_mobilenet_a0.25", "keras_mobilenet_v2_a0.35_top"
@@ -25,6 +27,11 @@ def _run(argv) -> int:
         return main(argv)
     except SystemExit as exc:
         return exc.code
+
+
+def _taken(spec, weights, out):
+    """The spec as a user takes Keras's conventions into it (conftest.taking)."""
+    return taking(spec, out / "spec", read_weights(weights).conventions)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -49,21 +56,20 @@ def _keras_io(name: str):
 )
 def test_a_bundled_spec_with_keras_weights_computes_what_keras_computed(tmp_path, name, spec, alpha, suffix, target):
     x, expected = _keras_io(name)
-    result = mnc.compile(
-        SPECS / spec,
-        target=target,
-        alpha=alpha,
-        resolution=x.shape[1],
-        weights=KERAS / f"{name}{suffix}",
-        out_dir=tmp_path,
-    )
+    weights = KERAS / f"{name}{suffix}"
+    common = {"target": target, "alpha": alpha, "resolution": x.shape[1], "weights": weights, "out_dir": tmp_path}
+    # The bundled specs state settings Keras computes otherwise: V2's follows torchvision (symmetric
+    # padding, ImageNet mean/std), V1's TF-slim (ReLU): refused, naming both values.
+    stated = "padding = symmetric" if spec == "v2.mnet" else "activation = relu"
+    with pytest.raises(InputError, match=f"the spec states {stated} here, and the weights' framework computes with"):
+        mnc.compile(SPECS / spec, **common)
+    result = mnc.compile(_taken(SPECS / spec, weights, tmp_path), **common)
     report = result.report
     assert report["weights"]["layout"] == "keras" and report["classes"] == expected.shape[1]
-    # What differs from the spec is applied and reported: V2's spec follows torchvision (symmetric
-    # padding, ε 1e-5, ImageNet mean/std); V1's follows TF-slim, which Keras shares but for ε and ReLU6.
+    # What the spec leaves out is Keras's, used and reported: ε (neither spec states it), mean and std (V2).
     used = {k: v["used"] for k, v in report["weights"]["conventions"].items()}
-    keras = {"padding": "same", "batchnorm_eps": 0.001, "mean": (0.5,) * 3, "std": (0.5,) * 3}
-    assert used == (keras if spec == "v2.mnet" else {"batchnorm_eps": 0.001, "activation": "relu6"})
+    keras = {"batchnorm_eps": 0.001, "mean": (0.5,) * 3, "std": (0.5,) * 3}
+    assert used == (keras if spec == "v2.mnet" else {"batchnorm_eps": 0.001})
     run = run_onnx if target == "onnx" else run_litert
     (y,) = run(result.artifact, {"input": x.transpose(0, 3, 1, 2).copy()})
     y = y.reshape(len(x), -1)
@@ -76,8 +82,9 @@ def test_the_artifact_takes_keras_input_as_an_image(tmp_path):
     """--image-input normalises as Keras's preprocess_input does (pixel / 127.5 − 1)."""
     x, expected = _keras_io(V2)
     pixels = np.round((x + 1) * 127.5).clip(0, 255)
+    spec = _taken(SPECS / "v2.mnet", KERAS / f"{V2}.keras", tmp_path)
     result = mnc.compile(
-        SPECS / "v2.mnet",
+        spec,
         target="onnx",
         alpha=0.35,
         resolution=96,
@@ -86,7 +93,7 @@ def test_the_artifact_takes_keras_input_as_an_image(tmp_path):
     )
     (logits,) = run_onnx(result.artifact, {"input": (pixels / 127.5 - 1).transpose(0, 3, 1, 2).astype(np.float32)})
     image = mnc.compile(
-        SPECS / "v2.mnet",
+        spec,
         target="tflite",
         alpha=0.35,
         resolution=96,
@@ -99,15 +106,17 @@ def test_the_artifact_takes_keras_input_as_an_image(tmp_path):
 
 
 def test_keras_weights_that_do_not_fit_the_spec_are_a_located_error(tmp_path, capsys):
-    argv = ["compile", str(SPECS / "v2.mnet"), "--alpha", "0.35", "--target", "onnx", "-o", str(tmp_path)]
+    spec = _taken(SPECS / "v2.mnet", KERAS / f"{V2}.keras", tmp_path / "in")
+    argv = ["compile", str(spec), "--alpha", "0.35", "--target", "onnx", "-o", str(tmp_path / "out")]
     assert _run([*argv, "--weights", str(KERAS / f"{V1}.keras")]) == 2
     err = capsys.readouterr().err
-    assert f"v2.mnet:27:20: error: {KERAS / V1}.keras: tensor 'conv1/kernel' has shape [8, 3, 3, 3]" in err, err
+    assert "v2.mnet:25:20: error: the Keras model's layers, matched in order of computation: layer 'conv1' " in err
+    assert "(kernel [8, 3, 3, 3]) does not fit the network's next layer 'stage0.block0.conv' (conv: weight" in err, err
     argv[3] = "0.5"
     assert _run([*argv, "--weights", str(KERAS / f"{V2}.h5")]) == 2
     err = capsys.readouterr().err
-    assert "has shape" in err and "these weights fit α = 0.35" in err, err
-    assert not any(tmp_path.iterdir())
+    assert "does not fit the network's next layer" in err and "these weights fit α = 0.35" in err, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_damaged_keras_files_are_bad_input(tmp_path, capsys):
@@ -221,7 +230,8 @@ def test_keras_mobilenet_v3_takes_pixels_as_keras_does_and_computes_what_keras_c
         assert ("| fc, fixed" in text) == (name == V3_SMALL)
         spec, weights, common = tmp_path / "v3.mnet", tmp_path / "v3.safetensors", {}
     else:
-        spec, weights = SPECS / "timm_v3_small.mnet", KERAS / f"{name}.keras"
+        weights = KERAS / f"{name}.keras"
+        spec = _taken(SPECS / "timm_v3_small.mnet", weights, tmp_path)
         common = {"alpha": 0.5, "resolution": 96}
     floats = mnc.compile(spec, target="onnx", weights=weights, out_dir=tmp_path / "f", **common)
     (y,) = run_onnx(floats.artifact, {"input": (pixels / 127.5 - 1).transpose(0, 3, 1, 2).astype(np.float32)})
@@ -263,9 +273,13 @@ def test_a_keras_rescaling_becomes_the_specs_normalisation(tmp_path):
         layer["config"]["scale"], layer["config"]["offset"] = 1.0 / 255, 0.0
 
     weights = _edited(tmp_path, to_unit, V3_SMALL)
-    result = mnc.compile(SPECS / "timm_v3_small.mnet", alpha=0.5, resolution=96, weights=weights, out_dir=tmp_path)
-    used = {k: v["used"] for k, v in result.report["weights"]["conventions"].items()}
-    assert used["mean"] == (0.0,) * 3 and used["std"] == (1.0,) * 3
+    assert read_weights(weights).conventions["mean"] == (0.0,) * 3
+    assert read_weights(weights).conventions["std"] == (1.0,) * 3
+    with pytest.raises(InputError, match=r"(?s)the spec states mean = 0.485, 0.456, 0.406 here, .* mean = 0, 0, 0"):
+        mnc.compile(SPECS / "timm_v3_small.mnet", alpha=0.5, resolution=96, weights=weights, out_dir=tmp_path)
+    spec = _taken(SPECS / "timm_v3_small.mnet", weights, tmp_path)  # mean and std left out: 0 and 1
+    result = mnc.compile(spec, alpha=0.5, resolution=96, weights=weights, out_dir=tmp_path)
+    assert "mean" not in result.report["weights"].get("conventions", {})  # the spec's default is Keras's
 
 
 @pytest.mark.parametrize("alpha,params", [(1.0, 5_483_032), (0.75, 3_993_528), (0.5, 2_689_904)])

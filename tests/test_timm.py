@@ -4,7 +4,7 @@ tools/make_timm_fixtures.py with torch 2.14.1 and timm 1.0.31)."""
 
 import numpy as np
 import pytest
-from conftest import ROOT, SPECS
+from conftest import ROOT, SPECS, taking
 from safetensors.numpy import load_file
 
 import mnc
@@ -13,9 +13,11 @@ from mnc.backends.ncnn import run_ncnn
 from mnc.backends.onnx import run_onnx
 from mnc.backends.tflite import run_litert
 from mnc.cli import main
+from mnc.errors import InputError
 
 TIMM = ROOT / "tests" / "fixtures" / "timm"
-CASES = [  # timm model, its file, the bundled spec it is, α, timm's parameter count, what differs from the spec
+CASES = [  # timm model, its file, the bundled spec it is, α, timm's parameter count, timm's conventions the spec
+    # states otherwise (the spec taken as a user would: stated as timm's where it must be stated, else left out)
     ("mobilenetv2_050", ".safetensors", "v2.mnet", 0.5, 694_085, {}),
     ("mobilenetv3_small_100", ".npz", "v3_small.mnet", 1.0, 1_522_981, {"batchnorm_eps": 1e-5}),
     ("mobilenetv1_100", ".npz", "v1.mnet", 1.0, 3_212_101, {"padding": "symmetric", "activation": "relu6"}),
@@ -54,11 +56,16 @@ def test_a_bundled_spec_with_timm_weights_computes_what_timm_computed(
 ):
     data = load_file(TIMM / f"{name}_r64.safetensors")
     weights = TIMM / f"{name}{suffix}"
-    result = mnc.compile(SPECS / spec, target=target, alpha=alpha, resolution=64, weights=weights, out_dir=tmp_path)
+    if conventions:  # the bundled spec states them otherwise: refused, naming both values
+        with pytest.raises(InputError, match=r"the spec states (\w+) = .* weights' framework computes with \1 = "):
+            mnc.compile(SPECS / spec, target=target, alpha=alpha, resolution=64, weights=weights, out_dir=tmp_path)
+    path = taking(SPECS / spec, tmp_path / "spec", conventions)
+    result = mnc.compile(path, target=target, alpha=alpha, resolution=64, weights=weights, out_dir=tmp_path)
     report = result.report
     assert report["weights"]["layout"] == "timm" and report["classes"] == data["output"].shape[1]
     assert report["params"] == params  # as timm counts them: weights, biases, batch-norm scale and shift
-    assert {k: v["used"] for k, v in report["weights"].get("conventions", {}).items()} == conventions
+    # Left out of the spec, ε takes timm's value, which is the spec's default: nothing to report.
+    assert "conventions" not in report["weights"]
     (y,) = RUNS[target](result.artifact, {"input": data["input"]})
     _check(y, report, data["output"])
 
@@ -118,4 +125,6 @@ def test_timm_weights_that_fit_no_family_are_refused(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
     argv = ["compile", str(SPECS / "v2.mnet"), "--alpha", "0.5", "--target", "onnx", "-o", str(tmp_path / "out")]
     assert _run([*argv, "--weights", str(tmp_path / "broken.safetensors")]) == 2
-    assert "the spec does not describe this model" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the timm state dict's modules, matched in order of computation: module 'blocks.1.0.conv_dw'" in err, err
+    assert "does not fit the network's next layer 'stage2.block0.expand'" in err and "describe" not in err

@@ -5,6 +5,7 @@ what it uses."""
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -117,7 +118,8 @@ def _import(args) -> int:
         f"wrote {done.spec_path} ({done.family}, α {done.alpha:g}, {done.resolution}×{done.resolution}, "
         f"{done.classes} classes) and {done.weights_path} ({done.params:,} parameters)"
     )
-    print(f"  compile it: mnc compile {done.spec_path} --weights {done.weights_path} --target onnx")
+    spec, weights = shlex.quote(str(done.spec_path)), shlex.quote(str(done.weights_path))
+    print(f"  compile it: mnc compile {spec} --weights {weights} --target onnx")
     return 0
 
 

@@ -20,6 +20,8 @@ def print_compiled(result: CompileResult) -> None:
     r = result.typed
     v = r.verification
     print(f"wrote {result.artifact} ({r.artifact.size_bytes:,} bytes; {r.params:,} params, {r.macs / 1e6:.1f} M MACs)")
+    if r.weights.file is not None:
+        print(_weights_line(r.weights))
     if r.quantization is not None:
         q, m, f = r.quantization, v.versus_fake_quant, v.versus_fp32
         if q.synthetic:
@@ -95,6 +97,27 @@ def _runs(verification: FloatVerification | Int8Verification) -> list[ExecutorRu
     from mnc.verification.result import FloatVerification
 
     return verification.runs if isinstance(verification, FloatVerification) else []
+
+
+def _weights_line(weights) -> str:
+    """Where the weights came from: the layout (how the file's tensors were matched with the layers),
+    and the settings the spec left to the weights' framework."""
+    how = "matched in order of computation" if weights.layout == "in_order" else f"layout '{weights.layout}'"
+    line = f"weights: {weights.file} ({how})"
+    if weights.conventions:
+        taken = ", ".join(f"{k} = {_value(c['used'])}" for k, c in weights.conventions.items())
+        line += f"; from their framework, where the spec states none: {taken}"
+    return line
+
+
+def _value(value) -> str:
+    return (
+        ", ".join(f"{v:g}" for v in value)
+        if isinstance(value, (tuple, list))
+        else f"{value:g}"
+        if isinstance(value, float)
+        else str(value)
+    )
 
 
 def _fraction(value) -> str:

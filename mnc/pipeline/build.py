@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from mnc.errors import InputError, Loc, param
+from mnc.errors import Collector, InputError, Loc, param
 from mnc.frontend import CheckedSpec, Config, build_graph, load_spec
 from mnc.ir.graph import Graph
 from mnc.pipeline.request import BuildRequest, as_request
@@ -46,8 +46,7 @@ def build(spec: BuildRequest | CheckedSpec | str | Path, /, *, timings: Timings 
         with timings.stage("read_weights"):
             checkpoint = weights if isinstance(weights, WeightsFile) else read_weights(weights)
             layout = choose_layout(set(checkpoint.tensors), request.weights_layout, Loc.file(checkpoint.path))
-        conventions = {**layout.conventions(set(checkpoint.tensors)), **checkpoint.conventions}
-        spec, overridden = _with_conventions(spec, conventions)
+        spec, overridden = _with_conventions(spec, _conventions(checkpoint, layout))
         if classes is None:
             classes = layout.classes(checkpoint.tensors)
         if classes is None:
@@ -73,18 +72,50 @@ def build(spec: BuildRequest | CheckedSpec | str | Path, /, *, timings: Timings 
     return Built(spec, config, graph, seed, source, timings)
 
 
-def _with_conventions(spec: CheckedSpec, conventions: dict) -> tuple[CheckedSpec, dict]:
+def _conventions(checkpoint: WeightsFile, layout: Layout) -> dict[str, tuple]:
+    """setting → (value, where it comes from): what the weights' framework computes with."""
+    found = {k: (v, f"the '{layout.name}' layout") for k, v in layout.conventions(set(checkpoint.tensors)).items()}
+    found.update({k: (v, f"the model's own layers in {checkpoint.path}") for k, v in checkpoint.conventions.items()})
+    return found
+
+
+def _with_conventions(spec: CheckedSpec, conventions: dict[str, tuple]) -> tuple[CheckedSpec, dict]:
     """The spec with the settings its weights' framework computes with (Keras: TensorFlow's SAME
-    padding, batch-norm ε 1e-3, inputs in [-1, 1]); what changed, as {setting: {spec, used}}."""
-    changed = {
-        name: {"spec": getattr(spec.settings, name), "used": value}
-        for name, value in conventions.items()
-        if getattr(spec.settings, name) != value
-    }
+    padding, batch-norm ε 1e-3, inputs in [-1, 1]) where the spec does not state them; what that
+    changed, as {setting: {spec, used}}. A setting the spec states stands: a convention that differs
+    from it is an error naming both (a weight source never silently replaces what the spec says)."""
+    problems = Collector()
+    changed = {}
+    for name, (value, source) in conventions.items():
+        stated = getattr(spec.settings, name)
+        if stated == value:
+            continue
+        if name in spec.settings.locs:
+            problems.error(
+                f"the spec states {name} = {_setting(stated)} here, and the weights' framework computes with "
+                f"{name} = {_setting(value)} (from {source}): a weight source never replaces what the spec states",
+                spec.settings.locs[name],
+                notes=[
+                    (
+                        f"write `{name} = {_setting(value)}` if the weights were trained so (or leave it out where "
+                        "it may be left out), or give weights trained with the spec's value",
+                        None,
+                    )
+                ],
+            )
+        else:
+            changed[name] = {"spec": stated, "used": value}
+    problems.raise_if_any()
     if not changed:
         return spec, {}
     settings = replace(spec.settings, **{name: c["used"] for name, c in changed.items()})
     return replace(spec, settings=settings), changed
+
+
+def _setting(value) -> str:
+    if isinstance(value, tuple):
+        return ", ".join(_setting(v) for v in value)
+    return f"{value + 0.0:g}" if isinstance(value, float) else str(value)  # + 0.0: no "-0"
 
 
 def _classes_from_shapes(spec: CheckedSpec, alpha, rho, resolution, checkpoint: WeightsFile, layout: Layout):
@@ -95,9 +126,7 @@ def _classes_from_shapes(spec: CheckedSpec, alpha, rho, resolution, checkpoint: 
     mismatch reported as usual)."""
 
     def shapes(k: int) -> dict:
-        return expected_shapes(
-            build_graph(spec, spec.config(alpha, rho, resolution, k)), layout, list(checkpoint.tensors)
-        )
+        return expected_shapes(build_graph(spec, spec.config(alpha, rho, resolution, k)), layout, checkpoint.tensors)
 
     try:
         k0 = spec.settings.classes
@@ -128,7 +157,7 @@ def _add_fit_hint(
             continue
         try:
             other = build_graph(spec, spec.config(alpha, resolution=config.resolution, classes=config.classes))
-            shapes = expected_shapes(other, layout, list(checkpoint.tensors))
+            shapes = expected_shapes(other, layout, checkpoint.tensors)
         except InputError:
             continue
         if all(k in checkpoint.tensors and tuple(checkpoint.tensors[k].shape) == s for k, s in shapes.items()):

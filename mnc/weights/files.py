@@ -66,7 +66,8 @@ def _safetensors(raw: bytes, loc: Loc):
         tensors = load(raw)
     except (SafetensorError, ValueError, TypeError) as exc:
         raise InputError(f"not a readable safetensors file: {exc}", loc) from None
-    return tensors, _safetensors_metadata(raw)
+    # A safetensors file keeps no order (its header lists names as the writer laid the data out): sorted.
+    return dict(sorted(tensors.items())), _safetensors_metadata(raw)
 
 
 def _safetensors_metadata(raw: bytes) -> dict[str, str]:

@@ -16,9 +16,24 @@ class WeightsMismatch(InputError):
     """Names or shapes that do not fit the network; the compiler may add a hint (the α they fit)."""
 
 
-def expected_shapes(graph: Graph, layout: Layout, keys: list[str]) -> dict[str, tuple]:
+def tensor_shapes(tensors: dict) -> dict[str, tuple]:
+    """A checkpoint's tensors as a layout sees them: name → shape, in the file's order."""
+    return {k: tuple(v.shape) for k, v in tensors.items()}
+
+
+def layout_slots(graph: Graph, layout: Layout, weights: WeightsFile) -> list:
+    """The layout's slots for this checkpoint; an error it raises without a place is put at the file."""
+    try:
+        return layout.slots(graph, tensor_shapes(weights.tensors))
+    except InputError as exc:
+        for diagnostic in exc.diagnostics:
+            diagnostic.loc = diagnostic.loc or Loc.file(weights.path)
+        raise WeightsMismatch(exc.diagnostics) from None
+
+
+def expected_shapes(graph: Graph, layout: Layout, tensors: dict) -> dict[str, tuple]:
     shapes = {}
-    for slot in layout.slots(graph, keys):
+    for slot in layout.slots(graph, tensor_shapes(tensors)):
         shapes[slot.key] = tuple(graph.param_shapes(slot.node)[slot.param])
     return shapes
 
@@ -28,7 +43,7 @@ def load_weights(graph: Graph, weights: WeightsFile, layout: Layout) -> None:
     tensor is an InputError naming the tensor, both shapes, the IR node and its spec line."""
     file_loc = Loc.file(weights.path)
     problems = Collector()
-    slots = layout.slots(graph, list(weights.tensors))
+    slots = layout_slots(graph, layout, weights)
     wanted = {s.key for s in slots}
     loaded: dict[str, dict] = {}
     missing, mismatched = [], []

@@ -8,18 +8,21 @@ mnc/weights/node_names.py.
 - own.py: `mnc`, the IR's node names (what `--save-weights` writes)
 - torchvision.py: torchvision's MobileNetV2 and MobileNetV3
 - dense.py: torchvision's SSDLite, LR-ASPP and DeepLabV3 on MobileNetV3-Large
-- in_order.py: `InOrder`, weighted layers matched in order: Keras models, timm state dicts
-- registry.py: `LAYOUTS` by name, `choose_layout`
+- in_order.py: `InOrder`, weighted layers matched in order of computation: Keras models, timm state dicts,
+  and `in_order`, any other PyTorch state dict (the fallback)
+- matching.py: the match itself, by kinds, shapes and the network's dependencies (parallel branches)
+- registry.py: `LAYOUTS` by name, `choose_layout` (also under a prefix such as `module.`; else `in_order`)
 """
 
 from mnc.weights.layouts.dense import TORCHVISION_DEEPLABV3, TORCHVISION_LRASPP, TORCHVISION_SSDLITE
-from mnc.weights.layouts.in_order import KERAS, KERAS_ORDER, TIMM, TIMM_ORDER, InOrder
+from mnc.weights.layouts.in_order import IN_ORDER, KERAS, KERAS_ORDER, TIMM, TIMM_ORDER, InOrder
 from mnc.weights.layouts.layout import Layout, Slot
 from mnc.weights.layouts.own import MNC
 from mnc.weights.layouts.registry import LAYOUTS, choose_layout
 from mnc.weights.layouts.torchvision import TORCHVISION_MOBILENET_V2, TORCHVISION_MOBILENET_V3
 
 __all__ = [
+    "IN_ORDER",
     "KERAS",
     "KERAS_ORDER",
     "LAYOUTS",

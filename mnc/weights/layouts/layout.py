@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 from mnc.ir.graph import Graph
 from mnc.ir.ops import OPS
 from mnc.weights.node_names import block_of, row_order
+
+# A checkpoint's tensors as layouts see them: name → shape, in the file's order.
+Tensors = Mapping[str, tuple]
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,7 @@ class Layout:
     name: str
     description: str
     detect: Callable[[set[str]], bool]
-    slots: Callable[[Graph, list[str]], list[Slot]]  # (the network, the file's tensor names in order)
+    slots: Callable[[Graph, Tensors], list[Slot]]  # (the network, the file's tensor names and shapes in order)
     classes: Callable[[dict], int | None]
     ignored: Callable[[str], bool] = lambda key: False
     # Settings the framework's layers compute with, which a build applies to the spec (from the names).
