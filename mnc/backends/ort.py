@@ -25,7 +25,7 @@ import numpy as np
 
 from mnc.artifact import ArtifactRecord
 from mnc.backends import onnx as onnx_target
-from mnc.backends import ort_canonical
+from mnc.backends import onnx_int8, ort_canonical
 from mnc.backends.lowering import Lowering
 from mnc.backends.onnx_runtime import run_session
 from mnc.backends.target import Check, Choice, Executor, Int8Plan, NetworkFacts, Target, Timer, fixed_batch, joined
@@ -108,7 +108,7 @@ def operator_config(ort_path: Path) -> bytes:
     """The operator config of a reduced-size ONNX Runtime build that runs this model, as ONNX
     Runtime's `create_config_from_models` writes it (without type reduction), less the comment line
     that names the model's path: the file stays free of where it was built."""
-    required = ort_canonical.required_operators(ort_canonical.read(Path(ort_path).read_bytes()))
+    required = ort_canonical.required_operators(ort_canonical.read(Path(ort_path).read_bytes(), whole=False))
     lines = ["# Generated from model/s:"] + [
         f"{domain};{opset};{','.join(sorted(required[domain][opset]))}"
         for domain in sorted(required)
@@ -193,7 +193,7 @@ class OrtTarget(Target):
         mobile = record is not None and record.mobile_ops
         lowering = LOWERING if mobile else dataclasses.replace(onnx_target.LOWERING, target=self.name)
         model = onnx_target.build_model(quantized, {}, lowering=lowering, batch=record.batch if record else None)
-        twin, names = onnx_target.instrumented(model, quantized)
+        twin, names = onnx_int8.instrumented(model, quantized)
         feeds = {onnx_target.INPUT_NAME: feed}
         with tempfile.TemporaryDirectory(prefix="mnc-ort-layers-") as work:
             source, converted, exact = Path(work, "twin.onnx"), Path(work, "twin.ort"), Path(work, "exact.ort")
@@ -201,7 +201,7 @@ class OrtTarget(Target):
             convert(source, converted)
             as_converted = run_ort(converted, feeds)
             if not np.array_equal(joined(as_converted[: len(quantized.outputs)]), output):
-                return [onnx_target.layers_check(quantized, names, as_converted, output)]  # reports the mismatch
+                return [onnx_int8.layers_check(quantized, names, as_converted, output)]  # reports the mismatch
             convert(source, exact, exact_x64=True)
             results = run_ort(exact, feeds)
         executor = (
@@ -209,7 +209,7 @@ class OrtTarget(Target):
             "saturate), every uint8 tensor"
         )
         exact_output = joined(results[: len(quantized.outputs)])
-        checks = [onnx_target.layers_check(quantized, names, results, exact_output, executor)]
+        checks = [onnx_int8.layers_check(quantized, names, results, exact_output, executor)]
         if saturating_int8_x86():
             checks.append(_SATURATING_HOST)
         return checks

@@ -207,13 +207,16 @@ _SORTED: dict[tuple[str, str], object] = {
 _RAW_ALIGNMENT = {7: 8, 11: 8, 13: 8, 14: 8, 15: 8}
 
 
-def read(data: bytes) -> dict:
+def read(data: bytes, *, whole: bool = True) -> dict:
     """The .ort file as a tree: each table a dict of its present fields (strings as bytes, lists of
-    numbers and structs as their little-endian bytes), in the order the file has them."""
+    numbers and structs as their little-endian bytes), in the order the file has them. `whole`: a
+    field this schema does not know raises NotCanonical; else it is left out (enough to read what is
+    known, as the operator config does)."""
     data = bytes(data)
     if len(data) < 8 or data[4:8] != FILE_IDENTIFIER:
         raise NotCanonical("not an ORT format model (no 'ORTM' identifier)")
-    return _read_table(data, flatbuffers.encode.Get(N.UOffsetTFlags.packer_type, data, 0), "InferenceSession")
+    root = flatbuffers.encode.Get(N.UOffsetTFlags.packer_type, data, 0)
+    return _read_table(data, root, "InferenceSession", whole)
 
 
 _U32 = struct.Struct("<I").unpack_from
@@ -221,13 +224,13 @@ _I32 = struct.Struct("<i").unpack_from
 _U16 = struct.Struct("<H").unpack_from
 
 
-def _read_table(buf: bytes, pos: int, name: str) -> dict:
+def _read_table(buf: bytes, pos: int, name: str, whole: bool) -> dict:
     # flatbuffers' own Table reader, unrolled: its per-field calls were most of a .ort build's rewrite.
     fields = SCHEMA[name]
     vtable = pos - _I32(buf, pos)[0]
     vtable_size = _U16(buf, vtable)[0]
     offsets = [_U16(buf, vtable + at)[0] for at in range(4, vtable_size, 2)]
-    if any(offsets[len(fields) :]):
+    if whole and any(offsets[len(fields) :]):
         slot = len(fields) + next(i for i, o in enumerate(offsets[len(fields) :]) if o)
         raise NotCanonical(f"{name} has a field (slot {slot}) that this schema does not know")
     out: dict = {}
@@ -235,7 +238,7 @@ def _read_table(buf: bytes, pos: int, name: str) -> dict:
     for slot, field in enumerate(fields):
         o = offsets[slot] if slot < len(offsets) else 0
         if field is DEPRECATED:
-            if o:
+            if o and whole:
                 raise NotCanonical(f"{name} has its deprecated field (slot {slot})")
             continue
         if not o:
@@ -251,11 +254,13 @@ def _read_table(buf: bytes, pos: int, name: str) -> dict:
         elif kind == "string":
             out[field.name] = _string_at(buf, at)
         elif kind == "table":
-            out[field.name] = _read_table(buf, at + _U32(buf, at)[0], field.of)
+            out[field.name] = _read_table(buf, at + _U32(buf, at)[0], field.of, whole)
         elif kind == "union":
             if union_type not in field.of:
+                if not whole:
+                    continue
                 raise NotCanonical(f"{name}.{field.name} is of a union type this schema does not know ({union_type})")
-            out[field.name] = _read_table(buf, at + _U32(buf, at)[0], field.of[union_type])
+            out[field.name] = _read_table(buf, at + _U32(buf, at)[0], field.of[union_type], whole)
         else:
             vector = at + _U32(buf, at)[0]
             start, count = vector + 4, _U32(buf, vector)[0]
@@ -263,7 +268,7 @@ def _read_table(buf: bytes, pos: int, name: str) -> dict:
                 out[field.name] = [_string_at(buf, start + 4 * i) for i in range(count)]
             elif kind == "tables":
                 out[field.name] = [
-                    _read_table(buf, start + 4 * i + _U32(buf, start + 4 * i)[0], field.of) for i in range(count)
+                    _read_table(buf, start + 4 * i + _U32(buf, start + 4 * i)[0], field.of, whole) for i in range(count)
                 ]
             else:
                 size = field.of.bytewidth if kind == "numbers" else field.of if kind == "structs" else 1
