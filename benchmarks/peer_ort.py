@@ -28,9 +28,9 @@ def main() -> None:
     subprocess.run([sys.executable, str(PEER_ONNX), "--arch", a.arch, "-o", str(model)], check=True)
     convert = [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(model)]
     # One file, as mnc writes: the converter's default also writes a runtime-optimisation variant.
-    subprocess.run(
-        [*convert, "--optimization_style", "Fixed", "--output_dir", str(out)], check=True, capture_output=True
-    )
+    done = subprocess.run([*convert, "--optimization_style", "Fixed", "--output_dir", str(out)], capture_output=True)
+    if done.returncode != 0:
+        sys.exit(f"the converter failed:\n{done.stderr.decode()[-2000:]}")
     print(*sorted(p.name for p in out.glob("*.ort")))
 
 

@@ -1,5 +1,6 @@
-"""How mnc uses the machine's two cores: one BLAS thread, the reference computed in a forked
-process beside the backend, and single-threaded executors splitting their samples across a fork."""
+"""How mnc uses the machine's two cores: one BLAS thread, no transparent huge pages, the reference
+computed in forked processes beside the backend, and single-threaded executors splitting their
+samples across a fork."""
 
 from __future__ import annotations
 
@@ -18,14 +19,14 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 
-def single_threaded_blas(function):
+def numpy_settings(function):
     """Run with numpy's BLAS on one thread and without transparent huge pages. mnc overlaps its own
     stages (the reference runs beside the backend); idle OpenBLAS threads spin meanwhile and take the
     other core (seen: 4.7 CPU-seconds for a 3.0 s compile, 2.8 for 2.7 s on one thread). numpy asks
     for huge pages for every array of 4 MiB or more; where the kernel grants them on request (THP
-    "madvise", with direct compaction) each fresh or copied-on-write page after a fork costs a 2 MiB
-    clear or copy: a Core ML compile of MobileNetV2 spent 2 of its 4 s in the kernel that way, 1 s
-    with them off."""
+    "madvise" with direct compaction, as on the machines mnc is built on) each fresh or copied-on-write
+    page after a fork can cost a 2 MiB clear or copy: a Core ML compile of MobileNetV2 spent 2 of its
+    4 s in the kernel that way, 1 s with them off."""
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
@@ -37,8 +38,10 @@ def single_threaded_blas(function):
 
 @contextlib.contextmanager
 def _without_huge_pages():
-    # numpy's switch (also NUMPY_MADVISE_HUGEPAGE=0); absent from a numpy without it, then nothing to do
-    switch = getattr(np._core.multiarray, "_set_madvise_hugepage", None)
+    # numpy's switch (also NUMPY_MADVISE_HUGEPAGE=0): numpy._core.multiarray from numpy 2, numpy.core
+    # before; a numpy without it has nothing to switch
+    core = getattr(np, "_core", None) or getattr(np, "core", None)
+    switch = getattr(getattr(core, "multiarray", None), "_set_madvise_hugepage", None)
     if switch is None:
         yield
         return
@@ -54,7 +57,7 @@ def child_environment() -> dict[str, str]:
     from (an installed package, a checkout, a script that put it on sys.path)."""
     here = str(Path(__file__).resolve().parents[1])
     path = os.environ.get("PYTHONPATH")
-    # numpy without huge pages there too (single_threaded_blas says why), unless the user chose
+    # numpy without huge pages there too (numpy_settings says why), unless the user chose
     return {
         "NUMPY_MADVISE_HUGEPAGE": "0",
         **os.environ,

@@ -4,6 +4,7 @@ config, reproducible bytes, and int8 with 8-bit weights verified with the same v
 import hashlib
 import os
 import shutil
+import struct
 import subprocess
 import sys
 
@@ -226,3 +227,14 @@ def test_the_report_says_when_this_hosts_int8_kernels_saturate(tmp_path, monkeyp
     if saturating:
         assert verification["host_int8_kernels"]["saturating"] is True
         assert "whole-network figures are this host's" in verification["host_int8_kernels"]["note"]
+
+
+def test_a_table_whose_vtable_lies_outside_the_file_is_refused(tmp_path):
+    """A position before the file's start must not be read from its end (struct counts negative
+    positions from the end): the rewrite refuses such a file."""
+    result = compile_spec(SPECS / "v1.mnet", target="ort", alpha=0.25, resolution=32, out_dir=tmp_path)
+    data = bytearray(result.artifact.read_bytes())
+    root = struct.unpack_from("<I", data, 0)[0]
+    struct.pack_into("<i", data, root, struct.unpack_from("<i", data, root)[0] + len(data))
+    with pytest.raises(ort_canonical.NotCanonical, match="vtable outside the file"):
+        ort_canonical.canonical(bytes(data))

@@ -228,6 +228,8 @@ def _read_table(buf: bytes, pos: int, name: str, whole: bool) -> dict:
     # flatbuffers' own Table reader, unrolled: its per-field calls were most of a .ort build's rewrite.
     fields = SCHEMA[name]
     vtable = pos - _I32(buf, pos)[0]
+    if not 0 <= vtable <= len(buf) - 4:  # (struct reads a negative position from the end)
+        raise NotCanonical(f"{name} at {pos} has its vtable outside the file")
     vtable_size = _U16(buf, vtable)[0]
     offsets = [_U16(buf, vtable + at)[0] for at in range(4, vtable_size, 2)]
     if whole and any(offsets[len(fields) :]):

@@ -39,6 +39,8 @@ def float16_rounded(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if x.dtype != np.float32:  # rounding a float64 to float32 first could round twice
         return x.astype(np.float16).astype(np.float32)
+    if x.ndim == 0:  # numpy's operators give a 0-d array's results as scalars
+        return float16_rounded(x.reshape(1)).reshape(())
     x = np.ascontiguousarray(x)
     bits = x.view(np.uint32)
     magnitude = bits & np.uint32(0x7FFFFFFF)

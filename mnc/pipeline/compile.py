@@ -20,7 +20,7 @@ from mnc.frontend.anchors import anchors_json
 from mnc.io import digest, output_error, publish, staged, write_atomic
 from mnc.ir.cost import graph_cost
 from mnc.ir.graph import Graph
-from mnc.parallel import background_pool, single_threaded_blas
+from mnc.parallel import background_pool, numpy_settings
 from mnc.passes.manager import resolve_pipeline, run_pipeline
 from mnc.pipeline.build import Built, build
 from mnc.pipeline.quantize import PASS as QUANTIZE_PASS
@@ -109,7 +109,7 @@ def _float_passes(request: BuildRequest) -> list[str]:
     return [p for p in pipeline if p != QUANTIZE_PASS]
 
 
-@single_threaded_blas
+@numpy_settings
 def compile_spec(spec, /, out_dir: str | Path = "build", *, save_weights=None, **fields) -> CompileResult:
     """Build, optimise, [quantise,] write, verify the saved artifact, and only then install it with
     its report under out_dir. Takes a BuildRequest, or a spec and its fields as keywords."""
@@ -307,7 +307,7 @@ def _rebuilt(built: Built, target: Target, record: ArtifactRecord | None) -> tup
     return optimised, quantize_as_recorded(optimised, record)
 
 
-@single_threaded_blas
+@numpy_settings
 def verify_file(artifact_path: str | Path, request: BuildRequest | None = None) -> Verified:
     """Re-check an artifact against the reference rebuilt from its spec. What the request leaves
     None (its spec, α, ρ or resolution, classes, seed) comes from the artifact's own record.
@@ -342,7 +342,7 @@ def _from_artifact(artifact_path: str | Path, request: BuildRequest | None):
     return path, target, record, built, optimised, emitted
 
 
-@single_threaded_blas
+@numpy_settings
 def int8_layer_errors(
     artifact_path: str | Path, calib: str, samples: int, request: BuildRequest | None = None
 ) -> list[LayerError]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -96,8 +97,8 @@ def verify_float(
         with timings.stage("execute"):
             try:
                 layered = _float16_layers(target, artifact, emitted, feed[INPUT_NAME])
-            except Exception as exc:  # the executor rejected the artifact: a failed check, not a crash
-                failure = f"{target.executors()[0].label} could not run it: {type(exc).__name__}: {exc}"
+            except _Rejected as exc:  # the executor rejected the artifact: a failed check, not a crash
+                failure = f"{target.executors()[0].label} could not run it: {exc}"
                 layer_checks.append(Check("layers", {"verdict": "fail", "error": failure}, False, failure))
         if layered is not None:
             layer_checks.append(float16_layers_check(layered, target.executors()[0].label))
@@ -194,22 +195,31 @@ def _passes_check(
     )
 
 
+class LayerFinding(NamedTuple):
+    excess: float  # the layer's largest error over its bound
+    peak: float  # its exact values' largest magnitude
+    overflowed: bool  # the artifact's values overflowed float16 there
+
+
 @dataclass
 class Float16Layers:
-    """What a check of every layer found on some samples: per layer (in order of computation) its
-    largest error over its bound, how large its exact values are, and whether the artifact's overflowed
-    float16 there; and the artifact's outputs on those samples, joined."""
+    """What a check of every layer found on some samples (per layer, in order of computation), and
+    the artifact's outputs on those samples, joined."""
 
-    found: dict[str, tuple[float, float, bool]]
+    found: dict[str, LayerFinding]
     outputs: np.ndarray
     samples: int
 
     def merged(self, other: Float16Layers) -> Float16Layers:
         found = {
-            name: (max(a[0], b[0]), max(a[1], b[1]), a[2] or b[2])
+            name: LayerFinding(max(a.excess, b.excess), max(a.peak, b.peak), a.overflowed or b.overflowed)
             for name, a, b in ((n, self.found[n], other.found[n]) for n in self.found)
         }
         return Float16Layers(found, np.concatenate([self.outputs, other.outputs]), self.samples + other.samples)
+
+
+class _Rejected(Exception):
+    """The executor could not run the artifact (a failed check; anything else raised is mnc's bug)."""
 
 
 def _float16_layers(target: Target, artifact: Path, emitted: Graph, feed: np.ndarray) -> Float16Layers | None:
@@ -218,15 +228,20 @@ def _float16_layers(target: Target, artifact: Path, emitted: Graph, feed: np.nda
     The samples are split between the two cores: each half is run and checked where it was run, and
     only the findings come back. None: the artifact does not compute in float16 throughout."""
 
-    def check(samples: np.ndarray) -> Float16Layers | None:
-        layers = target.fp16_layers(artifact, emitted, samples)
+    def check(samples: np.ndarray) -> Float16Layers | str | None:
+        try:
+            layers = target.fp16_layers(artifact, emitted, samples)
+        except Exception as exc:  # sent back as words: the exception itself may not pickle
+            return f"{type(exc).__name__}: {exc}"
         return None if layers is None else _layer_excesses(*layers, len(samples))
 
-    if len(feed) < 2:
-        return check(feed)
-    half = len(feed) // 2
-    first, rest = on_two_cores(check, feed[:half], feed[half:])
-    return None if first is None or rest is None else first.merged(rest)
+    halves = [check(feed)] if len(feed) < 2 else on_two_cores(check, feed[: len(feed) // 2], feed[len(feed) // 2 :])
+    rejected = next((h for h in halves if isinstance(h, str)), None)
+    if rejected is not None:
+        raise _Rejected(rejected)
+    if any(h is None for h in halves):
+        return None
+    return halves[0] if len(halves) == 1 else halves[0].merged(halves[1])
 
 
 def _layer_excesses(rounded: Graph, values: dict[str, np.ndarray], samples: int) -> Float16Layers:
@@ -240,7 +255,7 @@ def _layer_excesses(rounded: Graph, values: dict[str, np.ndarray], samples: int)
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is reported, not warned about
             exact, allowed = float16_layer(rounded, name, params, xs)
             excess = float((np.abs(values[name] - exact) / allowed).max())
-        found[name] = (
+        found[name] = LayerFinding(
             excess if np.isfinite(excess) else np.inf,
             float(np.abs(exact).max()),
             not np.isfinite(values[name]).all(),
@@ -253,11 +268,11 @@ def float16_layers_check(layered: Float16Layers, executor: str) -> Check:
     """Each layer of an artifact that computes in float16 against its derived float16 bound."""
     found = layered.found
     layers = len(found)
-    overflowed = [n for n in found if found[n][2]]
+    overflowed = [n for n in found if found[n].overflowed]
     worst = ("", 0.0)
     for name in overflowed[:1] or found:  # the first overflow, else the largest excess (the first of equals)
-        if found[name][0] > worst[1]:
-            worst = (name, found[name][0])
+        if found[name].excess > worst[1]:
+            worst = (name, found[name].excess)
     passed = worst[1] <= 1
     samples = layered.samples
     return Check(
@@ -273,7 +288,7 @@ def float16_layers_check(layered: Float16Layers, executor: str) -> Check:
             "verdict": "pass" if passed else "fail",
         },
         passed,
-        f"layer '{worst[0]}' overflows float16: its values reach {found[worst[0]][1]:.3g}, beyond float16's largest "
+        f"layer '{worst[0]}' overflows float16: its values reach {found[worst[0]].peak:.3g}, beyond float16's largest "
         f"{FLOAT16_MAX:g}; float32 precision keeps them"
         if overflowed
         else f"layer '{worst[0]}' is {worst[1]:.3g} times its derived float16 bound from that layer's exact result",
