@@ -11,8 +11,15 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from mnc.artifact import ArtifactRecord
-from mnc.backends.image_input import normalisation
 from mnc.backends.lowering import Lowering, walk
+from mnc.backends.onnx_int8 import (
+    DEPTHWISE_WEIGHT_BITS,
+    QUANTIZATION,
+    WEIGHT_BITS,
+    instrumented,
+    layers_check,
+    saturation_check,
+)
 from mnc.backends.onnx_runtime import ort_timer, run_onnx
 from mnc.backends.target import (
     DYNAMIC_BATCH,
@@ -23,59 +30,28 @@ from mnc.backends.target import (
     Int8Plan,
     Target,
     Timer,
-    dequantized,
     fixed_batch,
-    joined,
-    layer_by_layer,
     output_names,
 )
 from mnc.errors import InputError
 from mnc.ir.graph import Graph
 from mnc.ir.node import Node
 from mnc.ir.ops import dilation
-from mnc.quant.scheme import ACTIVATION_LEVELS, weight_qmax
+from mnc.ir.ops.affine import channels
+from mnc.ir.ops.graph_input import pixel_scale
 
 OPSET = 17
 IR_VERSION = 8  # the ONNX IR version of opset 17; loadable by every ONNX Runtime since 1.11
-
-# ONNX Runtime's u8×s8 matrix kernels on x86 without VNNI (AVX2: VPMADDUBSW) add two products into
-# int16, which saturates unless 255·(|w1| + |w2|) ≤ 32767, i.e. every |w| ≤ 64: those weights take 7
-# bits ([-63, 63]), so the result and the verdict do not depend on the CPU. Its depthwise kernel
-# widens both sides to 16 bits and accumulates every product in int32 (MlasConvSymDepthwiseKernelAvx2
-# for these symmetric weights, MlasConvDepthwiseKernelAvx2 on its other path),
-# so depthwise weights keep all 8 bits, where a trained network needs them most: on ImageNet-trained
-# MobileNetV2, 7-bit weights everywhere lowered the logits' mean cosine with fp32 from 0.987 to 0.945,
-# 8-bit depthwise weights brought it back to 0.978 (benchmarks/int8_accuracy.py). Storing the weights
-# as uint8 (u8×u8 kernels, which cannot saturate) keeps 8 bits everywhere but ran 2.3× slower than
-# u8×s8 on an AVX-512 VNNI host, slower than fp32.
-INT16_MAX = 2**15 - 1
-SATURATION_FREE_MAX_WEIGHT = INT16_MAX // (2 * ACTIVATION_LEVELS)
-WEIGHT_BITS = max(b for b in range(2, 9) if weight_qmax(b) <= SATURATION_FREE_MAX_WEIGHT)
-DEPTHWISE_WEIGHT_BITS = 8
-QUANTIZATION = (
-    f"QDQ: activations uint8 per-tensor affine; weights int8 per-output-channel symmetric, "
-    f"[-{weight_qmax(DEPTHWISE_WEIGHT_BITS)}, {weight_qmax(DEPTHWISE_WEIGHT_BITS)}] in depthwise convolutions "
-    f"and [-{weight_qmax(WEIGHT_BITS)}, {weight_qmax(WEIGHT_BITS)}] ({WEIGHT_BITS}-bit) elsewhere, so ONNX "
-    "Runtime's u8s8 kernels cannot saturate on AVX2 hosts without VNNI; bias int32 with scale "
-    "input_scale·weight_scale"
-)
-# ONNX Runtime requantises each integer result in float32 (accumulator × (input·weight/output scale),
-# rounded half to even); the reference rounds the exact value. They differ by one step where a value
-# lies within float32's precision of a rounding boundary, nowhere else.
-LAYER_LSB_BOUND = 1.0
-EXECUTOR = "ONNX Runtime (CPUExecutionProvider, all graph optimisations), every uint8 tensor"
-LAYER_NOTE = "the instrumented model's output equals the artifact's bit for bit"
 
 
 def emit(
     graph: Graph,
     metadata: dict[str, str],
     description: str = "",
-    normalise: tuple | None = None,
     lowering: Lowering | None = None,
     batch: int | None = None,
 ) -> bytes:
-    model = build_model(graph, metadata, description, normalise, lowering, batch)
+    model = build_model(graph, metadata, description, lowering, batch)
     onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString(deterministic=True)
 
@@ -84,21 +60,21 @@ def build_model(
     graph: Graph,
     metadata: dict[str, str],
     description: str = "",
-    normalise: tuple | None = None,
     lowering: Lowering | None = None,
     batch: int | None = None,
 ) -> onnx.ModelProto:
-    """normalise = (mean, std): the model takes 8-bit pixels (uint8) and applies the spec's per-channel
-    normalisation, (p/255 − mean)/std, itself (--image-input). lowering: ONNX's (LOWERING, or
-    MOBILE_LOWERING), under the name of the target that writes the model (.ort's converts it). batch:
-    the input's and every output's first dimension, fixed (None: symbolic, "batch")."""
+    """An image input (the IR's input takes pixels: the image_input rewrite) is uint8. lowering:
+    ONNX's (LOWERING, or MOBILE_LOWERING), under the name of the target that writes the model
+    (.ort's converts it). batch: the input's and every output's first dimension, fixed (None:
+    symbolic, "batch")."""
     (input_node,) = graph.inputs
     names = {input_node: INPUT_NAME, **dict(zip(graph.outputs, output_names(graph)))}
-    e = _Emitter(graph, names, normalise, lowering or LOWERING, batch)
+    e = _Emitter(graph, names, lowering or LOWERING, batch)
     walk(graph, e, e.lowering)
     names = e.names
     batch = "batch" if batch is None else batch
-    input_type = TensorProto.UINT8 if normalise is not None else TensorProto.FLOAT
+    image = pixel_scale(graph.node(input_node).attrs) is not None
+    input_type = TensorProto.UINT8 if image else TensorProto.FLOAT
     inputs = [helper.make_tensor_value_info(INPUT_NAME, input_type, [batch, *graph.node(input_node).shape])]
     outputs = [
         helper.make_tensor_value_info(names[out], TensorProto.FLOAT, [batch, *graph.node(out).shape])
@@ -122,14 +98,11 @@ class _Emitter:
     """The ONNX graph being written: its nodes and initialisers. `names` says where a node's output
     goes (the model's output names, else the IR name); `values` holds what each lowered node produced."""
 
-    def __init__(
-        self, graph: Graph, names: dict[str, str], normalise: tuple | None, lowering: Lowering, batch: int | None
-    ):
+    def __init__(self, graph: Graph, names: dict[str, str], lowering: Lowering, batch: int | None):
         self.graph = graph
         self.lowering = lowering
         self.batch = batch  # None: symbolic
         self.names = names
-        self.normalise = normalise
         self.values: dict[str, str] = {}
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
@@ -198,18 +171,16 @@ def _relu6(e: _Emitter, x: str, out: str, name: str) -> str:
 
 
 def _input(e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
-    """The model's input; with normalise, 8-bit pixels cast and normalised (image input); read through
-    its quantisation by its consumers in an int8 model."""
+    """The model's input; an image's 8-bit pixels (uint8) cast to float; read through its
+    quantisation by its consumers in an int8 model."""
     x = INPUT_NAME
-    if e.normalise is not None:
-        scale, shift = (v.reshape(1, -1, 1, 1) for v in normalisation(*e.normalise))
-        e.node("Cast", [INPUT_NAME], f"{INPUT_NAME}.float", "input_cast", to=TensorProto.FLOAT)
-        e.initializers += [
-            numpy_helper.from_array(scale, f"{INPUT_NAME}.inv_std"),
-            numpy_helper.from_array(shift, f"{INPUT_NAME}.shift"),
-        ]
-        e.node("Mul", [f"{INPUT_NAME}.float", f"{INPUT_NAME}.inv_std"], f"{INPUT_NAME}.scaled", "input_scale")
-        x = e.node("Add", [f"{INPUT_NAME}.scaled", f"{INPUT_NAME}.shift"], f"{INPUT_NAME}.normalised", "input_shift")
+    scale = pixel_scale(node.attrs)
+    if scale is not None:
+        if scale != 1:
+            raise e.lowering.refuse(
+                f"pixels scaled by {scale:g} on the way in (ONNX casts them as they are)", name, node
+            )
+        x = e.node("Cast", [INPUT_NAME], f"{INPUT_NAME}.float", "input_cast", to=TensorProto.FLOAT)
     if node.qparams is None:
         return x
     e.qdq(name, x, f"{name}.dq", node.qparams.output)
@@ -261,6 +232,14 @@ def _batchnorm(e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
     p = node.params
     inputs = [xs[0]] + [e.param(name, k, p[k]) for k in ("gamma", "beta", "mean", "var")]
     return e.node("BatchNormalization", inputs, e.name(name), name, epsilon=float(node.attrs["eps"]))
+
+
+def _affine(e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
+    """x·scale + shift: Mul, then Add, their constants shaped to broadcast over the channels."""
+    ndim = len(node.shape) + 1
+    scale, shift = (e.param(name, k, channels(node.params[k], ndim)) for k in ("scale", "shift"))
+    scaled = e.node("Mul", [xs[0], scale], f"{name}.scaled", f"{name}.mul")
+    return _with_fused_act(e, name, node, "Add", [scaled, shift])
 
 
 def _act(e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
@@ -332,6 +311,7 @@ OPS = {
     "input": _input,
     "conv": _conv,
     "batchnorm": _batchnorm,
+    "affine": _affine,
     "act": _act,
     "add": _add,
     "mul": lambda e, n, node, xs: e.node("Mul", xs, e.name(n), n),
@@ -406,7 +386,8 @@ def expected_initializers(graph: Graph) -> dict[str, np.ndarray]:
         for key, value in node.params.items():
             t = getattr(q, key, None) if q is not None and key in ("weight", "bias") else None
             if t is None:
-                expected[f"{name}.{key}"] = value.astype(np.float32)
+                stored = channels(value, len(node.shape) + 1) if node.op == "affine" else value  # see _affine
+                expected[f"{name}.{key}"] = stored.astype(np.float32)
             else:
                 expected[f"{name}.{key}_q"] = t.q
                 expected[f"{name}.{key}_scale"] = np.asarray(t.scale, dtype=np.float32)
@@ -442,11 +423,10 @@ class OnnxTarget(Target):
         return Int8Plan(WEIGHT_BITS, True, QUANTIZATION, depthwise_weight_bits=DEPTHWISE_WEIGHT_BITS)
 
     def write(self, graph: Graph, path: Path, record: ArtifactRecord, options) -> None:
-        normalise = (options["mean"], options["std"]) if options["image_input"] else None
         lowering = MOBILE_LOWERING if options["mobile_ops"] else LOWERING
         description = options.get("short_description", "")
         with open(path, "wb") as f:
-            f.write(emit(graph, record.to_metadata(), description, normalise, lowering, options["batch"]))
+            f.write(emit(graph, record.to_metadata(), description, lowering, options["batch"]))
 
     def make_options(self, values: dict, network) -> dict:
         return {
@@ -454,8 +434,6 @@ class OnnxTarget(Target):
             "image_input": bool(values.get("image_input")),
             "batch": fixed_batch(values["batch"]),
             "mobile_ops": bool(values.get("mobile_ops")),
-            "mean": network.mean,
-            "std": network.std,
         }
 
     def record_fields(self, options) -> dict:
@@ -498,69 +476,6 @@ class OnnxTarget(Target):
         twin, names = instrumented(onnx.load(str(artifact)), quantized)
         layers = layers_check(quantized, names, run_onnx(twin.SerializeToString(), {INPUT_NAME: feed}), output)
         return [saturation_check(quantized), layers]
-
-
-def saturation_check(quantized: Graph) -> Check:
-    """Every weight that a u8×s8 matrix kernel multiplies (all but depthwise ones) within the bound."""
-    largest = max(
-        (
-            int(np.abs(quantized.node(n).qparams.weight.q.astype(np.int32)).max())
-            for n in quantized
-            if quantized.node(n).qparams is not None
-            and quantized.node(n).qparams.weight is not None
-            and not quantized.is_depthwise(n)
-        ),
-        default=0,
-    )
-    saturation_free = largest <= SATURATION_FREE_MAX_WEIGHT
-    return Check(
-        "saturation",
-        {
-            "largest_weight": largest,
-            "bound": SATURATION_FREE_MAX_WEIGHT,
-            "verdict": "pass" if saturation_free else "fail",
-            "why": f"u8×s8 pair sums stay within int16 when every |weight| ≤ {SATURATION_FREE_MAX_WEIGHT}; "
-            "depthwise convolutions accumulate each product in int32",
-        },
-        saturation_free,
-        f"a weight of magnitude {largest} can saturate ONNX Runtime's u8×s8 kernels on x86 hosts "
-        f"without VNNI (bound {SATURATION_FREE_MAX_WEIGHT})",
-    )
-
-
-def instrumented(model: onnx.ModelProto, quantized: Graph) -> tuple[onnx.ModelProto, list[str]]:
-    """The model with every quantised tensor (`NODE.q`, uint8) as an output after its own: what
-    ONNX Runtime's integer kernels computed, layer by layer."""
-    twin = onnx.ModelProto()
-    twin.CopyFrom(model)
-    names = [n for n in quantized.topo() if quantized.node(n).qparams is not None]
-    twin.graph.output.extend(helper.make_tensor_value_info(f"{n}.q", TensorProto.UINT8, None) for n in names)
-    return twin, names
-
-
-def layers_check(
-    quantized: Graph, names: list[str], results: list[np.ndarray], output: np.ndarray, executor: str = EXECUTOR
-) -> Check:
-    """The layer-by-layer check from an instrumented twin's results. The twin is the artifact with
-    more outputs; its output must equal the artifact's bit for bit, so its tensors are the ones the
-    artifact computes (ONNX Runtime fused the same kernels)."""
-    outputs = len(quantized.outputs)
-    twin_output, tensors = joined(results[:outputs]), results[outputs:]
-    if not np.array_equal(twin_output, output):
-        return Check(
-            "layers",
-            {"verdict": "fail", "error": "the instrumented run's output differs from the artifact's"},
-            False,
-            "the artifact, run with its layers' outputs exposed, computes a different output: its layers "
-            "cannot be checked",
-        )
-    values = dict(zip(names, tensors))
-
-    def real(name: str) -> np.ndarray:
-        q = quantized.node(name).qparams.output
-        return dequantized(values[name], q.scale, q.zero_point)
-
-    return layer_by_layer(quantized, real, executor, LAYER_LSB_BOUND, LAYER_NOTE)
 
 
 TARGET = OnnxTarget()
