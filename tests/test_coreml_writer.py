@@ -14,8 +14,8 @@ from mnc.backends import coreml as coreml_backend
 from mnc.backends.coreml import coremltools
 from mnc.backends.coreml_lowering import CoreMLOptions, describe_for_apps, lower
 from mnc.backends.coreml_mil import proto
-from mnc.backends.image_input import PIXEL_MAX
 from mnc.backends.target import INPUT_NAME
+from mnc.passes.image_input import PIXEL_MAX
 from mnc.pipeline import TargetOptions, compile_spec
 from mnc.pipeline.request import Quantization
 

@@ -35,6 +35,7 @@ EXAMPLES = {
     "flatten": ({}, 1),
     "fc": ({"out_features": 5, "bias": True, "fused_act": "relu6"}, 1),
     "softmax": ({}, 1),
+    "affine": ({"fused_act": "hswish"}, 1),
 }
 
 

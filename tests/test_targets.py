@@ -24,6 +24,7 @@ from mnc.ir.node import Affine, ChannelQuantized, QParams
 from mnc.ir.ops import OPS
 from mnc.ir.shapes import infer_shapes
 from mnc.passes.manager import PassError, resolve_pipeline, run_pipeline
+from mnc.passes.rewrites import REWRITES, run_rewrites
 from mnc.pipeline import build, compile_spec
 from mnc.pipeline.compile import pass_options
 from mnc.pipeline.quantize import Quantization
@@ -80,7 +81,9 @@ def _every_op() -> Graph:
     conv("stem", "input", 8, fused_act="hswish")
     conv("dw", "stem", 8, groups=8, bias=False, dilation=2, fused_act="relu6")
     g.add("bn", "batchnorm", ["dw"], src=src, attrs={"eps": 1e-3})
-    last = "bn"
+    g.add("affine", "affine", ["bn"], src=src, attrs={"fused_act": "relu6"})
+    g.add("affine_one", "affine", ["affine"], src=src, attrs={"per_channel": False, "fused_act": "silu"})
+    last = "affine_one"
     for fn in ACTIVATIONS:
         g.add(f"act_{fn}", "act", [last], src=src, attrs={"fn": fn})
         last = f"act_{fn}"
@@ -112,18 +115,27 @@ def test_the_every_op_graph_has_every_op_and_activation():
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
-def test_every_target_lowers_every_op_and_activation(tmp_path, name):
-    """Every op (the graph's input too: the model's input) and activation has a lowering in the
-    target's table, and each one runs: the target writes a graph that uses them all."""
+@pytest.mark.parametrize("image_input", [False, True], ids=["float", "image"])
+def test_every_target_lowers_every_op_and_activation(tmp_path, name, image_input):
+    """Every op (the graph's input too: the model's input, an image's pixels too) and activation has
+    a lowering in the target's table, or the target asks for a rewrite that leaves none of it, and
+    each one runs: the target writes a graph that uses them all, after its rewrites."""
     target = TARGETS[name]
+    if image_input and "image_input" not in target.choices:
+        pytest.skip(f"{name} takes no image input")
     lowering = target.lowering()
     assert lowering.target == name
     assert set(lowering.ops) == set(OPS)
-    assert set(lowering.activations) == set(ACTIVATIONS)
-    record = ArtifactRecord("0", "every_op", "", "", 1.0, 8, 5, 0, ())
-    options = target.options(TargetOptions(), NetworkFacts(5, (0.5,) * 3, (0.25,) * 3))
+    record = ArtifactRecord("0", "every_op", "", "", 1.0, 8, 5, 0, (), image_input=image_input or None)
+    facts = NetworkFacts(5, (0.5,) * 3, (0.25,) * 3)
+    rewrites = target.rewrites(record, facts)
+    rewritten = {fn for r, _ in rewrites for fn in REWRITES[r].removes_activations}
+    assert set(lowering.activations) | rewritten == set(ACTIVATIONS)
+    assert not set(lowering.activations) & rewritten, "an activation both lowered and rewritten"
+    options = target.options(TargetOptions(**({"image_input": True} if image_input else {})), facts)
     path = tmp_path / f"every{target.suffix}"
-    target.write(_every_op(), path, record, options)
+    graph, _ = run_rewrites(_every_op(), rewrites, target=name)
+    target.write(graph, path, record, options)
     assert path.exists()
 
 

@@ -20,15 +20,18 @@ from mnc.backends.coreml_lowering import (
     DEFAULT_PRECISION,
     DEFAULT_TARGET,
     DEPLOYMENT_TARGETS,
+    FP16_INPUT,
+    IMAGE_VALUE,
     LOWERING,
     PRECISIONS,
     CoreMLOptions,
     mil_name,
     mil_op_name,
+    node_precision,
     typed_params,
     write,
 )
-from mnc.backends.coreml_mil import read_package
+from mnc.backends.coreml_mil import proto, read_package
 from mnc.backends.lowering import Lowering
 from mnc.backends.target import (
     Check,
@@ -44,6 +47,8 @@ from mnc.backends.target import (
 )
 from mnc.errors import InputError, param
 from mnc.ir.graph import Graph
+from mnc.ir.ops.affine import channels
+from mnc.ir.ops.graph_input import pixel_scale
 
 WEIGHT_BITS = 8  # Core ML's int8 kernels have no int16 pair sums to saturate
 # Between quantize and dequantize Core ML computes in float, and rounds the result to the grid once:
@@ -114,6 +119,10 @@ class CoreMLTarget(Target):
         "labels": Choice(),
     }
 
+    # Core ML's image type hands the pixels over divided by 255; the normalisation's constants have
+    # always been computed in float32 here (and an artifact's bytes must not change).
+    image_input_rewrite = {"pixel_max": 1.0, "arithmetic": "float32"}
+
     def lowering(self) -> Lowering:
         return LOWERING
 
@@ -124,8 +133,6 @@ class CoreMLTarget(Target):
             deployment_target=values["deployment_target"],
             image_input=values["image_input"],
             labels=labels,
-            mean=tuple(network.mean),
-            std=tuple(network.std),
             metadata=dict(network.description),
         )
 
@@ -175,10 +182,13 @@ class CoreMLTarget(Target):
         int8_activations = bool(record.int8_activations)
         expected = {}
         for name in graph.topo():
-            node = typed_params(graph.node(name), precision)
+            node_in = node_precision(graph, name, precision)
+            node = typed_params(graph.node(name), node_in)
             op_name = mil_op_name(graph, name, precision, int8_activations)
+            op_name += f"_{node_in}" if node_in != precision else ""  # its result is cast: coreml_lowering._each_node
             for key, value in node.params.items():
-                expected[f"{op_name}_{key}"] = value.astype(np.float32)
+                stored = channels(value, len(node.shape) + 1) if node.op == "affine" else value  # see _affine
+                expected[f"{op_name}_{key}"] = stored.astype(np.float32)
             q = node.qparams.weight if node.qparams is not None else None
             if q is not None:
                 scale = q.scale.astype(dtype).astype(np.float32).reshape(-1, *[1] * (q.q.ndim - 1))
@@ -191,7 +201,11 @@ class CoreMLTarget(Target):
         dequantize, which rounds once more or less than the reference near a grid boundary). With
         int8 weights alone nothing is rounded to a grid: the whole network is compared."""
         program = CoreMLProgram(artifact)
-        names = {n: ("input" if n in quantized.inputs else mil_name(n)) + "_dq" for n in quantized.topo()}
+        names = {
+            n: ("input" if n in quantized.inputs else mil_name(n)) + "_dq"
+            for n in quantized.topo()
+            if quantized.node(n).qparams is not None
+        }
         if not any(op.type == "quantize" for op in program.operations):
             return []
         (input_name,) = program.inputs
@@ -223,19 +237,24 @@ class CoreMLTarget(Target):
         """An fp16 program rounds every op's result, and all its constants, to float16: the values
         mnc's executor computes from the saved package for each node, on every sample."""
         program = CoreMLProgram(artifact)
-        if "input_fp16" not in {op.outputs[0].name for op in program.operations}:
+        half = proto().MIL_pb2.DataType.Value("FLOAT16")
+        if not any(op.type == "cast" and op.outputs[0].type.tensorType.dataType == half for op in program.operations):
             return None  # an fp32 program
         (input_name,) = program.inputs
         runs = [program.run({input_name: sample[None]}) for sample in feed]
         values = {}
         for name in emitted.topo():
-            value = "input_fp16" if name in emitted.inputs else mil_name(name)
+            if name in emitted.inputs:  # an image as its image type gives it, else the float input cast
+                value = IMAGE_VALUE if pixel_scale(emitted.node(name).attrs) is not None else FP16_INPUT
+            else:
+                value = mil_name(name)
             shape = emitted.node(name).shape
             # float32 holding float16 values, as the executor keeps them: widened to float64 layer by layer
             values[name] = np.concatenate([np.asarray(env[value], dtype=np.float32).reshape(1, *shape) for env in runs])
         rounded = emitted.copy()
         for name in rounded:
-            rounded.node(name).params = dict(typed_params(rounded.node(name), "fp16").params)
+            precision = node_precision(rounded, name, "fp16")
+            rounded.node(name).params = dict(typed_params(rounded.node(name), precision).params)
         return rounded, values
 
     def executors(self) -> list[Executor]:

@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from mnc.backends.coreml_mil import Program, model_folder, proto, serialise
-from mnc.backends.image_input import PIXEL_MAX, normalisation
 from mnc.backends.lowering import Lowering, walk
 from mnc.backends.target import INPUT_NAME, output_name, output_names
 from mnc.ir.activations import IDENTITY
 from mnc.ir.graph import Graph
 from mnc.ir.node import Node
 from mnc.ir.ops import dilation
+from mnc.ir.ops.affine import channels
+from mnc.ir.ops.graph_input import pixel_scale
 from mnc.version import __version__
 
 # int8 activations (MIL quantize/dequantize) need iOS17 / macOS14; int8 weights alone, iOS16 / macOS13.
@@ -39,8 +40,6 @@ class CoreMLOptions:
     deployment_target: str = DEFAULT_TARGET
     image_input: bool = False
     labels: tuple[str, ...] | None = None
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
     metadata: dict = field(default_factory=dict)  # author, license, version, short_description
 
     @property
@@ -54,8 +53,9 @@ def write(graph: Graph, path: Path, metadata: dict[str, str], options: CoreMLOpt
     program = Program(options.deployment_target)
     (input_node,) = graph.inputs
     x = program.input(INPUT_NAME, (1, *graph.node(input_node).shape))
-    if options.image_input:  # Core ML scales image pixels by one number, as coremltools' ImageType does
-        x = program.mul(x=x, y=1 / PIXEL_MAX, name=INPUT_NAME + "__scaled__")
+    scale = pixel_scale(graph.node(input_node).attrs)
+    if scale is not None:  # Core ML scales image pixels by one number, as coremltools' ImageType does
+        x = program.mul(x=x, y=scale, name=IMAGE_VALUE)
     program.outputs = lower(program, graph, options, x)
     if options.labels:  # coremltools' classifier: the label and each label's probability
         (probabilities,) = program.outputs
@@ -194,21 +194,43 @@ class _Program:
     values: dict = field(default_factory=dict)
 
 
+IMAGE_VALUE = INPUT_NAME + "__scaled__"  # an image input's pixels as the image type hands them over
+FP16_INPUT = "input_fp16"  # a float input in an fp16 program
+
+
 def _input(ctx: _Program, name: str, node: Node, xs: list):
-    """The program's input: normalised (image input), in fp16 for an fp16 program, quantised (int8)."""
+    """The program's input: an image as its image type gives it (in float32: what reads it computes in
+    float32, node_precision), else in fp16 for an fp16 program and quantised (int8)."""
     mb, options = ctx.mb, ctx.options
-    x = _normalise(mb, ctx.model_input, options) if options.image_input else ctx.model_input
+    if pixel_scale(node.attrs) is not None:
+        return ctx.model_input
+    x = ctx.model_input
     if options.precision == "fp16":
-        x = mb.cast(x=x, dtype="fp16", name="input_fp16")
+        x = mb.cast(x=x, dtype="fp16", name=FP16_INPUT)
     return _quantised(mb, x, node, options, "input")
 
 
+def node_precision(graph: Graph, name: str, precision: str) -> str:
+    """What a node computes in: the program's precision, but float32 for what reads an image input
+    (Core ML hands an image over in float32: its normalisation is as exact as float32 allows, and
+    its result is rounded to the program's precision once)."""
+    if any(pixel_scale(graph.node(p).attrs) is not None for p in graph.inputs_of(name)):
+        return "fp32"
+    return precision
+
+
 def _each_node(lower, ctx: _Program, name: str, node: Node, xs: list):
-    """Every op is lowered under its MIL name, with its constants in the program's precision, and its
-    result rounded to its grid where activations are int8."""
+    """Every op is lowered under its MIL name, with its constants in its precision (the result cast
+    to the program's, named as the node), and its result rounded to its grid where activations are
+    int8."""
     options = ctx.options
     op_name = mil_op_name(ctx.graph, name, options.precision, options.int8_activations)
-    y = lower(ctx, op_name, typed_params(node, options.precision), xs)
+    precision = node_precision(ctx.graph, name, options.precision)
+    if precision != options.precision:
+        y = lower(ctx, op_name + "_" + precision, typed_params(node, precision), xs)
+        y = ctx.mb.cast(x=y, dtype=options.precision, name=op_name)
+    else:
+        y = lower(ctx, op_name, typed_params(node, precision), xs)
     return _quantised(ctx.mb, y, node, options, mil_name(name))
 
 
@@ -266,14 +288,6 @@ def _scalar(options: CoreMLOptions):
 
 def mil_name(name: str) -> str:
     return name.replace(".", "_")  # MIL names are identifiers
-
-
-def _normalise(mb, pixels, options: CoreMLOptions):
-    """Core ML scales image pixels by one number (1/PIXEL_MAX here); the spec's per-channel mean and
-    std are applied exactly by two ops of our own."""
-    scale, shift = (v.reshape(1, -1, 1, 1) for v in normalisation(options.mean, options.std, 1.0, np.float32))
-    x = mb.mul(x=pixels, y=scale, name="input_inv_std")
-    return mb.add(x=x, y=shift, name="input_normalised")
 
 
 def _fused(ctx: _Program, y, name: str, node: Node):
@@ -349,6 +363,18 @@ def _batchnorm(ctx: _Program, name: str, node: Node, xs: list):
     )
 
 
+def _affine(ctx: _Program, name: str, node: Node, xs: list):
+    """x·scale + shift: mul, then add, their constants shaped to broadcast over the channels."""
+    mb, ndim = ctx.mb, len(node.shape) + 1
+    scale, shift = (mb.const(val=channels(node.params[k], ndim), name=f"{name}_{k}") for k in ("scale", "shift"))
+    y = mb.add(
+        x=mb.mul(x=xs[0], y=scale, name=name + "_scaled"),
+        y=shift,
+        name=name if not node.attrs.get("fused_act") else name + "_preact",
+    )
+    return _fused(ctx, y, name, node)
+
+
 def _add(ctx: _Program, name: str, node: Node, xs: list):
     y = xs[0]
     for i, other in enumerate(xs[1:]):
@@ -361,6 +387,7 @@ OPS = {
     "conv": _conv,
     "fc": _fc,
     "batchnorm": _batchnorm,
+    "affine": _affine,
     "act": lambda ctx, name, node, xs: LOWERING.activate(ctx, node.attrs["fn"], xs[0], name, name, node),
     "add": _add,
     "mul": lambda ctx, name, node, xs: ctx.mb.mul(x=xs[0], y=xs[1], name=name),

@@ -25,7 +25,6 @@ import numpy as np
 
 from mnc.artifact import ArtifactRecord
 from mnc.backends import ncnn_runner
-from mnc.backends.image_input import normalisation
 from mnc.backends.lowering import Lowering, walk
 from mnc.backends.ncnn_runner import BIN_FILE, PARAM_FILE, RECORD_FILE
 from mnc.backends.target import (
@@ -43,6 +42,7 @@ from mnc.ir.activations import IDENTITY
 from mnc.ir.graph import Graph
 from mnc.ir.node import Node
 from mnc.ir.ops import dilation
+from mnc.ir.ops.graph_input import pixel_scale
 from mnc.ir.roundoff import float16_rounded
 from mnc.parallel import child_environment
 
@@ -60,8 +60,6 @@ RUNTIME = "ncnn (CPU, float32 arithmetic, no Winograd, 1 thread)"
 class NcnnOptions:
     precision: str = "fp32"
     image_input: bool = False
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
 
 
 @dataclass
@@ -187,24 +185,37 @@ ACTIVATIONS = {
 
 
 def _input(net: _Network, name: str, node: Node, xs: list):
-    """The network's input; with image input it takes pixels (0–255, as ncnn::Mat::from_pixels gives
-    them) and applies the spec's normalisation itself: a Scale layer, p·scale + shift per channel."""
+    """The network's input: floats, or an image's pixels (0–255, as ncnn::Mat::from_pixels gives
+    them, in a float Mat), which the affine after it normalises."""
     c, h, w = node.shape
-    x = net.layer("Input", INPUT_NAME, [], {0: w, 1: h, 2: c})
-    if not net.options.image_input:
-        return x
-    scale, shift = normalisation(net.options.mean, net.options.std)
-    net.data(scale, shift)
-    return net.layer("Scale", NORMALISE, [x], {0: c, 1: 1}, output=NORMALISE)
+    scale = pixel_scale(node.attrs)
+    if scale is not None and scale != 1:
+        raise LOWERING.refuse(f"pixels scaled by {scale:g} on the way in (ncnn takes them as they are)", name, node)
+    return net.layer("Input", INPUT_NAME, [], {0: w, 1: h, 2: c})
 
 
-NORMALISE = f"{INPUT_NAME}.normalised"
+def _affine(net: _Network, name: str, node: Node, xs: list):
+    """x·scale + shift: a Scale layer with a bias (one value per channel: a single one is written for
+    each), then the activation as a layer of its own."""
+    net.data(*(affine_constants(node).values()))
+    fn = node.attrs.get("fused_act")
+    if fn is None or fn == IDENTITY:
+        return net.layer("Scale", name, xs, {0: node.shape[0], 1: 1})
+    x = net.layer("Scale", name, xs, {0: node.shape[0], 1: 1}, output=f"{name}.preact")
+    return LOWERING.activate(net, fn, x, name, f"{name}.act", node)
+
+
+def affine_constants(node: Node) -> dict[str, np.ndarray]:
+    """An affine's scale and shift as ncnn's Scale holds them: one value per channel."""
+    return {k: np.broadcast_to(node.params[k], (node.shape[0],)) for k in ("scale", "shift")}
+
 
 OPS = {
     "input": _input,
     "conv": _conv,
     "fc": _fc,
     "batchnorm": _batchnorm,
+    "affine": _affine,
     "act": lambda net, name, node, xs: LOWERING.activate(net, node.attrs["fn"], xs[0], name, name, node),
     "add": _add,
     "mul": lambda net, name, node, xs: net.layer("BinaryOp", name, xs, {0: 2}),
@@ -391,7 +402,7 @@ class NcnnTarget(Target):
         return LOWERING
 
     def make_options(self, values: dict, network: NetworkFacts) -> NcnnOptions:
-        return NcnnOptions(values["precision"], bool(values["image_input"]), network.mean, network.std)
+        return NcnnOptions(values["precision"], bool(values["image_input"]))
 
     def record_fields(self, options: NcnnOptions) -> dict:
         return {"precision": options.precision, "image_input": options.image_input}
@@ -426,11 +437,13 @@ class NcnnTarget(Target):
 
     def expected_constants(self, graph: Graph, record: ArtifactRecord) -> dict[str, np.ndarray]:
         precision = record.precision or "fp32"
-        return {
-            f"{name}.{slot}": _stored(slot, value, precision).ravel()
-            for name in graph.topo()
-            for slot, value in graph.node(name).params.items()
-        }
+        expected = {}
+        for name in graph.topo():
+            node = graph.node(name)
+            params = affine_constants(node) if node.op == "affine" else node.params
+            for slot, value in params.items():
+                expected[f"{name}.{slot}"] = _stored(slot, value, precision).ravel()
+        return expected
 
     def executors(self) -> list[Executor]:
         return [Executor(RUNTIME, run_ncnn)]

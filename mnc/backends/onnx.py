@@ -11,7 +11,6 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from mnc.artifact import ArtifactRecord
-from mnc.backends.image_input import normalisation
 from mnc.backends.lowering import Lowering, walk
 from mnc.backends.onnx_int8 import (
     DEPTHWISE_WEIGHT_BITS,
@@ -38,6 +37,8 @@ from mnc.errors import InputError
 from mnc.ir.graph import Graph
 from mnc.ir.node import Node
 from mnc.ir.ops import dilation
+from mnc.ir.ops.affine import channels
+from mnc.ir.ops.graph_input import pixel_scale
 
 OPSET = 17
 IR_VERSION = 8  # the ONNX IR version of opset 17; loadable by every ONNX Runtime since 1.11
@@ -47,11 +48,10 @@ def emit(
     graph: Graph,
     metadata: dict[str, str],
     description: str = "",
-    normalise: tuple | None = None,
     lowering: Lowering | None = None,
     batch: int | None = None,
 ) -> bytes:
-    model = build_model(graph, metadata, description, normalise, lowering, batch)
+    model = build_model(graph, metadata, description, lowering, batch)
     onnx.checker.check_model(model, full_check=True)
     return model.SerializeToString(deterministic=True)
 
@@ -60,21 +60,21 @@ def build_model(
     graph: Graph,
     metadata: dict[str, str],
     description: str = "",
-    normalise: tuple | None = None,
     lowering: Lowering | None = None,
     batch: int | None = None,
 ) -> onnx.ModelProto:
-    """normalise = (mean, std): the model takes 8-bit pixels (uint8) and applies the spec's per-channel
-    normalisation, (p/255 − mean)/std, itself (--image-input). lowering: ONNX's (LOWERING, or
-    MOBILE_LOWERING), under the name of the target that writes the model (.ort's converts it). batch:
-    the input's and every output's first dimension, fixed (None: symbolic, "batch")."""
+    """An image input (the IR's input takes pixels: the image_input rewrite) is uint8. lowering:
+    ONNX's (LOWERING, or MOBILE_LOWERING), under the name of the target that writes the model
+    (.ort's converts it). batch: the input's and every output's first dimension, fixed (None:
+    symbolic, "batch")."""
     (input_node,) = graph.inputs
     names = {input_node: INPUT_NAME, **dict(zip(graph.outputs, output_names(graph)))}
-    e = _Emitter(graph, names, normalise, lowering or LOWERING, batch)
+    e = _Emitter(graph, names, lowering or LOWERING, batch)
     walk(graph, e, e.lowering)
     names = e.names
     batch = "batch" if batch is None else batch
-    input_type = TensorProto.UINT8 if normalise is not None else TensorProto.FLOAT
+    image = pixel_scale(graph.node(input_node).attrs) is not None
+    input_type = TensorProto.UINT8 if image else TensorProto.FLOAT
     inputs = [helper.make_tensor_value_info(INPUT_NAME, input_type, [batch, *graph.node(input_node).shape])]
     outputs = [
         helper.make_tensor_value_info(names[out], TensorProto.FLOAT, [batch, *graph.node(out).shape])
@@ -98,14 +98,11 @@ class _Emitter:
     """The ONNX graph being written: its nodes and initialisers. `names` says where a node's output
     goes (the model's output names, else the IR name); `values` holds what each lowered node produced."""
 
-    def __init__(
-        self, graph: Graph, names: dict[str, str], normalise: tuple | None, lowering: Lowering, batch: int | None
-    ):
+    def __init__(self, graph: Graph, names: dict[str, str], lowering: Lowering, batch: int | None):
         self.graph = graph
         self.lowering = lowering
         self.batch = batch  # None: symbolic
         self.names = names
-        self.normalise = normalise
         self.values: dict[str, str] = {}
         self.nodes: list[onnx.NodeProto] = []
         self.initializers: list[onnx.TensorProto] = []
@@ -174,18 +171,16 @@ def _relu6(e: _Emitter, x: str, out: str, name: str) -> str:
 
 
 def _input(e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
-    """The model's input; with normalise, 8-bit pixels cast and normalised (image input); read through
-    its quantisation by its consumers in an int8 model."""
+    """The model's input; an image's 8-bit pixels (uint8) cast to float; read through its
+    quantisation by its consumers in an int8 model."""
     x = INPUT_NAME
-    if e.normalise is not None:
-        scale, shift = (v.reshape(1, -1, 1, 1) for v in normalisation(*e.normalise))
-        e.node("Cast", [INPUT_NAME], f"{INPUT_NAME}.float", "input_cast", to=TensorProto.FLOAT)
-        e.initializers += [
-            numpy_helper.from_array(scale, f"{INPUT_NAME}.inv_std"),
-            numpy_helper.from_array(shift, f"{INPUT_NAME}.shift"),
-        ]
-        e.node("Mul", [f"{INPUT_NAME}.float", f"{INPUT_NAME}.inv_std"], f"{INPUT_NAME}.scaled", "input_scale")
-        x = e.node("Add", [f"{INPUT_NAME}.scaled", f"{INPUT_NAME}.shift"], f"{INPUT_NAME}.normalised", "input_shift")
+    scale = pixel_scale(node.attrs)
+    if scale is not None:
+        if scale != 1:
+            raise e.lowering.refuse(
+                f"pixels scaled by {scale:g} on the way in (ONNX casts them as they are)", name, node
+            )
+        x = e.node("Cast", [INPUT_NAME], f"{INPUT_NAME}.float", "input_cast", to=TensorProto.FLOAT)
     if node.qparams is None:
         return x
     e.qdq(name, x, f"{name}.dq", node.qparams.output)
@@ -237,6 +232,14 @@ def _batchnorm(e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
     p = node.params
     inputs = [xs[0]] + [e.param(name, k, p[k]) for k in ("gamma", "beta", "mean", "var")]
     return e.node("BatchNormalization", inputs, e.name(name), name, epsilon=float(node.attrs["eps"]))
+
+
+def _affine(e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
+    """x·scale + shift: Mul, then Add, their constants shaped to broadcast over the channels."""
+    ndim = len(node.shape) + 1
+    scale, shift = (e.param(name, k, channels(node.params[k], ndim)) for k in ("scale", "shift"))
+    scaled = e.node("Mul", [xs[0], scale], f"{name}.scaled", f"{name}.mul")
+    return _with_fused_act(e, name, node, "Add", [scaled, shift])
 
 
 def _act(e: _Emitter, name: str, node: Node, xs: list[str]) -> str:
@@ -308,6 +311,7 @@ OPS = {
     "input": _input,
     "conv": _conv,
     "batchnorm": _batchnorm,
+    "affine": _affine,
     "act": _act,
     "add": _add,
     "mul": lambda e, n, node, xs: e.node("Mul", xs, e.name(n), n),
@@ -382,7 +386,8 @@ def expected_initializers(graph: Graph) -> dict[str, np.ndarray]:
         for key, value in node.params.items():
             t = getattr(q, key, None) if q is not None and key in ("weight", "bias") else None
             if t is None:
-                expected[f"{name}.{key}"] = value.astype(np.float32)
+                stored = channels(value, len(node.shape) + 1) if node.op == "affine" else value  # see _affine
+                expected[f"{name}.{key}"] = stored.astype(np.float32)
             else:
                 expected[f"{name}.{key}_q"] = t.q
                 expected[f"{name}.{key}_scale"] = np.asarray(t.scale, dtype=np.float32)
@@ -418,11 +423,10 @@ class OnnxTarget(Target):
         return Int8Plan(WEIGHT_BITS, True, QUANTIZATION, depthwise_weight_bits=DEPTHWISE_WEIGHT_BITS)
 
     def write(self, graph: Graph, path: Path, record: ArtifactRecord, options) -> None:
-        normalise = (options["mean"], options["std"]) if options["image_input"] else None
         lowering = MOBILE_LOWERING if options["mobile_ops"] else LOWERING
         description = options.get("short_description", "")
         with open(path, "wb") as f:
-            f.write(emit(graph, record.to_metadata(), description, normalise, lowering, options["batch"]))
+            f.write(emit(graph, record.to_metadata(), description, lowering, options["batch"]))
 
     def make_options(self, values: dict, network) -> dict:
         return {
@@ -430,8 +434,6 @@ class OnnxTarget(Target):
             "image_input": bool(values.get("image_input")),
             "batch": fixed_batch(values["batch"]),
             "mobile_ops": bool(values.get("mobile_ops")),
-            "mean": network.mean,
-            "std": network.std,
         }
 
     def record_fields(self, options) -> dict:

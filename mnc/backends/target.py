@@ -186,7 +186,9 @@ def layer_by_layer(
     layers, worst, allowed = {}, ("", 0.0, 0.0), []
     for name in quantized.topo():
         node = quantized.node(name)
-        if node.op == "input":
+        # The input, and what reads it unquantised (an image's pixels, normalised in float): the
+        # artifact's own value of such a node is what the layers after it are fed and checked on.
+        if node.op == "input" or any(quantized.node(p).qparams is None for p in quantized.inputs_of(name)):
             continue
         inputs = [real(p) for p in quantized.inputs_of(name)]
         expected = reference.run_node(name, node, inputs)
@@ -231,9 +233,21 @@ class Target:
     # The activations fuse_act may fold into a conv/fc for this target (default: every fusable one).
     fused_activations: ClassVar[tuple[str, ...]] = FUSABLE
 
+    # How the image input's rewrite suits this target's runtime (mnc/passes/image_input.py options:
+    # `pixel_max`, what the pixels reach as the graph first sees them; `arithmetic` of the constants).
+    image_input_rewrite: ClassVar[dict] = {}
+
     def lowering(self) -> Lowering:
         """How the target lowers each IR op and activation."""
         raise NotImplementedError
+
+    def rewrites(self, record: ArtifactRecord, network: NetworkFacts) -> list[tuple[str, dict]]:
+        """The rewrites its runtime needs before lowering ((name, options) in mnc/passes/rewrites.py
+        REWRITES, in order): the image input's normalisation where the artifact takes an image. A
+        target extends the list with what its runtime lacks."""
+        if not record.image_input:
+            return []
+        return [("image_input", {"mean": network.mean, "std": network.std, **self.image_input_rewrite})]
 
     # ---- options ----------------------------------------------------------------------
 

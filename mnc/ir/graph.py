@@ -131,9 +131,9 @@ class Graph:
     def remove(self, names) -> None:
         self._g.remove_nodes_from(list(names))
 
-    def replace_uses(self, old: str, new: str) -> None:
-        """Every consumer of `old` reads `new` instead, at the same input port."""
-        for user in self.users(old):
+    def replace_uses(self, old: str, new: str, users: list[str] | None = None) -> None:
+        """Every consumer of `old` (or those of `users`) reads `new` instead, at the same input port."""
+        for user in self.users(old) if users is None else users:
             port = self._g.edges[old, user]["port"]
             self._g.remove_edge(old, user)
             self._g.add_edge(new, user, port=port)

@@ -22,6 +22,7 @@ from mnc.ir.cost import graph_cost
 from mnc.ir.graph import Graph
 from mnc.parallel import background_pool, numpy_settings
 from mnc.passes.manager import resolve_pipeline, run_pipeline
+from mnc.passes.rewrites import run_rewrites
 from mnc.pipeline.build import Built, build
 from mnc.pipeline.quantize import PASS as QUANTIZE_PASS
 from mnc.pipeline.quantize import quantize, quantize_as_recorded
@@ -120,7 +121,8 @@ def compile_spec(spec, /, out_dir: str | Path = "build", *, save_weights=None, *
     timings = built.timings
     if request.options.given.get("labels"):
         check_classifier(built.graph)
-    opts = target_options(backend, request.options, network_facts(built))
+    facts = network_facts(built)
+    opts = target_options(backend, request.options, facts)
     plan = backend.int8_plan(opts) if request.quantization is not None else None
     record = record_of(built, pipeline, **backend.record_fields(opts))
     out = Path(out_dir) / artifact_name(str(request.spec), built, backend)
@@ -154,8 +156,10 @@ def compile_spec(spec, /, out_dir: str | Path = "build", *, save_weights=None, *
             _check_float16_range(emitted)
         with staged(out) as tmp:
             with timings.stage("emit"):
+                # What the target's runtime needs rewritten, checked region by region.
+                lowered, rewrite_records = run_rewrites(emitted, backend.rewrites(record, facts), target=backend.name)
                 try:
-                    build_facts = backend.write(emitted, tmp, record, opts)
+                    build_facts = backend.write(lowered, tmp, record, opts)
                 except OSError as exc:
                     raise output_error(out, exc) from None
             verification = check_artifact(
@@ -165,6 +169,7 @@ def compile_spec(spec, /, out_dir: str | Path = "build", *, save_weights=None, *
                 record,
                 optimised,
                 emitted,
+                lowered,
                 reference_future=reference_future,
                 calibration_sample=quantized.sample if quantized is not None else None,
             )
@@ -195,6 +200,7 @@ def compile_spec(spec, /, out_dir: str | Path = "build", *, save_weights=None, *
                 target=backend.name,
                 weights=weights,
                 passes=pass_records,
+                rewrites=rewrite_records or None,
                 macs=cost.macs,
                 params=cost.params,
                 artifact=_artifact_file(built.graph, optimised, backend, out, size, sha256, anchors, record.batch),
@@ -251,14 +257,17 @@ def check_artifact(
     record: ArtifactRecord | None,
     optimised: Graph | None,
     emitted: Graph | None,
+    lowered: Graph | None,
     *,
     reference_future=None,
     calibration_sample=None,
 ) -> FloatVerification | Int8Verification:
     """Run a saved artifact and compare it with the reference of `built` (compile and verify both
     come here): an int8 one against mnc's fake-quant interpreter of the quantised IR (`emitted`),
-    a float one element-wise; then its constants against the IR it was emitted from. `record` None:
-    an artifact mnc did not build, checked as an fp32 one, without its constants."""
+    a float one element-wise; then its constants against the IR it was lowered from (`lowered`:
+    `emitted` after the target's rewrites), which also gives the names the checks of its layers
+    look for. `record` None: an artifact mnc did not build, checked as an fp32 one, without its
+    constants."""
     settings, resolution, seed = built.spec.settings, built.config.resolution, built.seed
     image_input = bool(record is not None and record.image_input)
     if record is not None and record.quantized:
@@ -275,6 +284,7 @@ def check_artifact(
             image_input=image_input,
             timings=built.timings,
             calibration_sample=calibration_sample,
+            lowered=lowered,
         )
     else:
         verification = verify_float(
@@ -289,22 +299,24 @@ def check_artifact(
             reference_future=reference_future,
             timings=built.timings,
             emitted=emitted,
+            lowered=lowered,
         )
     if record is not None:
-        verification.constants = check_constants(target, path, emitted, record)
+        verification.constants = check_constants(target, path, lowered, record)
     return verification
 
 
-def _rebuilt(built: Built, target: Target, record: ArtifactRecord | None) -> tuple[Graph | None, Graph | None]:
-    """The optimised IR and the IR an artifact was emitted from (quantised with its recorded ranges
-    where it is int8), from its record; (None, None) without one."""
+def _rebuilt(built: Built, target: Target, record: ArtifactRecord | None) -> tuple[Graph | None, ...]:
+    """The optimised IR, the IR an artifact was emitted from (quantised with its recorded ranges
+    where it is int8) and the IR it was lowered from (after its target's rewrites), from its record;
+    (None, None, None) without one."""
     if record is None:
-        return None, None
+        return None, None, None
     passes = [p for p in record.passes if p != QUANTIZE_PASS]
     optimised, _ = run_pipeline(built.graph, passes, options=pass_options(target, passes))
-    if not record.quantized:
-        return optimised, optimised
-    return optimised, quantize_as_recorded(optimised, record)
+    emitted = quantize_as_recorded(optimised, record) if record.quantized else optimised
+    lowered, _ = run_rewrites(emitted, target.rewrites(record, network_facts(built)), target=target.name)
+    return optimised, emitted, lowered
 
 
 @numpy_settings
@@ -312,8 +324,8 @@ def verify_file(artifact_path: str | Path, request: BuildRequest | None = None) 
     """Re-check an artifact against the reference rebuilt from its spec. What the request leaves
     None (its spec, α, ρ or resolution, classes, seed) comes from the artifact's own record.
     Raises VerificationError if it fails."""
-    path, target, record, built, optimised, emitted = _from_artifact(artifact_path, request)
-    verification = check_artifact(path, target, built, record, optimised, emitted)
+    path, target, record, built, optimised, emitted, lowered = _from_artifact(artifact_path, request)
+    verification = check_artifact(path, target, built, record, optimised, emitted, lowered)
     if not verification.passed:
         raise VerificationError(verification.failure(str(path)))
     spec = built.spec
@@ -330,7 +342,8 @@ def verify_file(artifact_path: str | Path, request: BuildRequest | None = None) 
 
 
 def _from_artifact(artifact_path: str | Path, request: BuildRequest | None):
-    """(path, target, record, built network, optimised IR, emitted IR) an artifact is checked against."""
+    """(path, target, record, built network, optimised, emitted and lowered IR) an artifact is checked
+    against."""
     path = Path(artifact_path)
     target = target_of(path)
     if not path.exists():
@@ -338,8 +351,8 @@ def _from_artifact(artifact_path: str | Path, request: BuildRequest | None):
     record = ArtifactRecord.from_metadata(target.read_metadata(path), str(path))
     request = _recorded(request or BuildRequest(None), record, path)
     built = build(request)
-    optimised, emitted = _rebuilt(built, target, record)
-    return path, target, record, built, optimised, emitted
+    optimised, emitted, lowered = _rebuilt(built, target, record)
+    return path, target, record, built, optimised, emitted, lowered
 
 
 @numpy_settings
@@ -348,7 +361,7 @@ def int8_layer_errors(
 ) -> list[LayerError]:
     """Each quantised layer of an int8 artifact's IR against fp32 on calibration data (the first
     `samples` of it, chosen with the artifact's seed): mnc/quant/debug.py."""
-    path, _, record, built, _, emitted = _from_artifact(artifact_path, request)
+    path, _, record, built, _, emitted, _ = _from_artifact(artifact_path, request)
     if record is None or not record.quantized:
         raise InputError(f"{param('layers')} is for int8 artifacts; '{path}' is not quantised")
     if not record.int8_activations:

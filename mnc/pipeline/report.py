@@ -102,6 +102,8 @@ class Report:
     target: str
     weights: WeightsSource
     passes: list[dict]  # each pass's record, in the order they ran
+    # Each rewrite the target asked for before lowering (mnc/passes/rewrites.py), in the order they ran.
+    rewrites: list[dict] | None = field(default=None, metadata=OPTIONAL)
     macs: int
     params: int
     artifact: ArtifactFile

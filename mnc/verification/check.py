@@ -77,16 +77,18 @@ def verify_float(
     reference_future: BackgroundReference | None = None,
     timings: Timings | None = None,
     emitted: Graph | None = None,
+    lowered: Graph | None = None,
 ) -> FloatVerification:
     """Run the saved artifact with each of its target's executors on seeded inputs and compare with
     the reference (`graph`, the unoptimised IR). The reference is itself compared with the float64
     interpreter, and a disagreement there fails the check too.
 
-    fp16 artifacts (`emitted`: the IR the artifact was emitted from): one that stores float16 weights
-    and computes in float32 is compared with the float32 evaluation of the IR with those weights
-    rounded, within the derived bound as fp32 artifacts are; one that computes in float16 throughout
-    is checked layer by layer against each layer's derived float16 bound, and its whole-network
-    comparison with the fp32 reference is reported."""
+    fp16 artifacts (`emitted`: the IR the artifact was emitted from; `lowered`: that IR after its
+    target's rewrites, what the artifact's layers are): one that stores float16 weights and computes
+    in float32 is compared with the float32 evaluation of the IR with those weights rounded, within
+    the derived bound as fp32 artifacts are; one that computes in float16 throughout is checked layer
+    by layer against each layer's derived float16 bound, and its whole-network comparison with the
+    fp32 reference is reported."""
     timings = timings or Timings()
     pixels, images = verification_inputs(settings, resolution, seed)
     feed = {INPUT_NAME: pixels if image_input else images}
@@ -96,7 +98,7 @@ def verify_float(
         # The layer check needs no reference: it runs while the reference is being computed.
         with timings.stage("execute"):
             try:
-                layered = _float16_layers(target, artifact, emitted, feed[INPUT_NAME])
+                layered = _float16_layers(target, artifact, lowered or emitted, feed[INPUT_NAME])
             except _Rejected as exc:  # the executor rejected the artifact: a failed check, not a crash
                 failure = f"{target.executors()[0].label} could not run it: {exc}"
                 layer_checks.append(Check("layers", {"verdict": "fail", "error": failure}, False, failure))
@@ -311,10 +313,12 @@ def verify_int8(
     image_input: bool = False,
     timings: Timings | None = None,
     calibration_sample: np.ndarray | None = None,
+    lowered: Graph | None = None,
 ) -> Int8Verification:
     """Compare an int8 artifact with mnc's fake-quant interpreter of the quantised IR (weights only
     where the artifact keeps float activations) and with the fp32 reference, and run its target's
-    own int8 checks."""
+    own int8 checks (on `lowered`: the quantised IR after the target's rewrites, whose layers the
+    artifact has)."""
     timings = timings or Timings()
     pixels, images = verification_inputs(settings, resolution, seed, INT8_BATCH)
     feed = pixels if image_input else images  # what the artifact takes
@@ -339,7 +343,7 @@ def verify_int8(
         classes = is_classifier(quantized)
         versus_fake = _quant_metrics(output, fake_output, classes)
         versus_fp32 = _quant_metrics(output, expected, classes)
-        checks = target.int8_checks(artifact, quantized, feed, output)
+        checks = target.int8_checks(artifact, lowered or quantized, feed, output)
         if calibration_sample is not None and not image_input:  # an image input takes pixels, not these
             with timings.stage("execute"):
                 own = reference.joined(

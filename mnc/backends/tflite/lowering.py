@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from mnc.backends.image_input import normalisation
 from mnc.backends.lowering import Lowering
 from mnc.backends.target import INPUT_NAME
 from mnc.backends.tflite.flatbuffer import Act, Op, Opt, T, Writer, make, nhwc, schema
-from mnc.backends.tflite.options import FUSED_ACTIVATIONS, TFLiteOptions
+from mnc.backends.tflite.options import FUSED_ACTIVATIONS
 from mnc.ir.graph import Graph
 from mnc.ir.node import Affine, Node
 from mnc.ir.ops import depthwise_multiplier, dilation
+from mnc.ir.ops.affine import per_channel
+from mnc.ir.ops.graph_input import pixel_scale
 
 FUSED = {fn: getattr(Act, fn.upper()) for fn in FUSED_ACTIVATIONS}  # RELU, RELU6
 
@@ -32,27 +33,8 @@ def same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
 
 
 # ---- activations ------------------------------------------------------------------------------
-
-
-def _hsigmoid(w: Writer, x: int, out: int, name: str) -> int:
-    """relu6(x + 3)/6: ADD with a fused RELU6, then MUL, as TensorFlow's converter lowers it."""
-    int8 = w.tensors[x].type == T.INT8
-    # In an int8 model relu6(x + 3) is held on the fixed grid of [0, 6].
-    shifted = w.activation(f"{name}.plus3", w.tensors[x].shape, Affine(6.0 / 255.0, 0) if int8 else None)
-    w.op(
-        Op.ADD,
-        [x, w.scalar(f"{name}.three", 3.0, int8)],
-        [shifted],
-        Opt.AddOptions,
-        make(schema.AddOptionsT, fusedActivationFunction=Act.RELU6),
-    )
-    return w.op(
-        Op.MUL,
-        [shifted, w.scalar(f"{name}.sixth", 1.0 / 6.0, int8)],
-        [out],
-        Opt.MulOptions,
-        make(schema.MulOptionsT),
-    )
+# TFLite has no hard sigmoid: the target asks for the hard_sigmoid rewrite (mnc/passes/hard_sigmoid.py),
+# whose affine maps lower as TensorFlow's converter writes it (ADD with a fused RELU6, then MUL).
 
 
 def _silu(w: Writer, x: int, out: int, name: str) -> int:
@@ -73,7 +55,6 @@ ACTIVATIONS = {
         Op.GELU, [x], [out], Opt.GeluOptions, make(schema.GeluOptionsT, approximate=False)
     ),
     "hswish": lambda w, x, out, name: w.op(Op.HARD_SWISH, [x], [out]),
-    "hsigmoid": _hsigmoid,
     "identity": lambda w, x, out, name: w.op(
         Op.RESHAPE,
         [x, w.int32(f"{name}.shape", [-1, *w.tensors[x].shape[1:]])],
@@ -196,6 +177,53 @@ def _batchnorm(w: Writer, name: str, node: Node, xs: list[int]) -> int:
     )
 
 
+def _affine(w: Writer, name: str, node: Node, xs: list[int]) -> int:
+    """x·scale + shift: MUL, then ADD, either left out where it is the identity (a scale of one, a
+    shift of zero), the activation fused into the last where TFLite can fuse it. Its constants:
+    float32, one per channel (NHWC broadcasts them) or a scalar; on int8 values, a scalar int8
+    constant (127 at value/127), what TFLite's int8 ADD and MUL take. Float values quantised into an
+    int8 model (an image's pixels, normalised) are computed in float, then quantised."""
+    p, x = node.params, xs[0]
+    one_value, int8 = not per_channel(node.attrs), w.tensors[x].type == T.INT8
+    steps = [
+        (key, op)
+        for key, op, identity in (("scale", Op.MUL, 1.0), ("shift", Op.ADD, 0.0))
+        if np.any(p[key] != identity)
+    ]
+    steps = steps or [("shift", Op.ADD)]
+    if int8 and not one_value:
+        raise LOWERING.refuse("a per-channel affine map on int8 values", name, node)
+    if int8 and len(steps) > 1:
+        raise LOWERING.refuse("an affine map with both a scale and a shift on int8 values", name, node)
+    fn = node.attrs.get("fused_act")
+    quantise = w.int8 and not int8 and node.qparams is not None
+    act = FUSED.get(fn, Act.NONE) if not quantise else Act.NONE
+    for i, (key, op) in enumerate(steps):
+        last = i == len(steps) - 1
+        if int8:
+            constant = w.scalar(f"{name}.{key}", float(p[key][0]), True)
+        else:
+            constant = w.constant(f"{name}.{key}", p[key][0] if one_value else p[key])
+        if not last:
+            out = w.tensor(f"{name}.scaled", nhwc(node.shape))
+        elif quantise or (fn is not None and fn not in FUSED):
+            out = w.tensor(f"{name}.float" if quantise else f"{name}.preact", nhwc(node.shape))
+        else:
+            out = w.output(name, node)
+        options = (
+            (Opt.MulOptions, make(schema.MulOptionsT)) if op == Op.MUL else (Opt.AddOptions, make(schema.AddOptionsT))
+        )
+        options[1].fusedActivationFunction = act if last else Act.NONE
+        x = w.op(op, [x, constant], [out], *options)
+    if quantise:
+        if fn is not None:
+            raise LOWERING.refuse("an activation after float values quantised into an int8 model", name, node)
+        return w.op(Op.QUANTIZE, [x], [w.output(name, node)], Opt.QuantizeOptions, make(schema.QuantizeOptionsT))
+    if fn is not None and fn not in FUSED:
+        return LOWERING.activate(w, fn, x, w.output(name, node), f"{name}.act", node)
+    return x
+
+
 def _act(w: Writer, name: str, node: Node, xs: list[int]) -> int:
     out = w.output(name, node)
     return LOWERING.activate(w, node.attrs["fn"], xs[0], out, name, node)
@@ -281,42 +309,25 @@ def _per_anchor(w: Writer, name: str, node: Node, xs: list[int]) -> int:
 
 
 def _input(w: Writer, name: str, node: Node, xs: list[int]) -> int:
-    """The model's input (tensor 0), normalised (image input) and quantised (int8) as the first node
-    expects it."""
-    x = _float_input(w, nhwc(node.shape), w.options)
-    if not w.int8:
-        return x
+    """The model's input (tensor 0): floats, quantised (int8) as the first node expects them, or an
+    image's 8-bit pixels (uint8) cast to float."""
+    shape = nhwc(node.shape)
+    scale = pixel_scale(node.attrs)
+    if scale is None:
+        x = w.tensor(INPUT_NAME, shape)
+        if node.qparams is None:
+            return x
+        return w.op(
+            Op.QUANTIZE, [x], [w.output(f"{INPUT_NAME}.int8", node)], Opt.QuantizeOptions, make(schema.QuantizeOptionsT)
+        )
+    if scale != 1:
+        raise LOWERING.refuse(f"pixels scaled by {scale:g} on the way in (TFLite casts them as they are)", name, node)
     return w.op(
-        Op.QUANTIZE, [x], [w.output(f"{INPUT_NAME}.int8", node)], Opt.QuantizeOptions, make(schema.QuantizeOptionsT)
-    )
-
-
-def _float_input(w: Writer, shape: list[int], options: TFLiteOptions) -> int:
-    if not options.image_input:
-        return w.tensor(INPUT_NAME, shape)
-    # 8-bit pixels; the spec's per-channel normalisation (p/255 − mean)/std happens inside the model.
-    pixels = w.tensor(INPUT_NAME, shape, T.UINT8)
-    floats = w.op(
         Op.CAST,
-        [pixels],
+        [w.tensor(INPUT_NAME, shape, T.UINT8)],
         [w.tensor(f"{INPUT_NAME}.float", shape)],
         Opt.CastOptions,
         make(schema.CastOptionsT, inDataType=T.UINT8, outDataType=T.FLOAT32),
-    )
-    scale, shift = normalisation(options.mean, options.std)
-    scaled = w.op(
-        Op.MUL,
-        [floats, w.constant(f"{INPUT_NAME}.inv_std", scale)],
-        [w.tensor(f"{INPUT_NAME}.scaled", shape)],
-        Opt.MulOptions,
-        make(schema.MulOptionsT),
-    )
-    return w.op(
-        Op.ADD,
-        [scaled, w.constant(f"{INPUT_NAME}.shift", shift)],
-        [w.tensor(f"{INPUT_NAME}.normalised", shape)],
-        Opt.AddOptions,
-        make(schema.AddOptionsT),
     )
 
 
@@ -325,6 +336,7 @@ OPS = {
     "conv": _conv,
     "fc": _fc,
     "batchnorm": _batchnorm,
+    "affine": _affine,
     "act": _act,
     "add": _add,
     "mul": _simple(Op.MUL, Opt.MulOptions, lambda: make(schema.MulOptionsT)),

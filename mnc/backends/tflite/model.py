@@ -17,7 +17,8 @@ SIGNATURE = "serving_default"
 
 def build_model(graph: Graph, metadata: dict[str, str], options: TFLiteOptions) -> bytes:
     (input_node,) = graph.inputs
-    w = Writer(graph, options, fp16=options.precision == "fp16", int8=graph.node(input_node).qparams is not None)
+    int8 = any(graph.node(n).qparams is not None for n in graph)
+    w = Writer(graph, options, fp16=options.precision == "fp16", int8=int8)
     walk(graph, w, LOWERING)
     graph_input = w.values[input_node]
     labels = output_names(graph)

@@ -16,6 +16,4 @@ class TFLiteOptions:
     precision: str = "fp32"
     image_input: bool = False
     labels: tuple[str, ...] | None = None
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
     description: str = ""

@@ -74,8 +74,6 @@ class TFLiteTarget(Target):
             precision=values["precision"],
             image_input=values["image_input"],
             labels=labels,
-            mean=network.mean,
-            std=network.std,
             description=network.description.get("short_description", ""),
         )
 
@@ -97,6 +95,10 @@ class TFLiteTarget(Target):
             "labels": len(options.labels or ()),
             "layout": "NHWC",
         }
+
+    def rewrites(self, record: ArtifactRecord, network: NetworkFacts) -> list[tuple[str, dict]]:
+        """TFLite has no hard sigmoid: it is written as affine maps (ADD with a fused RELU6, then MUL)."""
+        return [*super().rewrites(record, network), ("hard_sigmoid", {})]
 
     def write(self, graph: Graph, path: Path, record: ArtifactRecord, options: TFLiteOptions) -> None:
         from mnc.backends.tflite.model import build_model

@@ -25,7 +25,18 @@ from mnc.ir.ops.record import (
 )
 
 # Each module registers its ops as it is imported: this is the order of OPS.
-_MODULES = ("graph_input", "conv", "batchnorm", "elementwise", "pooling", "resize", "tensors", "fc", "softmax")
+_MODULES = (
+    "graph_input",
+    "conv",
+    "batchnorm",
+    "elementwise",
+    "pooling",
+    "resize",
+    "tensors",
+    "fc",
+    "softmax",
+    "affine",
+)
 _loaded = {m: import_module(f"{__name__}.{m}") for m in _MODULES}
 dilation, is_depthwise = _loaded["conv"].dilation, _loaded["conv"].is_depthwise
 depthwise_multiplier = _loaded["conv"].depthwise_multiplier
