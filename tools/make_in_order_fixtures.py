@@ -28,31 +28,10 @@ import numpy as np
 import timm
 import torch
 import torchvision
-from torch import nn
+from make_timm_fixtures import initialise  # this folder is on the path of a script run from it
 
 OUT = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "in_order"
-RESOLUTION, CLASSES, BATCH, LEVELS = 64, 5, 4, 16
-
-
-def initialise(model: nn.Module, seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.momentum = None  # running statistics: the plain average over the calibration batches
-            nn.init.uniform_(m.weight, 0.5, 1.5)
-            nn.init.normal_(m.bias, 0.0, 0.25)
-        elif isinstance(m, (nn.Conv2d, nn.Linear)):
-            with torch.no_grad():
-                fan_in = m.weight[0].numel()
-                q = torch.randint(0, LEVELS, m.weight.shape, dtype=torch.float32) - (LEVELS - 1) / 2
-                m.weight.copy_(q * ((2.0 / fan_in) ** 0.5 / q.std()))
-                if m.bias is not None:
-                    nn.init.normal_(m.bias, 0.0, 0.1)
-    model.train()
-    with torch.no_grad():
-        for _ in range(4):
-            model(torch.randn(8, 3, RESOLUTION, RESOLUTION))
-    return model.eval()
+RESOLUTION, CLASSES, BATCH = 64, 5, 4
 
 
 def lukemelas_names(state: dict) -> dict:

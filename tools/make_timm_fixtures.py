@@ -37,9 +37,11 @@ MODELS = {
 RESOLUTION, CLASSES, BATCH, LEVELS = 64, 5, 4, 16
 
 
-def make_model(name: str, seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    model = timm.create_model(name, num_classes=CLASSES)
+def initialise(model: nn.Module, seed: int | None = None) -> nn.Module:
+    """Weights on a few levels (so the fixture compresses), batch-norm statistics from four seeded
+    batches; `seed`: reseed first (else the generator goes on from where the caller left it)."""
+    if seed is not None:
+        torch.manual_seed(seed)
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
             m.momentum = None  # running statistics: the plain average over the calibration batches
@@ -56,7 +58,13 @@ def make_model(name: str, seed: int) -> nn.Module:
     with torch.no_grad():
         for _ in range(4):
             model(torch.randn(8, 3, RESOLUTION, RESOLUTION))
-        model.eval()
+    return model.eval()
+
+
+def make_model(name: str, seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    model = initialise(timm.create_model(name, num_classes=CLASSES))
+    with torch.no_grad():
         for t in list(model.parameters()) + list(model.buffers()):
             if t.is_floating_point():
                 t.copy_(t.half().float())  # the values the fixture stores, exactly
