@@ -155,7 +155,12 @@ def process_pool(method: str = "fork", workers: int = 1, cleanup: bool = False):
             process.terminate()
         for process in processes:  # gone before the caller cleans up after them
             process.join(timeout=10)
+        manager = getattr(pool, "_executor_manager_thread", None)
         pool.shutdown(wait=False, cancel_futures=True)
+        # Its manager thread closes the pool's wake-up pipe as it sees the workers gone; at exit Python
+        # writes to that pipe, and if the two meet, prints "Exception ignored … Bad file descriptor".
+        if manager is not None:
+            manager.join(timeout=10)
         raise
     pool.shutdown(wait=True)
 
